@@ -1,0 +1,182 @@
+"""Helpers the tests share: a real server process, real WebSocket clients, sites in Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+from websockets.sync.client import ClientConnection, connect
+
+from widget_server.embedded import free_port
+from widget_server.keys import Keys
+from widget_server.sites import SiteRegistry, new_site
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """``widget-server serve`` in a child process on a free port, against a given Redis."""
+
+    def __init__(self, redis_url: str, data_dir: Path, *, workers: int = 1, **env: str) -> None:
+        self.redis_url = redis_url
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.workers = workers
+        self.extra_env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=self.redis_url,
+            WIDGET_DATA_DIR=str(self.data_dir),
+            WIDGET_LOG_FORMAT="text",
+            WIDGET_LOG_LEVEL="warning",
+        )
+        env.update(self.extra_env)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "widget_server.cli", "serve", "--port", str(self.port),
+             "--workers", str(self.workers)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become ready:\n{self.log_path.read_text()}")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return process.returncode
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def add_site(redis_url: str, origins: list[str] | None = None, key: str | None = None) -> str:
+    """Create a site with a fresh key (so tests never share state) and return its key."""
+    key = key or "t" + secrets.token_hex(5)
+
+    async def save() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            await SiteRegistry(client, Keys()).save(
+                new_site(key, origins=origins if origins is not None else ["https://shop.test"])
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(save())
+    return key
+
+
+def new_visitor() -> str:
+    return "v" + secrets.token_hex(8)
+
+
+class Client:
+    """A WebSocket client that speaks protocol v1 and numbers its messages."""
+
+    def __init__(self, ws_url: str, *, origin: str | None = "https://shop.test", **kw: Any):
+        self.conn: ClientConnection = connect(
+            ws_url, origin=origin, open_timeout=5, **kw  # type: ignore[arg-type]
+        )
+        self._seq = 0
+
+    def next_id(self) -> str:
+        self._seq += 1
+        return f"m{self._seq}"
+
+    def send(self, message: dict[str, Any]) -> str:
+        message.setdefault("id", self.next_id())
+        self.conn.send(json.dumps(message))
+        return str(message["id"])
+
+    def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        return json.loads(self.conn.recv(timeout=timeout))
+
+    def recv_until(self, type_: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if message.get("type") == type_:
+                return message
+
+    def hello(self, site: str, visitor: str, session: str | None = None, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "hello", "v": 1, "site": site, "visitor": visitor}
+        if session:
+            body["session"] = session
+        body.update(extra)
+        self.send(body)
+        welcome = self.recv_until("welcome")
+        self.recv_until("ack")
+        return welcome
+
+    def event(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Send an event and return the server's answer to it (ack or error)."""
+        msg_id = self.send({"type": "event", "name": name, **fields})
+        return self.answer(msg_id)
+
+    def answer(self, msg_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if message.get("type") == "ack" and msg_id in message["ids"]:
+                return message
+            if message.get("type") == "error" and message.get("id") == msg_id:
+                return message
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def running_server(redis_url: str, data_dir: Path, **kw: Any) -> Iterator[ServerProcess]:
+    server = ServerProcess(redis_url, data_dir, **kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,142 @@
+"""Composition: :func:`create_app` is the only place that wires the parts together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from .beacon import events_endpoint, events_preflight
+from .errors import ConfigurationError
+from .hub import Hub
+from .keys import Keys
+from .metrics import Metrics
+from .protocol import WidgetConfig
+from .realtime import websocket_endpoint
+from .scripts import Scripts
+from .services import Services
+from .sessions import SessionStore
+from .settings import Settings, settings_from_env
+from .sites import SiteRegistry
+
+log = logging.getLogger("widget_server.app")
+
+
+def _redis_client(url: str) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5)
+    return Redis(connection_pool=pool)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        await services.redis.ping()
+    except (RedisError, OSError) as exc:
+        services.metrics.redis_errors.inc()
+        return PlainTextResponse(f"redis unreachable: {exc}", status_code=503)
+    return PlainTextResponse("ready")
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    services: Services = request.app.state.services
+    services.metrics.connections.set(services.hub.local_count())
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _widget_route(static_dir: Path) -> Route:
+    path = static_dir / "widget" / "widget.js"
+
+    async def widget_js(request: Request) -> Response:
+        if not path.is_file():
+            return PlainTextResponse("widget not built", status_code=404)
+        return FileResponse(
+            path,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    return Route("/widget.js", widget_js)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the ASGI app for ``settings``. Needs ``settings.redis_url``: the CLI starts the
+    embedded Valkey and fills it in when the operator did not set ``REDIS_URL``."""
+    if not settings.redis_url:
+        raise ConfigurationError("create_app needs settings.redis_url")
+    redis_url = settings.redis_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = _redis_client(redis_url)
+        keys = Keys(settings.redis_prefix)
+        metrics = Metrics()
+        scripts = Scripts.register(redis)
+        sites = SiteRegistry(redis, keys)
+        hub = Hub(
+            redis,
+            scripts,
+            keys,
+            metrics,
+            presence_ttl_s=settings.presence_ttl_s,
+            on_site_changed=sites.invalidate,
+        )
+        app.state.services = Services(
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            sites=sites,
+            sessions=SessionStore(
+                redis,
+                scripts,
+                keys,
+                session_ttl_s=settings.session_ttl_s,
+                profile_ttl_s=settings.profile_ttl_s,
+                presence_ttl_s=settings.presence_ttl_s,
+            ),
+            hub=hub,
+            metrics=metrics,
+            widget_config=WidgetConfig(
+                heartbeat_s=settings.heartbeat_s, max_frame_bytes=settings.max_frame_bytes
+            ),
+        )
+        await hub.start()
+        log.info("node started", extra={"node": hub.node_id})
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await redis.aclose()
+            log.info("node stopped", extra={"node": hub.node_id})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        WebSocketRoute("/v1/ws", websocket_endpoint),
+        Route("/v1/events", events_endpoint, methods=["POST"]),
+        Route("/v1/events", events_preflight, methods=["OPTIONS"]),
+        _widget_route(settings.static_dir),
+    ]
+    if settings.demo:
+        from .demo.catalog import generate_catalog
+        from .demo.routes import demo_routes
+
+        routes += demo_routes("demo", generate_catalog())
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_from_env() -> Starlette:
+    """Factory used by uvicorn worker processes: settings come from the environment."""
+    return create_app(settings_from_env())

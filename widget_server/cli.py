@@ -1,0 +1,282 @@
+"""``widget-server``: the one command operators need (serve, demo, sites)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+import redis as redis_sync
+from redis.asyncio import Redis
+
+from .embedded import EmbeddedValkey
+from .errors import ConfigurationError
+from .keys import Keys
+from .logs import configure_logging
+from .settings import (
+    Settings,
+    load_secret_key,
+    log_level_number,
+    settings_from_env,
+    settings_to_env,
+)
+from .sites import SiteError, SiteRegistry, new_site
+
+DEMO_SITE = "demo"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"port {port} on {host} is already in use; stop the other process or choose "
+                    "another port with --port or WIDGET_PORT"
+                ) from None
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _check_redis(url: str) -> None:
+    client = redis_sync.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis_sync.AuthenticationError as exc:
+        raise ConfigurationError(f"Redis at {url} refused the credentials: {exc}") from None
+    except (redis_sync.RedisError, OSError) as exc:
+        raise ConfigurationError(f"cannot reach Redis at {url}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _embedded_url_file(settings: Settings) -> Path:
+    return settings.data_dir / "valkey" / "url"
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use: REDIS_URL, the embedded Valkey a running server already started on
+    this data directory, or a new embedded Valkey that lives as long as the context."""
+    if settings.redis_url:
+        _check_redis(settings.redis_url)
+        yield settings.redis_url
+        return
+    url_file = _embedded_url_file(settings)
+    with contextlib.suppress(OSError):
+        running = url_file.read_text().strip()
+        with contextlib.suppress(ConfigurationError):
+            _check_redis(running)
+            yield running
+            return
+    valkey = EmbeddedValkey(settings.data_dir)
+    valkey.start()
+    try:
+        url_file.write_text(valkey.url + "\n")
+        yield valkey.url
+    finally:
+        valkey.stop()
+        with contextlib.suppress(OSError):
+            url_file.unlink()
+
+
+def _prepare(settings: Settings) -> Settings:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.secret_key:
+        settings = settings.with_overrides(secret_key=load_secret_key(settings.data_dir))
+    return settings
+
+
+def _run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws_max_size": settings.max_frame_bytes,
+        "ws_per_message_deflate": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ.update(settings_to_env(settings))
+    uvicorn.run(
+        "widget_server.app:app_from_env",
+        factory=True,
+        workers=settings.workers,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def cmd_serve(settings: Settings) -> None:
+    settings = _prepare(settings)
+    _check_port_free(settings.host, settings.port)
+    with redis_for(settings) as url:
+        _run_server(settings.with_overrides(redis_url=url))
+
+
+async def _seed_demo(url: str, settings: Settings) -> None:
+    origins = [f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost")]
+    if settings.host not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
+        origins.append(f"http://{settings.host}:{settings.port}")
+    client = Redis.from_url(url)
+    try:
+        registry = SiteRegistry(client, Keys(settings.redis_prefix))
+        existing = await registry.get(DEMO_SITE)
+        if existing is None:
+            site = new_site(DEMO_SITE, name="Demo shop", origins=origins)
+        else:  # keep the site's secret across restarts; follow the port we run on now
+            site = msgspec.structs.replace(existing, origins=origins)
+        await registry.save(site)
+    finally:
+        await client.aclose()
+
+
+def cmd_demo(settings: Settings) -> None:
+    settings = _prepare(settings.with_overrides(demo=True))
+    _check_port_free(settings.host, settings.port)
+    with redis_for(settings) as url:
+        asyncio.run(_seed_demo(url, settings))
+        base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}"
+        base += f":{settings.port}"
+        kind = "REDIS_URL" if settings.redis_url else f"embedded, data in {settings.data_dir}/"
+        print(
+            "\nwidget-server demo\n"
+            f"  Demo shop   {base}/demo/\n"
+            f"  Widget      {base}/widget.js   (site key: {DEMO_SITE})\n"
+            f"  Health      {base}/healthz  {base}/readyz\n"
+            f"  Metrics     {base}/metrics\n"
+            f"  Valkey      {url} ({kind})\n"
+            "Press Ctrl+C to stop.\n",
+            flush=True,
+        )
+        _run_server(settings.with_overrides(redis_url=url))
+
+
+async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    site = new_site(
+        args.key,
+        name=args.name,
+        origins=args.origin,
+        currency=args.currency,
+        locale=args.locale,
+        timezone=args.timezone,
+    )
+    client = Redis.from_url(url)
+    try:
+        registry = SiteRegistry(client, Keys(settings.redis_prefix))
+        if await registry.get(site.key) is not None and not args.replace:
+            raise ConfigurationError(f"site {site.key!r} exists; pass --replace to overwrite it")
+        await registry.save(site)
+    finally:
+        await client.aclose()
+    return f"site {site.key} saved (origins: {', '.join(site.origins) or 'none'})"
+
+
+async def _sites_list(url: str, settings: Settings) -> str:
+    client = Redis.from_url(url)
+    try:
+        sites = await SiteRegistry(client, Keys(settings.redis_prefix)).list()
+    finally:
+        await client.aclose()
+    if not sites:
+        return "no sites yet: add one with `widget-server sites add KEY --origin https://shop`"
+    rows = [f"{'KEY':20} {'CUR':4} {'LOCALE':7} ORIGINS"]
+    rows += [f"{s.key:20} {s.currency:4} {s.locale:7} {' '.join(s.origins)}" for s in sites]
+    return "\n".join(rows)
+
+
+def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
+    settings = _prepare(settings)
+    with redis_for(settings) as url:
+        if args.sites_command == "add":
+            print(asyncio.run(_sites_add(url, settings, args)))
+        else:
+            print(asyncio.run(_sites_list(url, settings)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="widget-server",
+        description="Exit-intent and live-offers server. Configuration comes from environment "
+        "variables (see README); flags override them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "run the server (production)"),
+        ("demo", "run the server with a seeded demo shop at /demo/"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", help="address to listen on (WIDGET_HOST)")
+        p.add_argument("--port", type=int, help="port to listen on (WIDGET_PORT)")
+        p.add_argument("--workers", type=int, help="worker processes (WIDGET_WORKERS)")
+    sites = sub.add_parser("sites", help="manage sites (shops)")
+    sites_sub = sites.add_subparsers(dest="sites_command", required=True)
+    add = sites_sub.add_parser("add", help="add a site")
+    add.add_argument("key", help="site key used in the script tag (letters, digits, - and _)")
+    add.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        help="allowed page origin, e.g. https://shop.example.com (repeatable)",
+    )
+    add.add_argument("--name", help="display name")
+    add.add_argument("--currency", default="EUR", help="ISO 4217 code (default EUR)")
+    add.add_argument("--locale", default="en", help="e.g. en, de, fr-FR (default en)")
+    add.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    add.add_argument("--replace", action="store_true", help="overwrite an existing site")
+    sites_sub.add_parser("list", help="list sites")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_env()
+        overrides = {
+            name: getattr(args, name)
+            for name in ("host", "port", "workers")
+            if getattr(args, name, None) is not None
+        }
+        if overrides:
+            settings = settings.with_overrides(**overrides)
+        if settings.workers < 1:
+            raise ConfigurationError("--workers must be at least 1")
+        configure_logging(log_level_number(settings), settings.log_format)
+        if args.command == "serve":
+            cmd_serve(settings)
+        elif args.command == "demo":
+            cmd_demo(settings)
+        else:
+            cmd_sites(settings, args)
+    except (ConfigurationError, SiteError) as exc:
+        print(f"widget-server: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

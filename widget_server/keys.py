@@ -1,0 +1,79 @@
+"""The Redis key layout: the only module that formats key and channel names.
+
+Everything that belongs to one visitor shares the hash tag ``{site:visitor}``, so every multi-key
+script touches a single slot and runs unchanged on one Valkey or on a Redis Cluster. Site keys and
+visitor ids are validated by the protocol (letters, digits, ``-`` and ``_``), so they can never
+contain ``{``, ``}`` or ``:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "ws"
+
+    # --- one visitor (one cluster slot) ------------------------------------------------------
+    def tag(self, site: str, visitor: str) -> str:
+        return f"{self.prefix}:{{{site}:{visitor}}}"
+
+    def session(self, site: str, visitor: str, session_id: str) -> str:
+        """Hash: the live session (pages, cart, signals, offers), sliding TTL."""
+        return f"{self.tag(site, visitor)}:s:{session_id}"
+
+    def seen(self, site: str, visitor: str, session_id: str) -> str:
+        """Set: message ids already applied to the session (replay protection)."""
+        return f"{self.tag(site, visitor)}:seen:{session_id}"
+
+    def sessions(self, site: str, visitor: str) -> str:
+        """Set: session ids of the visitor, so erasure can find them."""
+        return f"{self.tag(site, visitor)}:sids"
+
+    def profile(self, site: str, visitor: str) -> str:
+        """Hash: the visitor profile, retention TTL."""
+        return f"{self.tag(site, visitor)}:profile"
+
+    def orders(self, site: str, visitor: str) -> str:
+        """Set: order ids already recorded (a purchase reported twice counts once)."""
+        return f"{self.tag(site, visitor)}:orders"
+
+    def connections(self, site: str, visitor: str) -> str:
+        """Hash: connection id -> node id of every live socket of the visitor."""
+        return f"{self.tag(site, visitor)}:conns"
+
+    def visitor_keys(self, site: str, visitor: str) -> list[str]:
+        """The fixed keys of a visitor (session keys are found through :meth:`sessions`)."""
+        return [
+            self.profile(site, visitor),
+            self.sessions(site, visitor),
+            self.orders(site, visitor),
+            self.connections(site, visitor),
+        ]
+
+    # --- sites -------------------------------------------------------------------------------
+    def site(self, site: str) -> str:
+        """String: the site's JSON configuration."""
+        return f"{self.prefix}:site:{site}"
+
+    def site_index(self) -> str:
+        """Set: every site key."""
+        return f"{self.prefix}:sites"
+
+    def live(self, site: str) -> str:
+        """Sorted set: live connection ids of a site, scored by last refresh (unix seconds)."""
+        return f"{self.prefix}:live:{site}"
+
+    # --- nodes and channels ------------------------------------------------------------------
+    def nodes(self) -> str:
+        """Sorted set: server node ids scored by last heartbeat (unix seconds)."""
+        return f"{self.prefix}:nodes"
+
+    def node_channel(self, node_id: str) -> str:
+        """Pub/sub channel of one server node: messages for sockets that node holds."""
+        return f"{self.prefix}:node:{node_id}"
+
+    def broadcast_channel(self) -> str:
+        """Pub/sub channel every node listens to: site-wide pushes and cache invalidation."""
+        return f"{self.prefix}:broadcast"

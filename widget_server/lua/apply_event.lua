@@ -1,0 +1,137 @@
+-- Apply one client message to the session and profile, at most once per message id.
+-- KEYS: 1 session, 2 seen message ids, 3 profile, 4 order ids
+-- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 message id, 5 message name, 6 payload JSON
+-- Returns the session view JSON, or the error reply 'expired' when the session is gone.
+local now = tonumber(ARGV[1])
+local session_ttl = tonumber(ARGV[2])
+local profile_ttl = tonumber(ARGV[3])
+local name = ARGV[5]
+local s, p = KEYS[1], KEYS[3]
+
+if redis.call('EXISTS', s) == 0 then
+  return redis.error_reply('expired')
+end
+if redis.call('SADD', KEYS[2], ARGV[4]) == 0 then
+  return view(s, p, 1)
+end
+redis.call('EXPIRE', KEYS[2], session_ttl)
+local m = cjson.decode(ARGV[6])
+
+local function load_cart()
+  local cart = cjson.decode(val(redis.call('HGET', s, 'cart'), '[]'))
+  if cart[1] == nil then cart = {} end
+  return cart
+end
+
+local function save_cart(cart)
+  local value, items = 0, 0
+  for _, line in ipairs(cart) do
+    value = value + val(line.price, 0) * line.quantity
+    items = items + line.quantity
+  end
+  redis.call('HSET', s, 'cart', encode_list(cart), 'cart_value', value, 'cart_items', items,
+    'cart_changed', now)
+end
+
+local function cart_line(item)
+  return {id = item.id, quantity = val(item.quantity, 1), price = val(item.price, 0),
+          title = val(item.title, ''), category = val(item.category, ''),
+          brand = val(item.brand, '')}
+end
+
+local activity = true
+if name == 'page_view' then
+  local pt = val(m.page_type, 'other')
+  redis.call('HINCRBY', s, 'pages', 1)
+  redis.call('HSET', s, 'page_url', val(m.url, ''), 'page_type', pt,
+    'page_title', val(m.title, ''), 'page_started', now)
+  local checkout = redis.call('HGET', s, 'checkout')
+  local purchased = redis.call('HGET', s, 'purchased')
+  if pt == 'checkout' or pt == 'payment' then
+    redis.call('HSET', s, 'checkout', 1, 'left_checkout', 0)
+  elseif checkout == '1' and purchased ~= '1' and pt ~= 'thank_you' then
+    redis.call('HSET', s, 'left_checkout', 1)
+  end
+elseif name == 'product_view' then
+  local product = m.product
+  redis.call('HINCRBY', s, 'products_viewed', 1)
+  redis.call('HSET', s, 'viewed', push_recent(redis.call('HGET', s, 'viewed'), product.id, 20),
+    'last_product', cjson.encode(product))
+  redis.call('HSET', p, 'viewed', push_recent(redis.call('HGET', p, 'viewed'), product.id, 50))
+elseif name == 'cart_add' then
+  local cart, item, found = load_cart(), m.item, false
+  for _, line in ipairs(cart) do
+    if line.id == item.id then
+      line.quantity = line.quantity + val(item.quantity, 1)
+      if val(item.price, 0) > 0 then line.price = item.price end
+      found = true
+    end
+  end
+  if not found and #cart < 100 then cart[#cart + 1] = cart_line(item) end
+  save_cart(cart)
+elseif name == 'cart_remove' then
+  local cart, item, out = load_cart(), m.item, {}
+  for _, line in ipairs(cart) do
+    if line.id == item.id then
+      local q = val(item.quantity, nil)
+      if q ~= nil and line.quantity > q then
+        line.quantity = line.quantity - q
+        out[#out + 1] = line
+      end
+    else
+      out[#out + 1] = line
+    end
+  end
+  save_cart(out)
+elseif name == 'cart_update' then
+  local cart = {}
+  for _, item in ipairs(m.items) do cart[#cart + 1] = cart_line(item) end
+  save_cart(cart)
+elseif name == 'checkout_start' then
+  redis.call('HSET', s, 'checkout', 1, 'left_checkout', 0, 'checkout_step', val(m.step, 1))
+elseif name == 'purchase' then
+  if redis.call('SADD', KEYS[4], m.order_id) == 1 then
+    redis.call('HINCRBY', p, 'purchases', 1)
+    redis.call('HINCRBYFLOAT', p, 'revenue', m.value)
+    redis.call('HSET', p, 'last_purchase', now)
+    redis.call('HINCRBYFLOAT', s, 'revenue', m.value)
+  end
+  redis.call('EXPIRE', KEYS[4], profile_ttl)
+  redis.call('HSET', s, 'purchased', 1, 'left_checkout', 0, 'last_order', m.order_id,
+    'coupon', val(m.coupon, ''), 'cart', '[]', 'cart_value', 0, 'cart_items', 0,
+    'cart_changed', now)
+elseif name == 'identify' then
+  redis.call('HSET', p, 'email', m.email, 'email_consent', m.consent and 1 or 0,
+    'identified_at', now)
+  redis.call('HSET', s, 'identified', 1)
+elseif name == 'exit_intent' then
+  redis.call('HINCRBY', s, 'signals', 1)
+  redis.call('HSET', s, 'last_signal', now, 'last_signal_kind', m.kind)
+  activity = false
+elseif name == 'hesitation' then
+  redis.call('HINCRBY', s, 'hesitations', 1)
+  redis.call('HSET', s, 'last_hesitation', now, 'last_hesitation_s', m.seconds)
+  activity = false
+elseif name == 'offer_shown' then
+  redis.call('HINCRBY', s, 'offers_shown', 1)
+  redis.call('HSET', s, 'last_offer', m.offer, 'last_offer_shown', now)
+elseif name == 'offer_clicked' then
+  redis.call('HINCRBY', s, 'offers_clicked', 1)
+  redis.call('HSET', s, 'last_offer_click', now, 'last_offer_action', val(m.action, 'cta'))
+elseif name == 'offer_dismissed' then
+  redis.call('HINCRBY', s, 'offers_dismissed', 1)
+  redis.call('HSET', s, 'last_dismiss', now)
+  redis.call('HINCRBY', p, 'dismissals', 1)
+  redis.call('HSET', p, 'last_dismiss', now)
+elseif name == 'consent' then
+  redis.call('HSET', p, 'consent_analytics', m.analytics and 1 or 0,
+    'consent_marketing', val(m.marketing, false) and 1 or 0, 'consent_changed', now)
+else
+  return redis.error_reply('unknown message name ' .. name)
+end
+
+if activity then redis.call('HSET', s, 'last', now) end
+redis.call('HSET', p, 'last_seen', now)
+redis.call('EXPIRE', s, session_ttl)
+redis.call('EXPIRE', p, profile_ttl)
+return view(s, p, 0)

@@ -1,0 +1,50 @@
+-- Open or resume a visitor session and register the connection; one round trip per hello.
+-- KEYS: 1 resume session, 2 new session, 3 profile, 4 session ids, 5 connections
+-- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 resume id ('' = none), 5 new id,
+--       6 context JSON {page, device, consent, landing}, 7 connection id ('' = none),
+--       8 node id, 9 presence ttl
+local now = tonumber(ARGV[1])
+local session_ttl = tonumber(ARGV[2])
+local profile_ttl = tonumber(ARGV[3])
+local ctx = cjson.decode(ARGV[6])
+local key, sid, resumed = KEYS[2], ARGV[5], 0
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
+  key, sid, resumed = KEYS[1], ARGV[4], 1
+end
+
+if resumed == 0 then
+  local landing = val(ctx.landing, {})
+  redis.call('HSET', key,
+    'id', sid, 'started', now, 'pages', 0, 'cart', '[]', 'cart_value', 0, 'cart_items', 0,
+    'signals', 0, 'hesitations', 0, 'products_viewed', 0, 'viewed', '[]',
+    'offers_shown', 0, 'offers_clicked', 0, 'offers_dismissed', 0,
+    'checkout', 0, 'left_checkout', 0, 'purchased', 0,
+    'landing', val(landing.url, ''), 'referrer', val(landing.referrer, ''),
+    'utm_source', val(landing.utm_source, ''), 'utm_medium', val(landing.utm_medium, ''),
+    'utm_campaign', val(landing.utm_campaign, ''))
+  if redis.call('HSETNX', KEYS[3], 'first_seen', now) == 1 then
+    redis.call('HSET', KEYS[3], 'visits', 0, 'purchases', 0, 'revenue', 0, 'viewed', '[]')
+  end
+  redis.call('HINCRBY', KEYS[3], 'visits', 1)
+  redis.call('SADD', KEYS[4], sid)
+  redis.call('EXPIRE', KEYS[4], profile_ttl)
+end
+
+redis.call('HSET', key, 'last', now, 'device', val(ctx.device, ''))
+local page = val(ctx.page, nil)
+if page then
+  redis.call('HSET', key, 'page_url', val(page.url, ''), 'page_type', val(page.page_type, 'other'),
+    'page_title', val(page.title, ''), 'page_started', now)
+end
+local consent = val(ctx.consent, {})
+redis.call('HSET', KEYS[3], 'last_seen', now,
+  'consent_analytics', val(consent.analytics, false) and 1 or 0,
+  'consent_marketing', val(consent.marketing, false) and 1 or 0)
+redis.call('EXPIRE', key, session_ttl)
+redis.call('EXPIRE', KEYS[3], profile_ttl)
+
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
+  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))
+end
+return {sid, resumed, view(key, KEYS[3], 0)}

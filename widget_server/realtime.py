@@ -1,0 +1,322 @@
+"""The visitor WebSocket at ``/v1/ws``: handshake checks, hello, the message loop, pushes.
+
+A connection that misbehaves gets a documented ``error`` frame (and, when fatal, a close code);
+nothing it sent before ``hello`` is ever written, and every other connection keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from . import protocol as p
+from .errors import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNSUPPORTED_DATA,
+    ProtocolError,
+    StoreUnavailable,
+)
+from .ratelimit import TokenBucket
+from .services import Services
+from .sessions import SessionExpired, SessionView
+from .sites import Site, origin_allowed
+
+log = logging.getLogger("widget_server.realtime")
+T = TypeVar("T")
+
+
+class _Closed(Exception):
+    """The connection has ended (closed by the client or by us)."""
+
+
+class _NotRecorded(Exception):
+    """A message could not be recorded; the client was told to send it again."""
+
+
+class VisitorConnection:
+    """One visitor socket. Implements :class:`widget_server.hub.LiveSocket`."""
+
+    def __init__(self, ws: WebSocket, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.connection_id = secrets.token_urlsafe(9)
+        self.site = ""
+        self.visitor = ""
+        self.session_id = ""
+        self._hello: p.Hello | None = None
+        self._lock = asyncio.Lock()
+        settings = services.settings
+        self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
+        self._max_frame = settings.max_frame_bytes
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        metrics = self.services.metrics
+        if not await self._handshake_allowed():
+            return
+        await self.ws.accept()
+        attached = False
+        try:
+            await self._receive_hello()
+            self.services.hub.attach(self)
+            attached = True
+            metrics.connections.inc()
+            metrics.connections_total.inc()
+            await self.services.hub.mark_live(self)
+            while True:
+                await self._handle_frame(await self._receive_text())
+        except _Closed:
+            pass
+        finally:
+            if attached:
+                metrics.connections.dec()
+                await self.services.hub.detach(self)
+
+    async def _handshake_allowed(self) -> bool:
+        """With ``?site=KEY`` in the URL, refuse unknown sites and foreign origins before accept."""
+        site_key = self.ws.query_params.get("site")
+        if site_key is None:
+            return True
+        site = await self._lookup_site(site_key)
+        if site is not None and origin_allowed(site, self.ws.headers.get("origin")):
+            return True
+        self.services.metrics.closes.labels(str(CLOSE_POLICY_VIOLATION)).inc()
+        await self.ws.close(CLOSE_POLICY_VIOLATION)
+        return False
+
+    async def _lookup_site(self, key: str) -> Site | None:
+        if not key or len(key) > 64:
+            return None
+        return await self.services.sites.get(key)
+
+    async def _receive_text(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _Closed
+        text = message.get("text")
+        if text is None:
+            await self._fail(
+                ProtocolError(
+                    p.BINARY_NOT_SUPPORTED,
+                    "frames must be UTF-8 JSON text",
+                    close_code=CLOSE_UNSUPPORTED_DATA,
+                )
+            )
+        assert isinstance(text, str)
+        if len(text) * 4 > self._max_frame and len(text.encode()) > self._max_frame:
+            await self._fail(
+                ProtocolError(
+                    p.FRAME_TOO_LARGE,
+                    f"frames are limited to {self._max_frame} bytes",
+                    close_code=CLOSE_MESSAGE_TOO_BIG,
+                )
+            )
+        return text
+
+    async def _receive_hello(self) -> None:
+        timeout = self.services.settings.hello_timeout_s
+        try:
+            text = await asyncio.wait_for(self._receive_text(), timeout)
+        except TimeoutError:
+            await self._fail(
+                ProtocolError(
+                    p.HELLO_REQUIRED,
+                    f"no hello within {timeout:g} s",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                )
+            )
+        try:
+            message = p.parse_client_message(text)
+        except ProtocolError as exc:
+            exc.close_code = CLOSE_POLICY_VIOLATION
+            await self._fail(exc)
+        if not isinstance(message, p.Hello):
+            await self._fail(
+                ProtocolError(
+                    p.HELLO_REQUIRED,
+                    "the first message must be a hello",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=message.id,
+                )
+            )
+        await self._open(message)
+
+    async def _open(self, hello: p.Hello) -> None:
+        site = await self._lookup_site(hello.site)
+        url_site = self.ws.query_params.get("site")
+        if site is None or (url_site is not None and url_site != hello.site):
+            await self._fail(
+                ProtocolError(
+                    p.UNKNOWN_SITE,
+                    "unknown site key",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=hello.id,
+                )
+            )
+        assert site is not None
+        if not origin_allowed(site, self.ws.headers.get("origin")):
+            await self._fail(
+                ProtocolError(
+                    p.ORIGIN_NOT_ALLOWED,
+                    "this page's origin is not allowed for the site",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=hello.id,
+                )
+            )
+        self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
+        await self._start_session(resume=hello.session)
+        self.services.metrics.messages.labels("hello").inc()
+        await self.send(p.Ack(ids=[hello.id]))
+
+    async def _start_session(self, resume: str | None) -> SessionView:
+        hello = self._hello
+        assert hello is not None
+        opened = await self._store_call(
+            self.services.sessions.open(
+                self.site,
+                self.visitor,
+                now=time.time(),
+                resume=resume,
+                page=hello.page,
+                consent=hello.consent,
+                device=hello.device,
+                connection_id=self.connection_id,
+                node_id=self.services.hub.node_id,
+            ),
+            hello.id,
+        )
+        self.session_id = opened.session_id
+        await self.send(
+            p.Welcome(
+                v=p.PROTOCOL_VERSION,
+                session=opened.session_id,
+                visitor=self.visitor,
+                resumed=opened.resumed,
+                config=self.services.widget_config,
+            )
+        )
+        return opened.view
+
+    # --- messages ----------------------------------------------------------------------------
+    async def _handle_frame(self, text: str) -> None:
+        started = time.perf_counter()
+        if not self._bucket.take(time.monotonic()):
+            if self._bucket.flooding:
+                await self._fail(
+                    ProtocolError(
+                        p.FLOOD,
+                        "too many messages; reconnect later",
+                        close_code=CLOSE_POLICY_VIOLATION,
+                    )
+                )
+            await self._report(ProtocolError(p.RATE_LIMITED, "message refused: slow down"))
+            return
+        try:
+            message = p.parse_client_message(text)
+        except ProtocolError as exc:
+            if exc.close_code is not None:
+                await self._fail(exc)
+            await self._report(exc)
+            return
+        metrics = self.services.metrics
+        metrics.messages.labels(p.WIRE_NAME[type(message)]).inc()
+        if isinstance(message, p.Ping):
+            await self.send(p.Pong(id=message.id))
+            return
+        if isinstance(message, p.Hello):
+            await self._report(
+                ProtocolError(p.HELLO_REPEATED, "hello was already received", message_id=message.id)
+            )
+            return
+        try:
+            if isinstance(message, p.ConsentUpdate) and not message.analytics:
+                await self._forget(message)
+                return
+            await self._apply(message)
+        except _NotRecorded:
+            return
+        metrics.message_seconds.observe(time.perf_counter() - started)
+
+    async def _apply(self, message: p.ClientMessage) -> SessionView | None:
+        sessions = self.services.sessions
+        try:
+            view = await self._store_call(
+                sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
+                message.id,
+            )
+        except SessionExpired:
+            await self._start_session(resume=None)
+            view = await self._store_call(
+                sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
+                message.id,
+            )
+        await self.send(p.Ack(ids=[message.id]))
+        return view
+
+    async def _forget(self, message: p.ConsentUpdate) -> None:
+        await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)
+        await self.send(p.Ack(ids=[message.id]))
+        await self._close(CLOSE_NORMAL, "consent withdrawn")
+
+    async def _store_call(self, call: Awaitable[T], message_id: str) -> T:
+        """Await a store call. On a Redis failure the message is not acked: the client is told to
+        send it again; before the session exists the connection closes with 1011."""
+        try:
+            return await call
+        except StoreUnavailable as exc:
+            self.services.metrics.redis_errors.inc()
+            log.warning("store unavailable", extra={"error": str(exc), "site": self.site})
+            error = ProtocolError(
+                p.UNAVAILABLE,
+                "the server could not record this message; send it again",
+                message_id=message_id,
+            )
+            if not self.session_id:
+                error.close_code = CLOSE_INTERNAL_ERROR
+                await self._fail(error)
+            await self._report(error)
+            raise _NotRecorded from exc
+
+    # --- sending -----------------------------------------------------------------------------
+    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None:
+        await self.push(p.encode(message))
+
+    async def push(self, text: str) -> None:
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        async with self._lock:
+            try:
+                await self.ws.send_text(text)
+            except (RuntimeError, OSError) as exc:
+                raise _Closed from exc
+
+    async def _report(self, exc: ProtocolError) -> None:
+        self.services.metrics.errors.labels(exc.code).inc()
+        await self.send(p.error_for(exc))
+
+    async def _fail(self, exc: ProtocolError) -> NoReturn:
+        """Send the error, close with its close code, and end the connection."""
+        await self._report(exc)
+        await self._close(exc.close_code or CLOSE_POLICY_VIOLATION, exc.code)
+        raise _Closed
+
+    async def _close(self, code: int, reason: str) -> NoReturn:
+        self.services.metrics.closes.labels(str(code)).inc()
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.close(code, reason[:120])
+        raise _Closed
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    await VisitorConnection(ws, services).run()

@@ -1,0 +1,27 @@
+"""The wired-up parts of one server process, built by :func:`widget_server.app.create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from .hub import Hub
+from .keys import Keys
+from .metrics import Metrics
+from .protocol import WidgetConfig
+from .sessions import SessionStore
+from .settings import Settings
+from .sites import SiteRegistry
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    sites: SiteRegistry
+    sessions: SessionStore
+    hub: Hub
+    metrics: Metrics
+    widget_config: WidgetConfig

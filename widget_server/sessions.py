@@ -1,0 +1,301 @@
+"""Live visitor sessions and profiles in Redis: one Lua call (one round trip) per event.
+
+A session is a hash with a sliding TTL; the visitor profile is a hash with a retention TTL. All keys
+of a visitor share one hash tag (see :mod:`widget_server.keys`). Message ids make every apply
+idempotent: replaying a message after a reconnect returns the current view and changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from . import protocol as p
+from .errors import StoreUnavailable, WidgetServerError
+from .keys import Keys
+from .scripts import Scripts
+
+_json = msgspec.json.Decoder()
+
+
+class SessionExpired(WidgetServerError):
+    """The session a message refers to no longer exists (TTL ran out or it was erased)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    id: str
+    quantity: int
+    price: float
+    title: str
+    category: str
+    brand: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What the store knows about a visitor right after a state change."""
+
+    session: dict[str, str]
+    profile: dict[str, str]
+    duplicate: bool = False
+
+    @property
+    def session_id(self) -> str:
+        return self.session.get("id", "")
+
+    def _num(self, field: str, source: dict[str, str] | None = None) -> float:
+        raw = (self.session if source is None else source).get(field, "0")
+        try:
+            return float(raw)
+        except ValueError:
+            return 0.0
+
+    @property
+    def pages(self) -> int:
+        return int(self._num("pages"))
+
+    @property
+    def cart_value(self) -> float:
+        return self._num("cart_value")
+
+    @property
+    def cart_items(self) -> int:
+        return int(self._num("cart_items"))
+
+    @property
+    def cart(self) -> list[CartLine]:
+        lines = _json.decode(self.session.get("cart", "[]") or "[]")
+        if not isinstance(lines, list):  # Lua's cjson writes an empty table as {}
+            return []
+        return [
+            CartLine(
+                id=str(line.get("id", "")),
+                quantity=int(line.get("quantity", 1)),
+                price=float(line.get("price", 0)),
+                title=str(line.get("title", "")),
+                category=str(line.get("category", "")),
+                brand=str(line.get("brand", "")),
+            )
+            for line in lines
+        ]
+
+    @property
+    def purchased(self) -> bool:
+        return self.session.get("purchased") == "1"
+
+    @property
+    def visits(self) -> int:
+        return int(self._num("visits", self.profile))
+
+    @property
+    def purchases(self) -> int:
+        return int(self._num("purchases", self.profile))
+
+    @property
+    def revenue(self) -> float:
+        return self._num("revenue", self.profile)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    session_id: str
+    resumed: bool
+    view: SessionView
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def landing_context(page: p.PageContext | None) -> dict[str, str]:
+    """Landing URL, referrer and UTM parameters of the first page of a session."""
+    if page is None:
+        return {}
+    query = parse_qs(urlparse(page.url).query)
+    context = {"url": page.url, "referrer": page.referrer}
+    for name in ("utm_source", "utm_medium", "utm_campaign"):
+        if query.get(name):
+            context[name] = query[name][0][:200]
+    return context
+
+
+def _view(raw: bytes | str, duplicate: bool | None = None) -> SessionView:
+    data = _json.decode(raw)
+    session = data.get("s") or {}
+    profile = data.get("p") or {}
+    return SessionView(
+        session={k: str(v) for k, v in session.items()},
+        profile={k: str(v) for k, v in profile.items()},
+        duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
+    )
+
+
+class SessionStore:
+    """The Redis adapter for sessions, profiles and visitor erasure."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: Keys,
+        *,
+        session_ttl_s: int,
+        profile_ttl_s: int,
+        presence_ttl_s: int,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keys
+        self._session_ttl = session_ttl_s
+        self._profile_ttl = profile_ttl_s
+        self._presence_ttl = presence_ttl_s
+
+    async def open(
+        self,
+        site: str,
+        visitor: str,
+        *,
+        now: float,
+        resume: str | None = None,
+        page: p.PageContext | None = None,
+        consent: p.Consent | None = None,
+        device: str | None = None,
+        connection_id: str = "",
+        node_id: str = "",
+    ) -> OpenedSession:
+        """Resume ``resume`` if it still exists, else start a new session; register the socket."""
+        k = self._keys
+        new_id = new_session_id()
+        context: dict[str, Any] = {
+            "page": msgspec.to_builtins(page) if page else None,
+            "device": device or "",
+            "consent": msgspec.to_builtins(consent or p.Consent()),
+            "landing": landing_context(page),
+        }
+        try:
+            sid, resumed, raw = await self._scripts.open_session(
+                keys=[
+                    k.session(site, visitor, resume or new_id),
+                    k.session(site, visitor, new_id),
+                    k.profile(site, visitor),
+                    k.sessions(site, visitor),
+                    k.connections(site, visitor),
+                ],
+                args=[
+                    repr(now),
+                    self._session_ttl,
+                    self._profile_ttl,
+                    resume or "",
+                    new_id,
+                    msgspec.json.encode(context),
+                    connection_id,
+                    node_id,
+                    self._presence_ttl,
+                ],
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not open the session: {exc}") from exc
+        session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
+        return OpenedSession(session_id, bool(resumed), _view(raw))
+
+    def _apply_call(
+        self, site: str, visitor: str, session_id: str, message: p.ClientMessage, now: float
+    ) -> tuple[list[str], list[Any]]:
+        k = self._keys
+        keys = [
+            k.session(site, visitor, session_id),
+            k.seen(site, visitor, session_id),
+            k.profile(site, visitor),
+            k.orders(site, visitor),
+        ]
+        args: list[Any] = [
+            repr(now),
+            self._session_ttl,
+            self._profile_ttl,
+            message.id,
+            p.WIRE_NAME[type(message)],
+            msgspec.json.encode(message),
+        ]
+        return keys, args
+
+    async def apply(
+        self, site: str, visitor: str, session_id: str, message: p.ClientMessage, *, now: float
+    ) -> SessionView:
+        """Apply one message at most once; raise SessionExpired or StoreUnavailable."""
+        keys, args = self._apply_call(site, visitor, session_id, message, now)
+        try:
+            raw = await self._scripts.apply_event(keys=keys, args=args)
+        except ResponseError as exc:
+            if "expired" in str(exc):
+                raise SessionExpired(session_id) from None
+            raise StoreUnavailable(f"could not apply {message.id}: {exc}") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not apply {message.id}: {exc}") from exc
+        return _view(raw)
+
+    async def apply_batch(
+        self,
+        site: str,
+        visitor: str,
+        session_id: str,
+        messages: list[p.ClientMessage],
+        *,
+        now: float,
+    ) -> list[SessionView | SessionExpired]:
+        """Apply several messages in one pipelined round trip, in order."""
+        if not messages:
+            return []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    keys, args = self._apply_call(site, visitor, session_id, message, now)
+                    await self._scripts.apply_event(keys=keys, args=args, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not apply the batch: {exc}") from exc
+        out: list[SessionView | SessionExpired] = []
+        for result in results:
+            if isinstance(result, ResponseError) and "expired" in str(result):
+                out.append(SessionExpired(session_id))
+            elif isinstance(result, Exception):
+                raise StoreUnavailable(f"could not apply the batch: {result}")
+            else:
+                out.append(_view(result))
+        return out
+
+    async def snapshot(self, site: str, visitor: str, session_id: str) -> SessionView | None:
+        """Read a session and its profile (admin and tests; not on the hot path)."""
+        k = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.session(site, visitor, session_id))
+            pipe.hgetall(k.profile(site, visitor))
+            session, profile = await pipe.execute()
+        if not session:
+            return None
+        return SessionView(
+            session={_s(a): _s(b) for a, b in session.items()},
+            profile={_s(a): _s(b) for a, b in profile.items()},
+        )
+
+    async def forget(self, site: str, visitor: str) -> int:
+        """Erase every session, the profile and the orders of a visitor. Returns keys deleted."""
+        k = self._keys
+        try:
+            deleted = await self._scripts.forget(
+                keys=[k.profile(site, visitor), k.sessions(site, visitor), k.orders(site, visitor)],
+                args=[k.tag(site, visitor)],
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not erase the visitor: {exc}") from exc
+        return int(deleted)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,198 @@
+"""Settings, read once from the environment at the edge and passed down explicitly.
+
+Every variable is documented in README.md ("Configuration"). Nothing else in the package reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import ConfigurationError
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server needs to run, in one immutable object."""
+
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    secret_key: str = ""
+    log_level: str = "info"
+    log_format: str = "json"
+    redis_prefix: str = "ws"
+    max_frame_bytes: int = 16 * 1024
+    max_batch_bytes: int = 64 * 1024
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+    hello_timeout_s: float = 10.0
+    session_ttl_s: int = 30 * 60
+    profile_ttl_s: int = 180 * 24 * 3600
+    presence_ttl_s: int = 90
+    heartbeat_s: int = 25
+    demo: bool = False
+    static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def validate_redis_url(url: str) -> str:
+    """Return ``url`` if it names a Redis/Valkey server, else raise ConfigurationError."""
+    parsed = urlparse(url)
+    if parsed.scheme not in _REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"REDIS_URL must start with one of {', '.join(s + '://' for s in _REDIS_SCHEMES)};"
+            f" got {url!r}"
+        )
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigurationError(f"REDIS_URL has no host: {url!r}")
+    try:
+        _ = parsed.port
+    except ValueError:
+        raise ConfigurationError(f"REDIS_URL has an invalid port: {url!r}") from None
+    if parsed.scheme.startswith("valkey"):
+        url = "redis" + url[len("valkey") :]
+    return url
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """Read the secret key kept in the data directory, creating it on first use (mode 0600)."""
+    path = data_dir / "secret_key"
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the environment; raise ConfigurationError on bad values."""
+    env = os.environ if env is None else env
+    redis_url = env.get("REDIS_URL") or None
+    if redis_url is not None:
+        redis_url = validate_redis_url(redis_url)
+    data_dir = Path(env.get("WIDGET_DATA_DIR") or "var")
+    log_level = (env.get("WIDGET_LOG_LEVEL") or "info").lower()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigurationError(
+            f"WIDGET_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
+        )
+    log_format = (env.get("WIDGET_LOG_FORMAT") or "json").lower()
+    if log_format not in ("json", "text"):
+        raise ConfigurationError(f"WIDGET_LOG_FORMAT must be json or text, got {log_format!r}")
+    prefix = env.get("WIDGET_REDIS_PREFIX") or "ws"
+    if not prefix.replace("_", "").replace("-", "").isalnum():
+        raise ConfigurationError(f"WIDGET_REDIS_PREFIX must be letters, digits, - or _: {prefix!r}")
+    return Settings(
+        redis_url=redis_url,
+        data_dir=data_dir,
+        host=env.get("WIDGET_HOST") or "127.0.0.1",
+        port=_int(env, "WIDGET_PORT", 8000, low=0, high=65535),
+        workers=_int(env, "WIDGET_WORKERS", 1, low=1, high=256),
+        secret_key=env.get("WIDGET_SECRET_KEY") or "",
+        log_level=log_level,
+        log_format=log_format,
+        redis_prefix=prefix,
+        max_frame_bytes=_int(env, "WIDGET_MAX_FRAME_BYTES", 16 * 1024, low=512, high=1 << 20),
+        max_batch_bytes=_int(env, "WIDGET_MAX_BATCH_BYTES", 64 * 1024, low=1024, high=1 << 22),
+        rate_per_second=_float(env, "WIDGET_RATE_PER_SECOND", 20.0, low=0.1, high=10_000),
+        rate_burst=_int(env, "WIDGET_RATE_BURST", 40, low=1, high=100_000),
+        hello_timeout_s=_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
+        session_ttl_s=_int(env, "WIDGET_SESSION_TTL", 30 * 60, low=10, high=7 * 24 * 3600),
+        profile_ttl_s=_int(
+            env, "WIDGET_PROFILE_TTL", 180 * 24 * 3600, low=3600, high=5 * 365 * 24 * 3600
+        ),
+        heartbeat_s=_int(env, "WIDGET_HEARTBEAT", 25, low=1, high=600),
+        demo=_bool(env, "WIDGET_DEMO", False),
+    )
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces ``settings`` in a worker process."""
+    env = {
+        "WIDGET_DATA_DIR": str(settings.data_dir),
+        "WIDGET_HOST": settings.host,
+        "WIDGET_PORT": str(settings.port),
+        "WIDGET_WORKERS": str(settings.workers),
+        "WIDGET_SECRET_KEY": settings.secret_key,
+        "WIDGET_LOG_LEVEL": settings.log_level,
+        "WIDGET_LOG_FORMAT": settings.log_format,
+        "WIDGET_REDIS_PREFIX": settings.redis_prefix,
+        "WIDGET_MAX_FRAME_BYTES": str(settings.max_frame_bytes),
+        "WIDGET_MAX_BATCH_BYTES": str(settings.max_batch_bytes),
+        "WIDGET_RATE_PER_SECOND": str(settings.rate_per_second),
+        "WIDGET_RATE_BURST": str(settings.rate_burst),
+        "WIDGET_HELLO_TIMEOUT": str(settings.hello_timeout_s),
+        "WIDGET_SESSION_TTL": str(settings.session_ttl_s),
+        "WIDGET_PROFILE_TTL": str(settings.profile_ttl_s),
+        "WIDGET_HEARTBEAT": str(settings.heartbeat_s),
+        "WIDGET_DEMO": "1" if settings.demo else "0",
+    }
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    return env
+
+
+def log_level_number(settings: Settings) -> int:
+    return logging.getLevelNamesMapping()[settings.log_level.upper()]
