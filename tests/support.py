@@ -116,7 +116,11 @@ class Client:
 
     def __init__(self, ws_url: str, *, origin: str | None = "https://shop.test", **kw: Any):
         self.conn: ClientConnection = connect(
-            ws_url, origin=origin, open_timeout=5, **kw  # type: ignore[arg-type]
+            ws_url,
+            origin=origin,
+            open_timeout=5,
+            legacy=True,
+            **kw,  # type: ignore[arg-type]
         )
         self._seq = 0
 
@@ -139,7 +143,9 @@ class Client:
             if message.get("type") == type_:
                 return message
 
-    def hello(self, site: str, visitor: str, session: str | None = None, **extra: Any) -> dict[str, Any]:
+    def hello(
+        self, site: str, visitor: str, session: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"type": "hello", "v": 1, "site": site, "visitor": visitor}
         if session:
             body["session"] = session

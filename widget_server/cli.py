@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -129,7 +130,18 @@ def _run_server(settings: Settings) -> None:
     )
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that cleanup (stopping the embedded Valkey) runs: uvicorn
+    re-raises the signal it caught after its own graceful shutdown."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_serve(settings: Settings) -> None:
+    _exit_on_sigterm()
     settings = _prepare(settings)
     _check_port_free(settings.host, settings.port)
     with redis_for(settings) as url:
@@ -154,6 +166,7 @@ async def _seed_demo(url: str, settings: Settings) -> None:
 
 
 def cmd_demo(settings: Settings) -> None:
+    _exit_on_sigterm()
     settings = _prepare(settings.with_overrides(demo=True))
     _check_port_free(settings.host, settings.port)
     with redis_for(settings) as url:

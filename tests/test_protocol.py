@@ -1,0 +1,208 @@
+"""The wire protocol is pure: every frame parses to a typed message or a typed ProtocolError."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from widget_server import protocol as p
+from widget_server.errors import ProtocolError
+
+
+def frame(**fields: object) -> str:
+    return json.dumps({"id": "m1", **fields})
+
+
+def test_hello_parses_with_page_and_consent() -> None:
+    message = p.parse_client_message(
+        frame(
+            type="hello",
+            v=1,
+            site="shop_1",
+            visitor="visitor-123",
+            page={"url": "https://shop.test/p/1", "page_type": "product"},
+            consent={"analytics": True},
+            device="mobile",
+        )
+    )
+    assert isinstance(message, p.Hello)
+    assert message.page is not None and message.page.page_type == "product"
+    assert message.consent.analytics and not message.consent.marketing
+    assert message.device == "mobile"
+
+
+@pytest.mark.parametrize(
+    ("fields", "cls"),
+    [
+        ({"type": "event", "name": "page_view", "url": "https://s.test/"}, p.PageView),
+        ({"type": "event", "name": "product_view", "product": {"id": "P1"}}, p.ProductView),
+        ({"type": "event", "name": "cart_add", "item": {"id": "P1", "price": 3}}, p.CartAdd),
+        ({"type": "event", "name": "cart_remove", "item": {"id": "P1"}}, p.CartRemove),
+        ({"type": "event", "name": "cart_update", "items": []}, p.CartUpdate),
+        ({"type": "event", "name": "checkout_start"}, p.CheckoutStart),
+        ({"type": "event", "name": "purchase", "order_id": "o1", "value": 10}, p.Purchase),
+        ({"type": "event", "name": "identify", "email": "a@b.co", "consent": True}, p.Identify),
+        ({"type": "signal", "name": "exit_intent", "kind": "top_edge"}, p.ExitIntent),
+        ({"type": "signal", "name": "hesitation", "seconds": 12.5}, p.Hesitation),
+        ({"type": "offer_shown", "offer": "o-1"}, p.OfferShown),
+        ({"type": "offer_clicked", "offer": "o-1", "action": "code_copy"}, p.OfferClicked),
+        ({"type": "offer_dismissed", "offer": "o-1", "how": "escape"}, p.OfferDismissed),
+        ({"type": "consent", "analytics": False}, p.ConsentUpdate),
+        ({"type": "ping"}, p.Ping),
+    ],
+)
+def test_every_client_message_type_parses(fields: dict[str, object], cls: type) -> None:
+    message = p.parse_client_message(frame(**fields))
+    assert type(message) is cls
+    assert message.id == "m1"
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    message = p.parse_client_message(frame(type="ping", future_field={"x": 1}))
+    assert isinstance(message, p.Ping)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", p.BAD_JSON),
+        (b"\xff\xfe", p.BAD_JSON),
+        ("[]", p.BAD_MESSAGE),
+        ('"hello"', p.BAD_MESSAGE),
+        ('{"type": "ping"}', p.MISSING_ID),
+        ('{"id": "", "type": "ping"}', p.MISSING_ID),
+        ('{"id": 7, "type": "ping"}', p.MISSING_ID),
+        ('{"id": "a", "type": 5}', p.BAD_MESSAGE),
+        ('{"id": "a", "type": "teleport"}', p.UNKNOWN_TYPE),
+        ('{"id": "a", "type": "event"}', p.BAD_MESSAGE),
+        ('{"id": "a", "type": "event", "name": "explode"}', p.UNKNOWN_TYPE),
+        (
+            '{"id": "a", "type": "signal", "name": "exit_intent", "kind": "psychic"}',
+            p.INVALID_FIELD,
+        ),
+        (
+            '{"id": "a", "type": "event", "name": "cart_add", "item": {"id": "x", "quantity": 0}}',
+            p.INVALID_FIELD,
+        ),
+        (
+            '{"id": "a", "type": "event", "name": "purchase", "order_id": "o", "value": -1}',
+            p.INVALID_FIELD,
+        ),
+        (
+            '{"id": "a", "type": "event", "name": "identify", "email": "a@b.co\\r\\nBcc: x@y.z"}',
+            p.INVALID_FIELD,
+        ),
+        ('{"id": "a b", "type": "ping"}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "hello", "site": "s", "visitor": "short"}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "hello", "site": "s{x}", "visitor": "visitor-1"}', p.INVALID_FIELD),
+    ],
+)
+def test_bad_frames_raise_typed_errors(raw: str | bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_message(raw)
+    assert info.value.code == code
+
+
+def test_errors_echo_the_message_id_when_readable() -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_message('{"id": "abc", "type": "signal", "name": "exit_intent"}')
+    assert info.value.message_id == "abc"
+    assert "kind" in info.value.message
+
+
+def test_newer_protocol_version_is_refused_with_a_close_code() -> None:
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_message(frame(type="hello", v=2, site="s", visitor="visitor-1"))
+    assert info.value.code == p.UNSUPPORTED_VERSION
+    assert info.value.close_code == 1008
+
+
+def test_server_messages_encode_as_typed_json() -> None:
+    assert json.loads(p.encode(p.Ack(ids=["a", "b"]))) == {"type": "ack", "ids": ["a", "b"]}
+    assert json.loads(p.encode(p.Error(code="x", message="y"))) == {
+        "type": "error",
+        "code": "x",
+        "message": "y",
+    }
+    welcome = json.loads(
+        p.encode(
+            p.Welcome(v=1, session="s" * 8, visitor="v" * 8, resumed=False, config=p.WidgetConfig())
+        )
+    )
+    assert welcome["type"] == "welcome"
+    assert welcome["config"]["exit_intent"]["min_dwell_ms"] == 3000
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_message_or_a_protocol_error(data: bytes) -> None:
+    try:
+        p.parse_client_message(data)
+    except ProtocolError as exc:
+        assert exc.code
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "id": st.text(min_size=1, max_size=70) | st.integers(),
+            "type": st.sampled_from(
+                [
+                    "hello",
+                    "event",
+                    "signal",
+                    "offer_shown",
+                    "offer_clicked",
+                    "offer_dismissed",
+                    "consent",
+                    "ping",
+                    "other",
+                ]
+            ),
+        },
+        optional={
+            "name": st.sampled_from([n for _, n in p._MESSAGE_TYPES if n] + ["zzz"]),
+            "item": json_values,
+            "product": json_values,
+            "items": json_values,
+            "kind": json_values,
+            "seconds": json_values,
+            "url": json_values,
+            "order_id": json_values,
+            "value": json_values,
+            "email": json_values,
+            "site": json_values,
+            "visitor": json_values,
+            "offer": json_values,
+            "analytics": json_values,
+            "v": json_values,
+        },
+    )
+)
+def test_structured_garbage_never_escapes_as_another_exception(raw: dict[str, object]) -> None:
+    try:
+        message = p.parse_client_message(json.dumps(raw))
+    except ProtocolError as exc:
+        assert exc.code in {
+            p.BAD_JSON,
+            p.BAD_MESSAGE,
+            p.MISSING_ID,
+            p.UNKNOWN_TYPE,
+            p.INVALID_FIELD,
+            p.UNSUPPORTED_VERSION,
+        }
+    else:
+        assert message.id == raw["id"]
