@@ -11,14 +11,17 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .beacon import events_endpoint, events_preflight
+from .campaign_store import CampaignStore
 from .errors import ConfigurationError
 from .hub import Hub
 from .keys import Keys
 from .metrics import Metrics
+from .notices import Notices
+from .offers import OfferEngine
 from .protocol import WidgetConfig
 from .realtime import websocket_endpoint
 from .scripts import Scripts
@@ -26,6 +29,7 @@ from .services import Services
 from .sessions import SessionStore
 from .settings import Settings, settings_from_env
 from .sites import SiteRegistry
+from .widget_asset import widget_routes
 
 log = logging.getLogger("widget_server.app")
 
@@ -55,21 +59,6 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _widget_route(static_dir: Path) -> Route:
-    path = static_dir / "widget" / "widget.js"
-
-    async def widget_js(request: Request) -> Response:
-        if not path.is_file():
-            return PlainTextResponse("widget not built", status_code=404)
-        return FileResponse(
-            path,
-            media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
-
-    return Route("/widget.js", widget_js)
-
-
 def create_app(settings: Settings) -> Starlette:
     """Build the ASGI app for ``settings``. Needs ``settings.redis_url``: the CLI starts the
     embedded Valkey and fills it in when the operator did not set ``REDIS_URL``."""
@@ -84,6 +73,17 @@ def create_app(settings: Settings) -> Starlette:
         metrics = Metrics()
         scripts = Scripts.register(redis)
         sites = SiteRegistry(redis, keys)
+        sessions = SessionStore(
+            redis,
+            scripts,
+            keys,
+            session_ttl_s=settings.session_ttl_s,
+            profile_ttl_s=settings.profile_ttl_s,
+            presence_ttl_s=settings.presence_ttl_s,
+        )
+        campaigns = CampaignStore(redis, keys)
+        offers = OfferEngine(redis, scripts, keys, campaigns, sessions, metrics)
+        notices = Notices()
         hub = Hub(
             redis,
             scripts,
@@ -91,26 +91,23 @@ def create_app(settings: Settings) -> Starlette:
             metrics,
             presence_ttl_s=settings.presence_ttl_s,
             on_site_changed=sites.invalidate,
+            on_notice=notices.handle,
         )
-        app.state.services = Services(
+        services = Services(
             settings=settings,
             redis=redis,
             keys=keys,
             sites=sites,
-            sessions=SessionStore(
-                redis,
-                scripts,
-                keys,
-                session_ttl_s=settings.session_ttl_s,
-                profile_ttl_s=settings.profile_ttl_s,
-                presence_ttl_s=settings.presence_ttl_s,
-            ),
+            sessions=sessions,
             hub=hub,
             metrics=metrics,
             widget_config=WidgetConfig(
                 heartbeat_s=settings.heartbeat_s, max_frame_bytes=settings.max_frame_bytes
             ),
+            offers=offers,
         )
+        notices.services = services
+        app.state.services = services
         await hub.start()
         log.info("node started", extra={"node": hub.node_id})
         try:
@@ -127,7 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/v1/ws", websocket_endpoint),
         Route("/v1/events", events_endpoint, methods=["POST"]),
         Route("/v1/events", events_preflight, methods=["OPTIONS"]),
-        _widget_route(settings.static_dir),
+        *widget_routes(settings.static_dir),
     ]
     if settings.demo:
         from .demo.catalog import generate_catalog

@@ -54,6 +54,7 @@ class Hub:
         *,
         presence_ttl_s: int,
         on_site_changed: Callable[[str], None],
+        on_notice: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = new_node_id()
         self._redis = redis
@@ -62,6 +63,7 @@ class Hub:
         self._metrics = metrics
         self._presence_ttl = presence_ttl_s
         self._on_site_changed = on_site_changed
+        self._on_notice = on_notice
         self._sockets: dict[str, LiveSocket] = {}
         self._by_site: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +89,11 @@ class Hub:
                 await pipe.execute()
         except RedisError:
             self._metrics.redis_errors.inc()
+
+    def local_sockets(self, site: str) -> list[LiveSocket]:
+        return [
+            self._sockets[cid] for cid in list(self._by_site.get(site, ())) if cid in self._sockets
+        ]
 
     def local_count(self, site: str | None = None) -> int:
         if site is None:
@@ -173,6 +180,11 @@ class Hub:
         else:
             if envelope.get("kind") == "site_changed":
                 self._on_site_changed(str(envelope.get("site")))
+            elif self._on_notice is not None:
+                try:
+                    await self._on_notice(envelope)
+                except Exception:
+                    log.exception("a broadcast notice failed", extra={"kind": envelope.get("kind")})
             return
         text = msgspec.json.encode(envelope.get("msg")).decode()
         sends: list[Awaitable[None]] = [s.push(text) for s in targets if s is not None]

@@ -52,6 +52,51 @@ class Keys:
             self.connections(site, visitor),
         ]
 
+    def trace(self, site: str, visitor: str, session_id: str) -> str:
+        """List: the last decisions of a session with every campaign's reason (newest first)."""
+        return f"{self.tag(site, visitor)}:trace:{session_id}"
+
+    # --- one campaign (one cluster slot) -----------------------------------------------------
+    def campaign_tag(self, site: str, campaign: str) -> str:
+        return f"{self.prefix}:{{{site}:c:{campaign}}}"
+
+    def campaign_visitor(self, site: str, campaign: str, visitor: str) -> str:
+        """Hash: one visitor's caps, exposure, variant and code for one campaign."""
+        return f"{self.campaign_tag(site, campaign)}:v:{visitor}"
+
+    def campaign_impressions(self, site: str, campaign: str) -> str:
+        """String counter: impressions of the campaign (the global cap)."""
+        return f"{self.campaign_tag(site, campaign)}:impressions"
+
+    def code_pool(self, site: str, campaign: str) -> str:
+        """List: unused codes uploaded for the campaign."""
+        return f"{self.campaign_tag(site, campaign)}:pool"
+
+    def issued_codes(self, site: str, campaign: str) -> str:
+        """Hash: code -> JSON {visitor, variant, issued, expires, redeemed} of issued codes."""
+        return f"{self.campaign_tag(site, campaign)}:codes"
+
+    def campaign_stats(self, site: str, campaign: str, day: str) -> str:
+        """Hash: per-day counters by metric and variant (``exposures:A``, ``revenue:B``...)."""
+        return f"{self.campaign_tag(site, campaign)}:stats:{day}"
+
+    # --- campaigns of a site -----------------------------------------------------------------
+    def campaigns(self, site: str) -> str:
+        """Hash: campaign id -> current campaign JSON."""
+        return f"{self.prefix}:campaigns:{site}"
+
+    def campaign_history(self, site: str, campaign: str) -> str:
+        """List: every earlier version of a campaign (JSON with who and when), newest first."""
+        return f"{self.prefix}:campaign-history:{site}:{campaign}"
+
+    def code_index(self, site: str) -> str:
+        """Hash: code -> campaign id, to find which campaign issued a redeemed code."""
+        return f"{self.prefix}:code-index:{site}"
+
+    def live_offers(self, site: str) -> str:
+        """Hash: campaign id -> unix time until which its live broadcast runs."""
+        return f"{self.prefix}:live-offers:{site}"
+
     # --- sites -------------------------------------------------------------------------------
     def site(self, site: str) -> str:
         """String: the site's JSON configuration."""

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import protocol as p
+from .decide import LiveSignal
 from .errors import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
@@ -26,6 +27,7 @@ from .errors import (
     ProtocolError,
     StoreUnavailable,
 )
+from .offers import signal_for
 from .ratelimit import TokenBucket
 from .services import Services
 from .sessions import SessionExpired, SessionView
@@ -53,6 +55,10 @@ class VisitorConnection:
         self.site = ""
         self.visitor = ""
         self.session_id = ""
+        self.country = ws.headers.get(services.settings.country_header, "")[:2].upper()
+        self.armed: str | None = None
+        self.shown: str | None = None
+        self.last_view: SessionView | None = None
         self._hello: p.Hello | None = None
         self._lock = asyncio.Lock()
         settings = services.settings
@@ -174,9 +180,32 @@ class VisitorConnection:
                 )
             )
         self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
-        await self._start_session(resume=hello.session)
+        view = await self._start_session(resume=hello.session)
         self.services.metrics.messages.labels("hello").inc()
         await self.send(p.Ack(ids=[hello.id]))
+        offers = self.services.offers
+        await offers.rearm(self, view)
+        for campaign_id in await offers.active_live(self.site, time.time()):
+            await self.offer_live(campaign_id)
+
+    async def refresh_offers(self) -> None:
+        """Campaigns changed: withdraw a shown offer whose campaign stopped, re-arm."""
+        if self.last_view is None:
+            return
+        if self.shown is not None:
+            campaign_id = self.shown.split(".", 1)[0]
+            active = {c.id for c in await self.services.offers.campaigns.for_site(self.site)
+                      if c.status == "active"}  # fmt: skip
+            if campaign_id not in active:
+                await self.send({"type": "withdraw", "offer": self.shown})
+                self.shown = None
+        await self.services.offers.rearm(self, self.last_view)
+
+    async def offer_live(self, campaign_id: str) -> None:
+        """Offer a running live broadcast (once per session: replays are not sent again)."""
+        await self.services.offers.on_signal(
+            self, LiveSignal(campaign_id), f"live:{campaign_id}:{self.session_id}", resend=False
+        )
 
     async def _start_session(self, resume: str | None) -> SessionView:
         hello = self._hello
@@ -261,7 +290,28 @@ class VisitorConnection:
                 message.id,
             )
         await self.send(p.Ack(ids=[message.id]))
+        await self._after_change(message, view)
         return view
+
+    async def _after_change(self, message: p.ClientMessage, view: SessionView) -> None:
+        offers = self.services.offers
+        self.last_view = view
+        if view.duplicate and not isinstance(message, p.ExitIntent | p.Hesitation):
+            return
+        signal = signal_for(message)
+        if signal is not None:
+            await offers.on_signal(self, signal, message.id)
+            return
+        if isinstance(message, p.Purchase):
+            self.armed = None
+            if view.session.get("order_new") == "1":
+                await self.services.hub.send_to_visitor(
+                    self.site, self.visitor, {"type": "withdraw", "offer": "*"}
+                )
+                await offers.on_purchase(
+                    self.site, self.visitor, message, new_order=True, now=time.time()
+                )
+        await offers.rearm(self, view)
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
         await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)

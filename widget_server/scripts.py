@@ -20,6 +20,7 @@ class Scripts:
     apply_event: AsyncScript
     forget: AsyncScript
     deliver: AsyncScript
+    claim: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -28,4 +29,5 @@ class Scripts:
             apply_event=redis.register_script(_source("apply_event")),
             forget=redis.register_script(_source("forget")),
             deliver=redis.register_script(_source("deliver")),
+            claim=redis.register_script(_source("claim")),
         )

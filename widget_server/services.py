@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from .hub import Hub
 from .keys import Keys
 from .metrics import Metrics
+from .offers import OfferEngine
 from .protocol import WidgetConfig
 from .sessions import SessionStore
 from .settings import Settings
@@ -25,3 +26,4 @@ class Services:
     hub: Hub
     metrics: Metrics
     widget_config: WidgetConfig
+    offers: OfferEngine

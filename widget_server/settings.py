@@ -43,6 +43,7 @@ class Settings:
     presence_ttl_s: int = 90
     heartbeat_s: int = 25
     demo: bool = False
+    country_header: str = "cf-ipcountry"
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
 
     @property
@@ -165,6 +166,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         heartbeat_s=_int(env, "WIDGET_HEARTBEAT", 25, low=1, high=600),
         demo=_bool(env, "WIDGET_DEMO", False),
+        country_header=(env.get("WIDGET_COUNTRY_HEADER") or "cf-ipcountry").lower(),
     )
 
 
@@ -188,6 +190,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_PROFILE_TTL": str(settings.profile_ttl_s),
         "WIDGET_HEARTBEAT": str(settings.heartbeat_s),
         "WIDGET_DEMO": "1" if settings.demo else "0",
+        "WIDGET_COUNTRY_HEADER": settings.country_header,
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url

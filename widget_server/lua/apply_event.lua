@@ -39,6 +39,10 @@ local function cart_line(item)
           brand = val(item.brand, '')}
 end
 
+local function campaign_of(offer_id)
+  return string.match(offer_id, '^([^.]+)') or offer_id
+end
+
 local activity = true
 if name == 'page_view' then
   local pt = val(m.page_type, 'other')
@@ -90,7 +94,9 @@ elseif name == 'cart_update' then
 elseif name == 'checkout_start' then
   redis.call('HSET', s, 'checkout', 1, 'left_checkout', 0, 'checkout_step', val(m.step, 1))
 elseif name == 'purchase' then
-  if redis.call('SADD', KEYS[4], m.order_id) == 1 then
+  local new_order = redis.call('SADD', KEYS[4], m.order_id)
+  redis.call('HSET', s, 'order_new', new_order)
+  if new_order == 1 then
     redis.call('HINCRBY', p, 'purchases', 1)
     redis.call('HINCRBYFLOAT', p, 'revenue', m.value)
     redis.call('HSET', p, 'last_purchase', now)
@@ -113,8 +119,14 @@ elseif name == 'hesitation' then
   redis.call('HSET', s, 'last_hesitation', now, 'last_hesitation_s', m.seconds)
   activity = false
 elseif name == 'offer_shown' then
+  local campaign = campaign_of(m.offer)
   redis.call('HINCRBY', s, 'offers_shown', 1)
+  redis.call('HINCRBY', s, 'shown:' .. campaign, 1)
   redis.call('HSET', s, 'last_offer', m.offer, 'last_offer_shown', now)
+  local times = cjson.decode(val(redis.call('HGET', p, 'shown:' .. campaign), '[]'))
+  times[#times + 1] = now
+  while #times > 20 do table.remove(times, 1) end
+  redis.call('HSET', p, 'shown:' .. campaign, cjson.encode(times))
 elseif name == 'offer_clicked' then
   redis.call('HINCRBY', s, 'offers_clicked', 1)
   redis.call('HSET', s, 'last_offer_click', now, 'last_offer_action', val(m.action, 'cta'))
@@ -122,7 +134,9 @@ elseif name == 'offer_dismissed' then
   redis.call('HINCRBY', s, 'offers_dismissed', 1)
   redis.call('HSET', s, 'last_dismiss', now)
   redis.call('HINCRBY', p, 'dismissals', 1)
-  redis.call('HSET', p, 'last_dismiss', now)
+  local key = 'dismiss:' .. campaign_of(m.offer)
+  local count = tonumber((string.match(val(redis.call('HGET', p, key), '0:0'), '^(%d+):')) or 0)
+  redis.call('HSET', p, 'last_dismiss', now, key, (count + 1) .. ':' .. now)
 elseif name == 'consent' then
   redis.call('HSET', p, 'consent_analytics', m.analytics and 1 or 0,
     'consent_marketing', val(m.marketing, false) and 1 or 0, 'consent_changed', now)
