@@ -172,6 +172,7 @@ def test_oversized_frame_closes_with_1009(server: ServerProcess, site: str) -> N
         c.hello(site, new_visitor())
         big = json.dumps({"id": "big", "type": "ping", "pad": "x" * 20_000})
         c.conn.send(big)
+        assert c.recv()["code"] == "frame_too_large"
         assert closed_with(c) == 1009
 
 

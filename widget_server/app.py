@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -30,7 +31,7 @@ class Batch(Struct, frozen=True, kw_only=True):
     visitor: p.VisitorId
     session: p.SessionId | None = None
     page: p.PageContext | None = None
-    consent: p.Consent = p.Consent()
+    consent: p.Consent | None = None
     device: p.Device | None = None
     messages: Annotated[list[Any], Meta(max_length=MAX_BATCH_MESSAGES)]
 
@@ -73,7 +74,10 @@ async def _site_for(services: Services, request: Request) -> Site | None:
 async def events_preflight(request: Request) -> Response:
     services: Services = request.app.state.services
     origin = request.headers.get("origin")
-    site = await _site_for(services, request)
+    try:
+        site = await _site_for(services, request)
+    except RedisError:
+        return Response(status_code=503, headers={"Vary": "Origin"})
     if site is None or origin is None or not origin_allowed(site, origin):
         return Response(status_code=403, headers={"Vary": "Origin"})
     return Response(status_code=204, headers=_cors_headers(origin))
@@ -95,7 +99,14 @@ async def events_endpoint(request: Request) -> Response:
         return _error(400, p.INVALID_FIELD, str(exc))
     except (msgspec.DecodeError, UnicodeDecodeError):
         return _error(400, p.BAD_JSON, "the body is not valid JSON")
-    site = await services.sites.get(batch.site)
+    url_site = request.query_params.get("site")
+    if url_site is not None and url_site != batch.site:
+        return _error(400, p.UNKNOWN_SITE, "the site in the URL and in the body differ")
+    try:
+        site = await services.sites.get(batch.site)
+    except RedisError:
+        services.metrics.redis_errors.inc()
+        return _error(503, p.UNAVAILABLE, "the server could not check the site; send it again")
     if site is None:
         return _error(404, p.UNKNOWN_SITE, "unknown site key")
     if not origin_allowed(site, origin):
@@ -132,6 +143,7 @@ async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
     sessions = services.sessions
     if forget:
         await sessions.forget(batch.site, batch.visitor)
+        acks += [m.id for m in to_apply]  # recorded, then erased with everything else
         return {"session": None, "acks": acks, "errors": errors}
     now = time.time()
     opened = await sessions.open(

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,10 @@ import msgspec
 import redis as redis_sync
 from redis.asyncio import Redis
 
+from . import cli_campaigns
+from .campaign_store import CampaignStore
+from .campaigns import CampaignInvalid
+from .codes import CodePoolError
 from .embedded import EmbeddedValkey
 from .errors import ConfigurationError
 from .keys import Keys
@@ -108,7 +113,9 @@ def _run_server(settings: Settings) -> None:
     common = {
         "host": settings.host,
         "port": settings.port,
-        "ws_max_size": settings.max_frame_bytes,
+        # uvicorn drops frames past its own limit with a bare 1009; a larger transport limit lets
+        # the app answer oversized frames with the documented error first.
+        "ws_max_size": settings.max_frame_bytes * 4,
         "ws_per_message_deflate": False,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
@@ -161,6 +168,10 @@ async def _seed_demo(url: str, settings: Settings) -> None:
         else:  # keep the site's secret across restarts; follow the port we run on now
             site = msgspec.structs.replace(existing, origins=origins)
         await registry.save(site)
+        store = CampaignStore(client, Keys(settings.redis_prefix))
+        if not await store.for_site(DEMO_SITE):
+            examples = json.loads((settings.offers_dir / "demo-campaigns.json").read_text())
+            await store.import_many(DEMO_SITE, examples, author="demo")
     finally:
         await client.aclose()
 
@@ -260,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
     add.add_argument("--replace", action="store_true", help="overwrite an existing site")
     sites_sub.add_parser("list", help="list sites")
+    cli_campaigns.add_parsers(sub)
     return parser
 
 
@@ -281,9 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_serve(settings)
         elif args.command == "demo":
             cmd_demo(settings)
+        elif args.command in cli_campaigns.COMMANDS:
+            settings = _prepare(settings)
+            with redis_for(settings) as url:
+                print(asyncio.run(cli_campaigns.run(url, settings.redis_prefix, args)))
         else:
             cmd_sites(settings, args)
-    except (ConfigurationError, SiteError) as exc:
+    except CampaignInvalid as exc:
+        print(f"widget-server: error: invalid campaign ({len(exc.errors)} fields)", file=sys.stderr)
+        cli_campaigns.report_invalid(exc)
+        return 2
+    except (ConfigurationError, SiteError, CodePoolError) as exc:
         print(f"widget-server: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

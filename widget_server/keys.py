@@ -122,3 +122,28 @@ class Keys:
     def broadcast_channel(self) -> str:
         """Pub/sub channel every node listens to: site-wide pushes and cache invalidation."""
         return f"{self.prefix}:broadcast"
+
+    # --- product catalog of a site -----------------------------------------------------------
+    def catalog(self, site: str) -> str:
+        """Hash: product id -> product JSON imported from the site's feed."""
+        return f"{self.prefix}:catalog:{site}"
+
+    def catalog_hashes(self, site: str) -> str:
+        """Hash: product id -> content hash of the feed product (skips unchanged rows)."""
+        return f"{self.prefix}:catalog-hash:{site}"
+
+    def catalog_learned(self, site: str) -> str:
+        """Hash: product id -> product JSON learned from product views, for ids not in the feed."""
+        return f"{self.prefix}:catalog-learned:{site}"
+
+    def catalog_version(self, site: str) -> str:
+        """String counter: bumped whenever the catalog changes (similarity indexes rebuild)."""
+        return f"{self.prefix}:catalog-version:{site}"
+
+    def coview(self, site: str, product_id: str) -> str:
+        """Sorted set: other product id -> times viewed in the same session, top members only."""
+        return f"{self.prefix}:coview:{site}:{product_id}"
+
+    def cocart(self, site: str, product_id: str) -> str:
+        """Sorted set: other product id -> times in the same cart, top members only."""
+        return f"{self.prefix}:cocart:{site}:{product_id}"

@@ -112,7 +112,7 @@ class Hello(_Message, frozen=True, kw_only=True):
     visitor: VisitorId
     session: SessionId | None = None
     page: PageContext | None = None
-    consent: Consent = Consent()
+    consent: Consent | None = None  # None: unchanged
     device: Device | None = None
 
 

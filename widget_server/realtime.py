@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, NoReturn, TypeVar
 
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import protocol as p
@@ -68,7 +69,10 @@ class VisitorConnection:
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         metrics = self.services.metrics
-        if not await self._handshake_allowed():
+        try:
+            if not await self._handshake_allowed():
+                return
+        except _Closed:
             return
         await self.ws.accept()
         attached = False
@@ -103,7 +107,20 @@ class VisitorConnection:
     async def _lookup_site(self, key: str) -> Site | None:
         if not key or len(key) > 64:
             return None
-        return await self.services.sites.get(key)
+        try:
+            return await self.services.sites.get(key)
+        except RedisError as exc:
+            self.services.metrics.redis_errors.inc()
+            if self.ws.application_state != WebSocketState.CONNECTED:
+                await self.ws.close(CLOSE_INTERNAL_ERROR)
+                raise _Closed from exc
+            await self._fail(
+                ProtocolError(
+                    p.UNAVAILABLE,
+                    "the server cannot check the site right now; reconnect later",
+                    close_code=CLOSE_INTERNAL_ERROR,
+                )
+            )
 
     async def _receive_text(self) -> str:
         message = await self.ws.receive()

@@ -176,7 +176,7 @@ class SessionStore:
         context: dict[str, Any] = {
             "page": msgspec.to_builtins(page) if page else None,
             "device": device or "",
-            "consent": msgspec.to_builtins(consent or p.Consent()),
+            "consent": msgspec.to_builtins(consent) if consent else None,
             "landing": landing_context(page),
         }
         try:

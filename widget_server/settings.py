@@ -45,6 +45,7 @@ class Settings:
     demo: bool = False
     country_header: str = "cf-ipcountry"
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+    offers_dir: Path = Path(__file__).resolve().parent.parent / "offers"
 
     @property
     def uses_embedded_redis(self) -> bool:

@@ -98,7 +98,9 @@ def _respond(asset: WidgetAsset, request: Request, cache_control: str) -> Respon
         return Response(status_code=304, headers=headers)
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    return Response(asset.gzipped if gzipped else asset.body, media_type=MEDIA_TYPE, headers=headers)
+    return Response(
+        asset.gzipped if gzipped else asset.body, media_type=MEDIA_TYPE, headers=headers
+    )
 
 
 def widget_routes(static_dir: Path) -> list[BaseRoute]:

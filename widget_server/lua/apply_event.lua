@@ -104,7 +104,7 @@ elseif name == 'purchase' then
   end
   redis.call('EXPIRE', KEYS[4], profile_ttl)
   redis.call('HSET', s, 'purchased', 1, 'left_checkout', 0, 'last_order', m.order_id,
-    'coupon', val(m.coupon, ''), 'cart', '[]', 'cart_value', 0, 'cart_items', 0,
+    'coupon', val(m.coupon, ''), 'currency', val(m.currency, ''), 'cart', '[]', 'cart_value', 0, 'cart_items', 0,
     'cart_changed', now)
 elseif name == 'identify' then
   redis.call('HSET', p, 'email', m.email, 'email_consent', m.consent and 1 or 0,

@@ -30,16 +30,19 @@ if resumed == 0 then
   redis.call('EXPIRE', KEYS[4], profile_ttl)
 end
 
-redis.call('HSET', key, 'last', now, 'device', val(ctx.device, ''))
+redis.call('HSET', key, 'last', now)
+if val(ctx.device, '') ~= '' then redis.call('HSET', key, 'device', ctx.device) end
 local page = val(ctx.page, nil)
 if page then
   redis.call('HSET', key, 'page_url', val(page.url, ''), 'page_type', val(page.page_type, 'other'),
     'page_title', val(page.title, ''), 'page_started', now)
 end
-local consent = val(ctx.consent, {})
-redis.call('HSET', KEYS[3], 'last_seen', now,
-  'consent_analytics', val(consent.analytics, false) and 1 or 0,
-  'consent_marketing', val(consent.marketing, false) and 1 or 0)
+redis.call('HSET', KEYS[3], 'last_seen', now)
+local consent = val(ctx.consent, nil)
+if consent then
+  redis.call('HSET', KEYS[3], 'consent_analytics', val(consent.analytics, false) and 1 or 0,
+    'consent_marketing', val(consent.marketing, false) and 1 or 0)
+end
 redis.call('EXPIRE', key, session_ttl)
 redis.call('EXPIRE', KEYS[3], profile_ttl)
 

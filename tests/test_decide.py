@@ -1,0 +1,212 @@
+"""The decision engine is pure: same inputs, same decision, and a reason for every campaign."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from widget_server.campaigns import Campaign, parse_campaign
+from widget_server.decide import (
+    ArmProbe,
+    ExitIntentSignal,
+    HesitationSignal,
+    LiveSignal,
+    Reason,
+    VisitorState,
+    decide,
+)
+from widget_server.experiments import HOLDOUT, assign, bucket
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc).timestamp()  # a Monday
+
+
+def campaign(cid: str = "c", **overrides: Any) -> Campaign:
+    data: dict[str, Any] = {
+        "id": cid,
+        "name": cid,
+        "status": "active",
+        "variants": [{"key": "a", "offer": {"kind": "message", "headline": "Hi"}}],
+    }
+    data.update(overrides)
+    return parse_campaign(data)
+
+
+def state(**overrides: Any) -> VisitorState:
+    base = VisitorState(visitor="visitor-1", session_id="s1", page_type="product",
+                        page_url="https://shop.test/p/1", started=NOW - 300, page_started=NOW - 60,
+                        pages=3)  # fmt: skip
+    return replace(base, **overrides)
+
+
+EXIT = ExitIntentSignal("top_edge")
+
+
+def test_priority_then_expected_value_then_id() -> None:
+    low, high = campaign("low", priority=10), campaign("high", priority=90)
+    rich = campaign("rich", priority=10, expected_value=5)
+    decision = decide(state(), [low, high, rich], EXIT, NOW)
+    assert decision.chosen is not None and decision.chosen.campaign.id == "high"
+    assert [c.campaign.id for c in decision.eligible] == ["high", "rich", "low"]
+    reasons = {r.campaign_id: r.reason for r in decision.rejections}
+    assert reasons == {"rich": Reason.LOWER_PRIORITY, "low": Reason.LOWER_PRIORITY}
+
+
+def test_each_rejection_reason() -> None:
+    cases = [
+        (campaign(status="paused"), state(), EXIT, Reason.NOT_ACTIVE),
+        (campaign(schedule={"start": "2027-01-01T00:00:00Z"}), state(), EXIT, Reason.NOT_SCHEDULED),
+        (campaign(schedule={"weekdays": [5, 6]}), state(), EXIT, Reason.NOT_SCHEDULED),
+        (campaign(schedule={"hours": [9, 12], "timezone": "UTC"}), state(), EXIT,
+         Reason.NOT_SCHEDULED),
+        (campaign(trigger={"exit_intent": ["back_button"]}), state(), EXIT, Reason.WRONG_TRIGGER),
+        (campaign(trigger={"min_cart_value": 50}), state(cart_value=20), EXIT, Reason.THRESHOLD),
+        (campaign(trigger={"min_pages": 5}), state(), EXIT, Reason.THRESHOLD),
+        (campaign(trigger={"min_time_on_site_s": 600}), state(), EXIT, Reason.THRESHOLD),
+        (campaign(trigger={"left_checkout": True}), state(), EXIT, Reason.THRESHOLD),
+        (campaign(trigger={"returning_visitor": True}), state(visits=1), EXIT, Reason.THRESHOLD),
+        (campaign(targeting={"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]}]}),
+         state(device="desktop"), EXIT, Reason.TARGETING),
+        (campaign(), state(page_type="payment"), EXIT, Reason.PAYMENT_STEP),
+        (campaign(), state(last_purchase=NOW - 3600), EXIT, Reason.AFTER_PURCHASE),
+        (campaign(), state(shown_in_session={"c": 1}), EXIT, Reason.CAPPED_SESSION),
+        (campaign(caps={"per_session": 0, "per_visitor_day": 1}),
+         state(shown_at={"c": (NOW - 60,)}), EXIT, Reason.CAPPED_DAY),
+        (campaign(caps={"per_session": 0, "per_visitor_day": 0, "per_visitor_week": 2}),
+         state(shown_at={"c": (NOW - 86400 * 0.5, NOW - 60)}), EXIT, Reason.CAPPED_WEEK),
+        (campaign(), state(dismissals={"c": (1, NOW - 60)}), EXIT, Reason.COOLDOWN),
+        (campaign(variants=[{"key": "a", "offer": {"kind": "discount", "headline": "x"},
+                             "discount": {"type": "percent", "amount": 10, "min_cart_value": 50}}]),
+         state(cart_value=10), EXIT, Reason.MIN_CART),
+        (campaign(trigger={"hesitation": {"cart": 30}}), state(),
+         HesitationSignal(40, "product"), Reason.WRONG_TRIGGER),
+        (campaign(trigger={"hesitation": {"product": 30}}), state(),
+         HesitationSignal(10, "product"), Reason.WRONG_TRIGGER),
+        (campaign(trigger={"live": True, "exit_intent": []}), state(), LiveSignal("other"),
+         Reason.WRONG_TRIGGER),
+        (campaign(holdout=0.5), state(visitor=_holdout_visitor(0.5)), EXIT, Reason.HOLDOUT),
+    ]
+    for c, s, signal, reason in cases:
+        decision = decide(s, [c], signal, NOW)
+        assert reason in {r.reason for r in decision.rejections}, (c, reason, decision)
+        if reason != Reason.HOLDOUT:
+            assert decision.chosen is None
+
+
+def _holdout_visitor(share: float) -> str:
+    c = campaign(holdout=share)
+    return next(v for v in (f"visitor-{i}" for i in range(1000)) if assign(c, v) == HOLDOUT)
+
+
+def test_dismiss_cooldown_backs_off_with_repeated_ignores() -> None:
+    c = campaign(caps={"dismiss_cooldown_minutes": 10})
+    fifteen_min_ago = NOW - 15 * 60
+    once = decide(state(dismissals={"c": (1, fifteen_min_ago)}), [c], EXIT, NOW)  # 10 min cooldown
+    assert once.chosen is not None
+    blocked = decide(state(dismissals={"c": (2, fifteen_min_ago)}), [c], EXIT, NOW)  # 20 min
+    assert blocked.chosen is None
+    assert decide(state(dismissals={"c": (3, NOW - 35 * 60)}), [c], EXIT, NOW).chosen is None
+
+
+def test_targeting_or_of_and_groups_and_operators() -> None:
+    c = campaign(targeting={"any": [
+        {"all": [{"field": "url", "op": "matches", "value": "*/sale/*"},
+                 {"field": "device", "op": "is", "value": "mobile"}]},
+        {"all": [{"field": "cart_category", "op": "in", "value": ["Shoes", "Bags"]},
+                 {"field": "viewed_count", "op": "gte", "value": 3}]},
+    ]})  # fmt: skip
+    sale_mobile = state(page_url="https://shop.test/sale/x", device="mobile")
+    assert decide(sale_mobile, [c], EXIT, NOW).chosen is not None
+    sale_desktop = state(page_url="https://shop.test/sale/x", device="desktop")
+    assert decide(sale_desktop, [c], EXIT, NOW).chosen is None
+    shoes = state(cart_categories=frozenset({"shoes"}), viewed_count=3)
+    assert decide(shoes, [c], EXIT, NOW).chosen is not None
+    assert decide(replace(shoes, viewed_count=2), [c], EXIT, NOW).chosen is None
+
+
+def test_arm_probe_reports_when_time_thresholds_will_be_met() -> None:
+    c = campaign(trigger={"min_time_on_site_s": 600})
+    decision = decide(state(), [c], ArmProbe(), NOW)
+    assert decision.chosen is not None
+    assert decision.chosen.not_before == state().started + 600
+
+
+def test_assignment_is_sticky_and_follows_the_split() -> None:
+    c = campaign(holdout=0.2, variants=[
+        {"key": "a", "weight": 1, "offer": {"kind": "message", "headline": "A"}},
+        {"key": "b", "weight": 3, "offer": {"kind": "message", "headline": "B"}},
+    ])  # fmt: skip
+    visitors = [f"visitor-{i}" for i in range(20_000)]
+    arms = [assign(c, v) for v in visitors]
+    assert arms == [assign(c, v) for v in visitors]  # deterministic
+    share = {k: arms.count(k) / len(arms) for k in ("holdout", "a", "b")}
+    assert abs(share["holdout"] - 0.2) < 0.015
+    assert abs(share["a"] - 0.2) < 0.015 and abs(share["b"] - 0.6) < 0.015
+    new_version = c.model_copy(update={"experiment_version": 2})
+    moved = sum(assign(new_version, v) != a for v, a in zip(visitors, arms, strict=True))
+    assert moved > 5000  # a new experiment version is a fresh assignment
+    assert 0 <= bucket("c", 1, "x") < 1
+
+
+# --- properties ------------------------------------------------------------------------------
+
+kinds = st.sampled_from(["top_edge", "back_button", "scroll_up", "tab_switch", "keyboard", "idle"])
+page_types = st.sampled_from(["home", "category", "product", "cart", "checkout", "payment", "other"])
+signals = st.one_of(
+    kinds.map(ExitIntentSignal),
+    st.builds(HesitationSignal, st.floats(0, 600), page_types),
+    st.just(ArmProbe()),
+)
+campaign_specs = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["active", "active", "paused", "draft"]),
+        "priority": st.integers(0, 5),
+        "holdout": st.sampled_from([0.0, 0.1, 0.5]),
+        "trigger": st.fixed_dictionaries(
+            {"exit_intent": st.lists(kinds, min_size=1, unique=True),
+             "min_cart_value": st.sampled_from([0, 20, 100]),
+             "min_pages": st.integers(0, 4)},
+            optional={"hesitation": st.dictionaries(page_types, st.integers(1, 120), max_size=2)},
+        ),
+        "caps": st.fixed_dictionaries(
+            {"per_session": st.integers(0, 2), "per_visitor_day": st.integers(0, 3),
+             "quiet_days_after_purchase": st.integers(0, 10)}
+        ),
+    }
+)  # fmt: skip
+states = st.builds(
+    lambda pt, cart, pages, visits, shown, purchase_ago: state(
+        page_type=pt, cart_value=cart, pages=pages, visits=visits,
+        shown_in_session={"c0": shown}, last_purchase=None if purchase_ago is None
+        else NOW - purchase_ago),
+    page_types, st.floats(0, 500), st.integers(0, 10), st.integers(1, 5), st.integers(0, 3),
+    st.none() | st.floats(0, 30 * 86400),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(campaign_specs, min_size=1, max_size=5), states, signals)
+def test_every_campaign_is_chosen_or_has_a_reason(
+    specs: list[dict[str, Any]], s: VisitorState, signal: Any
+) -> None:
+    campaigns = [
+        campaign(f"c{i}", **spec) for i, spec in enumerate(specs)
+    ]
+    decision = decide(s, campaigns, signal, NOW)
+    again = decide(s, campaigns, signal, NOW)
+    assert decision == again  # deterministic
+    explained = {r.campaign_id for r in decision.rejections}
+    chosen = decision.chosen.campaign.id if decision.chosen else None
+    for c in campaigns:
+        assert c.id == chosen or c.id in explained, (c.id, decision)
+    for r in decision.rejections:
+        assert isinstance(r.reason, Reason)
+    if decision.chosen is not None:
+        c = decision.chosen.campaign
+        quiet = c.caps.quiet_days_after_purchase * 86400
+        assert s.last_purchase is None or not quiet or NOW - s.last_purchase >= quiet
+        assert not (c.caps.per_session and s.shown_in_session.get(c.id, 0) >= c.caps.per_session)
+        assert not (c.caps.never_on_payment and s.page_type == "payment")
