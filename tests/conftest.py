@@ -48,3 +48,16 @@ def site(redis_url: str) -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def two_nodes(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes on the same Valkey, as two nodes behind a load balancer."""
+    base = tmp_path_factory.mktemp("nodes")
+    a = ServerProcess(redis_url, Path(base) / "a").start()
+    b = ServerProcess(redis_url, Path(base) / "b").start()
+    yield a, b
+    a.stop()
+    b.stop()

@@ -186,3 +186,42 @@ def running_server(redis_url: str, data_dir: Path, **kw: Any) -> Iterator[Server
         yield server
     finally:
         server.stop()
+
+
+def save_campaigns(redis_url: str, site: str, campaigns: list[dict[str, Any]]) -> None:
+    """Store campaigns through the product's own store (every node hears about the change)."""
+    from widget_server.campaign_store import CampaignStore
+
+    async def save() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = CampaignStore(client, Keys())
+            for campaign in campaigns:
+                await store.save(site, campaign, author="tests")
+        finally:
+            await client.aclose()
+
+    asyncio.run(save())
+
+
+def message_campaign(cid: str, **overrides: Any) -> dict[str, Any]:
+    campaign: dict[str, Any] = {
+        "id": cid,
+        "name": cid,
+        "status": "active",
+        "variants": [{"key": "a", "offer": {"kind": "message", "headline": f"Offer {cid}"}}],
+    }
+    campaign.update(overrides)
+    return campaign
+
+
+def discount_campaign(cid: str, strategy: str = "generated", **overrides: Any) -> dict[str, Any]:
+    discount: dict[str, Any] = {"type": "percent", "amount": 10, "code_strategy": strategy,
+                                "valid_minutes": 30}
+    if strategy == "static":
+        discount["static_code"] = "WELCOME10"
+    campaign = message_campaign(cid, **overrides)
+    campaign["variants"] = [
+        {"key": "a", "offer": {"kind": "discount", "headline": "10% off"}, "discount": discount}
+    ]
+    return campaign

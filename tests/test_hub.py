@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +16,6 @@ from widget_server.metrics import Metrics
 from widget_server.scripts import Scripts
 
 from .support import Client, ServerProcess, add_site, new_visitor
-
-
-@pytest.fixture(scope="module")
-def two_nodes(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    base = tmp_path_factory.mktemp("nodes")
-    a = ServerProcess(redis_url, Path(base) / "a").start()
-    b = ServerProcess(redis_url, Path(base) / "b").start()
-    yield a, b
-    a.stop()
-    b.stop()
 
 
 def third_node(redis_url: str, action: str, site: str, target: str, message: dict[str, Any]) -> int:

@@ -2,14 +2,15 @@
 -- All keys share the campaign's hash tag, so this runs on one slot of a cluster.
 -- KEYS: 1 visitor state for the campaign, 2 impressions counter, 3 code pool, 4 issued codes,
 --       5 stats of the day
--- ARGV: 1 now, 2 message id (idempotency), 3 session id, 4 day key, 5 week key,
+-- ARGV: 1 now, 2 message id (idempotent per session), 3 session id, 4 day key, 5 week key,
 --       6 caps JSON {per_session, per_day, per_week, global_max}, 7 variant, 8 holdout (0/1),
 --       9 code strategy (none|static|pool|generated), 10 static code, 11 candidate codes JSON,
 --       12 code validity seconds, 13 state ttl seconds, 14 visitor id
 -- Returns {status, variant, code, expires_at_ms, reason}: status 'ok' | 'rejected' | 'replay'.
 local now = tonumber(ARGV[1])
 local v = KEYS[1]
-local previous = redis.call('HGET', v, 'm:' .. ARGV[2])
+local replay_field = 'm:' .. ARGV[3] .. ':' .. ARGV[2]
+local previous = redis.call('HGET', v, replay_field)
 if previous then
   local r = cjson.decode(previous)
   return {'replay', r[1], r[2], r[3], ''}
@@ -66,7 +67,7 @@ redis.call('HINCRBY', v, sid_field, 1)
 redis.call('HINCRBY', v, day_field, 1)
 redis.call('HINCRBY', v, week_field, 1)
 redis.call('HSET', v, 'variant', ARGV[7], 'exposed_at', now,
-  'm:' .. ARGV[2], cjson.encode({ARGV[7], code, expires}))
+  replay_field, cjson.encode({ARGV[7], code, expires}))
 if code ~= '' then redis.call('HSET', v, 'code', code, 'code_expires', expires) end
 redis.call('EXPIRE', v, tonumber(ARGV[13]))
 redis.call('HINCRBY', KEYS[5], 'exposures:' .. ARGV[7], 1)

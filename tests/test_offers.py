@@ -1,0 +1,300 @@
+"""The offers engine end to end: real server processes, real Valkey, real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from widget_server.keys import Keys
+
+from .support import (
+    ROOT,
+    Client,
+    ServerProcess,
+    add_site,
+    discount_campaign,
+    message_campaign,
+    new_visitor,
+    save_campaigns,
+)
+
+EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
+Nodes = tuple[ServerProcess, ServerProcess]
+
+
+def exit_intent(c: Client) -> dict[str, Any] | None:
+    """Send an exit-intent signal; return the offer it produced, or None."""
+    msg_id = c.send(dict(EXIT))
+    assert c.answer(msg_id)["type"] == "ack"
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            message = c.recv(timeout=0.5)
+        except TimeoutError:
+            return None
+        if message["type"] == "offer":
+            return message["offer"]
+        if message["type"] == "withdraw":
+            return None
+    return None
+
+
+def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for key in r.scan_iter(Keys().campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")):
+        for field, value in r.hgetall(key).items():
+            total[field] = total.get(field, 0) + float(value)
+    return total
+
+
+def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: redis.Redis) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [discount_campaign("ten")])
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        armed = c.recv_until("arm")["offer"]
+        assert armed["id"] == "ten.a" and armed["kind"] == "discount" and "code" not in armed
+        assert armed["kinds"] and armed["discount"] == {"type": "percent", "amount": 10}
+        offer = exit_intent(c)
+        assert offer is not None and offer["id"] == "ten.a"
+        assert offer["code"].startswith("SAVE-") and len(offer["code"]) == 11
+        assert offer["expires_at"] > time.time() * 1000 + 29 * 60 * 1000
+        issued = r.hget(Keys().issued_codes(site, "ten"), offer["code"])
+        assert issued is not None and json.loads(issued)["variant"] == "a"
+        shown = c.send({"type": "offer_shown", "offer": offer["id"]})
+        c.answer(shown)
+        assert exit_intent(c) is None  # one per session
+    assert stats(r, site, "ten") == {"exposures:a": 1.0, "impressions:a": 1.0}
+
+
+def test_decision_trace_says_why_each_campaign_was_not_chosen(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [
+        message_campaign("winner", priority=50),
+        message_campaign("second", priority=10),
+        message_campaign("mobile-only", targeting={"any": [{"all": [
+            {"field": "device", "op": "is", "value": "mobile"}]}]}),
+        message_campaign("big-carts", trigger={"min_cart_value": 100}),
+        message_campaign("paused", status="paused"),
+    ])  # fmt: skip
+    visitor = new_visitor()
+    with Client(server.ws_url) as c:
+        sid = c.hello(site, visitor, device="desktop")["session"]
+        assert exit_intent(c)["id"] == "winner.a"  # type: ignore[index]
+    trace = json.loads(r.lindex(Keys().trace(site, visitor, sid), 0))  # type: ignore[arg-type]
+    reasons = {x["campaign"]: x["reason"] for x in trace["rejected"]}
+    assert trace["chosen"] == "winner.a" and trace["signal"]["kind"] == "top_edge"
+    assert reasons == {
+        "second": "lower_priority",
+        "mobile-only": "targeting_miss",
+        "big-carts": "trigger_threshold",
+        "paused": "not_active",
+    }
+
+
+def test_caps_hold_across_tabs_and_processes(two_nodes: Nodes, redis_url: str) -> None:
+    a, b = two_nodes
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [
+        discount_campaign("once", caps={"per_session": 0, "per_visitor_day": 1})
+    ])  # fmt: skip
+    visitor = new_visitor()
+    tabs = [Client(a.ws_url), Client(b.ws_url), Client(b.ws_url)]
+    offers: list[dict[str, Any] | None] = [None] * 3
+    try:
+        for tab in tabs:  # three separate sessions of one visitor
+            tab.hello(site, visitor)
+        barrier = threading.Barrier(3)
+
+        def fire(i: int) -> None:
+            barrier.wait()
+            offers[i] = exit_intent(tabs[i])
+
+        threads = [threading.Thread(target=fire, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    finally:
+        for tab in tabs:
+            tab.close()
+    assert sum(1 for o in offers if o is not None) == 1
+
+
+def _claim_worker(redis_url: str, site: str, campaign_id: str, n: int, queue: Any) -> None:
+    """One OS process claiming ``n`` offers for ``n`` different visitors, 50 at a time."""
+    from widget_server.campaign_store import CampaignStore
+    from widget_server.decide import Candidate, VisitorState
+    from widget_server.metrics import Metrics
+    from widget_server.offers import OfferEngine
+    from widget_server.scripts import Scripts
+    from widget_server.sessions import SessionStore
+
+    async def main() -> list[tuple[str, str]]:
+        client = Redis.from_url(redis_url, max_connections=60)
+        keys, scripts = Keys(), Scripts.register(client)
+        store = CampaignStore(client, keys)
+        engine = OfferEngine(client, scripts, keys, store,
+                             SessionStore(client, scripts, keys, session_ttl_s=60,
+                                          profile_ttl_s=60, presence_ttl_s=60), Metrics())
+        campaign = await store.get(site, campaign_id)
+        assert campaign is not None
+        limit = asyncio.Semaphore(50)
+
+        async def one(i: int) -> tuple[str, str]:
+            visitor = f"worker{os.getpid()}-{i:04d}"
+            async with limit:
+                result = await engine.claim(site, visitor, VisitorState(visitor=visitor,
+                                            session_id="s"), Candidate(campaign, "a"),
+                                            f"m{i}", time.time())
+            return result.status if result.status != "rejected" else result.reason, result.code
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(n)))
+        finally:
+            await client.aclose()
+
+    queue.put(asyncio.run(main()))
+
+
+@pytest.mark.parametrize("strategy", ["pool", "generated"])
+def test_unique_codes_are_never_issued_twice_under_concurrency(
+    redis_url: str, r: redis.Redis, strategy: str
+) -> None:
+    site = add_site(redis_url)
+    campaign = discount_campaign("race", strategy=strategy)
+    campaign["variants"][0]["discount"]["code_format"] = "R-{XXXX}"  # small space: collisions
+    save_campaigns(redis_url, site, [campaign])
+    if strategy == "pool":
+        r.rpush(Keys().code_pool(site, "race"), *[f"POOL{i:04d}" for i in range(300)])
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_claim_worker, args=(redis_url, site, "race", 500, queue))
+               for _ in range(4)]  # fmt: skip
+    for w in workers:
+        w.start()
+    results = [item for _ in workers for item in queue.get(timeout=120)]
+    for w in workers:
+        w.join(30)
+    issued = [code for status, code in results if status == "ok"]
+    assert len(issued) == len(set(issued))  # never twice
+    if strategy == "pool":
+        assert len(issued) == 300
+        assert {s for s, _ in results if s != "ok"} == {"pool_exhausted"}
+        assert r.llen(Keys().code_pool(site, "race")) == 0
+    else:
+        assert len(issued) + sum(1 for s, _ in results if s == "code_collision") == 2000
+        assert len(issued) > 1900
+    assert r.hlen(Keys().issued_codes(site, "race")) == len(issued)
+
+
+def test_exhausted_pool_falls_back_to_the_next_campaign(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [
+        discount_campaign("pooled", strategy="pool", priority=90),
+        message_campaign("fallback", priority=10),
+    ])  # fmt: skip
+    visitor = new_visitor()
+    with Client(server.ws_url) as c:
+        sid = c.hello(site, visitor)["session"]
+        offer = exit_intent(c)
+    assert offer is not None and offer["id"] == "fallback.a"
+    trace = json.loads(r.lindex(Keys().trace(site, visitor, sid), 0))  # type: ignore[arg-type]
+    assert {"campaign": "pooled", "reason": "pool_exhausted", "detail": "at claim time"} in trace[
+        "rejected"
+    ]
+
+
+def test_purchase_withdraws_offers_everywhere_and_attributes_the_conversion(
+    two_nodes: Nodes, redis_url: str, r: redis.Redis
+) -> None:
+    a, b = two_nodes
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [discount_campaign("conv")])
+    visitor = new_visitor()
+    with Client(a.ws_url) as tab1, Client(b.ws_url) as tab2:
+        sid = tab1.hello(site, visitor)["session"]
+        tab2.hello(site, visitor, session=sid)
+        offer = exit_intent(tab1)
+        assert offer is not None
+        tab1.event("purchase", order_id="o-1", value=80.0, coupon=offer["code"])
+        assert tab1.recv_until("withdraw")["offer"] == "*"
+        assert tab2.recv_until("withdraw")["offer"] == "*"
+        assert exit_intent(tab2) is None  # quiet period after a purchase
+    record = json.loads(r.hget(Keys().issued_codes(site, "conv"), offer["code"]))  # type: ignore[arg-type]
+    assert record["redeemed"] and record["order_id"] == "o-1"
+    totals = stats(r, site, "conv")
+    assert totals["conversions:a"] == 1 and totals["revenue:a"] == 80.0
+    assert totals["redemptions:a"] == 1
+
+
+def test_holdout_sees_nothing_but_counts_as_exposed(server: ServerProcess, r: redis.Redis) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [message_campaign("held", holdout=0.5)])
+    from widget_server.campaigns import parse_campaign
+    from widget_server.experiments import assign
+
+    campaign = parse_campaign(message_campaign("held", holdout=0.5))
+    visitor = next(v for v in (new_visitor() for _ in range(200)) if assign(campaign, v) == "holdout")
+    with Client(server.ws_url) as c:
+        c.hello(site, visitor)
+        assert exit_intent(c) is None
+    assert stats(r, site, "held") == {"exposures:holdout": 1.0}
+
+
+def test_pausing_a_campaign_withdraws_its_armed_offer(server: ServerProcess) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [message_campaign("pausable")])
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        assert c.recv_until("arm")["offer"]["id"] == "pausable.a"
+        save_campaigns(server.redis_url, site, [message_campaign("pausable", status="paused")])
+        assert c.recv_until("withdraw")["offer"] == "pausable.a"
+
+
+def test_live_offer_reaches_every_matching_visitor_on_every_node(
+    two_nodes: Nodes, redis_url: str
+) -> None:
+    a, b = two_nodes
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [message_campaign(
+        "flash", trigger={"exit_intent": [], "live": True},
+        targeting={"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]}]},
+    )])  # fmt: skip
+    phones = [Client(a.ws_url), Client(b.ws_url)]
+    desktop = Client(b.ws_url)
+    try:
+        for phone in phones:
+            phone.hello(site, new_visitor(), device="mobile")
+        desktop.hello(site, new_visitor(), device="desktop")
+        env = {**os.environ, "REDIS_URL": redis_url}
+        started = subprocess.run(
+            [sys.executable, "-m", "widget_server.cli", "live", "start", "flash", "--site", site,
+             "--minutes", "5"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=30,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        for phone in phones:
+            assert phone.recv_until("offer")["offer"]["id"] == "flash.a"
+        with pytest.raises(TimeoutError):
+            desktop.recv_until("offer", timeout=1)
+        with Client(a.ws_url) as late:  # connects during the live window
+            late.hello(site, new_visitor(), device="mobile")
+            assert late.recv_until("offer")["offer"]["id"] == "flash.a"
+    finally:
+        for c in (*phones, desktop):
+            c.close()
