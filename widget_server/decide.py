@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ class Reason(StrEnum):
     LOWER_PRIORITY = "lower_priority"
     POOL_EXHAUSTED = "pool_exhausted"
     GLOBAL_CAP = "global_cap"
+    CODE_COLLISION = "code_collision"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,8 +386,3 @@ def period_keys(moment: float, timezone: str) -> tuple[str, str]:
     year, week, _ = local.isocalendar()
     return local.strftime("%Y%m%d"), f"{year}w{week:02d}"
 
-
-def seconds_until_next_week(moment: float, timezone: str) -> float:
-    local = datetime.fromtimestamp(moment, ZoneInfo(timezone))
-    monday = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0)
-    return (monday + timedelta(days=7)).timestamp() - moment
