@@ -216,8 +216,12 @@ def message_campaign(cid: str, **overrides: Any) -> dict[str, Any]:
 
 
 def discount_campaign(cid: str, strategy: str = "generated", **overrides: Any) -> dict[str, Any]:
-    discount: dict[str, Any] = {"type": "percent", "amount": 10, "code_strategy": strategy,
-                                "valid_minutes": 30}
+    discount: dict[str, Any] = {
+        "type": "percent",
+        "amount": 10,
+        "code_strategy": strategy,
+        "valid_minutes": 30,
+    }
     if strategy == "static":
         discount["static_code"] = "WELCOME10"
     campaign = message_campaign(cid, **overrides)

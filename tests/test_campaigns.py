@@ -33,8 +33,13 @@ def errors_of(data: Any) -> dict[str, str]:
 def test_example_campaigns_are_valid() -> None:
     examples = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
     kinds = {parse_campaign(c).variants[0].offer.kind for c in examples}
-    assert kinds == {"discount", "similar_products", "free_shipping_progress", "email_capture",
-                     "message"}
+    assert kinds == {
+        "discount",
+        "similar_products",
+        "free_shipping_progress",
+        "email_capture",
+        "message",
+    }
 
 
 def test_defaults_are_sensible() -> None:
@@ -53,7 +58,10 @@ def test_every_invalid_field_is_reported_with_its_path() -> None:
             holdout=0.9,
             variants=[
                 {"key": "a", "offer": {"kind": "discount", "headline": ""}},
-                {"key": "b", "offer": {"kind": "message", "headline": "x", "cta_url": "javascript:alert(1)"}},
+                {
+                    "key": "b",
+                    "offer": {"kind": "message", "headline": "x", "cta_url": "javascript:alert(1)"},
+                },
             ],
         )
     )
@@ -67,28 +75,80 @@ def test_every_invalid_field_is_reported_with_its_path() -> None:
     ("overrides", "path", "fragment"),
     [
         ({"schedule": {"timezone": "Mars/Olympus"}}, "schedule.timezone", "unknown time zone"),
-        ({"schedule": {"start": "2026-02-01T00:00:00", "end": "2026-01-01T00:00:00"}},
-         "schedule", "end must be after start"),
-        ({"trigger": {"exit_intent": [], "hesitation": {}, "live": False}}, "trigger",
-         "needs exit_intent"),
+        (
+            {"schedule": {"start": "2026-02-01T00:00:00", "end": "2026-01-01T00:00:00"}},
+            "schedule",
+            "end must be after start",
+        ),
+        (
+            {"trigger": {"exit_intent": [], "hesitation": {}, "live": False}},
+            "trigger",
+            "needs exit_intent",
+        ),
         ({"trigger": {"exit_intent": ["telepathy"]}}, "trigger.exit_intent.0", "Input should be"),
-        ({"targeting": {"any": [{"all": [{"field": "url", "op": "in", "value": "x"}]}]}},
-         "targeting.any.0.all.0", "needs a list"),
-        ({"variants": [{"key": "a", "offer": {"kind": "discount", "headline": "x"}}]},
-         "variants.0", "needs a discount"),
-        ({"variants": [{"key": "a", "offer": {"kind": "discount", "headline": "x"},
-                        "discount": {"type": "percent", "amount": 150}}]},
-         "variants.0.discount", "between 0 and 100"),
-        ({"variants": [{"key": "a", "offer": {"kind": "discount", "headline": "x"},
-                        "discount": {"type": "fixed", "amount": 5, "code_strategy": "generated",
-                                     "code_format": "SAVE-{XX}"}}]},
-         "variants.0.discount", "random part"),
-        ({"variants": [{"key": "a", "offer": {"kind": "message", "headline": "x"}},
-                       {"key": "a", "offer": {"kind": "message", "headline": "y"}}]},
-         "campaign", "unique"),
-        ({"variants": [{"key": "a", "offer": {"kind": "message", "headline": "x",
-                                              "theme": {"accent": "red"}}}]},
-         "variants.0.offer.theme.accent", "colour"),
+        (
+            {"targeting": {"any": [{"all": [{"field": "url", "op": "in", "value": "x"}]}]}},
+            "targeting.any.0.all.0",
+            "needs a list",
+        ),
+        (
+            {"variants": [{"key": "a", "offer": {"kind": "discount", "headline": "x"}}]},
+            "variants.0",
+            "needs a discount",
+        ),
+        (
+            {
+                "variants": [
+                    {
+                        "key": "a",
+                        "offer": {"kind": "discount", "headline": "x"},
+                        "discount": {"type": "percent", "amount": 150},
+                    }
+                ]
+            },
+            "variants.0.discount",
+            "between 0 and 100",
+        ),
+        (
+            {
+                "variants": [
+                    {
+                        "key": "a",
+                        "offer": {"kind": "discount", "headline": "x"},
+                        "discount": {
+                            "type": "fixed",
+                            "amount": 5,
+                            "code_strategy": "generated",
+                            "code_format": "SAVE-{XX}",
+                        },
+                    }
+                ]
+            },
+            "variants.0.discount",
+            "random part",
+        ),
+        (
+            {
+                "variants": [
+                    {"key": "a", "offer": {"kind": "message", "headline": "x"}},
+                    {"key": "a", "offer": {"kind": "message", "headline": "y"}},
+                ]
+            },
+            "campaign",
+            "unique",
+        ),
+        (
+            {
+                "variants": [
+                    {
+                        "key": "a",
+                        "offer": {"kind": "message", "headline": "x", "theme": {"accent": "red"}},
+                    }
+                ]
+            },
+            "variants.0.offer.theme.accent",
+            "colour",
+        ),
         ({"unknown_field": 1}, "unknown_field", "Extra inputs"),
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -21,7 +21,7 @@ from widget_server.decide import (
 )
 from widget_server.experiments import HOLDOUT, assign, bucket
 
-NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc).timestamp()  # a Monday
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC).timestamp()  # a Monday
 
 
 def campaign(cid: str = "c", **overrides: Any) -> Campaign:
@@ -60,33 +60,74 @@ def test_each_rejection_reason() -> None:
         (campaign(status="paused"), state(), EXIT, Reason.NOT_ACTIVE),
         (campaign(schedule={"start": "2027-01-01T00:00:00Z"}), state(), EXIT, Reason.NOT_SCHEDULED),
         (campaign(schedule={"weekdays": [5, 6]}), state(), EXIT, Reason.NOT_SCHEDULED),
-        (campaign(schedule={"hours": [9, 12], "timezone": "UTC"}), state(), EXIT,
-         Reason.NOT_SCHEDULED),
+        (
+            campaign(schedule={"hours": [9, 12], "timezone": "UTC"}),
+            state(),
+            EXIT,
+            Reason.NOT_SCHEDULED,
+        ),
         (campaign(trigger={"exit_intent": ["back_button"]}), state(), EXIT, Reason.WRONG_TRIGGER),
         (campaign(trigger={"min_cart_value": 50}), state(cart_value=20), EXIT, Reason.THRESHOLD),
         (campaign(trigger={"min_pages": 5}), state(), EXIT, Reason.THRESHOLD),
         (campaign(trigger={"min_time_on_site_s": 600}), state(), EXIT, Reason.THRESHOLD),
         (campaign(trigger={"left_checkout": True}), state(), EXIT, Reason.THRESHOLD),
         (campaign(trigger={"returning_visitor": True}), state(visits=1), EXIT, Reason.THRESHOLD),
-        (campaign(targeting={"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]}]}),
-         state(device="desktop"), EXIT, Reason.TARGETING),
+        (
+            campaign(
+                targeting={"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]}]}
+            ),
+            state(device="desktop"),
+            EXIT,
+            Reason.TARGETING,
+        ),
         (campaign(), state(page_type="payment"), EXIT, Reason.PAYMENT_STEP),
         (campaign(), state(last_purchase=NOW - 3600), EXIT, Reason.AFTER_PURCHASE),
         (campaign(), state(shown_in_session={"c": 1}), EXIT, Reason.CAPPED_SESSION),
-        (campaign(caps={"per_session": 0, "per_visitor_day": 1}),
-         state(shown_at={"c": (NOW - 60,)}), EXIT, Reason.CAPPED_DAY),
-        (campaign(caps={"per_session": 0, "per_visitor_day": 0, "per_visitor_week": 2}),
-         state(shown_at={"c": (NOW - 86400 * 0.5, NOW - 60)}), EXIT, Reason.CAPPED_WEEK),
+        (
+            campaign(caps={"per_session": 0, "per_visitor_day": 1}),
+            state(shown_at={"c": (NOW - 60,)}),
+            EXIT,
+            Reason.CAPPED_DAY,
+        ),
+        (
+            campaign(caps={"per_session": 0, "per_visitor_day": 0, "per_visitor_week": 2}),
+            state(shown_at={"c": (NOW - 86400 * 0.5, NOW - 60)}),
+            EXIT,
+            Reason.CAPPED_WEEK,
+        ),
         (campaign(), state(dismissals={"c": (1, NOW - 60)}), EXIT, Reason.COOLDOWN),
-        (campaign(variants=[{"key": "a", "offer": {"kind": "discount", "headline": "x"},
-                             "discount": {"type": "percent", "amount": 10, "min_cart_value": 50}}]),
-         state(cart_value=10), EXIT, Reason.MIN_CART),
-        (campaign(trigger={"hesitation": {"cart": 30}}), state(),
-         HesitationSignal(40, "product"), Reason.WRONG_TRIGGER),
-        (campaign(trigger={"hesitation": {"product": 30}}), state(),
-         HesitationSignal(10, "product"), Reason.WRONG_TRIGGER),
-        (campaign(trigger={"live": True, "exit_intent": []}), state(), LiveSignal("other"),
-         Reason.WRONG_TRIGGER),
+        (
+            campaign(
+                variants=[
+                    {
+                        "key": "a",
+                        "offer": {"kind": "discount", "headline": "x"},
+                        "discount": {"type": "percent", "amount": 10, "min_cart_value": 50},
+                    }
+                ]
+            ),
+            state(cart_value=10),
+            EXIT,
+            Reason.MIN_CART,
+        ),
+        (
+            campaign(trigger={"hesitation": {"cart": 30}}),
+            state(),
+            HesitationSignal(40, "product"),
+            Reason.WRONG_TRIGGER,
+        ),
+        (
+            campaign(trigger={"hesitation": {"product": 30}}),
+            state(),
+            HesitationSignal(10, "product"),
+            Reason.WRONG_TRIGGER,
+        ),
+        (
+            campaign(trigger={"live": True, "exit_intent": []}),
+            state(),
+            LiveSignal("other"),
+            Reason.WRONG_TRIGGER,
+        ),
         (campaign(holdout=0.5), state(visitor=_holdout_visitor(0.5)), EXIT, Reason.HOLDOUT),
     ]
     for c, s, signal, reason in cases:
@@ -154,7 +195,9 @@ def test_assignment_is_sticky_and_follows_the_split() -> None:
 # --- properties ------------------------------------------------------------------------------
 
 kinds = st.sampled_from(["top_edge", "back_button", "scroll_up", "tab_switch", "keyboard", "idle"])
-page_types = st.sampled_from(["home", "category", "product", "cart", "checkout", "payment", "other"])
+page_types = st.sampled_from(
+    ["home", "category", "product", "cart", "checkout", "payment", "other"]
+)
 signals = st.one_of(
     kinds.map(ExitIntentSignal),
     st.builds(HesitationSignal, st.floats(0, 600), page_types),
@@ -192,9 +235,7 @@ states = st.builds(
 def test_every_campaign_is_chosen_or_has_a_reason(
     specs: list[dict[str, Any]], s: VisitorState, signal: Any
 ) -> None:
-    campaigns = [
-        campaign(f"c{i}", **spec) for i, spec in enumerate(specs)
-    ]
+    campaigns = [campaign(f"c{i}", **spec) for i, spec in enumerate(specs)]
     decision = decide(s, campaigns, signal, NOW)
     again = decide(s, campaigns, signal, NOW)
     assert decision == again  # deterministic

@@ -52,7 +52,9 @@ def exit_intent(c: Client) -> dict[str, Any] | None:
 
 def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:
     total: dict[str, float] = {}
-    for key in r.scan_iter(Keys().campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")):
+    for key in r.scan_iter(
+        Keys().campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")
+    ):
         for field, value in r.hgetall(key).items():
             total[field] = total.get(field, 0) + float(value)
     return total
@@ -147,9 +149,16 @@ def _claim_worker(redis_url: str, site: str, campaign_id: str, n: int, queue: An
         client = Redis.from_url(redis_url, max_connections=60)
         keys, scripts = Keys(), Scripts.register(client)
         store = CampaignStore(client, keys)
-        engine = OfferEngine(client, scripts, keys, store,
-                             SessionStore(client, scripts, keys, session_ttl_s=60,
-                                          profile_ttl_s=60, presence_ttl_s=60), Metrics())
+        engine = OfferEngine(
+            client,
+            scripts,
+            keys,
+            store,
+            SessionStore(
+                client, scripts, keys, session_ttl_s=60, profile_ttl_s=60, presence_ttl_s=60
+            ),
+            Metrics(),
+        )
         campaign = await store.get(site, campaign_id)
         assert campaign is not None
         limit = asyncio.Semaphore(50)
@@ -157,9 +166,14 @@ def _claim_worker(redis_url: str, site: str, campaign_id: str, n: int, queue: An
         async def one(i: int) -> tuple[str, str]:
             visitor = f"worker{os.getpid()}-{i:04d}"
             async with limit:
-                result = await engine.claim(site, visitor, VisitorState(visitor=visitor,
-                                            session_id="s"), Candidate(campaign, "a"),
-                                            f"m{i}", time.time())
+                result = await engine.claim(
+                    site,
+                    visitor,
+                    VisitorState(visitor=visitor, session_id="s"),
+                    Candidate(campaign, "a"),
+                    f"m{i}",
+                    time.time(),
+                )
             return result.status if result.status != "rejected" else result.reason, result.code
 
         try:
@@ -250,7 +264,9 @@ def test_holdout_sees_nothing_but_counts_as_exposed(server: ServerProcess, r: re
     from widget_server.experiments import assign
 
     campaign = parse_campaign(message_campaign("held", holdout=0.5))
-    visitor = next(v for v in (new_visitor() for _ in range(200)) if assign(campaign, v) == "holdout")
+    visitor = next(
+        v for v in (new_visitor() for _ in range(200)) if assign(campaign, v) == "holdout"
+    )
     with Client(server.ws_url) as c:
         c.hello(site, visitor)
         assert exit_intent(c) is None
@@ -298,3 +314,93 @@ def test_live_offer_reaches_every_matching_visitor_on_every_node(
     finally:
         for c in (*phones, desktop):
             c.close()
+
+
+def signed_post(
+    server: ServerProcess,
+    site: str,
+    secret: str,
+    body: dict[str, Any],
+    *,
+    timestamp: int | None = None,
+) -> Any:
+    import httpx
+
+    from widget_server.shop_api import signature_for
+
+    raw = json.dumps(body).encode()
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    headers = {"x-widget-timestamp": ts, "x-widget-signature": signature_for(secret, ts, raw),
+               "content-type": "application/json"}  # fmt: skip
+    return httpx.post(f"{server.url}/v1/orders?site={site}", content=raw, headers=headers)
+
+
+def site_secret(r: redis.Redis, site: str) -> str:
+    return str(json.loads(r.get(Keys().site(site)))["secret"])  # type: ignore[arg-type]
+
+
+def test_order_webhook_finds_the_visitor_by_email_and_withdraws_offers(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    import httpx
+
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [discount_campaign("hook")])
+    secret = site_secret(r, site)
+    visitor = new_visitor()
+    with Client(server.ws_url) as c:
+        c.hello(site, visitor)
+        c.event("identify", email="Buyer@Example.com", consent=True)
+        offer = exit_intent(c)
+        assert offer is not None
+        order = {"order_id": "W-1", "value": 55.5, "email": "buyer@example.com",
+                 "coupon": offer["code"]}  # fmt: skip
+        answer = signed_post(server, site, secret, order)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"order_id": "W-1", "visitor": visitor, "new_order": True}
+        assert c.recv_until("withdraw")["offer"] == "*"
+        again = signed_post(server, site, secret, order)
+        assert again.json()["new_order"] is False  # the same order counts once
+        lookup = httpx.get(f"{server.url}/v1/codes/{offer['code']}?site={site}",
+                           headers={"authorization": f"Bearer {secret}"})  # fmt: skip
+        assert lookup.json()["valid"] is False and lookup.json()["reason"] == "redeemed"
+    assert r.hget(Keys().profile(site, visitor), "purchases") == "1"
+    assert stats(r, site, "hook")["conversions:a"] == 1
+
+
+def test_order_webhook_refuses_bad_signatures_and_bad_bodies(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    site = add_site(server.redis_url)
+    secret = site_secret(r, site)
+    order = {"order_id": "W-2", "value": 10}
+    assert signed_post(server, site, "wrong-secret", order).status_code == 401
+    assert (
+        signed_post(server, site, secret, order, timestamp=int(time.time()) - 3600).status_code
+        == 401
+    )
+    assert signed_post(server, "nosuch", secret, order).status_code == 404
+    bad = signed_post(server, site, secret, {"order_id": "W-3", "value": -5})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_field"
+    assert signed_post(server, site, secret, order).json()["visitor"] is None
+
+
+def test_code_lookup_for_checkout_validation(server: ServerProcess, r: redis.Redis) -> None:
+    import httpx
+
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [discount_campaign("check")])
+    secret = site_secret(r, site)
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        offer = exit_intent(c)
+    assert offer is not None
+    url = f"{server.url}/v1/codes/{offer['code']}?site={site}"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"authorization": "Bearer nope"}).status_code == 401
+    found = httpx.get(url, headers={"authorization": f"Bearer {secret}"}).json()
+    assert found["valid"] is True and found["campaign"] == "check"
+    assert found["discount"] == {"type": "percent", "amount": 10.0, "min_cart_value": 0.0}
+    unknown = httpx.get(f"{server.url}/v1/codes/NOPE-123?site={site}",
+                        headers={"authorization": f"Bearer {secret}"}).json()  # fmt: skip
+    assert unknown == {"code": "NOPE-123", "valid": False, "reason": "unknown"}

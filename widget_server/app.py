@@ -27,6 +27,7 @@ from .scripts import Scripts
 from .services import Services
 from .sessions import SessionStore
 from .settings import Settings, settings_from_env
+from .shop_api import code_lookup, orders_webhook
 from .sites import SiteRegistry
 from .widget_asset import widget_routes
 
@@ -123,6 +124,8 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/v1/ws", websocket_endpoint),
         Route("/v1/events", events_endpoint, methods=["POST"]),
         Route("/v1/events", events_preflight, methods=["OPTIONS"]),
+        Route("/v1/orders", orders_webhook, methods=["POST"]),
+        Route("/v1/codes/{code}", code_lookup, methods=["GET"]),
         *widget_routes(settings.static_dir),
     ]
     if settings.demo:

@@ -385,4 +385,3 @@ def period_keys(moment: float, timezone: str) -> tuple[str, str]:
     local = datetime.fromtimestamp(moment, ZoneInfo(timezone))
     year, week, _ = local.isocalendar()
     return local.strftime("%Y%m%d"), f"{year}w{week:02d}"
-

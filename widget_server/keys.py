@@ -93,6 +93,10 @@ class Keys:
         """Hash: code -> campaign id, to find which campaign issued a redeemed code."""
         return f"{self.prefix}:code-index:{site}"
 
+    def email_index(self, site: str) -> str:
+        """Hash: lower-cased email -> visitor id, for orders reported by the shop's backend."""
+        return f"{self.prefix}:emails:{site}"
+
     def live_offers(self, site: str) -> str:
         """Hash: campaign id -> unix time until which its live broadcast runs."""
         return f"{self.prefix}:live-offers:{site}"

@@ -307,7 +307,11 @@ class VisitorConnection:
                 message.id,
             )
         await self.send(p.Ack(ids=[message.id]))
-        await self._after_change(message, view)
+        try:
+            await self._after_change(message, view)
+        except (RedisError, StoreUnavailable) as exc:  # the state change itself is recorded
+            self.services.metrics.redis_errors.inc()
+            log.warning("offer step failed", extra={"error": str(exc), "site": self.site})
         return view
 
     async def _after_change(self, message: p.ClientMessage, view: SessionView) -> None:
@@ -319,6 +323,8 @@ class VisitorConnection:
         if signal is not None:
             await offers.on_signal(self, signal, message.id)
             return
+        if isinstance(message, p.Identify):
+            await self.services.sessions.remember_email(self.site, self.visitor, message.email)
         if isinstance(message, p.Purchase):
             self.armed = None
             if view.session.get("order_new") == "1":

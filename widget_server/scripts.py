@@ -21,6 +21,7 @@ class Scripts:
     forget: AsyncScript
     deliver: AsyncScript
     claim: AsyncScript
+    record_order: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -30,4 +31,5 @@ class Scripts:
             forget=redis.register_script(_source("forget")),
             deliver=redis.register_script(_source("deliver")),
             claim=redis.register_script(_source("claim")),
+            record_order=redis.register_script(_source("record_order")),
         )

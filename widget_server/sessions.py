@@ -288,13 +288,33 @@ class SessionStore:
         """Erase every session, the profile and the orders of a visitor. Returns keys deleted."""
         k = self._keys
         try:
-            deleted = await self._scripts.forget(
+            deleted, email = await self._scripts.forget(
                 keys=[k.profile(site, visitor), k.sessions(site, visitor), k.orders(site, visitor)],
                 args=[k.tag(site, visitor)],
             )
+            if email:
+                await self._redis.hdel(k.email_index(site), _s(email))
         except RedisError as exc:
             raise StoreUnavailable(f"could not erase the visitor: {exc}") from exc
         return int(deleted)
+
+    async def remember_email(self, site: str, visitor: str, email: str) -> None:
+        """Index an identified visitor by email, so the shop's order webhook can find them."""
+        try:
+            await self._redis.hset(self._keys.email_index(site), email.lower(), visitor)
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not index the email: {exc}") from exc
+
+    async def record_order(
+        self, site: str, visitor: str, purchase: p.Purchase, *, now: float
+    ) -> bool:
+        """Record an order on the profile once per order id; True when it is new."""
+        k = self._keys
+        new = await self._scripts.record_order(
+            keys=[k.profile(site, visitor), k.orders(site, visitor)],
+            args=[repr(now), purchase.order_id, repr(purchase.value), self._profile_ttl],
+        )
+        return bool(new)
 
 
 def _s(value: bytes | str) -> str:

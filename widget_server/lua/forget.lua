@@ -3,10 +3,11 @@
 -- ARGV: 1 key prefix of the visitor ("<prefix>:{site:visitor}")
 -- Session keys are derived from the visitor's own hash tag, so they live in the same slot as
 -- KEYS and the script stays valid on a Redis Cluster.
+local email = redis.call('HGET', KEYS[1], 'email') or ''
 local sids = redis.call('SMEMBERS', KEYS[2])
 local deleted = 0
 for _, sid in ipairs(sids) do
   deleted = deleted + redis.call('DEL', ARGV[1] .. ':s:' .. sid, ARGV[1] .. ':seen:' .. sid)
 end
 deleted = deleted + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return deleted
+return {deleted, email}
