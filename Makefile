@@ -30,6 +30,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/realtime.py
+	$(BIN)/python benchmarks/offers.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

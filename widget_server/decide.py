@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from .campaigns import Campaign, Condition
@@ -233,6 +234,9 @@ def evaluate(
 
 def in_schedule(campaign: Campaign, now: float) -> bool:
     sched = campaign.schedule
+    if sched.start is None and sched.end is None and sched.hours is None:
+        if len(sched.weekdays) == 7:
+            return True
     local = datetime.fromtimestamp(now, ZoneInfo(sched.timezone))
     if sched.start and local < _aware(sched.start, local):
         return False
@@ -361,14 +365,14 @@ def _cap_rejection(state: VisitorState, campaign: Campaign, now: float) -> Rejec
         )
     if caps.per_session and state.shown_in_session.get(cid, 0) >= caps.per_session:
         return Rejection(cid, Reason.CAPPED_SESSION, f"{caps.per_session} per session")
-    day, week = period_keys(now, campaign.schedule.timezone)
     shown = state.shown_at.get(cid, ())
     tz = campaign.schedule.timezone
-    if caps.per_visitor_day:
+    day, week = period_keys(now, tz) if shown else ("", "")
+    if caps.per_visitor_day and shown:
         today = sum(1 for t in shown if period_keys(t, tz)[0] == day)
         if today >= caps.per_visitor_day:
             return Rejection(cid, Reason.CAPPED_DAY, f"{caps.per_visitor_day} per day")
-    if caps.per_visitor_week:
+    if caps.per_visitor_week and shown:
         this_week = sum(1 for t in shown if period_keys(t, tz)[1] == week)
         if this_week >= caps.per_visitor_week:
             return Rejection(cid, Reason.CAPPED_WEEK, f"{caps.per_visitor_week} per week")
@@ -380,6 +384,7 @@ def _cap_rejection(state: VisitorState, campaign: Campaign, now: float) -> Rejec
     return None
 
 
+@lru_cache(maxsize=4096)
 def period_keys(moment: float, timezone: str) -> tuple[str, str]:
     """The (day, ISO week) a moment falls in, in the campaign's time zone: cap counter keys."""
     local = datetime.fromtimestamp(moment, ZoneInfo(timezone))

@@ -1,0 +1,238 @@
+"""Offers engine benchmark: decision CPU time, Redis round trips per decision, live fan-out.
+
+Prints one JSON object. Times are compared with baselines measured in the same run (a protocol
+parse for the decision; a bare site broadcast for the fan-out), because this machine is shared.
+
+    python benchmarks/offers.py [--quick] [--sessions 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import websockets
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, ConnectionPool
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import ServerProcess, add_site, save_campaigns  # noqa: E402
+from widget_server import protocol as p  # noqa: E402
+from widget_server.campaign_store import CampaignStore  # noqa: E402
+from widget_server.campaigns import parse_campaign  # noqa: E402
+from widget_server.decide import ExitIntentSignal, VisitorState, decide  # noqa: E402
+from widget_server.embedded import EmbeddedValkey  # noqa: E402
+from widget_server.hub import Hub  # noqa: E402
+from widget_server.keys import Keys  # noqa: E402
+from widget_server.metrics import Metrics  # noqa: E402
+from widget_server.offers import OfferEngine  # noqa: E402
+from widget_server.scripts import Scripts  # noqa: E402
+from widget_server.sessions import SessionStore, SessionView  # noqa: E402
+
+EXAMPLES = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def many_campaigns(n: int) -> list[Any]:
+    """``n`` campaigns shaped like the demo ones, with varied priorities and targeting."""
+    out = []
+    for i in range(n):
+        data = dict(EXAMPLES[i % len(EXAMPLES)])
+        data["id"] = f"{data['id']}-{i}"
+        data["priority"] = (i * 37) % 400
+        data["targeting"] = {"any": [{"all": [
+            {"field": "url", "op": "not_matches", "value": f"*/excluded-{i}/*"},
+            {"field": "viewed_count", "op": "gte", "value": i % 3},
+        ]}]}  # fmt: skip
+        out.append(parse_campaign(data))
+    return out
+
+
+def bench_decision(campaign_count: int, rounds: int) -> dict[str, float]:
+    campaigns = many_campaigns(campaign_count)
+    now = time.time()
+    state = VisitorState(visitor="visitor-123", session_id="s", page_type="product",
+                         page_url="https://shop.test/p/1", started=now - 600,
+                         page_started=now - 30, pages=4, cart_value=80, cart_items=2,
+                         viewed_count=3, shown_at={"cart-saver-0": (now - 90_000,)})  # fmt: skip
+    signal = ExitIntentSignal("top_edge")
+    frame = json.dumps({"id": "m1", "type": "event", "name": "cart_add",
+                        "item": {"id": "P1", "price": 10, "quantity": 1}})  # fmt: skip
+
+    def per_call(fn: Any) -> float:
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(rounds):
+                fn()
+            samples.append((time.perf_counter() - start) / rounds)
+        return statistics.median(samples)
+
+    decision_s = per_call(lambda: decide(state, campaigns, signal, now))
+    parse_s = per_call(lambda: p.parse_client_message(frame))
+    return {
+        "campaigns": campaign_count,
+        "decision_us": round(decision_s * 1e6, 2),
+        "parse_frame_us": round(parse_s * 1e6, 2),
+        "decision_over_parse": round(decision_s / parse_s, 2),
+    }
+
+
+class CountingConnection(Connection):
+    """Counts writes to Redis: one per command, one per pipeline (one round trip each)."""
+
+    writes = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        await super().send_packed_command(command, check_health)
+
+
+class FakeSocket:
+    def __init__(self, site: str, visitor: str, session_id: str) -> None:
+        self.site, self.visitor, self.session_id, self.country = site, visitor, session_id, ""
+        self.armed: str | None = None
+        self.shown: str | None = None
+        self.last_view: SessionView | None = None
+        self.sent: list[Any] = []
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+async def bench_round_trips(url: str, site: str, signals: int) -> dict[str, float]:
+    pool = ConnectionPool.from_url(url, connection_class=CountingConnection)
+    client = Redis(connection_pool=pool)
+    keys, scripts = Keys(), Scripts.register(client)
+    sessions = SessionStore(client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400,
+                            presence_ttl_s=90)  # fmt: skip
+    engine = OfferEngine(client, scripts, keys, CampaignStore(client, keys), sessions, Metrics())
+    await engine.campaigns.for_site(site)  # warm the in-process cache, as a running node has
+    await client.ping()
+    events = exits = 0.0
+    for i in range(signals):
+        visitor = f"rt-visitor-{i:05d}"
+        opened = await sessions.open(site, visitor, now=time.time())
+        sock = FakeSocket(site, visitor, opened.session_id)
+        sock.last_view = opened.view
+        add = p.CartAdd(id="a", item=p.CartItem(id="P1", price=50.0))
+        before = CountingConnection.writes
+        view = await sessions.apply(site, visitor, sock.session_id, add, now=time.time())
+        await engine.rearm(sock, view)
+        events += CountingConnection.writes - before
+        before = CountingConnection.writes
+        exit_msg = p.ExitIntent(id="x", kind="top_edge")
+        view = await sessions.apply(site, visitor, sock.session_id, exit_msg, now=time.time())
+        sock.last_view = view
+        await engine.on_signal(sock, ExitIntentSignal("top_edge"), "x")
+        exits += CountingConnection.writes - before
+        assert any(m.get("type") == "offer" for m in sock.sent if isinstance(m, dict))
+    await client.aclose()
+    return {
+        "round_trips_per_event_with_rearm": events / signals,
+        "round_trips_per_exit_signal": exits / signals,
+        "note": "exit signal = record the signal + claim + write the decision trace",
+    }
+
+
+async def _connect_all(urls: list[str], site: str, n: int) -> list[Any]:
+    conns: list[Any] = []
+    limit = asyncio.Semaphore(200)
+
+    async def one(i: int) -> Any:
+        async with limit:
+            ws = await websockets.connect(urls[i % len(urls)], open_timeout=30, max_size=2**20,
+                                          compression=None)  # fmt: skip
+            await ws.send(json.dumps({"id": "h", "type": "hello", "site": site,
+                                      "visitor": f"fan-{i:06d}", "device": "mobile"}))  # fmt: skip
+            while json.loads(await ws.recv()).get("type") != "ack":
+                pass
+            return ws
+
+    conns = await asyncio.gather(*(one(i) for i in range(n)))
+    return conns
+
+
+async def _time_until_all(conns: list[Any], kind: str, start: Any, timeout: float) -> float:
+    async def wait_one(ws: Any) -> None:
+        while json.loads(await ws.recv()).get("type") != kind:
+            pass
+
+    t0 = time.perf_counter()
+    waiters = [asyncio.create_task(wait_one(ws)) for ws in conns]
+    await start()
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+    return time.perf_counter() - t0
+
+
+async def bench_fan_out(
+    url: str, servers: list[ServerProcess], site: str, n: int
+) -> dict[str, Any]:
+    ws_urls = [s.ws_url for s in servers]
+    log(f"opening {n} sessions across {len(servers)} processes")
+    conns = await _connect_all(ws_urls, site, n)
+    client = Redis.from_url(url)
+    keys, scripts = Keys(), Scripts.register(client)
+    hub = Hub(client, scripts, keys, Metrics(), presence_ttl_s=90, on_site_changed=lambda _: None)
+    engine = OfferEngine(client, scripts, keys, CampaignStore(client, keys),
+                         SessionStore(client, scripts, keys, session_ttl_s=1800,
+                                      profile_ttl_s=86400, presence_ttl_s=90), Metrics())  # fmt: skip
+    try:
+        log("bare broadcast (baseline)")
+        bare = await _time_until_all(
+            conns, "ping-all", lambda: hub.broadcast(site, {"type": "ping-all"}), 120
+        )
+        log("live offer: decision + atomic claim per visitor")
+        live = await _time_until_all(
+            conns, "offer", lambda: engine.start_live(site, "flash-sale", 5), 300
+        )
+    finally:
+        await client.aclose()
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+    return {"sessions": n, "processes": len(servers), "live_offer_s": round(live, 3),
+            "bare_broadcast_s": round(bare, 3), "live_over_bare": round(live / bare, 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
+    parser.add_argument("--sessions", type=int, default=5000)
+    args = parser.parse_args()
+    sessions = 200 if args.quick else args.sessions
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 3 * sessions + 1000)), hard))
+    result: dict[str, Any] = {"decision": bench_decision(20, 200 if args.quick else 2000)}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp), persist=False) as valkey:
+        site = add_site(valkey.url, origins=["*"])
+        flash = dict(EXAMPLES[-1])
+        flash.pop("caps", None)
+        saver = {**EXAMPLES[0], "holdout": 0.0, "caps": {"per_session": 0, "per_visitor_day": 0}}
+        save_campaigns(valkey.url, site, [saver, flash])
+        result["round_trips"] = asyncio.run(
+            bench_round_trips(valkey.url, site, 20 if args.quick else 200)
+        )
+        servers = [ServerProcess(valkey.url, Path(tmp) / f"node{i}", WIDGET_LOG_LEVEL="error").start()
+                   for i in range(2)]  # fmt: skip
+        try:
+            result["fan_out"] = asyncio.run(bench_fan_out(valkey.url, servers, site, sessions))
+        finally:
+            for server in servers:
+                server.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
