@@ -53,10 +53,16 @@ def many_campaigns(n: int) -> list[Any]:
         data = dict(EXAMPLES[i % len(EXAMPLES)])
         data["id"] = f"{data['id']}-{i}"
         data["priority"] = (i * 37) % 400
-        data["targeting"] = {"any": [{"all": [
-            {"field": "url", "op": "not_matches", "value": f"*/excluded-{i}/*"},
-            {"field": "viewed_count", "op": "gte", "value": i % 3},
-        ]}]}  # fmt: skip
+        data["targeting"] = {
+            "any": [
+                {
+                    "all": [
+                        {"field": "url", "op": "not_matches", "value": f"*/excluded-{i}/*"},
+                        {"field": "viewed_count", "op": "gte", "value": i % 3},
+                    ]
+                }
+            ]
+        }
         out.append(parse_campaign(data))
     return out
 
@@ -64,13 +70,28 @@ def many_campaigns(n: int) -> list[Any]:
 def bench_decision(campaign_count: int, rounds: int) -> dict[str, float]:
     campaigns = many_campaigns(campaign_count)
     now = time.time()
-    state = VisitorState(visitor="visitor-123", session_id="s", page_type="product",
-                         page_url="https://shop.test/p/1", started=now - 600,
-                         page_started=now - 30, pages=4, cart_value=80, cart_items=2,
-                         viewed_count=3, shown_at={"cart-saver-0": (now - 90_000,)})  # fmt: skip
+    state = VisitorState(
+        visitor="visitor-123",
+        session_id="s",
+        page_type="product",
+        page_url="https://shop.test/p/1",
+        started=now - 600,
+        page_started=now - 30,
+        pages=4,
+        cart_value=80,
+        cart_items=2,
+        viewed_count=3,
+        shown_at={"cart-saver-0": (now - 90_000,)},
+    )
     signal = ExitIntentSignal("top_edge")
-    frame = json.dumps({"id": "m1", "type": "event", "name": "cart_add",
-                        "item": {"id": "P1", "price": 10, "quantity": 1}})  # fmt: skip
+    frame = json.dumps(
+        {
+            "id": "m1",
+            "type": "event",
+            "name": "cart_add",
+            "item": {"id": "P1", "price": 10, "quantity": 1},
+        }
+    )
 
     def per_call(fn: Any) -> float:
         samples = []
@@ -117,8 +138,9 @@ async def bench_round_trips(url: str, site: str, signals: int) -> dict[str, floa
     pool = ConnectionPool.from_url(url, connection_class=CountingConnection)
     client = Redis(connection_pool=pool)
     keys, scripts = Keys(), Scripts.register(client)
-    sessions = SessionStore(client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400,
-                            presence_ttl_s=90)  # fmt: skip
+    sessions = SessionStore(
+        client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400, presence_ttl_s=90
+    )
     engine = OfferEngine(client, scripts, keys, CampaignStore(client, keys), sessions, Metrics())
     await engine.campaigns.for_site(site)  # warm the in-process cache, as a running node has
     await client.ping()
@@ -154,10 +176,20 @@ async def _connect_all(urls: list[str], site: str, n: int) -> list[Any]:
 
     async def one(i: int) -> Any:
         async with limit:
-            ws = await websockets.connect(urls[i % len(urls)], open_timeout=30, max_size=2**20,
-                                          compression=None)  # fmt: skip
-            await ws.send(json.dumps({"id": "h", "type": "hello", "site": site,
-                                      "visitor": f"fan-{i:06d}", "device": "mobile"}))  # fmt: skip
+            ws = await websockets.connect(
+                urls[i % len(urls)], open_timeout=30, max_size=2**20, compression=None
+            )
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "h",
+                        "type": "hello",
+                        "site": site,
+                        "visitor": f"fan-{i:06d}",
+                        "device": "mobile",
+                    }
+                )
+            )
             while json.loads(await ws.recv()).get("type") != "ack":
                 pass
             return ws
@@ -166,7 +198,7 @@ async def _connect_all(urls: list[str], site: str, n: int) -> list[Any]:
     return conns
 
 
-async def _time_until_all(conns: list[Any], kind: str, start: Any, timeout: float) -> float:
+async def _time_until_all(conns: list[Any], kind: str, start: Any, limit_s: float) -> float:
     async def wait_one(ws: Any) -> None:
         while json.loads(await ws.recv()).get("type") != kind:
             pass
@@ -174,7 +206,7 @@ async def _time_until_all(conns: list[Any], kind: str, start: Any, timeout: floa
     t0 = time.perf_counter()
     waiters = [asyncio.create_task(wait_one(ws)) for ws in conns]
     await start()
-    await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+    await asyncio.wait_for(asyncio.gather(*waiters), limit_s)
     return time.perf_counter() - t0
 
 
@@ -187,9 +219,16 @@ async def bench_fan_out(
     client = Redis.from_url(url)
     keys, scripts = Keys(), Scripts.register(client)
     hub = Hub(client, scripts, keys, Metrics(), presence_ttl_s=90, on_site_changed=lambda _: None)
-    engine = OfferEngine(client, scripts, keys, CampaignStore(client, keys),
-                         SessionStore(client, scripts, keys, session_ttl_s=1800,
-                                      profile_ttl_s=86400, presence_ttl_s=90), Metrics())  # fmt: skip
+    engine = OfferEngine(
+        client,
+        scripts,
+        keys,
+        CampaignStore(client, keys),
+        SessionStore(
+            client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400, presence_ttl_s=90
+        ),
+        Metrics(),
+    )
     try:
         log("bare broadcast (baseline)")
         bare = await _time_until_all(
@@ -202,8 +241,13 @@ async def bench_fan_out(
     finally:
         await client.aclose()
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
-    return {"sessions": n, "processes": len(servers), "live_offer_s": round(live, 3),
-            "bare_broadcast_s": round(bare, 3), "live_over_bare": round(live / bare, 2)}  # fmt: skip
+    return {
+        "sessions": n,
+        "processes": len(servers),
+        "live_offer_s": round(live, 3),
+        "bare_broadcast_s": round(bare, 3),
+        "live_over_bare": round(live / bare, 2),
+    }
 
 
 def main() -> None:
@@ -224,8 +268,10 @@ def main() -> None:
         result["round_trips"] = asyncio.run(
             bench_round_trips(valkey.url, site, 20 if args.quick else 200)
         )
-        servers = [ServerProcess(valkey.url, Path(tmp) / f"node{i}", WIDGET_LOG_LEVEL="error").start()
-                   for i in range(2)]  # fmt: skip
+        servers = [
+            ServerProcess(valkey.url, Path(tmp) / f"node{i}", WIDGET_LOG_LEVEL="error").start()
+            for i in range(2)
+        ]
         try:
             result["fan_out"] = asyncio.run(bench_fan_out(valkey.url, servers, site, sessions))
         finally:
