@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from widget_server.campaigns import parse_campaign
 from widget_server.embedded import free_port
+from widget_server.experiments import assign
 
 from .support import ROOT, Client, new_visitor
 
@@ -173,3 +176,60 @@ def test_several_workers_share_one_redis(tmp_path: Path, redis_url: str) -> None
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process)
+        home = httpx.get(base + "/demo/")
+        assert home.status_code == 200
+        assert 'data-site="demo"' in home.text and 'src="/widget.js"' in home.text
+        assert httpx.get(base + "/widget.js").status_code == 200
+        listed = cli("campaigns", "list", "--site", "demo", env=env)
+        assert {"cart-saver", "similar-products", "newsletter", "flash-sale"} <= {
+            line.split()[0] for line in listed.stdout.splitlines()[1:]
+        }
+        examples = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+        saver = parse_campaign(examples[0])
+        visitor = next(
+            v for v in (new_visitor() for _ in range(100)) if assign(saver, v) != "holdout"
+        )
+        with Client(f"ws://127.0.0.1:{port}/v1/ws", origin=base) as c:
+            c.hello("demo", visitor)
+            c.event("cart_add", item={"id": "P1001", "price": 45.0})
+            assert c.recv_until("arm")["offer"]["campaign"] == "cart-saver"
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    assert f"Demo shop   {base}/demo/" in out.decode()
+
+
+def test_campaign_import_reports_every_invalid_field(tmp_path: Path, redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "ok", "name": "ok", "variants": [
+        {"key": "a", "offer": {"kind": "message", "headline": "x"}}]},
+        {"id": "Bad!", "name": "", "variants": []}]))  # fmt: skip
+    result = cli("campaigns", "import", str(bad), "--site", "imp", env=env)
+    assert result.returncode == 2
+    assert "campaign #2: id:" in result.stderr and "campaign #2: variants:" in result.stderr
+    assert "no campaigns on imp" in cli("campaigns", "list", "--site", "imp", env=env).stdout
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"id": "ok", "name": "ok", "variants": [
+        {"key": "a", "offer": {"kind": "message", "headline": "x"}}]}))  # fmt: skip
+    assert cli("campaigns", "import", str(good), "--site", "imp", env=env).returncode == 0
+    assert cli("campaigns", "status", "ok", "active", "--site", "imp", env=env).returncode == 0
+    history = cli("campaigns", "history", "ok", "--site", "imp", env=env)
+    assert "version 1 replaced" in history.stdout
+    exported = json.loads(cli("campaigns", "export", "--site", "imp", env=env).stdout)
+    assert exported[0]["status"] == "active" and exported[0]["version"] == 2
+    missing = cli("campaigns", "import", str(tmp_path / "nope.json"), "--site", "imp", env=env)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
