@@ -404,3 +404,48 @@ def test_code_lookup_for_checkout_validation(server: ServerProcess, r: redis.Red
     unknown = httpx.get(f"{server.url}/v1/codes/NOPE-123?site={site}",
                         headers={"authorization": f"Bearer {secret}"}).json()  # fmt: skip
     assert unknown == {"code": "NOPE-123", "valid": False, "reason": "unknown"}
+
+
+def test_similar_products_offer_recommends_from_the_catalog(
+    server: ServerProcess, redis_url: str
+) -> None:
+    from widget_server.catalog import CatalogStore
+    from widget_server.feeds import Product
+
+    site = add_site(redis_url)
+    products = [
+        Product(id=f"S{i}", title=f"Trail running shoe {i}", link=f"https://shop.test/p/S{i}",
+                image_link=f"https://shop.test/i/S{i}.jpg", price=90 + i, currency="EUR",
+                brand="Stride", product_type="Shoes > Running > Trail", item_group_id=f"g{i}")
+        for i in range(12)
+    ] + [
+        Product(id=f"K{i}", title=f"Espresso beans {i}", link=f"https://shop.test/p/K{i}",
+                price=12, currency="EUR", brand="Roast", product_type="Coffee > Beans",
+                item_group_id=f"k{i}")
+        for i in range(12)
+    ]  # fmt: skip
+
+    async def load() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            await CatalogStore(client, Keys()).upsert(site, products)
+        finally:
+            await client.aclose()
+
+    asyncio.run(load())
+    offer = {"kind": "similar_products", "headline": "You may like"}
+    save_campaigns(redis_url, site, [{
+        "id": "alike", "name": "alike", "status": "active",
+        "variants": [{"key": "a", "offer": offer}],
+    }])  # fmt: skip
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        c.event("product_view", product={"id": "S3", "title": "Trail running shoe 3"})
+        c.event("cart_add", item={"id": "S5", "price": 95})
+        offer = exit_intent(c)
+    assert offer is not None and offer["kind"] == "similar_products"
+    ids = [item["id"] for item in offer["products"]]
+    assert 1 <= len(ids) <= 8
+    assert "S3" not in ids and "S5" not in ids  # not the viewed product, not what is in the cart
+    assert all(i.startswith("S") for i in ids)  # shoes like the one viewed, not coffee
+    assert offer["products"][0]["url"].startswith("https://shop.test/p/")

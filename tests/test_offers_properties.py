@@ -107,7 +107,7 @@ def test_random_visits_respect_caps_and_purchases(
                 session = client.hello(site, visitor)["session"]
     finally:
         client.close()
-    for (sid, campaign), count in per_session_count.items():
+    for (_sid, campaign), count in per_session_count.items():
         assert count <= per_session, (campaign, count)
     by_campaign = Counter(o["campaign"] for o in offers)
     assert all(count <= per_day for count in by_campaign.values())

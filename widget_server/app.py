@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .beacon import events_endpoint, events_preflight
 from .campaign_store import CampaignStore
+from .catalog import CatalogStore
 from .errors import ConfigurationError
 from .hub import Hub
 from .keys import Keys
@@ -28,6 +29,7 @@ from .services import Services
 from .sessions import SessionStore
 from .settings import Settings, settings_from_env
 from .shop_api import code_lookup, orders_webhook
+from .similar import SimilarProducts
 from .sites import SiteRegistry
 from .widget_asset import widget_routes
 
@@ -82,7 +84,10 @@ def create_app(settings: Settings) -> Starlette:
             presence_ttl_s=settings.presence_ttl_s,
         )
         campaigns = CampaignStore(redis, keys)
-        offers = OfferEngine(redis, scripts, keys, campaigns, sessions, metrics)
+        similar = SimilarProducts(CatalogStore(redis, keys))
+        offers = OfferEngine(
+            redis, scripts, keys, campaigns, sessions, metrics, products_for=similar.products_for
+        )
         notices = Notices()
         hub = Hub(
             redis,
@@ -105,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
                 heartbeat_s=settings.heartbeat_s, max_frame_bytes=settings.max_frame_bytes
             ),
             offers=offers,
+            similar=similar,
         )
         notices.services = services
         app.state.services = services

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -22,7 +23,9 @@ from redis.asyncio import Redis
 from . import cli_campaigns
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
+from .catalog import run_catalog_import
 from .codes import CodePoolError
+from .demo.catalog import generate_catalog, write_feed_tsv
 from .embedded import EmbeddedValkey
 from .errors import ConfigurationError
 from .keys import Keys
@@ -184,6 +187,9 @@ def cmd_demo(settings: Settings) -> None:
         asyncio.run(_seed_demo(url, settings))
         base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}"
         base += f":{settings.port}"
+        feed = settings.data_dir / "demo-feed.tsv"
+        write_feed_tsv(generate_catalog(), feed, base_url=base)
+        run_catalog_import(url, settings.redis_prefix, DEMO_SITE, feed, out=io.StringIO())
         kind = "REDIS_URL" if settings.redis_url else f"embedded, data in {settings.data_dir}/"
         print(
             "\nwidget-server demo\n"
@@ -240,6 +246,18 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
             print(asyncio.run(_sites_list(url, settings)))
 
 
+def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
+    """Import a feed; exit 0 when every row was imported, 1 with row errors, 2 when unreadable."""
+    settings = _prepare(settings)
+    with redis_for(settings) as url:
+        report = run_catalog_import(
+            url, settings.redis_prefix, args.site, args.file, out=sys.stdout, prune=args.prune
+        )
+    if not report.ok:
+        return 2
+    return 1 if report.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="widget-server",
@@ -272,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--replace", action="store_true", help="overwrite an existing site")
     sites_sub.add_parser("list", help="list sites")
     cli_campaigns.add_parsers(sub)
+    catalog = sub.add_parser("catalog", help="import the shop's product feed")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    feed = catalog_sub.add_parser(
+        "import", help="import a Google Merchant Center feed (TSV/CSV, RSS 2.0 or Atom XML)"
+    )
+    feed.add_argument("file", type=Path)
+    feed.add_argument("--site", required=True)
+    feed.add_argument(
+        "--prune", action="store_true", help="remove feed products that are not in this file"
+    )
     return parser
 
 
@@ -293,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_serve(settings)
         elif args.command == "demo":
             cmd_demo(settings)
+        elif args.command == "catalog":
+            return cmd_catalog(settings, args)
         elif args.command in cli_campaigns.COMMANDS:
             settings = _prepare(settings)
             with redis_for(settings) as url:

@@ -89,6 +89,7 @@ class VisitorState:
     referrer: str = ""
     landing_url: str = ""
     viewed_count: int = 0
+    viewed_ids: tuple[str, ...] = ()
     country: str = ""
     last_purchase: float | None = None
     shown_in_session: dict[str, int] = field(default_factory=dict)
@@ -131,6 +132,7 @@ class VisitorState:
             referrer=s.get("referrer", ""),
             landing_url=s.get("landing", ""),
             viewed_count=int(_f(s.get("products_viewed"))),
+            viewed_ids=tuple(str(v) for v in json.loads(s.get("viewed") or "[]") or ()),
             country=country,
             last_purchase=_f(p.get("last_purchase")) or None,
             shown_in_session=shown_in_session,
@@ -234,9 +236,9 @@ def evaluate(
 
 def in_schedule(campaign: Campaign, now: float) -> bool:
     sched = campaign.schedule
-    if sched.start is None and sched.end is None and sched.hours is None:
-        if len(sched.weekdays) == 7:
-            return True
+    unrestricted = sched.start is None and sched.end is None and sched.hours is None
+    if unrestricted and len(sched.weekdays) == 7:
+        return True
     local = datetime.fromtimestamp(now, ZoneInfo(sched.timezone))
     if sched.start and local < _aware(sched.start, local):
         return False

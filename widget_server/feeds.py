@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Literal, TypeAlias, cast
@@ -104,11 +105,13 @@ DEFAULT_LIMITS = FeedLimits()
 _CURRENCY_SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR", "zł": "PLN"}
 _THOUSANDS = re.compile(r"[\s'\u00a0\u202f]")
 _AMOUNT = re.compile(r"\d[\d.,]*")
+_PRICE_PARTS = re.compile(r"(?:([A-Za-z]+)\s*)?([^A-Za-z]*?)(?:\s*([A-Za-z]+))?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _AVAILABILITY: dict[str, Availability] = {"preorder": "preorder", "backorder": "backorder"}
 _AVAILABILITY.update(dict.fromkeys(("instock", "available", "limitedavailability"), "in_stock"))
 _AVAILABILITY.update(dict.fromkeys(("outofstock", "soldout", "discontinued"), "out_of_stock"))
 _TEXT_LIMITS = {"id": 128, "title": 500, "brand": 200, "item_group_id": 128}
+_TEXT_LIMITS.update(link=2048, image_link=2048)
 MAX_PRICE = 1e9
 
 
@@ -138,18 +141,13 @@ def _split_currency(value: str, field: str) -> tuple[str, str]:
     for symbol, code in _CURRENCY_SYMBOLS.items():
         if value.startswith(symbol) or value.endswith(symbol):
             return value.removeprefix(symbol).removesuffix(symbol).strip(), code
-    head, _, tail = value.partition(" ")
-    if head.isalpha():
-        value, currency = value[len(head) :].strip(), head
-    else:
-        head, _, tail = value.rpartition(" ")
-        if head and tail.isalpha():
-            value, currency = head.strip(), tail
-        else:
-            return value, ""
-    if len(currency) != 3 or not currency.isascii():
+    match = _PRICE_PARTS.fullmatch(value)
+    if match is None or not match[2] or (match[1] and match[3]):
+        raise FieldError(field, f"{value!r} is not a price")
+    currency = match[1] or match[3] or ""
+    if currency and len(currency) != 3:
         raise FieldError(field, f"{currency!r} is not a currency code")
-    return value, currency.upper()
+    return match[2], currency.upper()
 
 
 def _decimal_notation(number: str, field: str) -> str:
@@ -207,19 +205,22 @@ def _text(fields: Mapping[str, str], name: str, *, required: bool = False) -> st
 
 def _url(fields: Mapping[str, str], name: str) -> str:
     value = _text(fields, name)
-    if not value:
-        return ""
-    if len(value) > 2048 or " " in value:
-        raise FieldError(name, "is not a valid URL")
+    if value and safe_url(value) is None:
+        raise FieldError(name, "must be an http(s) URL or a path")
+    return value
+
+
+def safe_url(value: str) -> str | None:
+    """``value`` if it is an absolute http(s) URL or a root-relative path, else ``None``."""
+    if len(value) > 2048 or _CONTROL.search(value) or " " in value:
+        return None
     if value.startswith("/") and not value.startswith("//"):
         return value
     try:
         parts = urlsplit(value)
     except ValueError:
-        raise FieldError(name, "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise FieldError(name, "must be an http(s) URL")
-    return value
+        return None
+    return value if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _has_surrogates(text: str) -> bool:
@@ -277,6 +278,18 @@ def column_name(raw: str) -> str:
     return re.sub(r"[\s-]+", "_", name)
 
 
+@dataclass(slots=True)
+class _FirstLines:
+    """Where each product id was first seen; a later row with the same id is a row error."""
+
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def check(self, item: FeedItem, line: int) -> FeedItem:
+        if isinstance(item, Product) and (first := self.lines.setdefault(item.id, line)) != line:
+            return RowError(line, "id", f"repeats the id of line {first}", item.id)
+        return item
+
+
 # --- TSV / CSV ---------------------------------------------------------------------------------
 
 
@@ -292,7 +305,7 @@ class _Lines:
     limits: FeedLimits
     number: int = 0
     bytes_read: int = 0
-    oversized: set[int] = field(default_factory=set)
+    oversized: deque[int] = field(default_factory=deque)
 
     def __iter__(self) -> Iterator[str]:
         limit = self.limits.max_row_bytes
@@ -301,7 +314,7 @@ class _Lines:
             self._count(len(raw))
             if len(raw) > limit and not raw.endswith(b"\n"):
                 self._skip_rest_of_line()
-                self.oversized.add(self.number)
+                self.oversized.append(self.number)
                 raw = b"\n"
             if self.number == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -326,7 +339,7 @@ def parse_delimited(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> I
     Yields one item per data row (blank lines are skipped). Raises :class:`FeedError` when the
     feed is empty, the header is unusable or required columns are missing, or a limit is exceeded.
     """
-    lines = _Lines(stream, limits)
+    lines, first_lines = _Lines(stream, limits), _FirstLines()
     physical = iter(lines)
     header_line = next(physical, None)
     if header_line is None:
@@ -334,7 +347,10 @@ def parse_delimited(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> I
     if lines.oversized:
         raise FeedError(f"line 1: the header is longer than {limits.max_row_bytes} bytes")
     delimiter = "\t" if "\t" in header_line else ","
-    columns = _header(next(csv.reader([header_line], delimiter=delimiter), []))
+    try:
+        columns = _header(next(csv.reader([header_line], delimiter=delimiter), []))
+    except csv.Error as exc:
+        raise FeedError(f"line 1: the header is not valid CSV: {exc}") from None
     reader = csv.reader(physical, delimiter=delimiter)
     rows, end = 0, 1
     while True:
@@ -348,14 +364,15 @@ def parse_delimited(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> I
         else:
             problem = ""
         end = reader.line_num + 1
+        while lines.oversized and lines.oversized[0] <= end:  # in order: consume as we go
+            lines.oversized.popleft()
+            problem = f"is longer than {limits.max_row_bytes} bytes"
         if not values and not problem:
             continue
         rows += 1
         if rows > limits.max_rows:
             raise FeedError(f"the feed has more than {limits.max_rows} rows")
-        if any(start <= number <= end for number in lines.oversized):
-            problem = f"is longer than {limits.max_row_bytes} bytes"
-        yield _delimited_row(columns, values, start, problem, limits)
+        yield first_lines.check(_delimited_row(columns, values, start, problem, limits), start)
 
 
 def _header(names: list[str]) -> list[str]:
@@ -408,6 +425,7 @@ class _FeedHandler(ContentHandler):
         self._fields: dict[str, str] = {}
         self._field: tuple[str, bool] | None = None
         self._text: list[str] = []
+        self._first_lines = _FirstLines()
 
     def setDocumentLocator(self, locator: Locator) -> None:
         self._locator = locator
@@ -464,7 +482,8 @@ class _FeedHandler(ContentHandler):
             limit = self._limits.max_row_bytes
             self.items.append(RowError(self._line, "item", f"is longer than {limit} characters"))
         else:
-            self.items.append(parse_fields(self._fields, self._line))
+            product = parse_fields(self._fields, self._line)
+            self.items.append(self._first_lines.check(product, self._line))
         self._item_depth = 0
 
     def drain(self) -> list[FeedItem]:

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import protocol as p
-from .decide import LiveSignal
+from .decide import LiveSignal, VisitorState
 from .errors import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
@@ -323,6 +323,9 @@ class VisitorConnection:
         if signal is not None:
             await offers.on_signal(self, signal, message.id)
             return
+        if isinstance(message, p.ProductView | p.CartAdd):
+            state = VisitorState.from_view(self.visitor, view, self.country)
+            self.services.similar.observe(self.site, message, state)
         if isinstance(message, p.Identify):
             await self.services.sessions.remember_email(self.site, self.visitor, message.email)
         if isinstance(message, p.Purchase):

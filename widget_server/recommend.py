@@ -17,7 +17,6 @@ The content weights sum to 1. Ties are broken by product id, so results are dete
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from bisect import bisect_left
@@ -47,7 +46,13 @@ def title_tokens(title: str) -> set[str]:
 
 @dataclass(frozen=True, slots=True)
 class SimilarityWeights:
-    """Weights of the score parts and the bounds of candidate generation."""
+    """Weights of the score parts and the bounds of candidate generation.
+
+    ``category + brand + price + title`` is 1, so content scores lie in [0, 1]; ``behaviour``
+    weighs the behaviour signal on top. Prices ``price_ratio`` times apart add nothing. At most
+    about ``candidate_budget`` products are scored per anchor; title tokens shared by more than
+    ``max_token_postings`` products are too common to retrieve candidates by.
+    """
 
     category: float = 0.30
     brand: float = 0.15
@@ -55,7 +60,7 @@ class SimilarityWeights:
     title: float = 0.40
     behaviour: float = 0.60
     price_ratio: float = 3.0
-    candidate_budget: int = 1500
+    candidate_budget: int = 600
     max_token_postings: int = 1000
 
 
@@ -162,8 +167,9 @@ class SimilarityIndex:
         """Intern every prefix of the category path; return the node of the full path (0: none)."""
         path = product.product_type or product.google_product_category
         node, prefix = 0, ""
-        for part in path.casefold().split(">")[:10]:
-            prefix = f"{prefix}>{part.strip()}"
+        parts = [part.strip() for part in path.casefold().split(">")]
+        for part in [part for part in parts if part][:10]:
+            prefix = f"{prefix}>{part}"
             known = nodes.get(prefix)
             if known is None:
                 known = nodes[prefix] = len(self._chains)
@@ -188,6 +194,7 @@ class SimilarityIndex:
         self._by_brand = {brand: self._by_price(found) for brand, found in by_brand.items()}
         self._by_token = by_token
         self._in_stock = [i for i, available in enumerate(self._available) if available]
+        self._by_any_price = self._by_price(self._in_stock)
 
     def _by_price(self, positions: list[int]) -> _SortedPostings:
         ordered = sorted(positions, key=self._logp.__getitem__)
@@ -214,16 +221,17 @@ class SimilarityIndex:
     ) -> list[ScoredProduct]:
         """Up to ``k`` products most similar to ``product_id``, best first, ties by id.
 
-        Never returns the product itself, a variant of its item group, an out-of-stock product or
-        an id in ``exclude``, and at most one product per item group. ``behaviour`` maps product
-        ids to a signal in [0, 1] (see :func:`behaviour_weights`). An unknown id gives ``[]``.
+        Never returns the product itself, a variant of its item group, an out-of-stock product,
+        an id in ``exclude`` or a product scoring 0, and at most one product per item group.
+        ``behaviour`` maps product ids to a signal in [0, 1] (see :func:`behaviour_weights`).
+        An unknown id gives ``[]``.
         """
         anchor = self._position.get(product_id)
         if anchor is None or k <= 0:
             return []
         signal = self._signal(behaviour)
         candidates = self._candidates(anchor, self._weights.candidate_budget, signal)
-        scores = self._content_scores(anchor, candidates)
+        scores = self._content_scores(anchor, sorted(candidates))
         banned = self._positions(exclude) | {anchor}
         return self._select(scores, k, banned, {self._group[anchor]}, signal)
 
@@ -272,10 +280,11 @@ class SimilarityIndex:
             candidates |= self._candidates(anchor, budget, signal)
         weights = [decay**rank for rank in range(len(anchors))]
         total = sum(weights)
-        blended = dict.fromkeys(candidates, 0.0)
+        ordered = sorted(candidates)
+        blended = dict.fromkeys(ordered, 0.0)
         for anchor, weight in zip(anchors, weights, strict=True):
             share = weight / total
-            for position, score in self._content_scores(anchor, candidates).items():
+            for position, score in self._content_scores(anchor, ordered).items():
                 blended[position] += share * score
         banned = self._positions(exclude) | cart | set(anchors)
         groups = {self._group[position] for position in (*anchors, *cart)}
@@ -323,17 +332,24 @@ class SimilarityIndex:
         for postings in sources:
             room = budget - len(candidates)
             if room <= 0:
-                break
+                return candidates
             candidates.update(_window(postings, center, max(room // 2, min(room, 50))))
+        if (room := budget - len(candidates)) > 0:  # then the nearest prices of the whole catalog
+            candidates.update(_window(self._by_any_price, center, room))
         return candidates
 
     def _content_scores(self, anchor: int, candidates: Iterable[int]) -> dict[int, float]:
-        """The content score of every candidate against ``anchor`` (the hot loop)."""
+        """The content score of every candidate against ``anchor`` (the hot loop).
+
+        The result keeps the order of ``candidates``; pass them sorted so that :meth:`_select`
+        breaks ties by id.
+        """
         weights = self._weights
         w_category, w_brand, w_price, w_title = (
             weights.category, weights.brand, weights.price, weights.title
         )  # fmt: skip
         span = math.log(weights.price_ratio)
+        slope = w_price / span
         leaf, brand, logp, tokens = self._leaf, self._brand, self._logp, self._tokens
         token_weight, idf = self._token_weight, self._idf
         anchor_chain = self._chains[leaf[anchor]]
@@ -355,7 +371,7 @@ class SimilarityIndex:
             if priced:
                 distance = abs(anchor_price - logp[c])
                 if distance < span:
-                    score += w_price * (1.0 - distance / span)
+                    score += w_price - slope * distance
             common = anchor_tokens & tokens[c]
             if common:
                 weight = sum(map(idf.__getitem__, common))
@@ -365,42 +381,32 @@ class SimilarityIndex:
 
     def _select(
         self,
-        scores: Mapping[int, float],
+        scores: dict[int, float],
         k: int,
         banned: set[int],
         banned_groups: set[int],
         signal: Mapping[int, float],
     ) -> list[ScoredProduct]:
-        """The best ``k`` by score then id, skipping banned products and repeated item groups."""
+        """The best ``k`` by score then id, skipping banned products and repeated item groups.
+
+        ``scores`` (content scores in id order) is updated in place with the behaviour bonus.
+        """
         w_behaviour = self._weights.behaviour
-        totals = [
-            (-(content + w_behaviour * signal.get(c, 0.0)), c)
-            for c, content in scores.items()
-            if c not in banned
-        ]
-        wanted = 4 * k + 16
-        ranked = heapq.nsmallest(wanted, totals)
-        if len(ranked) == wanted:
-            ranked = self._fill(ranked, totals, k, banned_groups)
+        for c, value in signal.items():
+            if c in scores:
+                scores[c] += w_behaviour * value
+        # A stable sort keeps equal scores in insertion (id) order, even with reverse=True.
+        ranked = sorted(scores, key=scores.__getitem__, reverse=True)
         picked: list[ScoredProduct] = []
         groups = set(banned_groups)
-        for negative, c in ranked:
-            if self._group[c] in groups or not self._available[c]:
+        for c in ranked:
+            if scores[c] <= 0.0:
+                break
+            if c in banned or self._group[c] in groups or not self._available[c]:
                 continue
             groups.add(self._group[c])
             bonus = w_behaviour * signal.get(c, 0.0)
-            picked.append(ScoredProduct(self._products[c], -negative, -negative - bonus, bonus))
+            picked.append(ScoredProduct(self._products[c], scores[c], scores[c] - bonus, bonus))
             if len(picked) == k:
                 break
         return picked
-
-    def _fill(
-        self,
-        ranked: list[tuple[float, int]],
-        totals: list[tuple[float, int]],
-        k: int,
-        groups: set[int],
-    ) -> list[tuple[float, int]]:
-        """Sort everything when the head holds too few distinct item groups to fill ``k``."""
-        distinct = {self._group[c] for _, c in ranked} - groups
-        return ranked if len(distinct) >= k else sorted(totals)

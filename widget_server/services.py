@@ -13,6 +13,7 @@ from .offers import OfferEngine
 from .protocol import WidgetConfig
 from .sessions import SessionStore
 from .settings import Settings
+from .similar import SimilarProducts
 from .sites import SiteRegistry
 
 
@@ -27,3 +28,4 @@ class Services:
     metrics: Metrics
     widget_config: WidgetConfig
     offers: OfferEngine
+    similar: SimilarProducts
