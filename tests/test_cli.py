@@ -96,6 +96,9 @@ def test_sites_add_and_list(tmp_path: Path, redis_url: str) -> None:
     assert "https://shop.example.com" in added.stdout
     again = cli("sites", "add", key, "--origin", "https://x.test", env=env)
     assert again.returncode == 2 and "--replace" in again.stderr
+    secret = cli("sites", "secret", key, env=env)
+    assert secret.returncode == 0 and len(secret.stdout.strip()) >= 40
+    assert cli("sites", "secret", "nosuch", env=env).returncode == 2
     listed = cli("sites", "list", env=env)
     assert any(line.split()[:3] == [key, "USD", "en-US"] for line in listed.stdout.splitlines())
     bad = cli("sites", "add", "bad key!", "--origin", "https://x.test", env=env)

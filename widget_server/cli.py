@@ -224,6 +224,17 @@ async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> 
     return f"site {site.key} saved (origins: {', '.join(site.origins) or 'none'})"
 
 
+async def _site_secret(url: str, settings: Settings, key: str) -> str:
+    client = Redis.from_url(url)
+    try:
+        site = await SiteRegistry(client, Keys(settings.redis_prefix)).get(key)
+    finally:
+        await client.aclose()
+    if site is None:
+        raise ConfigurationError(f"no site {key!r}")
+    return site.secret
+
+
 async def _sites_list(url: str, settings: Settings) -> str:
     client = Redis.from_url(url)
     try:
@@ -242,6 +253,8 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
     with redis_for(settings) as url:
         if args.sites_command == "add":
             print(asyncio.run(_sites_add(url, settings, args)))
+        elif args.sites_command == "secret":
+            print(asyncio.run(_site_secret(url, settings, args.key)))
         else:
             print(asyncio.run(_sites_list(url, settings)))
 
@@ -289,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
     add.add_argument("--replace", action="store_true", help="overwrite an existing site")
     sites_sub.add_parser("list", help="list sites")
+    secret = sites_sub.add_parser("secret", help="print the site's secret for the shop's backend")
+    secret.add_argument("key")
     cli_campaigns.add_parsers(sub)
     catalog = sub.add_parser("catalog", help="import the shop's product feed")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
