@@ -63,8 +63,9 @@ def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:
 def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: redis.Redis) -> None:
     site = add_site(server.redis_url)
     save_campaigns(server.redis_url, site, [discount_campaign("ten")])
+    visitor = new_visitor()
     with Client(server.ws_url) as c:
-        c.hello(site, new_visitor())
+        c.hello(site, visitor)
         armed = c.recv_until("arm")["offer"]
         assert armed["id"] == "ten.a" and armed["kind"] == "discount" and "code" not in armed
         assert armed["kinds"] and armed["discount"] == {"type": "percent", "amount": 10}
@@ -75,9 +76,14 @@ def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: re
         issued = r.hget(Keys().issued_codes(site, "ten"), offer["code"])
         assert issued is not None and json.loads(issued)["variant"] == "a"
         shown = c.send({"type": "offer_shown", "offer": offer["id"]})
-        c.answer(shown)
+        assert c.answer(shown)["type"] == "ack"
+        dismissed = c.send({"type": "offer_dismissed", "offer": offer["id"], "how": "escape"})
+        assert c.answer(dismissed)["type"] == "ack"
         assert exit_intent(c) is None  # one per session
     assert stats(r, site, "ten") == {"exposures:a": 1.0, "impressions:a": 1.0}
+    profile = r.hgetall(Keys().profile(site, visitor))
+    assert len(json.loads(profile["shown:ten"])) == 1
+    assert profile["dismiss:ten"].startswith("1:")
 
 
 def test_decision_trace_says_why_each_campaign_was_not_chosen(

@@ -95,9 +95,11 @@ def test_random_visits_respect_caps_and_purchases(
             elif kind == "cart":
                 client.event("cart_add", item={"id": f"p{n}", "price": arg})
             elif kind == "shown" and offers:
-                client.answer(client.send({"type": "offer_shown", "offer": offers[-1]["id"]}))
+                shown = {"type": "offer_shown", "offer": offers[-1]["id"]}
+                assert client.answer(client.send(shown))["type"] == "ack"
             elif kind == "dismiss" and offers:
-                client.answer(client.send({"type": "offer_dismissed", "offer": offers[-1]["id"]}))
+                dismissed = {"type": "offer_dismissed", "offer": offers[-1]["id"]}
+                assert client.answer(client.send(dismissed))["type"] == "ack"
             elif kind == "purchase":
                 client.event("purchase", order_id=f"o{n}", value=10)
                 purchased = True

@@ -11,10 +11,10 @@ local s, p = KEYS[1], KEYS[3]
 if redis.call('EXISTS', s) == 0 then
   return redis.error_reply('expired')
 end
-if redis.call('SADD', KEYS[2], ARGV[4]) == 0 then
+-- The id is marked as applied at the end: a script error leaves it free for the retry.
+if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
   return view(s, p, 1)
 end
-redis.call('EXPIRE', KEYS[2], session_ttl)
 local m = cjson.decode(ARGV[6])
 
 local function load_cart()
@@ -144,6 +144,8 @@ else
   return redis.error_reply('unknown message name ' .. name)
 end
 
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], session_ttl)
 if activity then redis.call('HSET', s, 'last', now) end
 redis.call('HSET', p, 'last_seen', now)
 redis.call('EXPIRE', s, session_ttl)

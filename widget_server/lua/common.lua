@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every script by widget_server.scripts.
+-- Missing values: nil, JSON null, and the false that Redis returns for a missing field.
 local function val(x, default)
-  if x == nil or x == cjson.null then return default end
+  if x == nil or x == false or x == cjson.null then return default end
   return x
 end
 
