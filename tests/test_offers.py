@@ -455,3 +455,26 @@ def test_similar_products_offer_recommends_from_the_catalog(
     assert "S3" not in ids and "S5" not in ids  # not the viewed product, not what is in the cart
     assert all(i.startswith("S") for i in ids)  # shoes like the one viewed, not coffee
     assert offer["products"][0]["url"].startswith("https://shop.test/p/")
+
+
+def test_free_shipping_progress_on_cart_hesitation(server: ServerProcess) -> None:
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [message_campaign(
+        "ship", trigger={"exit_intent": [], "hesitation": {"cart": 20}, "min_cart_items": 1},
+        variants=[{"key": "a", "offer": {
+            "kind": "free_shipping_progress", "headline": "Almost there",
+            "body": "Add {remaining} EUR for free shipping.", "free_shipping_threshold": 60}}],
+    )])  # fmt: skip
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        c.event("cart_add", item={"id": "A", "price": 42.5})
+        short = c.send({"type": "signal", "name": "hesitation", "seconds": 5, "page_type": "cart"})
+        c.answer(short)
+        with pytest.raises(TimeoutError):
+            c.recv_until("offer", timeout=0.5)
+        long = c.send({"type": "signal", "name": "hesitation", "seconds": 25, "page_type": "cart"})
+        c.answer(long)
+        offer = c.recv_until("offer")["offer"]
+    assert offer["body"] == "Add 17.50 EUR for free shipping."
+    assert offer["free_shipping"] == {"threshold": 60.0, "remaining": 17.5}
+    assert "code" not in offer and "expires_at" not in offer

@@ -28,7 +28,7 @@ from widget_server.metrics import Metrics
 from widget_server.scripts import Scripts
 from widget_server.widget_asset import build_asset
 
-from .support import ROOT, ServerProcess, add_site
+from .support import ROOT, ServerProcess, add_site, discount_campaign, save_campaigns
 
 pytestmark = pytest.mark.browser
 
@@ -1192,3 +1192,36 @@ def test_reconnect_replays_unacked_messages_into_the_same_session(
         if second is not None:
             with contextlib.suppress(Exception):
                 second.stop()
+
+
+def test_real_campaign_arm_claim_code_and_purchase_withdraw(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, redis_url: str
+) -> None:
+    """The whole loop with the offers engine: armed on load, shown on exit in the same frame,
+    completed with the claimed code, withdrawn when the visitor buys."""
+    campaign = discount_campaign("e2e")
+    campaign["variants"][0]["offer"]["headline"] = "Wait! 10% off"
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [campaign]).result()
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    tab.wait(lambda: tab.received_of("arm"), "the armed campaign")
+    page.mouse.move(550, 420)
+    page.wait_for_function("performance.now() > 3300")
+    page.wait_for_timeout(550)
+    exit_through_top(page)
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for(state="visible")
+    offer_msg = tab.wait(lambda: tab.received_of("offer"), "the claimed offer")[0]["offer"]
+    assert offer_msg["id"] == "e2e.a" and offer_msg["code"].startswith("SAVE-")
+    shown_code = "const i = root.querySelector('[role=dialog] input'); return i && i.value"
+    tab.wait(lambda: tab.in_shadow(shown_code) == offer_msg["code"], "the code in the dialog")
+    page.evaluate(
+        """() => { window.dataLayer = window.dataLayer || []; dataLayer.push({ecommerce: null});
+        dataLayer.push({event: "purchase", ecommerce: {transaction_id: "T-9", value: 40,
+        currency: "EUR", items: [{item_id: "L1", item_name: "Lamp", price: 40, quantity: 1}]}}) }"""
+    )
+    tab.wait(lambda: tab.received_of("withdraw"), "the withdraw after the purchase")
+    dialog.wait_for(state="detached")

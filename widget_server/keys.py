@@ -151,3 +151,62 @@ class Keys:
     def cocart(self, site: str, product_id: str) -> str:
         """Sorted set: other product id -> times in the same cart, top members only."""
         return f"{self.prefix}:cocart:{site}:{product_id}"
+
+    # --- email flows: the mail queue lives in one cluster slot (hash tag ``{mail}``) ---------
+    # Job, lease, once-only and suppression keys share the tag so the claim and commit scripts
+    # can check and change them atomically. Email volume is far below event volume, so a single
+    # slot is not a hot spot. Email addresses never appear in key names: callers pass a digest.
+    def mail_tag(self) -> str:
+        return f"{self.prefix}:{{mail}}"
+
+    def mail_due(self) -> str:
+        """Sorted set: job id -> unix time the email is due."""
+        return f"{self.mail_tag()}:due"
+
+    def mail_leases(self) -> str:
+        """Sorted set: job id -> lease deadline of jobs a worker has claimed."""
+        return f"{self.mail_tag()}:leases"
+
+    def mail_job_prefix(self) -> str:
+        """Prefix of job hashes (scripts append the job id)."""
+        return f"{self.mail_tag()}:job:"
+
+    def mail_job(self, job_id: str) -> str:
+        """Hash: one scheduled email (site, visitor, flow, step, address, snapshot, lease token)."""
+        return f"{self.mail_job_prefix()}{job_id}"
+
+    def mail_sent(self, site: str, visitor: str) -> str:
+        """Hash: ``flow:step`` -> ``token|time`` of every email step committed for the visitor."""
+        return f"{self.mail_tag()}:sent:{site}:{visitor}"
+
+    def mail_visitor_jobs(self, site: str, visitor: str) -> str:
+        """Set: job ids scheduled for the visitor, so cancelling finds them."""
+        return f"{self.mail_tag()}:vjobs:{site}:{visitor}"
+
+    def mail_email_visitors(self, site: str, email_digest: str) -> str:
+        """Set: visitor ids with jobs for one address (by digest), so unsubscribing finds them."""
+        return f"{self.mail_tag()}:evis:{site}:{email_digest}"
+
+    def mail_daily(self, site: str, visitor: str, day: str) -> str:
+        """String counter: emails committed for the visitor on ``day`` (the daily cap)."""
+        return f"{self.mail_tag()}:daily:{site}:{visitor}:{day}"
+
+    def mail_suppressed(self, site: str) -> str:
+        """Hash: lower-cased email -> JSON {reason, at}: unsubscribed, bounced or complained."""
+        return f"{self.mail_tag()}:suppressed:{site}"
+
+    def mail_withdrawn(self, site: str) -> str:
+        """Hash: visitor id -> unix time marketing consent was withdrawn."""
+        return f"{self.mail_tag()}:withdrawn:{site}"
+
+    def mail_flows(self, site: str) -> str:
+        """String: the site's email flow configuration JSON."""
+        return f"{self.prefix}:mail-flows:{site}"
+
+    def mail_stats(self, site: str, flow: str) -> str:
+        """Hash: counters by event and step (``sent:0``, ``clicks:1``, ``suppressed:purchased``)."""
+        return f"{self.prefix}:mail-stats:{site}:{flow}"
+
+    def mail_rate(self, domain: str) -> str:
+        """Hash: token bucket of sends to one recipient domain."""
+        return f"{self.prefix}:mail-rate:{domain}"

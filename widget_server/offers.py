@@ -137,8 +137,10 @@ class OfferEngine:
             return
         if chosen is not None and claim is not None and chosen.variant != HOLDOUT:
             body = await self.render(sock.site, chosen, state)
-            body["code"] = claim.code
-            body["expires_at"] = claim.expires_at_ms
+            if claim.code:
+                body["code"] = claim.code
+            if claim.expires_at_ms:
+                body["expires_at"] = claim.expires_at_ms
             await sock.send({"type": "offer", "offer": body})
             sock.armed = None
             sock.shown = chosen.offer_id
@@ -277,6 +279,9 @@ class OfferEngine:
                 "threshold": offer.free_shipping_threshold,
                 "remaining": round(remaining, 2),
             }
+            amount = f"{remaining:.2f}"
+            body["headline"] = offer.headline.replace("{remaining}", amount)
+            body["body"] = offer.body.replace("{remaining}", amount)
         if offer.kind == "similar_products":
             body["products"] = await self._products_for(site, state)
         return body

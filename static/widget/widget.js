@@ -317,8 +317,9 @@
       const n = now();
       if (!on || dlg || n - lastExit < 10000 || (dwell && n - t0 < E.min_dwell_ms)) return;
       lastExit = n;
-      const o = okOffer(armed) ? armed : null;
-      armed = null;
+      const a = armed, ok = okOffer(a) && (!a.kinds || a.kinds.includes(kind)) && !(a.not_before > Date.now());
+      const o = ok ? a : null;
+      if (o) armed = null;
       if (o) render(o);
       send({ type: "signal", name: "exit_intent", kind });
       if (o) shown(o);
@@ -447,11 +448,14 @@
       attrs(el("button", 0, "\u00d7", p), { "aria-label": "Close" }).onclick = G(dropPill);
     };
     const withdraw = (id) => {
-      if (armed && armed.id == id) armed = null;
-      if (cur0 && cur0.id == id) closeUI(), dropPill(), (cur0 = null);
+      if (armed && (id == "*" || armed.id == id)) armed = null;
+      if (cur0 && (id == "*" || cur0.id == id)) closeUI(), dropPill(), (cur0 = null);
     };
     const show = (o) => {
-      if (!okOffer(o) || dlg) return;
+      if (!okOffer(o)) return;
+      // The claimed offer for the armed one already on screen: show it again with its code.
+      if (dlg && cur0 && cur0.id == o.id) return closeUI(), render(o);
+      if (dlg) return;
       if (armed && armed.id == o.id) armed = null;
       render(o);
       shown(o);
