@@ -210,6 +210,8 @@ def test_unique_codes_are_never_issued_twice_under_concurrency(
     for w in workers:
         w.join(30)
     issued = [code for status, code in results if status == "ok"]
+    if strategy == "pool":
+        assert len([s for s, _ in results if s == "ok"]) == 300
     assert len(issued) == len(set(issued))  # never twice
     if strategy == "pool":
         assert len(issued) == 300
@@ -234,6 +236,10 @@ def test_exhausted_pool_falls_back_to_the_next_campaign(
         sid = c.hello(site, visitor)["session"]
         offer = exit_intent(c)
     assert offer is not None and offer["id"] == "fallback.a"
+    import httpx
+
+    metrics = httpx.get(server.url + "/metrics").text
+    assert f'widget_code_pool_available{{campaign="pooled",site="{site}"}} 0.0' in metrics
     trace = json.loads(r.lindex(Keys().trace(site, visitor, sid), 0))  # type: ignore[arg-type]
     assert {"campaign": "pooled", "reason": "pool_exhausted", "detail": "at claim time"} in trace[
         "rejected"

@@ -41,6 +41,13 @@ class Metrics:
         self.pushes = Counter(
             "widget_pushes", "Server-initiated messages delivered to sockets.", registry=r
         )
+        self.pool_available = Gauge(
+            "widget_code_pool_available",
+            "Unused codes left in a campaign's uploaded pool (alert when low).",
+            ["site", "campaign"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.message_seconds = Histogram(
             "widget_message_seconds",
             "Time from receiving a client message to its ack (state durable in Redis).",

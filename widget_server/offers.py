@@ -43,6 +43,7 @@ from .sessions import SessionStore, SessionView
 
 log = logging.getLogger("widget_server.offers")
 TRACE_LIMIT = 20
+LOW_POOL = 100  # codes left in a pool below which a warning is logged
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[dict[str, Any]]]]
 
 
@@ -93,6 +94,7 @@ class OfferEngine:
         self._metrics = metrics
         self._products_for = products_for
         self._live_cache: dict[str, tuple[float, dict[str, float]]] = {}
+        self._low_pool_warned: set[tuple[str, str]] = set()
 
     # --- pre-arming --------------------------------------------------------------------------
     async def rearm(self, sock: OfferSocket, view: SessionView) -> None:
@@ -222,8 +224,23 @@ class OfferEngine:
                 visitor,
             ],
         )
-        status, variant_key, code, expires, reason = (_s(x) for x in result)
+        status, variant_key, code, expires, reason = (_s(x) for x in result[:5])
+        if strategy == "pool" and len(result) > 5:
+            self._pool_level(site, campaign.id, int(result[5]))
         return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason)
+
+    def _pool_level(self, site: str, campaign_id: str, left: int) -> None:
+        """Export the codes left in a pool; warn once when it runs low."""
+        self._metrics.pool_available.labels(site, campaign_id).set(left)
+        key = (site, campaign_id)
+        if left < LOW_POOL and key not in self._low_pool_warned:
+            self._low_pool_warned.add(key)
+            log.warning(
+                "code pool running low",
+                extra={"site": site, "campaign": campaign_id, "codes_left": left},
+            )
+        elif left >= LOW_POOL:
+            self._low_pool_warned.discard(key)
 
     async def _record_trace(
         self,

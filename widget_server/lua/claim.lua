@@ -6,7 +6,8 @@
 --       6 caps JSON {per_session, per_day, per_week, global_max}, 7 variant, 8 holdout (0/1),
 --       9 code strategy (none|static|pool|generated), 10 static code, 11 candidate codes JSON,
 --       12 code validity seconds, 13 state ttl seconds, 14 visitor id
--- Returns {status, variant, code, expires_at_ms, reason}: status 'ok' | 'rejected' | 'replay'.
+-- Returns {status, variant, code, expires_at_ms, reason[, codes left in the pool]}:
+-- status 'ok' | 'rejected' | 'replay'.
 local now = tonumber(ARGV[1])
 local v = KEYS[1]
 local replay_field = 'm:' .. ARGV[3] .. ':' .. ARGV[2]
@@ -46,7 +47,7 @@ if not holdout then
     code = ARGV[10]
   elseif strategy == 'pool' then
     code = redis.call('LPOP', KEYS[3])
-    if not code then return {'rejected', ARGV[7], '', 0, 'pool_exhausted'} end
+    if not code then return {'rejected', ARGV[7], '', 0, 'pool_exhausted', 0} end
   elseif strategy == 'generated' then
     for _, candidate in ipairs(cjson.decode(ARGV[11])) do
       if redis.call('HEXISTS', KEYS[4], candidate) == 0 then code = candidate break end
@@ -72,4 +73,4 @@ if code ~= '' then redis.call('HSET', v, 'code', code, 'code_expires', expires) 
 redis.call('EXPIRE', v, tonumber(ARGV[13]))
 redis.call('HINCRBY', KEYS[5], 'exposures:' .. ARGV[7], 1)
 redis.call('EXPIRE', KEYS[5], 400 * 86400)
-return {'ok', ARGV[7], code, expires, ''}
+return {'ok', ARGV[7], code, expires, '', redis.call('LLEN', KEYS[3])}
