@@ -22,6 +22,7 @@ class CampaignStore:
         self._redis = redis
         self._keys = keys
         self._cache: dict[str, tuple[Campaign, ...]] = {}
+        self._active: dict[str, tuple[Campaign, ...]] = {}
 
     # --- reading (cached) --------------------------------------------------------------------
     async def for_site(self, site: str) -> tuple[Campaign, ...]:
@@ -36,8 +37,17 @@ class CampaignStore:
         self._cache[site] = campaigns
         return campaigns
 
+    async def active(self, site: str) -> tuple[Campaign, ...]:
+        """The site's campaigns that can fire (status active), cached like :meth:`for_site`."""
+        cached = self._active.get(site)
+        if cached is None:
+            cached = tuple(c for c in await self.for_site(site) if c.status == "active")
+            self._active[site] = cached
+        return cached
+
     def invalidate(self, site: str) -> None:
         self._cache.pop(site, None)
+        self._active.pop(site, None)
 
     async def get(self, site: str, campaign_id: str) -> Campaign | None:
         raw = await self._redis.hget(self._keys.campaigns(site), campaign_id)

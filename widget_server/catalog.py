@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -121,6 +121,10 @@ class CatalogStore:
         self._co_ttl = co_ttl_s
         self._max_pairs = max_pairs
         self._max_learned = max_learned
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
 
     async def upsert(
         self, site: str, products: Iterable[Product], *, now: float | None = None
@@ -275,19 +279,29 @@ class CatalogStore:
         """Like :meth:`record_coview` for the cart: the newest product is the one just added."""
         await self._record_pairs(site, product_ids, self._keys.cocart)
 
+    def pairs(self, product_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """Both directions of (newest id, each of the ``max_pairs`` distinct ids before it)."""
+        distinct = list(dict.fromkeys(reversed([i for i in product_ids if i])))
+        newest, others = (distinct[0], distinct[1 : 1 + self._max_pairs]) if distinct else ("", [])
+        return [pair for other in others for pair in ((newest, other), (other, newest))]
+
     async def _record_pairs(
         self, site: str, product_ids: Sequence[str], key: Callable[[str, str], str]
     ) -> None:
-        distinct = list(dict.fromkeys(reversed([i for i in product_ids if i])))
-        if len(distinct) < 2:
+        await self.add_pair_counts(site, key, dict.fromkeys(self.pairs(product_ids), 1))
+
+    async def add_pair_counts(
+        self, site: str, key: Callable[[str, str], str], counts: Mapping[tuple[str, str], int]
+    ) -> None:
+        """Add counted pairs in one pipeline; trim and expire each touched product once."""
+        if not counts:
             return
-        newest, others = distinct[0], distinct[1 : 1 + self._max_pairs]
+        touched = {a for a, _ in counts}
         with _unavailable("record co-occurrences"):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for other in others:
-                    pipe.zincrby(key(site, newest), 1, other)
-                    pipe.zincrby(key(site, other), 1, newest)
-                for product_id in (newest, *others):
+                for (a, b), n in counts.items():
+                    pipe.zincrby(key(site, a), n, b)
+                for product_id in touched:
                     pipe.zremrangebyrank(key(site, product_id), 0, -(self._co_top + 1))
                     pipe.expire(key(site, product_id), self._co_ttl)
                 await pipe.execute()

@@ -119,6 +119,7 @@ def _run_server(settings: Settings) -> None:
         # uvicorn drops frames past its own limit with a bare 1009; a larger transport limit lets
         # the app answer oversized frames with the documented error first.
         "ws_max_size": settings.max_frame_bytes * 4,
+        "ws": "websockets-sansio",  # measured: least CPU per message and small idle memory
         "ws_per_message_deflate": False,
         "log_config": None,
         "timeout_graceful_shutdown": 10,

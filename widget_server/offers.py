@@ -97,12 +97,19 @@ class OfferEngine:
         self._low_pool_warned: set[tuple[str, str]] = set()
 
     # --- pre-arming --------------------------------------------------------------------------
-    async def rearm(self, sock: OfferSocket, view: SessionView) -> None:
+    async def rearm(
+        self, sock: OfferSocket, view: SessionView, state: VisitorState | None = None
+    ) -> None:
         """After a state change: tell the widget what exit intent would show now (no code)."""
         sock.last_view = view
+        campaigns = await self.campaigns.active(sock.site)
+        if not campaigns:
+            if sock.armed is not None:
+                await sock.send({"type": "withdraw", "offer": sock.armed})
+                sock.armed = None
+            return
         started = time.perf_counter()
-        state = VisitorState.from_view(sock.visitor, view, sock.country)
-        campaigns = await self.campaigns.for_site(sock.site)
+        state = state or VisitorState.from_view(sock.visitor, view, sock.country)
         decision = decide(state, campaigns, ArmProbe(), time.time())
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         chosen = decision.chosen
@@ -127,12 +134,13 @@ class OfferEngine:
 
         A replayed message id returns the earlier claim; ``resend`` says whether to send it again.
         """
-        if sock.last_view is None:
+        if sock.last_view is None or not await self.campaigns.active(sock.site):
             return
+        campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
         now = time.time()
         started = time.perf_counter()
         state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
-        decision = decide(state, await self.campaigns.for_site(sock.site), signal, now)
+        decision = decide(state, campaigns, signal, now)
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         chosen, claim, late = await self._claim_first(sock, decision, state, message_id, now)
         if claim is not None and claim.status == "replay" and not resend:

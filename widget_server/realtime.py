@@ -323,6 +323,7 @@ class VisitorConnection:
         if signal is not None:
             await offers.on_signal(self, signal, message.id)
             return
+        state = None
         if isinstance(message, p.ProductView | p.CartAdd):
             state = VisitorState.from_view(self.visitor, view, self.country)
             self.services.similar.observe(self.site, message, state)
@@ -337,7 +338,7 @@ class VisitorConnection:
                 await offers.on_purchase(
                     self.site, self.visitor, message, new_order=True, now=time.time()
                 )
-        await offers.rearm(self, view)
+        await offers.rearm(self, view, state)
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
         await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)

@@ -1,0 +1,78 @@
+"""The realtime benchmark runs end to end and reports sane numbers (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "realtime.py"
+
+SERVER_KEYS = (
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "offered_rate",
+    "achieved_rate",
+    "max_msgs_per_s",
+    "rss_kib_per_idle_conn",
+)
+TARGET_KEYS = ("ratio", "p99_ms_at_1000", "rss_kib_per_idle_conn")
+
+
+def _run_quick() -> dict[str, Any]:
+    # Its own session, so that on a timeout the whole process group (servers, Valkey, load
+    # generator) can be killed, not only the benchmark itself.
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--quick"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("benchmarks/realtime.py --quick did not finish within 120 s")
+    assert process.returncode == 0, f"exit {process.returncode}\n{stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(stdout)
+    return result
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_sane_numbers() -> None:
+    result = _run_quick()
+
+    for server in ("product", "echo"):
+        numbers = result[server]
+        for key in SERVER_KEYS:
+            assert _positive(numbers[key]), f"{server}.{key} = {numbers.get(key)!r}"
+            assert math.isfinite(numbers[key])
+        assert numbers["p50_ms"] <= numbers["p95_ms"] <= numbers["p99_ms"], numbers
+        assert numbers["achieved_rate"] <= numbers["offered_rate"] * 1.1, numbers
+        assert numbers["max_msgs_per_s"] > 0
+
+    ratio = result["ratio_msgs_per_s"]
+    assert _positive(ratio)
+    expected = result["product"]["max_msgs_per_s"] / result["echo"]["max_msgs_per_s"]
+    assert ratio == pytest.approx(expected, rel=0.01)
+
+    assert set(result["targets"]) == set(TARGET_KEYS)
+    assert all(_positive(result["targets"][key]) for key in TARGET_KEYS)
+    assert set(result["met"]) == set(TARGET_KEYS)
+    assert all(isinstance(result["met"][key], bool) for key in TARGET_KEYS)
