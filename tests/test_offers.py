@@ -484,3 +484,39 @@ def test_free_shipping_progress_on_cart_hesitation(server: ServerProcess) -> Non
     assert offer["body"] == "Add 17.50 EUR for free shipping."
     assert offer["free_shipping"] == {"threshold": 60.0, "remaining": 17.5}
     assert "code" not in offer and "expires_at" not in offer
+
+
+def test_report_counts_what_visitors_did(server: ServerProcess) -> None:
+    site = add_site(server.redis_url)
+    campaign = message_campaign("ab", holdout=0.2, variants=[
+        {"key": "a", "offer": {"kind": "message", "headline": "A"}},
+        {"key": "b", "offer": {"kind": "message", "headline": "B"}},
+    ])  # fmt: skip
+    save_campaigns(server.redis_url, site, [campaign])
+    buyers = 0
+    for i in range(30):
+        with Client(server.ws_url) as c:
+            c.hello(site, new_visitor())
+            msg_id = c.send(dict(EXIT))
+            c.answer(msg_id)
+            if i % 3 == 0:
+                buyers += 1
+                c.event("purchase", order_id=f"o{i}", value=20.0)
+    env = {**os.environ, "REDIS_URL": server.redis_url}
+    run = subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", "report", "ab", "--site", site, "--json"],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    rows = {v["variant"]: v for v in document["report"]["variants"]}
+    assert set(rows) == {"holdout", "a", "b"}
+    assert sum(v["exposures"] for v in rows.values()) == 30
+    assert sum(v["conversions"] for v in rows.values()) == buyers
+    assert sum(v["revenue"] for v in rows.values()) == 20.0 * buyers
+    assert document["report"]["sentences"]
+    text = subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", "report", "ab", "--site", site],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert text.returncode == 0 and "experiment version 1" in text.stdout

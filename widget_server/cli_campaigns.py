@@ -7,11 +7,13 @@ import argparse
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
+from . import reports
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
 from .errors import ConfigurationError
@@ -21,7 +23,7 @@ from .offers import OfferEngine
 from .scripts import Scripts
 from .sessions import SessionStore
 
-COMMANDS = ("campaigns", "live", "codes")
+COMMANDS = ("campaigns", "live", "codes", "report")
 
 
 def add_parsers(sub: Any) -> None:
@@ -54,6 +56,14 @@ def add_parsers(sub: Any) -> None:
     stop.add_argument("campaign")
     stop.add_argument("--site", required=True)
 
+    report = sub.add_parser("report", help="the A/B report of a campaign")
+    report.add_argument("campaign")
+    report.add_argument("--site", required=True)
+    report.add_argument("--days", type=int, default=90, help="days to look back (default 90)")
+    fmt = report.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="the full report as JSON")
+    fmt.add_argument("--csv", action="store_true", help="one row per variant as CSV")
+
     codes = sub.add_parser("codes", help="upload unique discount codes to a campaign's pool")
     ksub = codes.add_subparsers(dest="codes_command", required=True)
     kimp = ksub.add_parser("import", help="add codes from a CSV (Shopify, WooCommerce or plain)")
@@ -83,6 +93,8 @@ async def run(url: str, prefix: str, args: argparse.Namespace) -> str:
     try:
         if args.command == "campaigns":
             return await _campaigns(store, args)
+        if args.command == "report":
+            return await _report(client, keys, store, args)
         if args.command == "codes":
             result = await store.add_codes(args.site, args.campaign, _read(args.file))
             lines = [f"line {line}: {reason}" for line, reason in result["errors"] if line]
@@ -109,6 +121,22 @@ async def run(url: str, prefix: str, args: argparse.Namespace) -> str:
         return f"live offer {args.campaign} started for {args.minutes} min ({nodes} nodes notified)"
     finally:
         await client.aclose()
+
+
+async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argparse.Namespace) -> str:
+    campaign = await store.get(args.site, args.campaign)
+    if campaign is None:
+        raise ConfigurationError(f"no campaign {args.campaign!r} on site {args.site!r}")
+    now = time.time()
+    if args.csv:
+        report, _ = await reports.build_report(client, keys, args.site, campaign, now, args.days)
+        return reports.report_csv(report).rstrip("\n")
+    document = await reports.campaign_report(client, keys, args.site, campaign, now, args.days)
+    if args.json:
+        return json.dumps(document, indent=2)
+    lines = [f"{campaign.name} ({campaign.id}, experiment version {campaign.experiment_version})"]
+    lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
+    return "\n".join(lines)
 
 
 async def _campaigns(store: CampaignStore, args: argparse.Namespace) -> str:

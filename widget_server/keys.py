@@ -76,9 +76,11 @@ class Keys:
         """Hash: code -> JSON {visitor, variant, issued, expires, redeemed} of issued codes."""
         return f"{self.campaign_tag(site, campaign)}:codes"
 
-    def campaign_stats(self, site: str, campaign: str, day: str) -> str:
+    def campaign_stats(self, site: str, campaign: str, day: str, version: int = 1) -> str:
         """Hash: per-day counters by metric and variant (``exposures:A``, ``revenue:B``...)."""
-        return f"{self.campaign_tag(site, campaign)}:stats:{day}"
+        # A new experiment version (a changed split) counts apart from the earlier ones.
+        stage = "" if version == 1 else f"e{version}:"
+        return f"{self.campaign_tag(site, campaign)}:stats:{stage}{day}"
 
     # --- campaigns of a site -----------------------------------------------------------------
     def campaigns(self, site: str) -> str:
@@ -187,9 +189,9 @@ class Keys:
         """Set: visitor ids with jobs for one address (by digest), so unsubscribing finds them."""
         return f"{self.mail_tag()}:evis:{site}:{email_digest}"
 
-    def mail_daily(self, site: str, visitor: str, day: str) -> str:
-        """String counter: emails committed for the visitor on ``day`` (the daily cap)."""
-        return f"{self.mail_tag()}:daily:{site}:{visitor}:{day}"
+    def mail_daily(self, site: str, visitor: str) -> str:
+        """Hash: UTC day -> emails committed for the visitor that day (the daily cap)."""
+        return f"{self.mail_tag()}:daily:{site}:{visitor}"
 
     def mail_suppressed(self, site: str) -> str:
         """Hash: lower-cased email -> JSON {reason, at}: unsubscribed, bounced or complained."""

@@ -206,7 +206,7 @@ class OfferEngine:
                 k.campaign_impressions(site, campaign.id),
                 k.code_pool(site, campaign.id),
                 k.issued_codes(site, campaign.id),
-                k.campaign_stats(site, campaign.id, day),
+                k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
             ],
             args=[
                 repr(now),
@@ -335,7 +335,7 @@ class OfferEngine:
             for i, campaign in enumerate(campaigns):
                 (variant, exposed_at), issued = rows[2 * i], rows[2 * i + 1]
                 day, _ = period_keys(now, campaign.schedule.timezone)
-                stats = k.campaign_stats(site, campaign.id, day)
+                stats = k.campaign_stats(site, campaign.id, day, campaign.experiment_version)
                 window = campaign.attribution_days * 86_400
                 if variant and now - float(exposed_at or 0) <= window:
                     v = _s(variant)
