@@ -80,7 +80,9 @@ def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: re
         dismissed = c.send({"type": "offer_dismissed", "offer": offer["id"], "how": "escape"})
         assert c.answer(dismissed)["type"] == "ack"
         assert exit_intent(c) is None  # one per session
-    assert stats(r, site, "ten") == {"exposures:a": 1.0, "impressions:a": 1.0}
+    assert stats(r, site, "ten") == {
+        "exposures:a": 1.0, "impressions:a": 1.0, "dismissals:a": 1.0,
+    }  # fmt: skip
     profile = r.hgetall(Keys().profile(site, visitor))
     assert len(json.loads(profile["shown:ten"])) == 1
     assert profile["dismiss:ten"].startswith("1:")

@@ -352,6 +352,27 @@ class OfferEngine:
                         pipe.hincrby(stats, f"redemptions:{record.get('variant', '')}", 1)
             await pipe.execute()
 
+    # --- interactions ------------------------------------------------------------------------
+    async def count_interaction(
+        self, site: str, message: p.OfferClicked | p.OfferDismissed, now: float
+    ) -> None:
+        """Count a click, code copy, email capture or dismissal for the offer's variant."""
+        campaign_id, _, variant = message.offer.partition(".")
+        campaign = next(
+            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
+        )
+        if campaign is None or not variant:
+            return
+        if isinstance(message, p.OfferDismissed):
+            metric = "dismissals"
+        else:
+            metric = {"code_copy": "code_copies", "email_submit": "email_captures"}.get(
+                message.action, "clicks"
+            )
+        day, _ = period_keys(now, campaign.schedule.timezone)
+        key = self._keys.campaign_stats(site, campaign.id, day, campaign.experiment_version)
+        await self._redis.hincrby(key, f"{metric}:{variant}", 1)
+
     # --- live offers -------------------------------------------------------------------------
     async def start_live(self, site: str, campaign_id: str, minutes: int) -> int:
         """Start a live broadcast now: every connected matching visitor, on every node."""

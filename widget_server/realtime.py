@@ -327,6 +327,8 @@ class VisitorConnection:
         if isinstance(message, p.ProductView | p.CartAdd):
             state = VisitorState.from_view(self.visitor, view, self.country)
             self.services.similar.observe(self.site, message, state)
+        if isinstance(message, p.OfferClicked | p.OfferDismissed):
+            await offers.count_interaction(self.site, message, time.time())
         if isinstance(message, p.Identify):
             await self.services.sessions.remember_email(self.site, self.visitor, message.email)
         if isinstance(message, p.Purchase):
