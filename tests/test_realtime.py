@@ -274,3 +274,13 @@ def test_expired_session_is_replaced_with_a_new_welcome(
             assert welcome["session"] != old and welcome["resumed"] is False
             assert c.answer(msg_id)["type"] == "ack"
             assert session_hash(r, site, visitor, welcome["session"])["pages"] == "1"
+
+
+def test_scripts_are_reloaded_after_a_script_flush(
+    server: ServerProcess, site: str, r: redis.Redis
+) -> None:
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor())
+        assert c.event("page_view", url="https://shop.test/")["type"] == "ack"
+        r.script_flush()  # as after a Redis restart without persistence of the script cache
+        assert c.event("page_view", url="https://shop.test/2")["type"] == "ack"
