@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -19,6 +20,8 @@ from .catalog import CatalogStore
 from .errors import ConfigurationError
 from .hub import Hub
 from .keys import Keys
+from .mail_context import MailSettings, build_mail_context, mail_settings_from_env
+from .mail_routes import mail_routes
 from .metrics import Metrics
 from .notices import Notices
 from .offers import OfferEngine
@@ -61,12 +64,15 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, mail_settings: MailSettings | None = None) -> Starlette:
     """Build the ASGI app for ``settings``. Needs ``settings.redis_url``: the CLI starts the
-    embedded Valkey and fills it in when the operator did not set ``REDIS_URL``."""
+    embedded Valkey and fills it in when the operator did not set ``REDIS_URL``. Without
+    ``mail_settings`` abandoned-cart emails are still scheduled and their links served, with
+    the settings' secret key; sending is the worker's job."""
     if not settings.redis_url:
         raise ConfigurationError("create_app needs settings.redis_url")
     redis_url = settings.redis_url
+    mail_config = mail_settings or MailSettings(secret_key=settings.secret_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,9 +117,18 @@ def create_app(settings: Settings) -> Starlette:
             ),
             offers=offers,
             similar=similar,
+            mail=build_mail_context(
+                mail_config,
+                redis,
+                keys,
+                sites=sites,
+                templates_dir=settings.offers_dir / "emails",
+                registry=metrics.registry,
+            ),
         )
         notices.services = services
         app.state.services = services
+        app.state.mail = services.mail
         await hub.start()
         log.info("node started", extra={"node": hub.node_id})
         try:
@@ -133,15 +148,18 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/orders", orders_webhook, methods=["POST"]),
         Route("/v1/codes/{code}", code_lookup, methods=["GET"]),
         *widget_routes(settings.static_dir),
+        *mail_routes(lambda: app.state.mail),
     ]
     if settings.demo:
         from .demo.catalog import generate_catalog
         from .demo.routes import demo_routes
 
         routes += demo_routes("demo", generate_catalog())
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    return app
 
 
 def app_from_env() -> Starlette:
     """Factory used by uvicorn worker processes: settings come from the environment."""
-    return create_app(settings_from_env())
+    settings = settings_from_env()
+    return create_app(settings, mail_settings_from_env(os.environ, settings))

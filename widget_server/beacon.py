@@ -143,6 +143,7 @@ async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
     sessions = services.sessions
     if forget:
         await sessions.forget(batch.site, batch.visitor)
+        await services.mail.scheduler.forget(batch.site, batch.visitor)
         acks += [m.id for m in to_apply]  # recorded, then erased with everything else
         return {"session": None, "acks": acks, "errors": errors}
     now = time.time()

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ from .embedded import EmbeddedValkey
 from .errors import ConfigurationError
 from .keys import Keys
 from .logs import configure_logging
+from .mail_context import MailSettings, build_mail_context, mail_settings_from_env
+from .mail_flows import MailFlowStore, load_config
+from .mail_worker import run_worker
 from .settings import (
     Settings,
     load_secret_key,
@@ -126,7 +130,8 @@ def _run_server(settings: Settings) -> None:
         "server_header": False,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        app = create_app(settings, mail_settings_from_env(os.environ, settings))
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
         return
     metrics_dir = settings.data_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -172,6 +177,11 @@ async def _seed_demo(url: str, settings: Settings) -> None:
         else:  # keep the site's secret across restarts; follow the port we run on now
             site = msgspec.structs.replace(existing, origins=origins)
         await registry.save(site)
+        flows = load_config((settings.offers_dir / "demo-mail-flows.json").read_text())
+        base = f"http://127.0.0.1:{settings.port}"
+        await MailFlowStore(client, Keys(settings.redis_prefix)).save(
+            DEMO_SITE, flows.model_copy(update={"shop_url": base})
+        )
         store = CampaignStore(client, Keys(settings.redis_prefix))
         if not await store.for_site(DEMO_SITE):
             examples = json.loads((settings.offers_dir / "demo-campaigns.json").read_text())
@@ -202,7 +212,25 @@ def cmd_demo(settings: Settings) -> None:
             "Press Ctrl+C to stop.\n",
             flush=True,
         )
-        _run_server(settings.with_overrides(redis_url=url))
+        worker = _start_demo_worker(settings, url, base)
+        try:
+            _run_server(settings.with_overrides(redis_url=url))
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(10)
+
+
+def _start_demo_worker(settings: Settings, url: str, base: str) -> subprocess.Popen[bytes] | None:
+    """The demo's email worker: sends through SMTP_URL if set, else writes .eml files."""
+    env = dict(os.environ)
+    env.update(settings_to_env(settings.with_overrides(redis_url=url)))
+    env.setdefault("MAIL_FROM", "shop@demo.example")
+    env.setdefault("MAIL_PUBLIC_URL", base)
+    if not env.get("SMTP_URL") and not env.get("MAIL_WEBHOOK_URL"):
+        env.setdefault("MAIL_OUTBOX_DIR", str((settings.data_dir / "outbox").resolve()))
+    print(f"  Emails      {env.get('SMTP_URL') or env.get('MAIL_OUTBOX_DIR')}", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "widget_server.cli", "worker"], env=env)
 
 
 async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> str:
@@ -272,6 +300,35 @@ def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_worker(settings: Settings) -> None:
+    """Send due abandoned-cart emails until SIGTERM/SIGINT."""
+    settings = _prepare(settings)
+    mail_settings = mail_settings_from_env(os.environ, settings)
+    with redis_for(settings) as url:
+        asyncio.run(_work(url, settings, mail_settings))
+
+
+async def _work(url: str, settings: Settings, mail_settings: MailSettings) -> None:
+    client = Redis.from_url(url)
+    keys = Keys(settings.redis_prefix)
+    ctx = build_mail_context(
+        mail_settings,
+        client,
+        keys,
+        sites=SiteRegistry(client, keys),
+        templates_dir=settings.offers_dir / "emails",
+    )
+    ctx.require_sending()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_worker(ctx, stop=stop, poll_s=1.0)
+    finally:
+        await client.aclose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="widget-server",
@@ -287,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="address to listen on (WIDGET_HOST)")
         p.add_argument("--port", type=int, help="port to listen on (WIDGET_PORT)")
         p.add_argument("--workers", type=int, help="worker processes (WIDGET_WORKERS)")
+    sub.add_parser("worker", help="send abandoned-cart emails (SMTP_URL, MAIL_FROM, ...)")
     sites = sub.add_parser("sites", help="manage sites (shops)")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)
     add = sites_sub.add_parser("add", help="add a site")
@@ -337,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_serve(settings)
         elif args.command == "demo":
             cmd_demo(settings)
+        elif args.command == "worker":
+            cmd_worker(settings)
         elif args.command == "catalog":
             return cmd_catalog(settings, args)
         elif args.command in cli_campaigns.COMMANDS:

@@ -61,6 +61,7 @@ class VisitorConnection:
         self.shown: str | None = None
         self.last_view: SessionView | None = None
         self._hello: p.Hello | None = None
+        self._forgotten = False
         self._lock = asyncio.Lock()
         settings = services.settings
         self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
@@ -91,6 +92,20 @@ class VisitorConnection:
             if attached:
                 metrics.connections.dec()
                 await self.services.hub.detach(self)
+                await self._left()
+
+    async def _left(self) -> None:
+        """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
+        view = self.last_view
+        if view is None or not view.profile.get("email") or self._forgotten:
+            return
+        try:
+            await self.services.mail.scheduler.visitor_left_from_view(
+                self.site, self.visitor, view, now=time.time()
+            )
+        except (RedisError, OSError) as exc:
+            self.services.metrics.redis_errors.inc()
+            log.warning("could not schedule emails", extra={"error": str(exc), "site": self.site})
 
     async def _handshake_allowed(self) -> bool:
         """With ``?site=KEY`` in the URL, refuse unknown sites and foreign origins before accept."""
@@ -200,6 +215,10 @@ class VisitorConnection:
         view = await self._start_session(resume=hello.session)
         self.services.metrics.messages.labels("hello").inc()
         await self.send(p.Ack(ids=[hello.id]))
+        if view.profile.get("email"):
+            await self.services.mail.scheduler.visitor_returned(
+                self.site, self.visitor, now=time.time()
+            )
         offers = self.services.offers
         await offers.rearm(self, view)
         for campaign_id in await offers.active_live(self.site, time.time()):
@@ -331,6 +350,8 @@ class VisitorConnection:
             await offers.count_interaction(self.site, message, time.time())
         if isinstance(message, p.Identify):
             await self.services.sessions.remember_email(self.site, self.visitor, message.email)
+            if not message.consent:
+                await self.services.mail.scheduler.consent_withdrawn(self.site, self.visitor)
         if isinstance(message, p.Purchase):
             self.armed = None
             if view.session.get("order_new") == "1":
@@ -340,10 +361,13 @@ class VisitorConnection:
                 await offers.on_purchase(
                     self.site, self.visitor, message, new_order=True, now=time.time()
                 )
+                await self.services.mail.scheduler.purchased(self.site, self.visitor)
         await offers.rearm(self, view, state)
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
         await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)
+        self._forgotten = True
+        await self.services.mail.scheduler.forget(self.site, self.visitor)
         await self.send(p.Ack(ids=[message.id]))
         await self._close(CLOSE_NORMAL, "consent withdrawn")
 

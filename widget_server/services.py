@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from .hub import Hub
 from .keys import Keys
+from .mail_context import MailContext
 from .metrics import Metrics
 from .offers import OfferEngine
 from .protocol import WidgetConfig
@@ -29,3 +30,4 @@ class Services:
     widget_config: WidgetConfig
     offers: OfferEngine
     similar: SimilarProducts
+    mail: MailContext

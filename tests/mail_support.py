@@ -1,0 +1,272 @@
+"""Helpers for the email tests: a real SMTP server, a mail context on the real Valkey, shoppers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from widget_server import protocol as p
+from widget_server.embedded import free_port
+from widget_server.keys import Keys
+from widget_server.mail_context import MailContext, MailSettings, build_mail_context
+from widget_server.mail_flows import Flow, FlowStep, MailConfig
+from widget_server.mail_routes import mail_routes
+from widget_server.mail_worker import run_worker
+from widget_server.mailjobs import ScheduleResult
+from widget_server.scripts import Scripts
+from widget_server.sessions import SessionStore, SessionView
+from widget_server.sites import SiteRegistry, new_site
+
+SECRET = "test-secret-key-that-is-long-enough"
+PUBLIC_URL = "https://mail.test"
+FROM = "shop@mail.test"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a free port that keeps every message it accepts.
+
+    ``data_delay_s`` holds the reply to DATA after the message is stored (a slow relay);
+    ``rcpt_replies`` answers RCPT for an address with the given replies, one per attempt.
+    """
+
+    data_delay_s: float = 0.0
+    rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    data_started: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+    _controller: Controller | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        replies = self.rcpt_replies.get(address)
+        if replies:
+            reply = replies.pop(0)
+            if not reply.startswith("250"):
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        )
+        self.data_started.set()
+        if self.data_delay_s:
+            await asyncio.sleep(self.data_delay_s)
+        return "250 Message accepted"
+
+    def __enter__(self) -> SmtpSink:
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?timeout=10"
+
+    def messages(self) -> list[EmailMessage]:
+        return [r.message for r in self.received]
+
+
+def fast_config(*delays_s: float, daily_cap: int = 20, **config: Any) -> MailConfig:
+    """A cart flow with steps after ``delays_s`` seconds (subjects ``Step N``) and a browse flow."""
+    steps = [
+        FlowStep(delay_minutes=d / 60, template="cart", subject=f"Step {i + 1} at {{shop}}")
+        for i, d in enumerate(delays_s or (0.0,))
+    ]
+    return MailConfig(
+        flows=[
+            Flow(name="cart", kind="cart", steps=steps, daily_cap=daily_cap),
+            Flow(
+                name="browse",
+                kind="browse",
+                daily_cap=daily_cap,
+                steps=[
+                    FlowStep(delay_minutes=0, template="browse", subject="Still like {product}?")
+                ],
+            ),
+        ],
+        **config,
+    )
+
+
+@contextlib.asynccontextmanager
+async def mail_context(
+    redis_url: str, smtp_url: str = "", *, keys: Keys | None = None, **overrides: Any
+) -> AsyncIterator[MailContext]:
+    """A mail context with its own key prefix: its queue, sites and profiles are its own."""
+    keys = keys or Keys(prefix="m" + secrets.token_hex(4))
+    client = Redis.from_url(redis_url)
+    values: dict[str, Any] = {
+        "secret_key": SECRET,
+        "public_url": PUBLIC_URL,
+        "from_address": FROM,
+        "smtp_url": smtp_url,
+        "retry_base_s": 0.05,
+        "lease_s": 30.0,
+        "rate_per_minute": 6000.0,
+        "rate_burst": 100,
+    }
+    values.update(overrides)
+    try:
+        yield build_mail_context(MailSettings(**values), client, keys)
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(ctx: MailContext, poll_s: float = 0.02) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(ctx, stop=stop, poll_s=poll_s))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def make_site(ctx: MailContext, origins: tuple[str, ...] = ("https://shop.test",)) -> str:
+    """A new site in the context's key space; its name is its key."""
+    key = "s" + secrets.token_hex(5)
+    await SiteRegistry(ctx.redis, ctx.keys).save(new_site(key, origins=list(origins)))
+    return key
+
+
+def session_store(ctx: MailContext) -> SessionStore:
+    return SessionStore(
+        ctx.redis,
+        Scripts.register(ctx.redis),
+        ctx.keys,
+        session_ttl_s=1800,
+        profile_ttl_s=86400,
+        presence_ttl_s=90,
+    )
+
+
+@dataclass
+class Shopper:
+    site: str
+    visitor: str
+    session_id: str
+    store: SessionStore
+    view: SessionView
+    seq: int = 0
+
+    async def send(self, message_type: type[Any], **fields: Any) -> SessionView:
+        self.seq += 1
+        message = message_type(id=f"m{self.seq}", **fields)
+        self.view = await self.store.apply(
+            self.site, self.visitor, self.session_id, message, now=time.time()
+        )
+        return self.view
+
+
+async def shopper(
+    ctx: MailContext,
+    site: str,
+    *,
+    email_address: str = "ann@example.com",
+    consent: bool = True,
+    cart: list[p.CartItem] | None = None,
+    views: list[p.Product] | None = None,
+) -> Shopper:
+    """A visitor with a real session and profile: identified, consent given, cart filled."""
+    store = session_store(ctx)
+    visitor = "v" + secrets.token_hex(8)
+    opened = await store.open(
+        site, visitor, now=time.time(), consent=p.Consent(analytics=True, marketing=consent)
+    )
+    who = Shopper(site, visitor, opened.session_id, store, opened.view)
+    await who.send(p.Identify, email=email_address, consent=consent)
+    default_cart = [p.CartItem(id="sku-1", quantity=2, price=25.0, title="Blue mug")]
+    for item in default_cart if cart is None else cart:
+        await who.send(p.CartAdd, item=item)
+    for product in views or []:
+        await who.send(p.ProductView, product=product)
+    return who
+
+
+@dataclass
+class Scenario:
+    """One email test: an SMTP sink, a mail context with its own key space, one site."""
+
+    ctx: MailContext
+    sink: SmtpSink
+    site: str
+
+    async def shopper(self, **kw: Any) -> Shopper:
+        return await shopper(self.ctx, self.site, **kw)
+
+    async def leave(self, who: Shopper) -> ScheduleResult:
+        return await self.ctx.scheduler.visitor_left_from_view(
+            self.site, who.visitor, who.view, now=time.time()
+        )
+
+    async def stats(self, flow: str = "cart") -> dict[str, int]:
+        raw = await self.ctx.redis.hgetall(self.ctx.keys.mail_stats(self.site, flow))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client for a Starlette app made of the mail routes."""
+        app = Starlette(routes=mail_routes(lambda: self.ctx))
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL)
+
+
+def scenario(
+    redis_url: str,
+    body: Callable[[Scenario], Awaitable[None]],
+    *,
+    config: MailConfig | None = None,
+    sink: SmtpSink | None = None,
+    **settings: Any,
+) -> None:
+    async def main() -> None:
+        with sink or SmtpSink() as smtp:
+            async with mail_context(redis_url, smtp.url, **settings) as ctx:
+                site = await make_site(ctx)
+                await ctx.flows.save(site, config or fast_config(0))
+                await body(Scenario(ctx, smtp, site))
+
+    asyncio.run(main())
