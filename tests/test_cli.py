@@ -236,3 +236,25 @@ def test_campaign_import_reports_every_invalid_field(tmp_path: Path, redis_url: 
     assert exported[0]["status"] == "active" and exported[0]["version"] == 2
     missing = cli("campaigns", "import", str(tmp_path / "nope.json"), "--site", "imp", env=env)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_mail_flows_set_show_and_preview(tmp_path: Path, redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
+    shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
+    assert [f["name"] for f in shown["flows"]] == ["cart", "checkout", "browse"]  # defaults
+    flows = ROOT / "offers" / "demo-mail-flows.json"
+    saved = cli("mail", "set-flows", str(flows), "--site", "mailcli", env=env)
+    assert saved.returncode == 0 and "saved 2 flows" in saved.stdout
+    shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
+    assert shown["flows"][0]["steps"][0]["delay_minutes"] == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"flows": [{"name": "Bad Name", "kind": "cart", "steps": []}]}')
+    refused = cli("mail", "set-flows", str(bad), "--site", "mailcli", env=env)
+    assert refused.returncode == 2 and "bad.json" in refused.stderr
+    preview = cli("mail", "preview", "--site", "mailcli", "--locale", "de", "--out",
+                  str(tmp_path / "p"), env=env)  # fmt: skip
+    assert preview.returncode == 0, preview.stderr
+    assert "subject: Ihr Warenkorb wartet" in preview.stdout
+    assert "<html" in (tmp_path / "p" / "cart-1-de.html").read_text().lower()
+    missing = cli("mail", "preview", "--site", "mailcli", "--step", "9", env=env)
+    assert missing.returncode == 2

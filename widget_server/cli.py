@@ -21,7 +21,7 @@ import msgspec
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from . import cli_campaigns
+from . import cli_campaigns, cli_mail
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
 from .catalog import run_catalog_import
@@ -364,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret = sites_sub.add_parser("secret", help="print the site's secret for the shop's backend")
     secret.add_argument("key")
     cli_campaigns.add_parsers(sub)
+    cli_mail.add_parsers(sub)
     catalog = sub.add_parser("catalog", help="import the shop's product feed")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     feed = catalog_sub.add_parser(
@@ -395,6 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_serve(settings)
         elif args.command == "demo":
             cmd_demo(settings)
+        elif args.command == "mail":
+            settings = _prepare(settings)
+            with redis_for(settings) as url:
+                templates = settings.offers_dir / "emails"
+                print(asyncio.run(cli_mail.run(url, settings.redis_prefix, args, templates)))
         elif args.command == "worker":
             cmd_worker(settings)
         elif args.command == "catalog":
