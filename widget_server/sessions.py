@@ -132,9 +132,10 @@ def _view(raw: bytes | str, duplicate: bool | None = None) -> SessionView:
     data = _json.decode(raw)
     session = data.get("s") or {}
     profile = data.get("p") or {}
+    # Hash fields come back from HGETALL as strings already: no per-field conversion.
     return SessionView(
-        session={k: str(v) for k, v in session.items()},
-        profile={k: str(v) for k, v in profile.items()},
+        session=session,
+        profile=profile,
         duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
     )
 
