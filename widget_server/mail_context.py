@@ -30,7 +30,7 @@ from .mail_send import (
 )
 from .mail_tokens import LinkSigner
 from .mailjobs import DEFAULT_RETENTION_S, MailScheduler
-from .settings import Settings
+from .settings import Settings, env_float
 from .sites import SiteRegistry
 
 SimilarSource = Callable[[str, Sequence[str]], Awaitable[Sequence[MailProduct]]]
@@ -61,16 +61,7 @@ class MailSettings:
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name) or ""
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    return env_float(env, name, default, low=low, high=high)
 
 
 def mail_settings_from_env(env: Mapping[str, str], settings: Settings) -> MailSettings:

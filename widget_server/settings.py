@@ -68,7 +68,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+def env_float(
+    env: Mapping[str, str], name: str, default: float, *, low: float, high: float
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -158,9 +160,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=prefix,
         max_frame_bytes=_int(env, "WIDGET_MAX_FRAME_BYTES", 16 * 1024, low=512, high=1 << 20),
         max_batch_bytes=_int(env, "WIDGET_MAX_BATCH_BYTES", 64 * 1024, low=1024, high=1 << 22),
-        rate_per_second=_float(env, "WIDGET_RATE_PER_SECOND", 20.0, low=0.1, high=10_000),
+        rate_per_second=env_float(env, "WIDGET_RATE_PER_SECOND", 20.0, low=0.1, high=10_000),
         rate_burst=_int(env, "WIDGET_RATE_BURST", 40, low=1, high=100_000),
-        hello_timeout_s=_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
+        hello_timeout_s=env_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
         session_ttl_s=_int(env, "WIDGET_SESSION_TTL", 30 * 60, low=10, high=7 * 24 * 3600),
         profile_ttl_s=_int(
             env, "WIDGET_PROFILE_TTL", 180 * 24 * 3600, low=3600, high=5 * 365 * 24 * 3600

@@ -48,20 +48,22 @@ def signature_for(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + digest.hexdigest()
 
 
-async def _site(request: Request) -> Site | None:
+async def _site(request: Request) -> Site | JSONResponse:
+    """The site named by ``?site=``, or the error response to send instead."""
     services: Services = request.app.state.services
     key = request.query_params.get("site", "")
-    return await services.sites.get(key) if key and len(key) <= 64 else None
+    try:
+        site = await services.sites.get(key) if key and len(key) <= 64 else None
+    except RedisError:
+        return _error(503, p.UNAVAILABLE, "try again")
+    return site if site is not None else _error(404, p.UNKNOWN_SITE, "unknown site key")
 
 
 async def orders_webhook(request: Request) -> Response:
     services: Services = request.app.state.services
-    try:
-        site = await _site(request)
-    except RedisError:
-        return _error(503, p.UNAVAILABLE, "try again")
-    if site is None:
-        return _error(404, p.UNKNOWN_SITE, "unknown site key")
+    site = await _site(request)
+    if not isinstance(site, Site):
+        return site
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
         return _error(413, p.FRAME_TOO_LARGE, f"bodies are limited to {MAX_WEBHOOK_BYTES} bytes")
@@ -113,12 +115,9 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
 
 async def code_lookup(request: Request) -> Response:
     services: Services = request.app.state.services
-    try:
-        site = await _site(request)
-    except RedisError:
-        return _error(503, p.UNAVAILABLE, "try again")
-    if site is None:
-        return _error(404, p.UNKNOWN_SITE, "unknown site key")
+    site = await _site(request)
+    if not isinstance(site, Site):
+        return site
     token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not token or not hmac.compare_digest(token, site.secret):
         return _error(401, "bad_token", "send Authorization: Bearer <site secret>")
