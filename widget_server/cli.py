@@ -21,7 +21,7 @@ import msgspec
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from . import cli_campaigns, cli_mail
+from . import cli_campaigns, cli_mail, cli_simulate
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
 from .catalog import run_catalog_import
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("key")
     cli_campaigns.add_parsers(sub)
     cli_mail.add_parsers(sub)
+    cli_simulate.add_parsers(sub)
     catalog = sub.add_parser("catalog", help="import the shop's product feed")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     feed = catalog_sub.add_parser(
@@ -405,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_worker(settings)
         elif args.command == "catalog":
             return cmd_catalog(settings, args)
+        elif args.command in cli_simulate.COMMANDS:
+            settings = _prepare(settings)
+            with redis_for(settings) as url:
+                print(asyncio.run(cli_simulate.run(url, settings.redis_prefix, args)))
         elif args.command in cli_campaigns.COMMANDS:
             settings = _prepare(settings)
             with redis_for(settings) as url:
