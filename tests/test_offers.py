@@ -522,3 +522,24 @@ def test_report_counts_what_visitors_did(server: ServerProcess) -> None:
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert text.returncode == 0 and "experiment version 1" in text.stdout
+    winner = subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", "campaigns", "declare-winner", "ab", "b",
+         "--site", site], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert winner.returncode == 0, winner.stderr
+    with Client(server.ws_url) as c:  # every qualified visitor now gets b
+        c.hello(site, new_visitor())
+        assert exit_intent(c)["variant"] == "b"  # type: ignore[index]
+
+    def report(*extra: str) -> dict[str, Any]:
+        run = subprocess.run(
+            [sys.executable, "-m", "widget_server.cli", "report", "ab", "--site", site, "--json",
+             *extra], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)  # type: ignore[no-any-return]
+
+    assert report()["experiment_version"] == 2
+    assert sum(v["exposures"] for v in report()["report"]["variants"]) == 1
+    earlier = report("--version", "1")
+    assert sum(v["exposures"] for v in earlier["report"]["variants"]) == 30

@@ -87,6 +87,25 @@ class CampaignStore:
         data["status"] = status
         return await self.save(site, data, author=author)
 
+    async def declare_winner(
+        self, site: str, campaign_id: str, variant: str, *, author: str
+    ) -> Campaign:
+        """Send all traffic to ``variant``: the other variants and the holdout end, and a new
+        experiment version starts (the finished experiment's counts stay under its version).
+        The decision is recorded in the history with the version it replaced."""
+        current = await self.get(site, campaign_id)
+        if current is None:
+            raise CampaignInvalid([FieldError("id", f"no campaign {campaign_id!r} on {site}")])
+        winner = current.variant(variant)
+        if winner is None:
+            known = ", ".join(v.key for v in current.variants)
+            raise CampaignInvalid([FieldError("variants", f"no variant {variant!r} ({known})")])
+        data = json.loads(current.model_dump_json())
+        data["variants"] = [json.loads(winner.model_dump_json())]
+        data["holdout"] = 0.0
+        data["experiment_version"] = current.experiment_version + 1
+        return await self.save(site, data, author=f"{author} (declared {variant} the winner)")
+
     async def history(self, site: str, campaign_id: str) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(self._keys.campaign_history(site, campaign_id), 0, -1)
         return [json.loads(item) for item in raw]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from . import reports
 from .campaign_store import CampaignStore
-from .campaigns import CampaignInvalid
+from .campaigns import Campaign, CampaignInvalid, parse_campaign
 from .errors import ConfigurationError
 from .keys import Keys
 from .metrics import Metrics
@@ -42,6 +42,12 @@ def add_parsers(sub: Any) -> None:
     status.add_argument("campaign")
     status.add_argument("status", choices=("draft", "active", "paused", "ended"))
     status.add_argument("--site", required=True)
+    winner = csub.add_parser(
+        "declare-winner", help="send all traffic to one variant (starts a new experiment version)"
+    )
+    winner.add_argument("campaign")
+    winner.add_argument("variant")
+    winner.add_argument("--site", required=True)
     history = csub.add_parser("history", help="show earlier versions of a campaign")
     history.add_argument("campaign")
     history.add_argument("--site", required=True)
@@ -60,6 +66,7 @@ def add_parsers(sub: Any) -> None:
     report.add_argument("campaign")
     report.add_argument("--site", required=True)
     report.add_argument("--days", type=int, default=90, help="days to look back (default 90)")
+    report.add_argument("--version", type=int, help="an earlier experiment version's report")
     fmt = report.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the full report as JSON")
     fmt.add_argument("--csv", action="store_true", help="one row per variant as CSV")
@@ -127,6 +134,8 @@ async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argpars
     campaign = await store.get(args.site, args.campaign)
     if campaign is None:
         raise ConfigurationError(f"no campaign {args.campaign!r} on site {args.site!r}")
+    if args.version is not None and args.version != campaign.experiment_version:
+        campaign = await _earlier_experiment(store, args.site, args.campaign, args.version)
     now = time.time()
     if args.csv:
         report, _ = await reports.build_report(client, keys, args.site, campaign, now, args.days)
@@ -137,6 +146,16 @@ async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argpars
     lines = [f"{campaign.name} ({campaign.id}, experiment version {campaign.experiment_version})"]
     lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
     return "\n".join(lines)
+
+
+async def _earlier_experiment(
+    store: CampaignStore, site: str, campaign_id: str, version: int
+) -> Campaign:
+    """The last saved campaign of experiment ``version`` (its variants and split)."""
+    for entry in await store.history(site, campaign_id):
+        if entry["campaign"].get("experiment_version", 1) == version:
+            return parse_campaign(entry["campaign"])
+    raise ConfigurationError(f"{campaign_id} has no experiment version {version}")
 
 
 async def _campaigns(store: CampaignStore, args: argparse.Namespace) -> str:
@@ -155,6 +174,12 @@ async def _campaigns(store: CampaignStore, args: argparse.Namespace) -> str:
     if cmd == "status":
         saved = await store.set_status(args.site, args.campaign, args.status, author=_author())
         return f"{saved.id} is now {saved.status} (version {saved.version})"
+    if cmd == "declare-winner":
+        saved = await store.declare_winner(args.site, args.campaign, args.variant, author=_author())
+        return (
+            f"{saved.id}: all traffic to {args.variant}; experiment version "
+            f"{saved.experiment_version - 1} is closed (see its report with --version)"
+        )
     if cmd == "history":
         entries = await store.history(args.site, args.campaign)
         if not entries:
