@@ -103,6 +103,9 @@ def test_sites_add_and_list(tmp_path: Path, redis_url: str) -> None:
     assert any(line.split()[:3] == [key, "USD", "en-US"] for line in listed.stdout.splitlines())
     bad = cli("sites", "add", "bad key!", "--origin", "https://x.test", env=env)
     assert bad.returncode == 2 and "key" in bad.stderr
+    bad_zone = cli("sites", "add", key + "z", "--origin", "https://x.test", "--timezone",
+                   "Mars/Base", env=env)  # fmt: skip
+    assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
     bad_origin = cli("sites", "add", key + "x", "--origin", "javascript:alert(1)", env=env)
     assert bad_origin.returncode == 2 and "origin" in bad_origin.stderr
 

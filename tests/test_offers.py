@@ -543,3 +543,26 @@ def test_report_counts_what_visitors_did(server: ServerProcess) -> None:
     assert sum(v["exposures"] for v in report()["report"]["variants"]) == 1
     earlier = report("--version", "1")
     assert sum(v["exposures"] for v in earlier["report"]["variants"]) == 30
+
+
+def test_concurrent_saves_never_share_a_version(redis_url: str) -> None:
+    from widget_server.campaign_store import CampaignStore
+
+    site = add_site(redis_url)
+
+    async def save_many() -> list[int]:
+        clients = [Redis.from_url(redis_url) for _ in range(5)]
+        try:
+            stores = [CampaignStore(c, Keys()) for c in clients]
+            saved = await asyncio.gather(*(
+                s.save(site, message_campaign("race", priority=i), author=f"user{i}")
+                for i, s in enumerate(stores * 4)
+            ))  # fmt: skip
+            history = await stores[0].history(site, "race")
+        finally:
+            for c in clients:
+                await c.aclose()
+        assert len(history) == 19  # every earlier version kept
+        return sorted(c.version for c in saved)
+
+    assert asyncio.run(save_many()) == list(range(1, 21))

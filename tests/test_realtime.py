@@ -51,6 +51,7 @@ def test_hello_welcome_events_and_acks(server: ServerProcess, site: str, r: redi
         assert c.answer(signal_id)["type"] == "ack"
     state = session_hash(r, site, visitor, welcome["session"])
     assert state["pages"] == "1" and state["page_type"] == "product"
+    assert abs(int(r.get(Keys().site_seen(site))) - time.time()) < 60  # the install check
     assert state["cart_value"] == "25" and state["signals"] == "1"
     assert state["last_signal_kind"] == "top_edge"
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from .admin import admin_routes
 from .beacon import events_endpoint, events_preflight
 from .campaign_store import CampaignStore
 from .catalog import CatalogStore
@@ -149,6 +150,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         Route("/v1/codes/{code}", code_lookup, methods=["GET"]),
         *widget_routes(settings.static_dir),
         *mail_routes(lambda: app.state.mail),
+        *admin_routes(),
     ]
     if settings.demo:
         from .demo.catalog import generate_catalog

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from .campaigns import Campaign, CampaignInvalid, FieldError, parse_campaign
 from .codes import parse_code_pool
@@ -61,19 +62,27 @@ class CampaignStore:
         """
         campaign = parse_campaign(data)
         key = self._keys.campaigns(site)
-        previous_raw = await self._redis.hget(key, campaign.id)
-        previous = parse_campaign(previous_raw) if previous_raw else None
-        stored = campaign.model_copy(update={"version": (previous.version + 1) if previous else 1})
-        entry = {"at": time.time(), "author": author, "version": stored.version}
+        history = self._keys.campaign_history(site, campaign.id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, campaign.id, stored.model_dump_json())
-            if previous_raw:
-                history = self._keys.campaign_history(site, campaign.id)
-                old = {**entry, "campaign": json.loads(previous_raw)}
-                pipe.lpush(history, json.dumps(old))
-                pipe.ltrim(history, 0, HISTORY_LIMIT - 1)
-            pipe.publish(self._keys.broadcast_channel(), _changed(site))
-            await pipe.execute()
+            while True:  # optimistic: two saves at once never share a version number
+                try:
+                    await pipe.watch(key)
+                    previous_raw = await pipe.hget(key, campaign.id)
+                    previous = parse_campaign(previous_raw) if previous_raw else None
+                    version = (previous.version + 1) if previous else 1
+                    stored = campaign.model_copy(update={"version": version})
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, campaign.id, stored.model_dump_json())
+                    if previous_raw:
+                        old = {"at": time.time(), "author": author, "version": version,
+                               "campaign": json.loads(previous_raw)}  # fmt: skip
+                        pipe.lpush(history, json.dumps(old))
+                        pipe.ltrim(history, 0, HISTORY_LIMIT - 1)
+                    pipe.publish(self._keys.broadcast_channel(), _changed(site))
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
         self.invalidate(site)
         return stored
 

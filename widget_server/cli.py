@@ -21,7 +21,7 @@ import msgspec
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from . import cli_campaigns, cli_mail, cli_simulate
+from . import cli_admin, cli_campaigns, cli_mail, cli_simulate
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
 from .catalog import run_catalog_import
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("key")
     cli_campaigns.add_parsers(sub)
     cli_mail.add_parsers(sub)
+    cli_admin.add_parsers(sub)
     cli_simulate.add_parsers(sub)
     catalog = sub.add_parser("catalog", help="import the shop's product feed")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
@@ -402,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with redis_for(settings) as url:
                 templates = settings.offers_dir / "emails"
                 print(asyncio.run(cli_mail.run(url, settings.redis_prefix, args, templates)))
+        elif args.command == "admin":
+            settings = _prepare(settings)
+            with redis_for(settings) as url:
+                print(asyncio.run(cli_admin.run(url, settings, args)))
         elif args.command == "worker":
             cmd_worker(settings)
         elif args.command == "catalog":

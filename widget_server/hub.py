@@ -68,6 +68,7 @@ class Hub:
         self._by_site: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._site_seen: dict[str, float] = {}
 
     # --- local registry ------------------------------------------------------------------
     def attach(self, sock: LiveSocket) -> None:
@@ -104,6 +105,18 @@ class Hub:
         """Record the socket in the site's live set (read by the admin live view)."""
         try:
             await self._redis.zadd(self._keys.live(sock.site), {sock.connection_id: time.time()})
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def mark_site_seen(self, site: str) -> None:
+        """Record that the widget connected from ``site`` (at most once a minute per node), for
+        the admin's install check."""
+        now = time.time()
+        if now - self._site_seen.get(site, 0.0) < 60:
+            return
+        self._site_seen[site] = now
+        try:
+            await self._redis.set(self._keys.site_seen(site), int(now))
         except RedisError:
             self._metrics.redis_errors.inc()
 

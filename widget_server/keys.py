@@ -212,3 +212,25 @@ class Keys:
     def mail_rate(self, domain: str) -> str:
         """Hash: token bucket of sends to one recipient domain."""
         return f"{self.prefix}:mail-rate:{domain}"
+
+    # --- admin -------------------------------------------------------------------------------
+    # Email addresses and IPs never appear in key names: callers pass a digest.
+    def site_seen(self, site: str) -> str:
+        """String: unix time the widget last connected from the site (the admin's install check)."""
+        return f"{self.prefix}:site-seen:{site}"
+
+    def admin_users(self) -> str:
+        """Hash: lower-cased email -> admin account JSON (role, password hash, generation)."""
+        return f"{self.prefix}:admin:users"
+
+    def admin_session(self, session_digest: str) -> str:
+        """Hash: one admin sign-in (email, CSRF token, created, last seen), idle TTL."""
+        return f"{self.prefix}:admin:session:{session_digest}"
+
+    def admin_login_failures(self, scope: str, subject_digest: str) -> str:
+        """String counter: failed sign-ins of one account or one IP (``scope``), expiring."""
+        return f"{self.prefix}:admin:failures:{scope}:{subject_digest}"
+
+    def admin_audit(self) -> str:
+        """List: audit entries (who, what, when, before/after) of admin changes, newest first."""
+        return f"{self.prefix}:admin:audit"

@@ -219,6 +219,7 @@ class VisitorConnection:
             await self.services.mail.scheduler.visitor_returned(
                 self.site, self.visitor, now=time.time()
             )
+        await self.services.hub.mark_site_seen(self.site)
         offers = self.services.offers
         await offers.rearm(self, view)
         for campaign_id in await offers.active_live(self.site, time.time()):

@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta, Struct
@@ -83,6 +84,10 @@ def new_site(
     timezone: str = "UTC",
 ) -> Site:
     """Validate and build a site; raise SiteError naming the field that is wrong."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SiteError(f"timezone: unknown time zone {timezone!r} (like Europe/Berlin)") from None
     try:
         return msgspec.convert(
             {

@@ -1,6 +1,8 @@
 /* Exit-intent and live-offers widget (protocol v1). No dependencies, no globals besides the
  * command queue `window.exitwidget`. Embed:
  *   <script async src="https://SERVER/widget.js" data-site="KEY" [data-consent="required"]></script>
+ * With `data-preview` on a page of the server itself, it only renders the offer object found in
+ * <script type="application/json" id="exw-preview"> (the admin's live preview).
  *
  * Command queue (works before the script has loaded; after that, push runs immediately):
  *   window.exitwidget = window.exitwidget || [];
@@ -544,7 +546,8 @@
           if (e.shiftKey ? i <= 0 : i < 0 || i >= n) e.preventDefault(), f[e.shiftKey ? n : 0].focus();
         }
       });
-      if (dlg) {
+      // Not in a preview: the admin page around it keeps the keyboard focus.
+      if (dlg && S.dataset.preview == null) {
         const f = focusables();
         (f[1] || f[0]).focus({ preventScroll: true });
       }
@@ -569,6 +572,9 @@
     // --- start-up --------------------------------------------------------------------------------
     let dl;
     const init = () => {
+      // Preview (the admin's campaign preview, same origin as the server only): render the offer
+      // object of <script type="application/json" id="exw-preview"> at once; never connect.
+      if (S.dataset.preview != null) return O == location.origin && render(JSON.parse(D.getElementById("exw-preview").textContent));
       dl = W.dataLayer = W.dataLayer || [];
       for (const e of dl) G(onDL)(e, 1);
       if (consent.analytics) start();

@@ -1,0 +1,132 @@
+/* The admin's small enhancements. Every page works without them:
+ * - buttons with data-copy="ID" copy the text of element ID;
+ * - in the campaign editor, the "add" and "remove" buttons (which otherwise submit the form and
+ *   let the server add or remove a row) change the form in place.
+ */
+(() => {
+  "use strict";
+
+  // --- copy buttons ---------------------------------------------------------------------------
+  const copyText = (text) => {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  };
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-copy]");
+    if (!button) return;
+    const source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    const label = button.textContent;
+    copyText(source.textContent).then(
+      () => (button.textContent = "Copied"),
+      () => (button.textContent = "Select and copy by hand")
+    );
+    setTimeout(() => (button.textContent = label), 2000);
+  });
+
+  // --- repeatable rows in the campaign editor -------------------------------------------------
+  const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const ATTRIBUTES = ["name", "id", "for", "data-path", "data-list", "aria-describedby", "value", "list"];
+
+  // Rename every reference to the item path `from` (a prefix of names, ids and button values).
+  const rename = (root, from, to) => {
+    const pattern = new RegExp("(^|[-:\\s])" + escape(from) + "(?=\\.|$|\\s)", "g");
+    for (const el of [root, ...root.querySelectorAll("*")]) {
+      for (const attr of ATTRIBUTES) {
+        if (attr === "value" && el.tagName !== "BUTTON") continue;
+        const old = el.getAttribute(attr);
+        if (old) el.setAttribute(attr, old.replace(pattern, "$1" + to));
+      }
+    }
+  };
+
+  const itemsOf = (list) => [...list.children].filter((c) => c.hasAttribute("data-item"));
+
+  // A clone starts empty: one row per nested list, no values typed, no errors.
+  const reset = (item) => {
+    for (const list of item.querySelectorAll("[data-list]")) itemsOf(list).slice(1).forEach((r) => r.remove());
+    for (const el of item.querySelectorAll(".field-error")) el.remove();
+    for (const el of item.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+    for (const el of item.querySelectorAll(".invalid")) el.classList.remove("invalid");
+    for (const input of item.querySelectorAll("input")) {
+      if (input.type === "checkbox") input.checked = false;
+      else if (!["color", "hidden"].includes(input.type) && !/\.(weight|radius|valid_minutes|code_format)$/.test(input.name)) input.value = "";
+    }
+    for (const select of item.querySelectorAll("select")) {
+      if (/\.(field|op)$/.test(select.name)) select.selectedIndex = 0;
+    }
+  };
+
+  const position = (item) => String(itemsOf(item.parentElement).indexOf(item) + 1);
+
+  // Numbers in legends and button names follow the order on screen.
+  const renumber = () => {
+    for (const el of document.querySelectorAll("#campaign-form [data-num]")) {
+      const item = el.closest("[data-item]");
+      if (item) el.textContent = position(item);
+    }
+    for (const el of document.querySelectorAll("#campaign-form [data-parent-num]")) {
+      const item = el.closest("[data-item]");
+      const parent = item && item.parentElement.closest("[data-item]");
+      if (parent) el.textContent = position(parent);
+    }
+  };
+
+  const add = (path) => {
+    const list = document.querySelector(`[data-list="${CSS.escape(path)}"]`);
+    if (!list) return false;
+    const items = itemsOf(list);
+    if (!items.length) return false; // nothing to copy: let the server add the first one
+    const last = items[items.length - 1];
+    const next = Math.max(...items.map((i) => Number(i.dataset.index))) + 1;
+    const clone = last.cloneNode(true);
+    rename(clone, `${path}.${last.dataset.index}`, `${path}.${next}`);
+    clone.dataset.index = String(next);
+    reset(clone);
+    const key = clone.querySelector('input[name$=".key"]');
+    if (path === "variants" && key) key.value = "v" + (next + 1);
+    list.append(clone);
+    renumber();
+    const first = clone.querySelector("input:not([type=hidden]), select, textarea");
+    if (first) first.focus();
+    return true;
+  };
+
+  const remove = (path) => {
+    const item = document.querySelector(`[data-path="${CSS.escape(path)}"]`);
+    if (!item) return false;
+    const list = item.parentElement;
+    const siblings = itemsOf(list);
+    if (path.startsWith("variants.") && siblings.length < 2) return true; // keep one variant
+    const index = siblings.indexOf(item);
+    item.remove();
+    renumber();
+    const rest = itemsOf(list);
+    const target = rest[Math.min(index, rest.length - 1)];
+    const focusable = target ? target.querySelector("input:not([type=hidden]), select") : null;
+    if (focusable) focusable.focus();
+    else if (list.parentElement) list.parentElement.querySelector("button")?.focus();
+    return true;
+  };
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest('#campaign-form button[name="action"]');
+    if (!button) return;
+    const [verb, path] = button.value.split(":");
+    const done = verb === "add" ? add(path) : verb === "remove" ? remove(path) : false;
+    if (done) event.preventDefault();
+  });
+
+  // After a failed save, take keyboard and screen-reader users to the list of problems.
+  const summary = document.getElementById("error-summary");
+  if (summary && summary.hasAttribute("tabindex")) summary.focus();
+})();

@@ -1,0 +1,236 @@
+"""Sites: the list, creating and editing one, its install snippets and check, its secret."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
+from .guard import Admin, Guard
+from .web import redirect
+
+SEEN_WINDOW_S = 24 * 3600
+MAX_ORIGINS = 50
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
+SITE_FIELDS = ("key", "name", "origins", "currency", "locale", "timezone")
+
+
+def routes(guard: Guard) -> list[BaseRoute]:
+    return [
+        Route("/", guard(home)),
+        Route("/sites", guard(site_list)),
+        Route("/sites/new", guard(create_site, "owner"), methods=["GET", "POST"]),
+        Route("/sites/{site}", guard(site_detail)),
+        Route("/sites/{site}/edit", guard(edit_site, "owner"), methods=["GET", "POST"]),
+        Route("/sites/{site}/secret", guard(rotate_secret, "owner"), methods=["POST"]),
+    ]
+
+
+async def home(admin: Admin) -> Response:
+    return redirect("/sites")
+
+
+async def site_or_none(admin: Admin) -> Site | None:
+    key = admin.param("site")
+    if not re.match(SITE_KEY_PATTERN, key):
+        return None
+    return await admin.services.sites.get(key)
+
+
+def not_found(admin: Admin, what: str = "site") -> Response:
+    return admin.refuse(404, f"There is no such {what}. It may have been removed or renamed.")
+
+
+async def site_list(admin: Admin) -> Response:
+    sites = await admin.services.sites.list()
+    redis, keys = admin.services.redis, admin.services.keys
+    seen: list[Any] = []
+    counts: list[Any] = []
+    if sites:
+        async with redis.pipeline(transaction=False) as pipe:
+            for site in sites:
+                pipe.get(keys.site_seen(site.key))
+                pipe.hlen(keys.campaigns(site.key))
+            rows = await pipe.execute()
+        seen, counts = rows[0::2], rows[1::2]
+    items = [
+        {"site": site, "seen": _seconds(seen[i]), "campaigns": int(counts[i] or 0)}
+        for i, site in enumerate(sites)
+    ]
+    return admin.page("sites.html", items=items, now=time.time(), seen_window=SEEN_WINDOW_S)
+
+
+async def site_detail(admin: Admin) -> Response:
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    services = admin.services
+    seen = _seconds(await services.redis.get(services.keys.site_seen(site.key)))
+    server = f"{admin.request.url.scheme}://{admin.request.url.netloc}"
+    return admin.page(
+        "site.html",
+        site=site,
+        snippets=snippets(server, site.key),
+        seen=seen,
+        seen_recently=bool(seen and time.time() - seen < SEEN_WINDOW_S),
+        live=await services.hub.live_count(site.key),
+        campaign_count=int(await services.redis.hlen(services.keys.campaigns(site.key))),
+    )
+
+
+def snippets(server: str, key: str) -> list[tuple[str, str, str]]:
+    """(id, title, code) of the install snippet for each kind of shop."""
+    tag = f'<script async src="{server}/widget.js" data-site="{key}"></script>'
+    shopify = (
+        f"{tag}\n{{% if customer %}}\n<script>\n"
+        "  window.exitwidget = window.exitwidget || [];\n"
+        '  exitwidget.push(["identify", {email: {{ customer.email | json }}, '
+        "consent: {{ customer.accepts_marketing | json }}}]);\n"
+        "</script>\n{% endif %}"
+    )
+    woo = f"add_action('wp_head', function () {{\n  echo '{tag}';\n}});"
+    return [
+        ("html", "Plain HTML: in <head> of every page", tag),
+        ("gtm", "Google Tag Manager: a Custom HTML tag on All Pages", tag),
+        ("shopify", "Shopify: layout/theme.liquid, before </head>", shopify),
+        ("woocommerce", "WooCommerce: the theme's functions.php or a small plugin", woo),
+    ]
+
+
+async def create_site(admin: Admin) -> Response:
+    if admin.request.method == "GET":
+        values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
+                  "timezone": "UTC"}  # fmt: skip
+        return admin.page("site_form.html", values=values, errors={}, site=None)
+    values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
+    errors = site_errors(values)
+    if not errors and await admin.services.sites.get(values["key"]) is not None:
+        errors["key"] = "A site with this key exists already."
+    site = None if errors else _build(values, errors)
+    if site is None:
+        return admin.page("site_form.html", status=422, values=values, errors=errors, site=None)
+    await admin.services.sites.save(site)
+    await admin.record("site.create", site.key, site=site.key, after=public_fields(site))
+    return redirect(f"/sites/{site.key}", "created")
+
+
+async def edit_site(admin: Admin) -> Response:
+    current = await site_or_none(admin)
+    if current is None:
+        return not_found(admin)
+    if admin.request.method == "GET":
+        values = {
+            "key": current.key,
+            "name": current.name,
+            "origins": "\n".join(current.origins),
+            "currency": current.currency,
+            "locale": current.locale,
+            "timezone": current.timezone,
+        }
+        return admin.page("site_form.html", values=values, errors={}, site=current)
+    values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
+    values["key"] = current.key
+    errors = site_errors(values)
+    built = None if errors else _build(values, errors)
+    if built is None:
+        return admin.page("site_form.html", status=422, values=values, errors=errors, site=current)
+    site = msgspec.structs.replace(built, secret=current.secret, created=current.created)
+    await admin.services.sites.save(site)
+    await admin.record(
+        "site.update",
+        site.key,
+        site=site.key,
+        before=public_fields(current),
+        after=public_fields(site),
+    )
+    return redirect(f"/sites/{site.key}", "saved")
+
+
+async def rotate_secret(admin: Admin) -> Response:
+    current = await site_or_none(admin)
+    if current is None:
+        return not_found(admin)
+    if admin.form.get("confirm") != "yes":
+        return admin.refuse(400, "Tick the box to confirm that the shop's backend will be updated.")
+    site = msgspec.structs.replace(current, secret=secrets.token_urlsafe(32))
+    await admin.services.sites.save(site)
+    await admin.record(
+        "site.rotate_secret",
+        site.key,
+        site=site.key,
+        before={"secret": "(previous secret)"},
+        after={"secret": "(new secret)"},
+    )
+    return redirect(f"/sites/{site.key}", "rotated")
+
+
+def site_errors(values: dict[str, str]) -> dict[str, str]:
+    """Field errors of a site form, one message per field."""
+    errors: dict[str, str] = {}
+    if not re.match(SITE_KEY_PATTERN, values["key"]):
+        errors["key"] = "Use 1 to 64 letters, digits, - or _ (it goes into the script tag)."
+    if len(values["name"]) > 200:
+        errors["name"] = "Use at most 200 characters."
+    origins = origin_lines(values["origins"])
+    if not origins:
+        errors["origins"] = "Add the shop's origin, like https://www.myshop.com."
+    if len(origins) > MAX_ORIGINS:
+        errors["origins"] = f"Use at most {MAX_ORIGINS} origins."
+    for line in origins:
+        try:
+            normalize_origin(line)
+        except SiteError as exc:
+            errors["origins"] = str(exc)
+            break
+    values["currency"] = values["currency"].upper()
+    if not _CURRENCY.match(values["currency"]):
+        errors["currency"] = "Use a three-letter ISO 4217 code such as EUR or USD."
+    if not _LOCALE.match(values["locale"]):
+        errors["locale"] = "Use a language code such as en, de or fr-FR."
+    try:
+        ZoneInfo(values["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        errors["timezone"] = "Use an IANA time zone such as Europe/Berlin."
+    return errors
+
+
+def origin_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _build(values: dict[str, str], errors: dict[str, str]) -> Site | None:
+    try:
+        return new_site(
+            values["key"],
+            name=values["name"] or None,
+            origins=origin_lines(values["origins"]),
+            currency=values["currency"],
+            locale=values["locale"],
+            timezone=values["timezone"],
+        )
+    except SiteError as exc:
+        field = next((f for f in SITE_FIELDS if f"$.{f}" in str(exc)), "key")
+        errors[field] = str(exc)
+        return None
+
+
+def public_fields(site: Site) -> dict[str, Any]:
+    """The site as the audit log keeps it: everything but the secret."""
+    data = msgspec.to_builtins(site)
+    data.pop("secret", None)
+    return dict(data)
+
+
+def _seconds(raw: Any) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except (TypeError, ValueError):
+        return None

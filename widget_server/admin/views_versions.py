@@ -1,0 +1,181 @@
+"""A campaign's versions (history with diffs, restore), its preview frame and its code pool."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..campaigns import Campaign
+from ..codes import CodePoolError, code_candidates
+from ..decide import Candidate, VisitorState
+from .audit import changes
+from .guard import Admin, Guard
+from .numbers import pool_levels, redeemed_count
+from .views_campaigns import campaign_or_none, store
+from .views_sites import not_found, site_or_none
+from .web import MAX_UPLOAD_BYTES, PREVIEW_CSP, redirect
+
+MAX_REPORTED_ERRORS = 20
+
+
+def routes(guard: Guard) -> list[BaseRoute]:
+    base = "/sites/{site}/campaigns/{campaign}"
+    return [
+        Route(base + "/history", guard(history)),
+        Route(base + "/restore", guard(restore, "editor"), methods=["POST"]),
+        Route(base + "/preview", guard(preview)),
+        Route(
+            base + "/codes",
+            guard(codes, form_limit=MAX_UPLOAD_BYTES),
+            methods=["GET", "POST"],
+        ),
+    ]
+
+
+def versions(campaign: Campaign, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every known version, newest first: its content, who saved it and when, and what changed
+    from the version before it."""
+    contents = {campaign.version: json.loads(campaign.model_dump_json())}
+    saved: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        old = entry.get("campaign") or {}
+        contents.setdefault(int(old.get("version", 0)), old)
+        saved[int(entry.get("version", 0))] = entry
+    out = []
+    for number in sorted(contents, reverse=True):
+        earlier = contents.get(number - 1)
+        out.append(
+            {
+                "version": number,
+                "campaign": contents[number],
+                "at": saved.get(number, {}).get("at"),
+                "author": saved.get(number, {}).get("author", ""),
+                "current": number == campaign.version,
+                "changes": changes(earlier, contents[number], ignore=("version",))
+                if earlier is not None
+                else [],
+                "first": earlier is None,
+            }
+        )
+    return out
+
+
+async def history(admin: Admin) -> Response:
+    site = await site_or_none(admin)
+    campaign = await campaign_or_none(admin, site) if site else None
+    if site is None or campaign is None:
+        return not_found(admin, "campaign")
+    entries = await store(admin).history(site.key, campaign.id)
+    return admin.page(
+        "history.html", site=site, campaign=campaign, versions=versions(campaign, entries)
+    )
+
+
+async def restore(admin: Admin) -> Response:
+    site = await site_or_none(admin)
+    campaign = await campaign_or_none(admin, site) if site else None
+    if site is None or campaign is None:
+        return not_found(admin, "campaign")
+    wanted = admin.form.get("version")
+    entries = await store(admin).history(site.key, campaign.id)
+    found = next((v for v in versions(campaign, entries) if str(v["version"]) == wanted), None)
+    if found is None or found["current"]:
+        return admin.refuse(400, "That version cannot be restored.")
+    data = dict(found["campaign"])
+    data.pop("version", None)
+    data["status"] = campaign.status  # the content comes back; the status stays as it is
+    saved = await store(admin).save(site.key, data, author=admin.user.email)
+    await admin.record(
+        "campaign.restore",
+        campaign.id,
+        site=site.key,
+        before=json.loads(campaign.model_dump_json()),
+        after=json.loads(saved.model_dump_json()),
+    )
+    return redirect(f"/sites/{site.key}/campaigns/{campaign.id}/history", "restored")
+
+
+async def preview(admin: Admin) -> Response:
+    """A page with the real widget that renders the offer object the server would send."""
+    site = await site_or_none(admin)
+    campaign = await campaign_or_none(admin, site) if site else None
+    if site is None or campaign is None:
+        return not_found(admin, "campaign")
+    key = admin.request.query_params.get("variant", "")
+    variant = campaign.variant(key) or campaign.variants[0]
+    width = admin.request.query_params.get("width", "desktop")
+    services = admin.services
+    viewed = await services.redis.hrandfield(services.keys.catalog(site.key), 1)
+    state = VisitorState(
+        visitor="preview",
+        viewed_ids=tuple(v.decode() if isinstance(v, bytes) else str(v) for v in viewed or []),
+    )
+    offer = await services.offers.render(site.key, Candidate(campaign, variant.key), state)
+    discount = variant.discount
+    if discount is not None:
+        offer["code"] = sample_code(discount.code_strategy, discount.static_code,
+                                    discount.code_format)  # fmt: skip
+        offer["expires_at"] = int((time.time() + discount.valid_minutes * 60) * 1000)
+    response = admin.page(
+        "preview.html",
+        site=site,
+        campaign=campaign,
+        variant=variant,
+        width="mobile" if width == "mobile" else "desktop",
+        offer=offer,
+    )
+    response.headers["Content-Security-Policy"] = PREVIEW_CSP
+    return response
+
+
+def sample_code(strategy: str, static_code: str | None, code_format: str) -> str:
+    """A code like the ones visitors get (pool codes are not taken from the pool)."""
+    if strategy == "static":
+        return static_code or ""
+    if strategy == "pool":
+        return "POOL-CODE"
+    return code_candidates(code_format, 1)[0]
+
+
+async def codes(admin: Admin) -> Response:
+    site = await site_or_none(admin)
+    campaign = await campaign_or_none(admin, site) if site else None
+    if site is None or campaign is None:
+        return not_found(admin, "campaign")
+    result: dict[str, Any] | None = None
+    status = 200
+    if admin.request.method == "POST":
+        data = admin.form.files.get("file", b"")
+        try:
+            if not data.strip():
+                raise CodePoolError("choose a CSV file with codes first")
+            added = await store(admin).add_codes(site.key, campaign.id, data)
+        except CodePoolError as exc:
+            result, status = {"failed": str(exc)}, 422
+        else:
+            result = {
+                "added": added["added"],
+                "errors": [f"line {line}: {reason}" if line else reason
+                           for line, reason in added["errors"]][:MAX_REPORTED_ERRORS],
+                "error_count": len(added["errors"]),
+            }  # fmt: skip
+            await admin.record(
+                "campaign.codes",
+                campaign.id,
+                site=site.key,
+                after={"codes_added": added["added"], "available": added["available"]},
+            )
+    pool = (await pool_levels(admin.services, site.key, [campaign]))[campaign.id]
+    return admin.page(
+        "codes.html",
+        status=status,
+        site=site,
+        campaign=campaign,
+        pool=pool,
+        redeemed=await redeemed_count(admin.services, site.key, campaign.id),
+        result=result,
+    )
