@@ -164,4 +164,6 @@ async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
             errors.append({"id": message.id, "code": p.UNAVAILABLE, "message": "session expired"})
         else:
             acks.append(message.id)
+            signal = isinstance(message, p.ExitIntent | p.Hesitation)
+            services.hub.count(batch.site, "signals" if signal else "events")
     return {"session": opened.session_id, "acks": acks, "errors": errors}

@@ -115,6 +115,25 @@ class CampaignStore:
         data["experiment_version"] = current.experiment_version + 1
         return await self.save(site, data, author=f"{author} (declared {variant} the winner)")
 
+    async def experiment(self, site: str, campaign_id: str, version: int) -> Campaign | None:
+        """The campaign as last saved under experiment ``version`` (its variants and split), the
+        current one included; None when that experiment never existed."""
+        current = await self.get(site, campaign_id)
+        if current is None or current.experiment_version == version:
+            return current
+        for entry in await self.history(site, campaign_id):
+            if entry["campaign"].get("experiment_version", 1) == version:
+                return parse_campaign(entry["campaign"])
+        return None
+
+    async def experiment_versions(self, site: str, campaign_id: str) -> list[int]:
+        """Every experiment version the campaign has had, newest first."""
+        current = await self.get(site, campaign_id)
+        found = {current.experiment_version} if current is not None else set()
+        for entry in await self.history(site, campaign_id):
+            found.add(int(entry["campaign"].get("experiment_version", 1)))
+        return sorted(found, reverse=True)
+
     async def history(self, site: str, campaign_id: str) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(self._keys.campaign_history(site, campaign_id), 0, -1)
         return [json.loads(item) for item in raw]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from . import reports
 from .campaign_store import CampaignStore
-from .campaigns import Campaign, CampaignInvalid, parse_campaign
+from .campaigns import Campaign, CampaignInvalid
 from .errors import ConfigurationError
 from .keys import Keys
 from .metrics import Metrics
@@ -152,10 +152,10 @@ async def _earlier_experiment(
     store: CampaignStore, site: str, campaign_id: str, version: int
 ) -> Campaign:
     """The last saved campaign of experiment ``version`` (its variants and split)."""
-    for entry in await store.history(site, campaign_id):
-        if entry["campaign"].get("experiment_version", 1) == version:
-            return parse_campaign(entry["campaign"])
-    raise ConfigurationError(f"{campaign_id} has no experiment version {version}")
+    campaign = await store.experiment(site, campaign_id, version)
+    if campaign is None:
+        raise ConfigurationError(f"{campaign_id} has no experiment version {version}")
+    return campaign
 
 
 async def _campaigns(store: CampaignStore, args: argparse.Namespace) -> str:

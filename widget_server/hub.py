@@ -4,6 +4,9 @@ Every server process is a node with its own pub/sub channel. A visitor's live so
 Redis (connection id -> node id, under the visitor's hash tag), so a message for visitor V is
 published to exactly the nodes that hold V's sockets. Site-wide pushes and cache invalidations go
 through one broadcast channel that every node listens to.
+
+The hub also keeps each site's per-minute activity (events, signals, offers) for the admin's live
+view: counted in memory as messages arrive and written every few seconds in one pipeline.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from .scripts import Scripts
 
 log = logging.getLogger("widget_server.hub")
 _json = msgspec.json.Decoder()
+RATE_METRICS = ("events", "signals", "offers")
+RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
+RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
 
 
 class LiveSocket(Protocol):
@@ -42,6 +48,11 @@ class LiveSocket(Protocol):
 
 def new_node_id() -> str:
     return f"{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def minute_key(minute: int) -> str:
+    """The UTC minute ``minute`` (minutes since the epoch) as ``YYYYMMDDHHMM``."""
+    return time.strftime("%Y%m%d%H%M", time.gmtime(minute * 60))
 
 
 class Hub:
@@ -69,6 +80,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
         self._site_seen: dict[str, float] = {}
+        self._rates: dict[tuple[str, int], dict[str, int]] = {}
 
     # --- local registry ------------------------------------------------------------------
     def attach(self, sock: LiveSocket) -> None:
@@ -125,6 +137,42 @@ class Hub:
         since = time.time() - self._presence_ttl
         return int(await self._redis.zcount(self._keys.live(site), since, "+inf"))
 
+    # --- activity counts -----------------------------------------------------------------
+    def count(self, site: str, metric: str, amount: int = 1) -> None:
+        """Count activity of ``site`` (one of :data:`RATE_METRICS`) in memory; the heartbeat
+        writes it to the site's per-minute hash within a few seconds."""
+        bucket = self._rates.setdefault((site, int(time.time() // 60)), {})
+        bucket[metric] = bucket.get(metric, 0) + amount
+
+    async def flush_rates(self) -> None:
+        """Write the counts gathered since the last flush (one pipeline). Counts that could not
+        be written are dropped rather than risk counting them twice."""
+        pending, self._rates = self._rates, {}
+        if not pending:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (site, minute), counts in pending.items():
+                key = self._keys.rate(site, minute_key(minute))
+                for metric, amount in counts.items():
+                    pipe.hincrby(key, metric, amount)
+                pipe.expire(key, RATE_TTL_S)
+            await pipe.execute()
+
+    async def rates(self, site: str, now: float, minutes: int = 15) -> list[dict[str, int]]:
+        """The site's counts of the last ``minutes`` UTC minutes (the current one last), from
+        every node. Each entry has ``minute`` (its start, unix seconds) and every metric."""
+        current = int(now // 60)
+        span = range(current - minutes + 1, current + 1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for minute in span:
+                pipe.hgetall(self._keys.rate(site, minute_key(minute)))
+            rows = await pipe.execute()
+        out = []
+        for minute, raw in zip(span, rows, strict=True):
+            values = {_text(k): int(v) for k, v in raw.items()}
+            out.append({"minute": minute * 60, **{m: values.get(m, 0) for m in RATE_METRICS}})
+        return out
+
     # --- sending -------------------------------------------------------------------------
     async def send_to_visitor(self, site: str, visitor: str, message: dict[str, Any]) -> int:
         """Deliver ``message`` to every live socket of a visitor, on any node. Returns sockets."""
@@ -155,6 +203,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, RedisError):
                 await task
         with contextlib.suppress(RedisError):
+            await self.flush_rates()
             await self._redis.zrem(self._keys.nodes(), self.node_id)
 
     async def _listen(self) -> None:
@@ -206,13 +255,18 @@ class Hub:
             self._metrics.pushes.inc(sum(1 for r in results if r is None))
 
     async def _heartbeat(self) -> None:
+        """Presence every third of its TTL; activity counts every :data:`RATE_FLUSH_S`."""
         interval = max(1.0, self._presence_ttl / 3)
+        refreshed = float("-inf")
         while True:
             try:
-                await self._refresh_presence()
+                if time.monotonic() - refreshed >= interval:
+                    await self._refresh_presence()
+                    refreshed = time.monotonic()
+                await self.flush_rates()
             except RedisError:
                 self._metrics.redis_errors.inc()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(RATE_FLUSH_S, interval))
 
     async def _refresh_presence(self) -> None:
         now = time.time()
@@ -224,3 +278,7 @@ class Hub:
             for site in list(self._by_site):
                 pipe.zremrangebyscore(self._keys.live(site), "-inf", now - self._presence_ttl)
             await pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

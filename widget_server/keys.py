@@ -23,6 +23,12 @@ class Keys:
         """Hash: the live session (pages, cart, signals, offers), sliding TTL."""
         return f"{self.tag(site, visitor)}:s:{session_id}"
 
+    def visitor_in(self, site: str, key: str) -> str | None:
+        """The visitor of a key under :meth:`tag` for ``site`` (a SCAN result), else None."""
+        head = f"{self.prefix}:{{{site}:"
+        end = key.find("}", len(head))
+        return key[len(head) : end] if key.startswith(head) and end > len(head) else None
+
     def seen(self, site: str, visitor: str, session_id: str) -> str:
         """Set: message ids already applied to the session (replay protection)."""
         return f"{self.tag(site, visitor)}:seen:{session_id}"
@@ -115,6 +121,20 @@ class Keys:
     def live(self, site: str) -> str:
         """Sorted set: live connection ids of a site, scored by last refresh (unix seconds)."""
         return f"{self.prefix}:live:{site}"
+
+    def rate(self, site: str, minute: str) -> str:
+        """Hash: events, signals and offers of a site in one UTC minute (``YYYYMMDDHHMM``),
+        short TTL (the admin's live view)."""
+        return f"{self.prefix}:rate:{site}:{minute}"
+
+    def decisions(self, site: str) -> str:
+        """List: the site's latest decision traces with visitor and session ids, newest first."""
+        return f"{self.prefix}:decisions:{site}"
+
+    def session_owner(self, site: str, session_id: str) -> str:
+        """String: the visitor id of a session that has decision traces (trace lookup by
+        session id), with the traces' TTL."""
+        return f"{self.prefix}:session-owner:{site}:{session_id}"
 
     # --- nodes and channels ------------------------------------------------------------------
     def nodes(self) -> str:

@@ -43,6 +43,8 @@ from .sessions import SessionStore, SessionView
 
 log = logging.getLogger("widget_server.offers")
 TRACE_LIMIT = 20
+TRACE_TTL_S = 7 * 86_400
+SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
 LOW_POOL = 100  # codes left in a pool below which a warning is logged
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[dict[str, Any]]]]
 
@@ -265,12 +267,17 @@ class OfferEngine:
             {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
         ]
         entry = {"at": now, "signal": _describe(signal), **trace}
-        key = self._keys.trace(sock.site, sock.visitor, sock.session_id)
+        k = self._keys
+        key = k.trace(sock.site, sock.visitor, sock.session_id)
+        feed = {**entry, "visitor": sock.visitor, "session": sock.session_id}
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.lpush(key, json.dumps(entry))
                 pipe.ltrim(key, 0, TRACE_LIMIT - 1)
-                pipe.expire(key, 7 * 86_400)
+                pipe.expire(key, TRACE_TTL_S)
+                pipe.set(k.session_owner(sock.site, sock.session_id), sock.visitor, ex=TRACE_TTL_S)
+                pipe.lpush(k.decisions(sock.site), json.dumps(feed))
+                pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
                 await pipe.execute()
         except RedisError:
             self._metrics.redis_errors.inc()

@@ -304,6 +304,8 @@ class VisitorConnection:
                 ProtocolError(p.HELLO_REPEATED, "hello was already received", message_id=message.id)
             )
             return
+        signal = isinstance(message, p.ExitIntent | p.Hesitation)
+        self.services.hub.count(self.site, "signals" if signal else "events")
         try:
             if isinstance(message, p.ConsentUpdate) and not message.analytics:
                 await self._forget(message)
@@ -393,6 +395,8 @@ class VisitorConnection:
 
     # --- sending -----------------------------------------------------------------------------
     async def send(self, message: p.ServerMessage | dict[str, Any]) -> None:
+        if isinstance(message, dict) and message.get("type") == "offer":
+            self.services.hub.count(self.site, "offers")
         await self.push(p.encode(message))
 
     async def push(self, text: str) -> None:

@@ -1,5 +1,6 @@
-"""The admin for marketers at ``/admin``: server-rendered pages for sites, campaigns, accounts and
-the audit log. Scripts are static files; every response carries a strict CSP."""
+"""The admin for marketers at ``/admin``: server-rendered pages for sites, campaigns, A/B reports,
+the live view, visitor decision traces, accounts and the audit log. Scripts are static files;
+every response carries a strict CSP."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from . import views_accounts, views_campaigns, views_sites, views_versions
+from . import (
+    views_accounts,
+    views_campaigns,
+    views_live,
+    views_report,
+    views_sites,
+    views_versions,
+    views_visitors,
+)
 from .guard import Guard
 from .views_login import LoginViews
 from .web import ADMIN, STATIC_DIR, SecurityHeaders, Templates
@@ -23,6 +32,9 @@ def admin_routes() -> list[BaseRoute]:
         *views_sites.routes(guard),
         *views_campaigns.routes(guard),
         *views_versions.routes(guard),
+        *views_report.routes(guard),
+        *views_live.routes(guard),
+        *views_visitors.routes(guard),
         *views_accounts.routes(guard),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="admin-static"),
     ]

@@ -26,6 +26,11 @@ NOTICES = {
     "duplicated": "Copied. The copy is a draft.",
     "removed": "Removed.",
     "signed_in": "Signed in.",
+    "live_started": "The live offer is going out to every connected visitor now.",
+    "live_stopped": "The live offer stopped. No one new gets it; offers already on screen stay"
+    " until closed.",
+    "winner": "The winner was declared: all traffic goes to it, and a new experiment version"
+    " started. Below is the report of the experiment that just closed.",
 }
 
 

@@ -74,6 +74,9 @@ class Templates:
         )
         self.env.globals["ADMIN"] = ADMIN
         self.env.filters["when"] = format_time
+        self.env.filters["moment"] = format_moment
+        self.env.filters["money"] = format_money
+        self.env.filters["share"] = format_share
         self.env.filters["ago"] = format_ago
         self.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
         self.env.filters["pair"] = lambda value: (value, str(value).replace("_", " "))
@@ -94,6 +97,27 @@ def format_time(moment: float | None) -> str:
     if not moment:
         return "never"
     return datetime.fromtimestamp(float(moment), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_moment(moment: float | None) -> str:
+    """A time to the second, for timelines."""
+    if not moment:
+        return "never"
+    return datetime.fromtimestamp(float(moment), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_money(value: Any, signed: bool = False) -> str:
+    """``1,234.50`` (``+1,234.50`` when signed); "—" when there is no value."""
+    if value is None or value == "":
+        return "—"
+    return f"{float(value):+,.2f}" if signed else f"{float(value):,.2f}"
+
+
+def format_share(value: Any, signed: bool = False, digits: int = 1) -> str:
+    """A proportion as a percentage: ``0.1234`` -> ``12.3%`` (``+12.3%`` when signed)."""
+    if value is None or value == "":
+        return "—"
+    return f"{float(value) * 100:{'+' if signed else ''}.{digits}f}%"
 
 
 def format_ago(moment: float | None, now: float | None = None) -> str:
