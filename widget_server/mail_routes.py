@@ -141,18 +141,30 @@ async def _count(ctx: MailContext, payload: dict[str, Any], event: str) -> None:
         ctx.metrics.clicks.labels(flow).inc()
 
 
-async def click(ctx: MailContext, request: Request) -> Response:
+async def _link(
+    ctx: MailContext, request: Request, purpose: str
+) -> tuple[dict[str, Any], bool, Site] | Response:
+    """The signed link's payload, whether it is still fresh, and its site; or the error page.
+    An expired link still works (a reader opening an old email) but is not counted again."""
     fresh = True
     try:
-        payload = ctx.signer.verify("click", request.query_params.get("t", ""), now=time.time())
+        payload = ctx.signer.verify(purpose, request.query_params.get("t", ""), now=time.time())
     except ExpiredToken as exc:
         payload, fresh = exc.payload, False
     except BadToken:
         return _page(ctx, "invalid", None, status=400)
     site = await ctx.sites.get(str(payload.get("s", "")))
-    target = str(payload.get("u", ""))
     if site is None:
         return _page(ctx, "invalid", None, status=404)
+    return payload, fresh, site
+
+
+async def click(ctx: MailContext, request: Request) -> Response:
+    link = await _link(ctx, request, "click")
+    if isinstance(link, Response):
+        return link
+    payload, fresh, site = link
+    target = str(payload.get("u", ""))
     if not await _allowed_target(ctx, site, target):
         return _page(ctx, "invalid", site, status=400)
     if fresh:
@@ -161,16 +173,10 @@ async def click(ctx: MailContext, request: Request) -> Response:
 
 
 async def restore(ctx: MailContext, request: Request) -> Response:
-    fresh = True
-    try:
-        payload = ctx.signer.verify("restore", request.query_params.get("t", ""), now=time.time())
-    except ExpiredToken as exc:
-        payload, fresh = exc.payload, False
-    except BadToken:
-        return _page(ctx, "invalid", None, status=400)
-    site = await ctx.sites.get(str(payload.get("s", "")))
-    if site is None:
-        return _page(ctx, "invalid", None, status=404)
+    link = await _link(ctx, request, "restore")
+    if isinstance(link, Response):
+        return link
+    payload, fresh, site = link
     config = await ctx.flows.get(site.key)
     shop_url = config.shop_url or default_shop_url(site)
     tags = {
