@@ -265,6 +265,21 @@ class Campaign(_Model):
     def variant(self, key: str) -> Variant | None:
         return next((v for v in self.variants if v.key == key), None)
 
+    @property
+    def uses_pool(self) -> bool:
+        """Whether any variant hands out codes from the uploaded pool."""
+        return any(v.discount is not None and v.discount.code_strategy == "pool"
+                   for v in self.variants)  # fmt: skip
+
+    @property
+    def min_cart_value(self) -> float:
+        """The cart value every arm needs: the highest minimum of the variants' discounts.
+
+        Eligibility must not depend on the arm a visitor is assigned to, or the arms would
+        compare different visitors; so a campaign reaches only carts that meet every variant's
+        minimum, the holdout included."""
+        return max((v.discount.min_cart_value for v in self.variants if v.discount), default=0.0)
+
 
 def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "campaign"

@@ -225,13 +225,10 @@ def evaluate(
     cap = _cap_rejection(state, campaign, now)
     if cap is not None:
         return cap
-    variant = assign(campaign, state.visitor)
-    chosen = campaign.variant(variant)
-    if chosen is not None and chosen.discount is not None:
-        minimum = chosen.discount.min_cart_value
-        if state.cart_value < minimum:
-            return Rejection(cid, Reason.MIN_CART, f"cart {state.cart_value:g} < {minimum:g}")
-    return Candidate(campaign, variant, not_before)
+    minimum = campaign.min_cart_value
+    if state.cart_value < minimum:
+        return Rejection(cid, Reason.MIN_CART, f"cart {state.cart_value:g} < {minimum:g}")
+    return Candidate(campaign, assign(campaign, state.visitor), not_before)
 
 
 def in_schedule(campaign: Campaign, now: float) -> bool:

@@ -232,6 +232,8 @@ class OfferEngine:
                 (discount.valid_minutes * 60) if discount is not None else 0,
                 max(8, campaign.attribution_days + 1) * 86_400,
                 visitor,
+                "1" if campaign.uses_pool else "0",
+                campaign.experiment_version,
             ],
         )
         status, variant_key, code, expires, reason = (_s(x) for x in result[:5])
@@ -322,8 +324,9 @@ class OfferEngine:
     async def on_purchase(
         self, site: str, visitor: str, purchase: p.Purchase, *, new_order: bool, now: float
     ) -> None:
-        """Attribute a new order to every campaign that exposed the visitor within its window,
-        and mark the coupon it carries as redeemed."""
+        """Attribute a new order to every campaign that exposed the visitor within its window
+        (:file:`lua/attribute.lua`, one atomic call per campaign), and mark the coupon it
+        carries as redeemed."""
         if not new_order:
             return
         campaigns = await self.campaigns.for_site(site)
@@ -332,31 +335,23 @@ class OfferEngine:
         k = self._keys
         async with self._redis.pipeline(transaction=False) as pipe:
             for campaign in campaigns:
-                pipe.hmget(k.campaign_visitor(site, campaign.id, visitor), "variant", "exposed_at")
-                if purchase.coupon:
-                    pipe.hget(k.issued_codes(site, campaign.id), purchase.coupon)
-                else:
-                    pipe.echo("")
-            rows = await pipe.execute()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for i, campaign in enumerate(campaigns):
-                (variant, exposed_at), issued = rows[2 * i], rows[2 * i + 1]
                 day, _ = period_keys(now, campaign.schedule.timezone)
-                stats = k.campaign_stats(site, campaign.id, day, campaign.experiment_version)
-                window = campaign.attribution_days * 86_400
-                if variant and now - float(exposed_at or 0) <= window:
-                    v = _s(variant)
-                    pipe.hincrby(stats, f"conversions:{v}", 1)
-                    pipe.hincrbyfloat(stats, f"revenue:{v}", purchase.value)
-                    pipe.hincrbyfloat(stats, f"revenue_sq:{v}", purchase.value**2)
-                if issued:
-                    record = json.loads(issued)
-                    if not record.get("redeemed"):
-                        record["redeemed"] = now
-                        record["order_id"] = purchase.order_id
-                        pipe.hset(k.issued_codes(site, campaign.id), purchase.coupon or "",
-                                  json.dumps(record))  # fmt: skip
-                        pipe.hincrby(stats, f"redemptions:{record.get('variant', '')}", 1)
+                await self._scripts.attribute(
+                    keys=[
+                        k.campaign_visitor(site, campaign.id, visitor),
+                        k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
+                        k.issued_codes(site, campaign.id),
+                    ],
+                    args=[
+                        repr(now),
+                        campaign.attribution_days * 86_400,
+                        campaign.experiment_version,
+                        repr(purchase.value),
+                        purchase.coupon or "",
+                        purchase.order_id,
+                    ],
+                    client=pipe,
+                )
             await pipe.execute()
 
     # --- interactions ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Scripts:
     deliver: AsyncScript
     claim: AsyncScript
     record_order: AsyncScript
+    attribute: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -32,4 +33,5 @@ class Scripts:
             deliver=redis.register_script(_source("deliver")),
             claim=redis.register_script(_source("claim")),
             record_order=redis.register_script(_source("record_order")),
+            attribute=redis.register_script(_source("attribute")),
         )

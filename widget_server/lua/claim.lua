@@ -5,9 +5,13 @@
 -- ARGV: 1 now, 2 message id (idempotent per session), 3 session id, 4 day key, 5 week key,
 --       6 caps JSON {per_session, per_day, per_week, global_max}, 7 variant, 8 holdout (0/1),
 --       9 code strategy (none|static|pool|generated), 10 static code, 11 candidate codes JSON,
---       12 code validity seconds, 13 state ttl seconds, 14 visitor id
+--       12 code validity seconds, 13 state ttl seconds, 14 visitor id,
+--       15 the campaign hands out pool codes (0/1), 16 experiment version
 -- Returns {status, variant, code, expires_at_ms, reason[, codes left in the pool]}:
 -- status 'ok' | 'rejected' | 'replay'.
+-- Every rule that can refuse an offer applies to every arm, the holdout included, so the arms
+-- stay comparable. A visitor counts as exposed once per experiment version (the unit of the
+-- statistics is the visitor); impressions count every offer shown.
 local now = tonumber(ARGV[1])
 local v = KEYS[1]
 local replay_field = 'm:' .. ARGV[3] .. ':' .. ARGV[2]
@@ -30,18 +34,23 @@ if val(caps.per_week, 0) > 0 and this_week >= caps.per_week then
   return {'rejected', ARGV[7], '', 0, 'capped_week'}
 end
 
+local global_max = val(caps.global_max, 0)
+if global_max > 0 and tonumber(redis.call('GET', KEYS[2]) or 0) >= global_max then
+  return {'rejected', ARGV[7], '', 0, 'global_cap'}
+end
+local held, held_until = unpack(redis.call('HMGET', v, 'code', 'code_expires'))
+local holds_code = held and tonumber(held_until or 0) > now * 1000
+if ARGV[15] == '1' and not holds_code and redis.call('LLEN', KEYS[3]) == 0 then
+  return {'rejected', ARGV[7], '', 0, 'pool_exhausted', 0}
+end
+
 local holdout = ARGV[8] == '1'
 local code, expires = '', 0
 if not holdout then
-  local global_max = val(caps.global_max, 0)
-  if global_max > 0 and tonumber(redis.call('GET', KEYS[2]) or 0) >= global_max then
-    return {'rejected', ARGV[7], '', 0, 'global_cap'}
-  end
   local strategy = ARGV[9]
   expires = (now + tonumber(ARGV[12])) * 1000
   -- A visitor who still holds a valid code of this campaign gets the same one again.
-  local held, held_until = unpack(redis.call('HMGET', v, 'code', 'code_expires'))
-  if strategy ~= 'none' and held and tonumber(held_until or 0) > now * 1000 then
+  if strategy ~= 'none' and holds_code then
     code, expires = held, tonumber(held_until)
   elseif strategy == 'static' then
     code = ARGV[10]
@@ -71,6 +80,10 @@ redis.call('HSET', v, 'variant', ARGV[7], 'exposed_at', now,
   replay_field, cjson.encode({ARGV[7], code, expires}))
 if code ~= '' then redis.call('HSET', v, 'code', code, 'code_expires', expires) end
 redis.call('EXPIRE', v, tonumber(ARGV[13]))
-redis.call('HINCRBY', KEYS[5], 'exposures:' .. ARGV[7], 1)
+if redis.call('HGET', v, 'xv') ~= ARGV[16] then
+  -- First exposure in this experiment version: the attribution totals start again.
+  redis.call('HSET', v, 'xv', ARGV[16], 'converted', 0, 'revenue', 0)
+  redis.call('HINCRBY', KEYS[5], 'exposures:' .. ARGV[7], 1)
+end
 redis.call('EXPIRE', KEYS[5], 400 * 86400)
 return {'ok', ARGV[7], code, expires, '', redis.call('LLEN', KEYS[3])}
