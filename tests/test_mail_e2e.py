@@ -40,13 +40,16 @@ def worker(sink: SmtpSink, server: ServerProcess, tmp_path: Path) -> Iterator[No
         "SMTP_URL": sink.url,
         "MAIL_FROM": "shop@example.com",
         "MAIL_PUBLIC_URL": server.url,
-        "WIDGET_LOG_LEVEL": "warning",
+        "WIDGET_LOG_LEVEL": "info",
     }
-    log = (tmp_path / "worker.log").open("wb")
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "widget_server.cli", "worker"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    # Ready once it says so: a stop signal before then would not be a clean shutdown.
+    assert wait_for(lambda: "mail worker started" in log_path.read_text()), log_path.read_text()
     yield
     process.terminate()
     assert process.wait(15) == 0, (tmp_path / "worker.log").read_text()

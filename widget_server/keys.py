@@ -88,6 +88,20 @@ class Keys:
         stage = "" if version == 1 else f"e{version}:"
         return f"{self.campaign_tag(site, campaign)}:stats:{stage}{day}"
 
+    # --- one email flow's experiment (one cluster slot) -------------------------------------
+    def flow_tag(self, site: str, flow: str) -> str:
+        return f"{self.prefix}:{{{site}:f:{flow}}}"
+
+    def flow_visitor(self, site: str, flow: str, visitor: str) -> str:
+        """Hash: one visitor's arm (``email`` or ``holdout``), exposure, click and revenue for
+        one email flow (what attributes a purchase to the flow)."""
+        return f"{self.flow_tag(site, flow)}:v:{visitor}"
+
+    def flow_stats(self, site: str, flow: str, stage: str, day: str) -> str:
+        """Hash: per-UTC-day counters by metric and arm of one flow (``exposures:email``,
+        ``conversions:holdout``...); ``stage`` changes with the flow's holdout share."""
+        return f"{self.flow_tag(site, flow)}:stats:{stage}:{day}"
+
     # --- campaigns of a site -----------------------------------------------------------------
     def campaigns(self, site: str) -> str:
         """Hash: campaign id -> current campaign JSON."""

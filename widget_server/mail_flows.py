@@ -65,8 +65,10 @@ class Flow(_Model):
     """A sequence of emails for one kind of abandonment.
 
     ``holdout`` is the share of visitors (assigned by a stable hash) who get none of the flow's
-    emails, to measure what the flow adds. ``daily_cap`` bounds the emails a visitor gets from
-    the site per UTC day, counted over all flows. With ``cancel_on_return`` a visitor coming back
+    emails, to measure what the flow adds; orders within ``attribution_days`` of the visitor
+    qualifying count for the flow's report (see :mod:`widget_server.mail_experiments`).
+    ``daily_cap`` bounds the emails a visitor gets from the site per UTC day, counted over all
+    flows. With ``cancel_on_return`` a visitor coming back
     cancels the pending steps; they are scheduled again when the visitor leaves again.
     """
 
@@ -77,6 +79,7 @@ class Flow(_Model):
     holdout: Annotated[float, Field(ge=0, le=0.9)] = 0.0
     daily_cap: Annotated[int, Field(ge=1, le=20)] = 2
     cancel_on_return: bool = True
+    attribution_days: Annotated[int, Field(ge=1, le=90)] = 7
 
     @field_validator("steps")
     @classmethod

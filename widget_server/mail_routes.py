@@ -118,11 +118,16 @@ async def unsubscribe(ctx: MailContext, request: Request) -> Response:
         return _page(ctx, "invalid", None, status=404)
     if len(await request.body()) > 4096:
         return _page(ctx, "invalid", site, status=413)
+    address = str(payload["m"])
     try:
-        await ctx.scheduler.unsubscribed(site.key, str(payload["m"]))
+        already = await ctx.scheduler.suppression(site.key, address) is not None
+        await ctx.scheduler.unsubscribed(site.key, address)
     except MailAddressError:
         return _page(ctx, "invalid", site, status=400)
     ctx.metrics.unsubscribes.labels("unsubscribed").inc()
+    flow = (await ctx.flows.get(site.key)).flow(str(payload.get("f", "")))
+    if not already and flow is not None:
+        await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", time.time())
     return _page(ctx, "done", site, email=str(payload["m"]))
 
 
@@ -135,10 +140,15 @@ async def _allowed_target(ctx: MailContext, site: Site, url: str) -> bool:
 
 
 async def _count(ctx: MailContext, payload: dict[str, Any], event: str) -> None:
-    flow, step = str(payload.get("f", "")), payload.get("n", 0)
-    await ctx.redis.hincrby(ctx.keys.mail_stats(str(payload["s"]), flow), f"{event}:{step}", 1)
+    """Count a click or a cart restore for the step, and the visitor as a clicker of the flow."""
+    site, flow, step = str(payload["s"]), str(payload.get("f", "")), payload.get("n", 0)
+    await ctx.redis.hincrby(ctx.keys.mail_stats(site, flow), f"{event}:{step}", 1)
     if event == "clicks":
         ctx.metrics.clicks.labels(flow).inc()
+    visitor = str(payload.get("v", ""))
+    config = await ctx.flows.get(site)
+    if visitor and (found := config.flow(flow)) is not None:
+        await ctx.scheduler.experiments.clicked(site, visitor, found, time.time())
 
 
 async def _link(

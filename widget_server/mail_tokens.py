@@ -127,6 +127,7 @@ class MailLinks:
     now: float
     utm_source: str
     utm_medium: str
+    visitor: str = ""  # carried by click links, so a click can be attributed to the flow
 
     def _endpoint(self, path: str, token: str) -> str:
         return f"{self.public_url.rstrip('/')}{path}?{urlencode({'t': token})}"
@@ -142,7 +143,9 @@ class MailLinks:
             campaign=self.flow,
             content=f"step{self.step + 1}",
         )
-        payload = {"s": self.site, "u": url, "f": self.flow, "n": self.step}
+        payload: dict[str, Any] = {"s": self.site, "u": url, "f": self.flow, "n": self.step}
+        if self.visitor:
+            payload["v"] = self.visitor
         return self._endpoint(
             "/v1/mail/click", self.signer.sign("click", payload, expires=self.now + CLICK_TTL_S)
         )

@@ -125,7 +125,11 @@ async def process_job(
         return "lost"
     if committed != "ok":
         return await _skip(ctx, job, committed)
-    return await _send(ctx, transport, job, message, now)
+    outcome = await _send(ctx, transport, job, message, now)
+    if outcome == "sent":
+        with contextlib.suppress(RedisError):
+            await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
+    return outcome
 
 
 async def _send(
@@ -197,6 +201,7 @@ async def compose(
         now=now,
         utm_source=config.utm_source,
         utm_medium=config.utm_medium,
+        visitor=job.visitor,
     )
     step = flow.steps[job.step]
     code, code_expires = job.code, job.code_expires

@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 
 from .keys import Keys
 from .mail import MailAddressError, email_digest, normalize_address
+from .mail_experiments import FlowExperiments, flow_arm
 from .mail_flows import MailFlowStore, in_holdout
 from .sessions import CartLine, SessionView
 
@@ -143,6 +144,7 @@ class MailScheduler:
         self._keys = keys
         self.flows = flows or MailFlowStore(redis, keys)
         self._retention_s = retention_s
+        self.experiments = FlowExperiments(redis, keys, retention_s=retention_s)
         self._schedule = _script(redis, "mail_schedule.lua")
         self._cancel = _script(redis, "mail_cancel.lua")
         self._claim = _script(redis, "mail_claim.lua")
@@ -189,7 +191,9 @@ class MailScheduler:
         if flow is None:
             await self.cancel(site, visitor)
             return ScheduleResult("nothing_abandoned")
-        if in_holdout(site, visitor, flow):
+        held_out = in_holdout(site, visitor, flow)
+        await self.experiments.exposed(site, visitor, flow, flow_arm(held_out), now)
+        if held_out:
             await self.cancel(site, visitor)
             return ScheduleResult("holdout", flow.name)
         fields = {
@@ -257,9 +261,17 @@ class MailScheduler:
         names = [flow.name for flow in config.flows if flow.cancel_on_return]
         return await self.cancel(site, visitor, flows=names) if names else 0
 
-    async def purchased(self, site: str, visitor: str) -> int:
-        """Cancel every pending email of the visitor at once (claimed ones included)."""
-        return await self.cancel(site, visitor)
+    async def purchased(
+        self, site: str, visitor: str, *, value: float | None = None, now: float | None = None
+    ) -> int:
+        """Cancel every pending email of the visitor at once (claimed ones included). With the
+        ``value`` of a new order, attribute it to the flows that exposed the visitor."""
+        cancelled = await self.cancel(site, visitor)
+        if value is not None:
+            config = await self.flows.get(site)
+            moment = time.time() if now is None else now
+            await self.experiments.purchased(site, visitor, config.flows, value, moment)
+        return cancelled
 
     async def consent_withdrawn(self, site: str, visitor: str, *, now: float | None = None) -> int:
         """Record the withdrawal (jobs scheduled before it never send) and cancel everything."""
@@ -293,7 +305,8 @@ class MailScheduler:
         return str(json.loads(raw)["reason"]) if raw else None
 
     async def forget(self, site: str, visitor: str) -> int:
-        """Erase the visitor's email data: pending jobs, sent marks, counts, withdrawal record.
+        """Erase the visitor's email data: pending jobs, sent marks, counts, withdrawal record,
+        per-flow experiment states.
         The site's suppression list keeps the address: an unsubscribe must outlive erasure."""
         k = self._keys
         jobs = [_s(j) for j in await self._redis.smembers(k.mail_visitor_jobs(site, visitor))]
@@ -302,6 +315,8 @@ class MailScheduler:
                 pipe.hget(k.mail_job(job_id), "email")
             emails = {_s(e) for e in await pipe.execute() if e}
         cancelled = await self.cancel(site, visitor)
+        config = await self.flows.get(site)
+        await self.experiments.forget(site, visitor, [flow.name for flow in config.flows])
         async with self._redis.pipeline(transaction=False) as pipe:
             for address in emails:
                 pipe.srem(k.mail_email_visitors(site, email_digest(address)), visitor)

@@ -361,10 +361,11 @@ class VisitorConnection:
                 await self.services.hub.send_to_visitor(
                     self.site, self.visitor, {"type": "withdraw", "offer": "*"}
                 )
-                await offers.on_purchase(
-                    self.site, self.visitor, message, new_order=True, now=time.time()
+                now = time.time()
+                await offers.on_purchase(self.site, self.visitor, message, new_order=True, now=now)
+                await self.services.mail.scheduler.purchased(
+                    self.site, self.visitor, value=message.value, now=now
                 )
-                await self.services.mail.scheduler.purchased(self.site, self.visitor)
         await offers.rearm(self, view, state)
 
     async def _forget(self, message: p.ConsentUpdate) -> None:

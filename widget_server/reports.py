@@ -1,5 +1,9 @@
 """Experiment reports from Redis: load the per-day counters, hand them to :mod:`.stats`.
 
+Campaigns (``channel`` ``onsite``, or ``live`` for live broadcasts) and email flows (``channel``
+``email``, see :mod:`.mail_experiments`) share the model: arms with exposures, conversions and
+revenue per exposed visitor, compared with a control (the holdout when there is one).
+
 The counters live in one hash per campaign and day (:meth:`Keys.campaign_stats`), with fields
 ``<metric>:<variant>`` written by the claim script and by purchases. Every function here reads
 all the days it needs in one pipelined round trip; the statistics stay pure.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +24,8 @@ from redis.asyncio import Redis
 from .campaigns import Campaign
 from .experiments import HOLDOUT
 from .keys import Keys
+from .mail_experiments import EMAIL_ARM, flow_stage
+from .mail_flows import Flow
 from .stats import (
     ExperimentSettings,
     Interval,
@@ -41,14 +47,18 @@ _INTEGER_METRICS = (
 _FLOAT_METRICS = ("revenue", "revenue_sq")
 
 
-def counts_from_hash(raw: Mapping[Any, Any]) -> dict[str, VariantCounts]:
-    """One day's hash (``{"exposures:a": "12", ...}``, bytes or text) as counts by variant.
+def counts_from_hash(
+    raw: Mapping[Any, Any], aliases: Mapping[str, str] | None = None
+) -> dict[str, VariantCounts]:
+    """One day's hash (``{"exposures:a": "12", ...}``, bytes or text) as counts by variant;
+    ``aliases`` maps a stored metric to a count (an email flow's ``sent`` are impressions).
 
     Unknown metrics and fields without a variant are ignored.
     """
     fields: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
         metric, _, variant = _text(key).partition(":")
+        metric = (aliases or {}).get(metric, metric)
         if variant and metric in _INTEGER_METRICS + _FLOAT_METRICS:
             fields.setdefault(variant, {})[metric] = float(_text(value))
     return {variant: _counts(variant, values) for variant, values in fields.items()}
@@ -182,6 +192,7 @@ async def campaign_report(
     window = report_days(campaign, now, days)
     return {
         "site": site,
+        "channel": "live" if campaign.trigger.live else "onsite",
         "campaign": campaign.id,
         "name": campaign.name,
         "status": campaign.status,
@@ -190,6 +201,89 @@ async def campaign_report(
         "generated_at": now,
         "days": {"from": window[0], "to": window[-1]} if window else None,
         "report": msgspec.to_builtins(report),
+        "series": [
+            {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
+            for day, counts in series
+        ],
+    }
+
+
+# --- email flows -------------------------------------------------------------------------------
+EMAIL_METRICS = ("sent", "clicks", "click_conversions", "unsubscribes", "bounces")
+_EMAIL_ALIASES = {"sent": "impressions"}
+
+
+def flow_days(now: float, days: int = 90) -> list[str]:
+    """The last ``days`` UTC day keys up to today, oldest first (flows count in UTC days)."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    return [(today - timedelta(days=n)).strftime("%Y%m%d") for n in range(max(1, days) - 1, -1, -1)]
+
+
+def flow_split(flow: Flow) -> tuple[str, dict[str, float]]:
+    """The control arm (the holdout when the flow has one) and the configured shares."""
+    split = expected_split({EMAIL_ARM: 1.0}, flow.holdout)
+    return (HOLDOUT if flow.holdout > 0 else EMAIL_ARM), split
+
+
+async def flow_report(
+    redis: Redis,
+    keys: Keys,
+    site: str,
+    flow: Flow,
+    now: float,
+    days: int = 90,
+    settings: ExperimentSettings | None = None,
+) -> dict[str, Any]:
+    """An email flow's report in the campaigns' model (``channel`` ``email``): the ``email``
+    arm against the ``holdout``, the cumulative series, the email counts per arm and per step.
+    Counts start again when the holdout share changes (see :func:`flow_stage`)."""
+    window = flow_days(now, days)
+    stage = flow_stage(flow)
+    async with redis.pipeline(transaction=False) as pipe:
+        for day in window:
+            pipe.hgetall(keys.flow_stats(site, flow.name, stage, day))
+        pipe.hgetall(keys.mail_stats(site, flow.name))
+        *raw_days, raw_steps = await pipe.execute()
+    series: Series = []
+    running: dict[str, VariantCounts] = {}
+    email: dict[str, dict[str, int]] = {}
+    for day, raw in zip(window, raw_days, strict=True):
+        running = _merged(running, counts_from_hash(raw, _EMAIL_ALIASES))
+        if running:
+            series.append((day, running))
+        for key, value in raw.items():
+            metric, _, arm = _text(key).partition(":")
+            if metric in EMAIL_METRICS and arm:
+                totals = email.setdefault(arm, dict.fromkeys(EMAIL_METRICS, 0))
+                totals[metric] += int(float(_text(value)))
+    control, split = flow_split(flow)
+    report = experiment_report(
+        f"email:{flow.name}",
+        series[-1][1] if series else {},
+        control,
+        split,
+        settings or ExperimentSettings(),
+        history=[counts for _, counts in series[:-1]],
+    )
+    steps: dict[str, dict[str, int]] = {}
+    for key, value in raw_steps.items():
+        event, _, step = _text(key).partition(":")
+        steps.setdefault(event, {})[step] = int(float(_text(value)))
+    return {
+        "site": site,
+        "channel": "email",
+        "flow": flow.name,
+        "kind": flow.kind,
+        "enabled": flow.enabled,
+        "holdout": flow.holdout,
+        "stage": stage,
+        "attribution_days": flow.attribution_days,
+        "time_zone": "UTC",
+        "generated_at": now,
+        "days": {"from": window[0], "to": window[-1]},
+        "report": msgspec.to_builtins(report),
+        "email": email,
+        "steps": steps,
         "series": [
             {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
             for day, counts in series

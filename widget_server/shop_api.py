@@ -106,7 +106,9 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
         new_order = await services.sessions.record_order(site, visitor, purchase, now=now)
         if new_order:
             await services.hub.send_to_visitor(site, visitor, {"type": "withdraw", "offer": "*"})
-        await services.mail.scheduler.purchased(site, visitor)
+        await services.mail.scheduler.purchased(
+            site, visitor, value=purchase.value if new_order else None, now=now
+        )
     await services.offers.on_purchase(
         site, visitor or "", purchase, new_order=new_order or visitor is None, now=now
     )
