@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import re
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "CoCounts",
     "FeedError",
     "FeedLimits",
+    "ImportRecord",
     "ImportReport",
     "Product",
     "RowError",
@@ -52,6 +54,7 @@ __all__ = [
     "UpsertResult",
     "content_hash",
     "import_feed",
+    "import_parsed",
     "run_catalog_import",
 ]
 
@@ -208,6 +211,33 @@ class CatalogStore:
                     if (product := _product(raw)) is not None:
                         found.setdefault(_str(product_id), product)
         return list(found.values())
+
+    async def counts(self, site: str) -> tuple[int, int]:
+        """How many products the site has from the feed, and how many learned from page views
+        (for ids the feed does not have)."""
+        k = self._keys
+        with _unavailable("count products"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hlen(k.catalog(site))
+                pipe.hlen(k.catalog_learned(site))
+                feed, learned = await pipe.execute()
+        return int(feed), int(learned)
+
+    async def record_import(self, site: str, record: ImportRecord) -> None:
+        """Remember ``record`` as the site's latest feed import (it replaces the one before)."""
+        with _unavailable("record the import"):
+            await self._redis.set(self._keys.catalog_last_import(site), _encode.encode(record))
+
+    async def last_import(self, site: str) -> ImportRecord | None:
+        """The site's latest feed import, or ``None`` when none was recorded."""
+        with _unavailable("read the last import"):
+            raw = await self._redis.get(self._keys.catalog_last_import(site))
+        if raw is None:
+            return None
+        try:
+            return _decode_record.decode(raw)
+        except msgspec.DecodeError:
+            return None
 
     async def version(self, site: str) -> int:
         """The catalog version: it changes whenever products are added, changed or removed."""
@@ -410,7 +440,11 @@ class SimilarityIndexCache:
 
 @dataclass(frozen=True, slots=True)
 class ImportReport:
-    """The outcome of one feed import; ``failed`` says why the feed was not read to its end."""
+    """The outcome of one feed import; ``failed`` says why the feed was not read to its end.
+
+    ``row_errors`` holds the first row errors in feed order (as many as the import was asked to
+    report); ``errors`` counts them all.
+    """
 
     rows: int
     added: int
@@ -420,6 +454,7 @@ class ImportReport:
     removed: int = 0
     seconds: float = 0.0
     failed: str | None = None
+    row_errors: tuple[RowError, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -433,6 +468,32 @@ class ImportReport:
         if self.removed:
             text += f", {self.removed:,} removed"
         return f"{text} ({self.seconds:.1f} s)"
+
+
+class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest import of a site's feed as it is kept in Redis: when, from where (``source``,
+    such as ``"command line (feed.tsv)"``) and what it did."""
+
+    at: float
+    source: str
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    removed: int = 0
+    failed: str | None = None
+
+    @classmethod
+    def of(cls, report: ImportReport, source: str, at: float) -> ImportRecord:
+        return cls(
+            at=at, source=source, rows=report.rows, added=report.added, updated=report.updated,
+            unchanged=report.unchanged, errors=report.errors, removed=report.removed,
+            failed=report.failed,
+        )  # fmt: skip
+
+
+_decode_record = msgspec.json.Decoder(ImportRecord)
 
 
 class _Progress:
@@ -481,6 +542,7 @@ class _FeedImport:
     result: UpsertResult = field(default_factory=UpsertResult)
     seen_ids: set[str] = field(default_factory=set)
     pending: list[Product] = field(default_factory=list)
+    row_errors: list[RowError] = field(default_factory=list)
 
     async def take(self, item: FeedItem) -> None:
         self.rows += 1
@@ -488,6 +550,7 @@ class _FeedImport:
             self.errors += 1
             self.seen_ids.add(item.product_id)
             if self.errors <= self.max_error_lines:
+                self.row_errors.append(item)
                 self.progress.line(str(item))
             elif self.errors == self.max_error_lines + 1:
                 self.progress.line("(further row errors are counted but not shown)")
@@ -502,6 +565,28 @@ class _FeedImport:
             self.result += await self.store.upsert(self.site, self.pending, now=self.now)
             self.pending = []
 
+    async def finish(
+        self, *, prune: bool, failed: str | None, seconds: float, source: str
+    ) -> ImportReport:
+        """Store what is pending, prune when asked (only after a fully read feed), print the
+        summary, and record the import when it read anything into a valid site."""
+        await self.flush()
+        removed = 0
+        if prune and failed is None:
+            removed = await self.store.remove_missing(self.site, self.seen_ids)
+        result = self.result
+        report = ImportReport(
+            self.rows, result.added, result.updated, result.unchanged, self.errors, removed,
+            seconds, failed, tuple(self.row_errors),
+        )  # fmt: skip
+        if failed:
+            self.progress.line(f"error: {failed}")
+        self.progress.line(report.summary())
+        if _SITE_KEY.fullmatch(self.site) and (failed is None or self.rows):
+            at = time.time() if self.now is None else self.now
+            await self.store.record_import(self.site, ImportRecord.of(report, source, at))
+        return report
+
 
 async def import_feed(
     store: CatalogStore,
@@ -514,13 +599,15 @@ async def import_feed(
     max_error_lines: int = 1000,
     now: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    source: str | None = None,
 ) -> ImportReport:
     """Import the feed at ``path`` into the site's catalog, reporting on ``out`` as it goes.
 
     Valid rows are stored even when others fail; a repeated id is a row error. With ``prune``,
     feed products missing from a fully read feed are removed. A feed that cannot be read to its
-    end (or an invalid site key) does not raise: the report's ``failed`` says why. Raises
-    StoreUnavailable.
+    end (or an invalid site key) does not raise: the report's ``failed`` says why. An import
+    that read anything is recorded as the site's latest, from ``source`` (by default
+    ``"command line (FILE NAME)"``). Raises StoreUnavailable.
     """
     started = clock()
     job = _FeedImport(store, site, _Progress(out, clock), max_error_lines, now)
@@ -539,19 +626,40 @@ async def import_feed(
         failed = str(exc)
     except OSError as exc:
         failed = f"cannot read {path}: {exc.strerror or exc}"
-    await job.flush()
-    removed = 0
-    if prune and failed is None:
-        removed = await store.remove_missing(site, job.seen_ids)
-    result = job.result
-    report = ImportReport(
-        job.rows, result.added, result.updated, result.unchanged, job.errors, removed,
-        clock() - started, failed,
-    )  # fmt: skip
-    if failed:
-        job.progress.line(f"error: {failed}")
-    job.progress.line(report.summary())
-    return report
+    return await job.finish(
+        prune=prune,
+        failed=failed,
+        seconds=clock() - started,
+        source=source or f"command line ({path.name})",
+    )
+
+
+async def import_parsed(
+    store: CatalogStore,
+    site: str,
+    items: Iterable[FeedItem],
+    *,
+    source: str,
+    prune: bool = False,
+    max_error_lines: int = 1000,
+    now: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ImportReport:
+    """Import the items of a feed that was already parsed to its end (:func:`parse_feed`).
+
+    For callers that parse first, so that a feed which cannot be read changes nothing (the
+    admin's upload). Counts, row errors, ``prune`` and the latest-import record work as in
+    :func:`import_feed`; nothing is printed. An invalid site key comes back as ``failed``.
+    Raises StoreUnavailable.
+    """
+    started = clock()
+    job = _FeedImport(store, site, _Progress(io.StringIO(), clock), max_error_lines, now)
+    if not _SITE_KEY.fullmatch(site):
+        failed = f"{site[:80]!r} is not a site key (letters, digits, - and _)"
+        return await job.finish(prune=False, failed=failed, seconds=0.0, source=source)
+    for item in items:
+        await job.take(item)
+    return await job.finish(prune=prune, failed=None, seconds=clock() - started, source=source)
 
 
 def run_catalog_import(

@@ -113,6 +113,7 @@ _AVAILABILITY.update(dict.fromkeys(("outofstock", "soldout", "discontinued"), "o
 _TEXT_LIMITS = {"id": 128, "title": 500, "brand": 200, "item_group_id": 128}
 _TEXT_LIMITS.update(link=2048, image_link=2048)
 MAX_PRICE = 1e9
+NOT_UTF8 = "is not valid UTF-8 text"  # the reason of a field that is not UTF-8
 
 
 def parse_price(text: str, field: str = "price") -> tuple[float, str]:
@@ -191,7 +192,7 @@ def normalize_category(text: str) -> str:
 def _text(fields: Mapping[str, str], name: str, *, required: bool = False) -> str:
     raw = fields.get(name, "")
     if _has_surrogates(raw):
-        raise FieldError(name, "is not valid UTF-8 text")
+        raise FieldError(name, NOT_UTF8)
     value = " ".join(raw.split())
     if _CONTROL.search(value):
         raise FieldError(name, "contains control characters")
@@ -528,16 +529,44 @@ def parse_xml(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> Iterato
     yield from handler.drain()
 
 
-def parse_feed(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> Iterator[FeedItem]:
-    """Parse an XML or TSV/CSV feed from a seekable binary stream, choosing by its content.
+FeedFormat: TypeAlias = Literal["xml", "delimited"]
 
-    Raises :class:`FeedError` as the chosen parser does, or when the stream cannot seek.
+# Files that are plainly not a text feed, by their first bytes, and what to do instead.
+_NOT_A_FEED = (
+    (b"\x1f\x8b", "the file is compressed (gzip); upload the uncompressed feed"),
+    (b"PK\x03\x04", "the file is a ZIP archive or an Excel workbook; save the sheet as CSV "
+     "(UTF-8) or tab-separated text"),
+    (b"\xd0\xcf\x11\xe0", "the file is an Excel workbook; save the sheet as CSV (UTF-8) or "
+     "tab-separated text"),
+    (b"\xff\xfe", "the file is UTF-16 text; save it as UTF-8"),
+    (b"\xfe\xff", "the file is UTF-16 text; save it as UTF-8"),
+    (b"%PDF", "the file is a PDF, not a feed"),
+)  # fmt: skip
+
+
+def detect_format(stream: IO[bytes]) -> FeedFormat:
+    """Whether a seekable binary stream holds an XML or a TSV/CSV feed, judged by its first
+    bytes; the stream's position is kept.
+
+    Raises :class:`FeedError` when the stream cannot seek, or when it is plainly no text feed
+    (gzip, ZIP or Excel, UTF-16, PDF), so the message can say what to upload instead.
     """
     if not stream.seekable():
         raise FeedError("the feed must be a regular file")
     start = stream.tell()
-    head = stream.read(512).removeprefix(b"\xef\xbb\xbf").lstrip()
+    raw = stream.read(512)
     stream.seek(start)
-    if head.startswith(b"<"):
+    for magic, message in _NOT_A_FEED:
+        if raw.startswith(magic):
+            raise FeedError(message)
+    return "xml" if raw.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<") else "delimited"
+
+
+def parse_feed(stream: IO[bytes], limits: FeedLimits = DEFAULT_LIMITS) -> Iterator[FeedItem]:
+    """Parse an XML or TSV/CSV feed from a seekable binary stream, choosing by its content.
+
+    Raises :class:`FeedError` as :func:`detect_format` and the chosen parser do.
+    """
+    if detect_format(stream) == "xml":
         return parse_xml(stream, limits)
     return parse_delimited(stream, limits)

@@ -180,6 +180,14 @@ class Keys:
         """String counter: bumped whenever the catalog changes (similarity indexes rebuild)."""
         return f"{self.prefix}:catalog-version:{site}"
 
+    def catalog_last_import(self, site: str) -> str:
+        """String: JSON summary of the latest feed import (when, from where, what it did)."""
+        return f"{self.prefix}:catalog-import:{site}"
+
+    def catalog_import_lock(self, site: str) -> str:
+        """String with a TTL: held while a feed upload writes the site's catalog (one at a time)."""
+        return f"{self.prefix}:catalog-import-lock:{site}"
+
     def coview(self, site: str, product_id: str) -> str:
         """Sorted set: other product id -> times viewed in the same session, top members only."""
         return f"{self.prefix}:coview:{site}:{product_id}"

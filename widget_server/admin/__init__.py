@@ -12,7 +12,9 @@ from starlette.types import Receive, Scope, Send
 from . import (
     views_accounts,
     views_campaigns,
+    views_catalog,
     views_live,
+    views_mail,
     views_report,
     views_sites,
     views_versions,
@@ -35,6 +37,8 @@ def admin_routes() -> list[BaseRoute]:
         *views_report.routes(guard),
         *views_live.routes(guard),
         *views_visitors.routes(guard),
+        *views_catalog.routes(guard),
+        *views_mail.routes(guard),
         *views_accounts.routes(guard),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="admin-static"),
     ]
