@@ -7,15 +7,20 @@ import contextlib
 import email
 import email.policy
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
@@ -270,3 +275,75 @@ def scenario(
                 await body(Scenario(ctx, smtp, site))
 
     asyncio.run(main())
+
+
+@dataclass
+class TlsSmtpSink(SmtpSink):
+    """:class:`SmtpSink` speaking TLS with a certificate for 127.0.0.1 from ``ca`` (a throwaway
+    trustme CA): ``mode`` ``starttls`` (offered and required before MAIL), ``implicit`` (TLS
+    from the first byte, as on port 465) or ``none`` (plain, STARTTLS not offered).
+
+    With ``users`` every client must log in (``AUTH PLAIN``/``LOGIN``). ``auth_attempts``
+    records each login as ``(user, password, over_tls)``; ``tls_versions`` the TLS version
+    each accepted message came over (``""`` for plain text).
+    """
+
+    ca: trustme.CA | None = None
+    mode: str = "starttls"
+    users: dict[str, str] = field(default_factory=dict)
+    auth_attempts: list[tuple[str, str, bool]] = field(default_factory=list)
+    tls_versions: list[str] = field(default_factory=list)
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        user = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        self.auth_attempts.append((user, password, _tls_version(server) != ""))
+        ok = user in self.users and self.users[user] == password
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.tls_versions.append(_tls_version(server))
+        return await super().handle_DATA(server, session, envelope)
+
+    def __enter__(self) -> TlsSmtpSink:
+        self.ca = self.ca or trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+        options: dict[str, Any] = {}
+        if self.users:
+            options.update(authenticator=self._authenticate, auth_required=True)
+        if self.mode == "starttls":
+            options.update(tls_context=server_context, require_starttls=True)
+        else:  # implicit TLS is TLS from the start; plain mode lets a careless client log in
+            options.update(auth_require_tls=False)
+        self.port = free_port()
+        self._controller = Controller(
+            self,
+            hostname="127.0.0.1",
+            port=self.port,
+            ssl_context=server_context if self.mode == "implicit" else None,
+            **options,
+        )
+        self._controller.start()
+        return self
+
+    def url_for(self, scheme: str, userinfo: str = "", **query: str) -> str:
+        """An SMTP_URL for this server: ``userinfo`` as written (already percent-encoded)."""
+        at = f"{userinfo}@" if userinfo else ""
+        params = urlencode({"timeout": "10", **query})
+        return f"{scheme}://{at}127.0.0.1:{self.port}?{params}"
+
+    def ca_file(self, directory: Path) -> Path:
+        """Write the CA certificate as PEM into ``directory``; return its path."""
+        assert self.ca is not None, "enter the sink first"
+        path = directory / "smtp-ca.pem"
+        self.ca.cert_pem.write_to_path(str(path))
+        return path
+
+
+def _tls_version(server: Any) -> str:
+    transport = getattr(server, "transport", None)
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return str(ssl_object.version()) if ssl_object is not None else ""

@@ -22,7 +22,9 @@ from .errors import ConfigurationError
 from .hub import Hub
 from .keys import Keys
 from .mail_context import MailSettings, build_mail_context, mail_settings_from_env
+from .mail_flows import MailFlowStore
 from .mail_routes import mail_routes
+from .mail_similar import MailSimilarProducts
 from .metrics import Metrics
 from .notices import Notices
 from .offers import OfferEngine
@@ -32,7 +34,7 @@ from .scripts import Scripts
 from .services import Services
 from .sessions import SessionStore
 from .settings import Settings, settings_from_env
-from .shop_api import code_lookup, orders_webhook
+from .shop_api import code_lookup, erase_request, orders_webhook
 from .similar import SimilarProducts
 from .sites import SiteRegistry
 from .widget_asset import widget_routes
@@ -125,6 +127,8 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
                 sites=sites,
                 templates_dir=settings.offers_dir / "emails",
                 registry=metrics.registry,
+                catalog=similar.store,
+                similar=MailSimilarProducts(similar, sites, MailFlowStore(redis, keys)),
             ),
         )
         notices.services = services
@@ -148,6 +152,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         Route("/v1/events", events_preflight, methods=["OPTIONS"]),
         Route("/v1/orders", orders_webhook, methods=["POST"]),
         Route("/v1/codes/{code}", code_lookup, methods=["GET"]),
+        Route("/v1/visitors/erase", erase_request, methods=["POST"]),
         *widget_routes(settings.static_dir),
         *mail_routes(lambda: app.state.mail),
         *admin_routes(),

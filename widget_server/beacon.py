@@ -8,6 +8,7 @@ pipelined round trip; invalid ones are reported per message and lose nothing els
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
@@ -18,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import protocol as p
+from .consent import after_identify, forget, recorded_identify, trusted_country
 from .errors import ProtocolError, StoreUnavailable
 from .services import Services
-from .sessions import SessionExpired
+from .sessions import SessionExpired, SessionView
 from .sites import Site, origin_allowed
 
 MAX_BATCH_MESSAGES = 100
+log = logging.getLogger("widget_server.beacon")
 
 
 class Batch(Struct, frozen=True, kw_only=True):
@@ -112,7 +115,8 @@ async def events_endpoint(request: Request) -> Response:
     if not origin_allowed(site, origin):
         return _error(403, p.ORIGIN_NOT_ALLOWED, "this page's origin is not allowed for the site")
     try:
-        result = await _apply_batch(services, batch)
+        country = trusted_country(request.headers, services.settings.consent_country_header)
+        result = await _apply_batch(services, batch, country)
     except StoreUnavailable:
         services.metrics.redis_errors.inc()
         return _error(
@@ -121,11 +125,11 @@ async def events_endpoint(request: Request) -> Response:
     return JSONResponse(result, headers=_cors_headers(origin))
 
 
-async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
+async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[str, Any]:
     acks: list[str] = []
     errors: list[dict[str, Any]] = []
     to_apply: list[p.ClientMessage] = []
-    forget = False
+    erase = False
     for raw in batch.messages:
         try:
             message = p.message_from_object(raw)
@@ -136,14 +140,16 @@ async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
         if isinstance(message, p.Hello | p.Ping):
             acks.append(message.id)
         elif isinstance(message, p.ConsentUpdate) and not message.analytics:
-            forget = True
+            erase = True
             acks.append(message.id)
+        elif isinstance(message, p.Identify):
+            to_apply.append(await recorded_identify(services.mail, batch.site, message, country))
         else:
             to_apply.append(message)
     sessions = services.sessions
-    if forget:
+    if erase:
         await sessions.forget(batch.site, batch.visitor)
-        await services.mail.scheduler.forget(batch.site, batch.visitor)
+        await forget(services.mail, batch.site, batch.visitor)
         acks += [m.id for m in to_apply]  # recorded, then erased with everything else
         return {"session": None, "acks": acks, "errors": errors}
     now = time.time()
@@ -166,4 +172,20 @@ async def _apply_batch(services: Services, batch: Batch) -> dict[str, Any]:
             acks.append(message.id)
             signal = isinstance(message, p.ExitIntent | p.Hesitation)
             services.hub.count(batch.site, "signals" if signal else "events")
+            if isinstance(message, p.Identify) and not result.duplicate:
+                await _after_identify(services, batch, message, result, now)
     return {"session": opened.session_id, "acks": acks, "errors": errors}
+
+
+async def _after_identify(
+    services: Services, batch: Batch, message: p.Identify, view: SessionView, now: float
+) -> None:
+    """The steps that follow a recorded identify. The identify is recorded (and acked) even if
+    they fail: a replay would be a duplicate and change nothing, so a 503 would not help."""
+    try:
+        await after_identify(
+            services.sessions, services.mail, batch.site, batch.visitor, message, view, now=now
+        )
+    except (RedisError, StoreUnavailable) as exc:
+        services.metrics.redis_errors.inc()
+        log.warning("identify follow-up failed", extra={"error": str(exc), "site": batch.site})

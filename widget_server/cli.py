@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from . import cli_admin, cli_campaigns, cli_mail, cli_simulate
 from .campaign_store import CampaignStore
 from .campaigns import CampaignInvalid
-from .catalog import run_catalog_import
+from .catalog import CatalogStore, run_catalog_import
 from .codes import CodePoolError
 from .demo.catalog import generate_catalog, write_feed_tsv
 from .embedded import EmbeddedValkey
@@ -33,6 +33,7 @@ from .keys import Keys
 from .logs import configure_logging
 from .mail_context import MailSettings, build_mail_context, mail_settings_from_env
 from .mail_flows import MailFlowStore, load_config
+from .mail_similar import MailSimilarProducts
 from .mail_worker import run_worker
 from .settings import (
     Settings,
@@ -41,6 +42,7 @@ from .settings import (
     settings_from_env,
     settings_to_env,
 )
+from .similar import SimilarProducts
 from .sites import SiteError, SiteRegistry, new_site
 
 DEMO_SITE = "demo"
@@ -311,12 +313,16 @@ def cmd_worker(settings: Settings) -> None:
 async def _work(url: str, settings: Settings, mail_settings: MailSettings) -> None:
     client = Redis.from_url(url)
     keys = Keys(settings.redis_prefix)
+    sites = SiteRegistry(client, keys)
+    catalog = CatalogStore(client, keys)
     ctx = build_mail_context(
         mail_settings,
         client,
         keys,
-        sites=SiteRegistry(client, keys),
+        sites=sites,
         templates_dir=settings.offers_dir / "emails",
+        catalog=catalog,
+        similar=MailSimilarProducts(SimilarProducts(catalog), sites, MailFlowStore(client, keys)),
     )
     ctx.require_sending()
     stop = asyncio.Event()
@@ -401,8 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "mail":
             settings = _prepare(settings)
             with redis_for(settings) as url:
-                templates = settings.offers_dir / "emails"
-                print(asyncio.run(cli_mail.run(url, settings.redis_prefix, args, templates)))
+                print(asyncio.run(cli_mail.run(url, settings, args)))
         elif args.command == "admin":
             settings = _prepare(settings)
             with redis_for(settings) as url:

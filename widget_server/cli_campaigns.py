@@ -18,12 +18,14 @@ from .campaign_store import CampaignStore
 from .campaigns import Campaign, CampaignInvalid
 from .errors import ConfigurationError
 from .keys import Keys
+from .mail_flows import MailFlowStore
 from .metrics import Metrics
 from .offers import OfferEngine
 from .scripts import Scripts
 from .sessions import SessionStore
 
 COMMANDS = ("campaigns", "live", "codes", "report")
+FLOW_PREFIX = "email:"
 
 
 def add_parsers(sub: Any) -> None:
@@ -62,8 +64,10 @@ def add_parsers(sub: Any) -> None:
     stop.add_argument("campaign")
     stop.add_argument("--site", required=True)
 
-    report = sub.add_parser("report", help="the A/B report of a campaign")
-    report.add_argument("campaign")
+    report = sub.add_parser(
+        "report", help="the A/B report of a campaign, or of an email flow (email:FLOW)"
+    )
+    report.add_argument("campaign", help="a campaign id, or email:FLOW for an email flow")
     report.add_argument("--site", required=True)
     report.add_argument("--days", type=int, default=90, help="days to look back (default 90)")
     report.add_argument("--version", type=int, help="an earlier experiment version's report")
@@ -131,6 +135,8 @@ async def run(url: str, prefix: str, args: argparse.Namespace) -> str:
 
 
 async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argparse.Namespace) -> str:
+    if args.campaign.startswith(FLOW_PREFIX):
+        return await _flow_report(client, keys, args)
     campaign = await store.get(args.site, args.campaign)
     if campaign is None:
         raise ConfigurationError(f"no campaign {args.campaign!r} on site {args.site!r}")
@@ -144,6 +150,31 @@ async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argpars
     if args.json:
         return json.dumps(document, indent=2)
     lines = [f"{campaign.name} ({campaign.id}, experiment version {campaign.experiment_version})"]
+    lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
+    return "\n".join(lines)
+
+
+async def _flow_report(client: Redis, keys: Keys, args: argparse.Namespace) -> str:
+    """``report email:FLOW``: an email flow against its holdout."""
+    name = args.campaign.removeprefix(FLOW_PREFIX)
+    flow = (await MailFlowStore(client, keys).get(args.site)).flow(name)
+    if flow is None:
+        raise ConfigurationError(f"no email flow {name!r} on site {args.site!r}")
+    if args.version is not None:
+        raise ConfigurationError("email flows have no experiment versions")
+    now = time.time()
+    if args.csv:
+        built = await reports.build_flow_report(client, keys, args.site, flow, now, args.days)
+        return reports.report_csv(built.report).rstrip("\n")
+    document = await reports.flow_report(client, keys, args.site, flow, now, args.days)
+    if args.json:
+        return json.dumps(document, indent=2)
+    sent = document["email"].get("email", {})
+    lines = [
+        f"email flow {flow.name} ({flow.kind}, holdout {flow.holdout:.0%}): "
+        f"{sent.get('sent', 0)} sent, {sent.get('clicks', 0)} clickers, "
+        f"{sent.get('unsubscribes', 0)} unsubscribed"
+    ]
     lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
     return "\n".join(lines)
 

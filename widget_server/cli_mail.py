@@ -1,18 +1,26 @@
-"""``widget-server mail``: email flows of a site from the command line, and previews."""
+"""``widget-server mail``: email flows of a site from the command line, previews and test
+emails."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from .errors import ConfigurationError
 from .keys import Keys
-from .mail import render_preview
+from .mail import MailAddressError, TemplateError, normalize_address, render_preview
+from .mail_context import build_mail_context, mail_settings_from_env
 from .mail_flows import MailConfigError, MailFlowStore, load_config
+from .mail_preview import send_test
+from .mail_send import SendError, UncertainSendError
+from .settings import Settings
+from .sites import SiteRegistry
 
 
 def add_parsers(sub: Any) -> None:
@@ -29,11 +37,24 @@ def add_parsers(sub: Any) -> None:
     preview.add_argument("--step", type=int, default=1, help="1 = the first email")
     preview.add_argument("--locale", default="en")
     preview.add_argument("--out", type=Path, default=Path("."), help="folder for the files")
+    test = msub.add_parser(
+        "send-test",
+        help="send a flow step with sample products to one address, through the configured "
+        "transport (SMTP_URL, MAIL_WEBHOOK_URL or MAIL_OUTBOX_DIR; MAIL_FROM, MAIL_PUBLIC_URL)",
+    )
+    test.add_argument("--site", required=True)
+    test.add_argument("--to", required=True, help="the address to send the test email to")
+    test.add_argument("--flow", default="cart")
+    test.add_argument("--step", type=int, default=1, help="1 = the first email")
+    test.add_argument("--locale", default="", help="e.g. en or de (default: the site's)")
 
 
-async def run(url: str, prefix: str, args: argparse.Namespace, templates: Path) -> str:
+async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    if args.mail_command == "send-test":
+        return await _send_test(url, settings, args)
+    templates = settings.offers_dir / "emails"
     client = Redis.from_url(url)
-    store = MailFlowStore(client, Keys(prefix))
+    store = MailFlowStore(client, Keys(settings.redis_prefix))
     try:
         if args.mail_command == "flows":
             return json.dumps(json.loads((await store.get(args.site)).model_dump_json()), indent=2)
@@ -60,3 +81,34 @@ async def run(url: str, prefix: str, args: argparse.Namespace, templates: Path) 
     (args.out / f"{stem}.html").write_text(html)
     (args.out / f"{stem}.txt").write_text(text)
     return f"subject: {subject}\nwrote {args.out / stem}.html and .txt"
+
+
+async def _send_test(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    """``mail send-test``: failures become ConfigurationError, so they print as one line and
+    exit with status 2."""
+    try:
+        normalize_address(args.to)
+    except MailAddressError as exc:
+        raise ConfigurationError(f"--to refused: {exc}; nothing was sent") from None
+    mail_settings = mail_settings_from_env(os.environ, settings)
+    client = Redis.from_url(url)
+    keys = Keys(settings.redis_prefix)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            ctx = build_mail_context(
+                mail_settings,
+                client,
+                keys,
+                sites=SiteRegistry(client, keys),
+                templates_dir=settings.offers_dir / "emails",
+                http_client=http,
+            )
+            return await send_test(ctx, args.site, args.flow, args.step, args.to, args.locale)
+    except (MailAddressError, TemplateError) as exc:
+        raise ConfigurationError(f"the test email cannot be built: {exc}") from None
+    except UncertainSendError as exc:
+        raise ConfigurationError(f"the test email may or may not have arrived: {exc}") from None
+    except SendError as exc:
+        raise ConfigurationError(f"the test email was not sent: {exc}") from None
+    finally:
+        await client.aclose()

@@ -276,3 +276,11 @@ class Keys:
     def admin_audit(self) -> str:
         """List: audit entries (who, what, when, before/after) of admin changes, newest first."""
         return f"{self.prefix}:admin:audit"
+
+    # --- consent -----------------------------------------------------------------------------
+    # Double opt-in confirmation emails ride the mail queue, so their keys share its ``{mail}``
+    # tag. Email addresses never appear in key names: callers pass a digest.
+    def mail_confirmations(self, site: str, visitor: str) -> str:
+        """Hash: email digest -> UTC day a confirmation email to that address was last queued
+        for the visitor (at most one per address, visitor and day)."""
+        return f"{self.mail_tag()}:confirm:{site}:{visitor}"

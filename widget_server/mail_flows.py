@@ -96,9 +96,14 @@ class MailConfig(_Model):
     ``shop_url`` is where links lead (default: the site's first exact origin); the cart-restore
     link redirects to ``shop_url + restore_path`` with ``items=ID:QTY,...`` (and ``code``), which
     the shop turns back into a cart.
+
+    With ``double_opt_in`` a consent given from then on is pending until the visitor clicks the
+    link in a confirmation email; until then the address gets no flow emails. Consents recorded
+    before it was turned on keep their status, and turning it off does not release pending ones.
     """
 
     flows: Annotated[list[Flow], Field(max_length=20)]
+    double_opt_in: bool = False
     browse_min_views: Annotated[int, Field(ge=1, le=100)] = 2
     shop_url: Annotated[str, Field(max_length=300, pattern=r"^(https?://[^\s/?#]+)?$")] = ""
     restore_path: Annotated[str, Field(max_length=200, pattern=r"^/[^\s]*$")] = "/cart"

@@ -5,6 +5,11 @@
 - ``POST /v1/mail/unsubscribe?t=TOKEN``: RFC 8058 one-click unsubscribe (body
   ``List-Unsubscribe=One-Click``) and the page's form. An authentic token always works, even
   past its expiry: unsubscribing must never fail.
+- ``GET /v1/mail/confirm?t=TOKEN``: the double opt-in page, with a confirm button (a form, no
+  JavaScript): a prefetching link scanner confirms nothing.
+- ``POST /v1/mail/confirm?t=TOKEN``: records the confirmation (idempotent). Tampered tokens
+  answer 400, expired ones 410, links whose address or consent changed since 409; an
+  unsubscribed address stays unsubscribed.
 - ``GET /v1/mail/click?t=TOKEN``: counts the click and redirects to the signed target, only if
   that target is on one of the site's origins or its configured shop URL (no open redirect).
 - ``GET /v1/mail/restore?t=TOKEN``: redirects to the shop's cart-restore URL.
@@ -40,6 +45,7 @@ from starlette.routing import BaseRoute, Route
 from .errors import StoreUnavailable
 from .mail import MailAddressError
 from .mail_context import MailContext
+from .mail_optin import confirm_address
 from .mail_send import webhook_signature
 from .mail_tokens import BadToken, ExpiredToken, restore_target, with_utm
 from .mail_worker import default_shop_url
@@ -129,6 +135,64 @@ async def unsubscribe(ctx: MailContext, request: Request) -> Response:
     if not already and flow is not None:
         await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", time.time())
     return _page(ctx, "done", site, email=str(payload["m"]))
+
+
+def _confirm_view(
+    ctx: MailContext, state: str, site: Site | None, *, status: int = 200, **values: str
+) -> Response:
+    locale = site.locale if site else "en"
+    texts = ctx.renderer.texts(locale, shop=site.name if site else "", **values)
+    html = ctx.renderer.render_page(
+        "confirm_page.html", t=texts, state=state, lang=locale.split("-")[0], **values
+    )
+    return HTMLResponse(html, status, headers=_PAGE_HEADERS)
+
+
+async def _confirm_link(
+    ctx: MailContext, request: Request
+) -> tuple[dict[str, str], Site] | Response:
+    """The fields of an authentic, unexpired confirmation link and its site; or the error page.
+    Unlike unsubscribe links, an expired one does nothing: a confirmation must be recent."""
+    try:
+        payload = ctx.signer.verify("confirm", request.query_params.get("t", ""), now=time.time())
+    except ExpiredToken as exc:
+        key = exc.payload.get("s")
+        site = await ctx.sites.get(key) if isinstance(key, str) and 0 < len(key) <= 64 else None
+        return _confirm_view(ctx, "expired", site, status=410)
+    except BadToken:
+        return _confirm_view(ctx, "invalid", None, status=400)
+    fields = {name: payload.get(name) for name in ("s", "v", "m", "c")}
+    link = {name: value for name, value in fields.items() if isinstance(value, str) and value}
+    if len(link) != len(fields) or len(link["s"]) > 64:
+        return _confirm_view(ctx, "invalid", None, status=400)
+    site = await ctx.sites.get(link["s"])
+    if site is None:
+        return _confirm_view(ctx, "invalid", None, status=404)
+    return link, site
+
+
+async def confirm_page(ctx: MailContext, request: Request) -> Response:
+    checked = await _confirm_link(ctx, request)
+    if isinstance(checked, Response):
+        return checked
+    link, site = checked
+    action = "/v1/mail/confirm?" + urlencode({"t": request.query_params["t"]})
+    return _confirm_view(ctx, "ask", site, email=link["m"], action=action)
+
+
+async def confirm(ctx: MailContext, request: Request) -> Response:
+    checked = await _confirm_link(ctx, request)
+    if isinstance(checked, Response):
+        return checked
+    link, site = checked
+    if len(await request.body()) > 4096:
+        return _confirm_view(ctx, "invalid", site, status=413)
+    outcome = await confirm_address(ctx, site.key, link["v"], link["m"], link["c"], now=time.time())
+    if outcome in ("stale", "gone"):
+        return _confirm_view(ctx, "stale", site, status=409)
+    if await ctx.scheduler.suppression(site.key, link["m"]) is not None:
+        return _confirm_view(ctx, "suppressed", site, email=link["m"])
+    return _confirm_view(ctx, "done", site, email=link["m"])
 
 
 async def _allowed_target(ctx: MailContext, site: Site, url: str) -> bool:
@@ -260,6 +324,8 @@ def mail_routes(ctx: MailContext | Callable[[], MailContext]) -> list[BaseRoute]
     return [
         Route("/v1/mail/unsubscribe", bind(unsubscribe_page), methods=["GET"]),
         Route("/v1/mail/unsubscribe", bind(unsubscribe), methods=["POST"]),
+        Route("/v1/mail/confirm", bind(confirm_page), methods=["GET"]),
+        Route("/v1/mail/confirm", bind(confirm), methods=["POST"]),
         Route("/v1/mail/click", bind(click), methods=["GET"]),
         Route("/v1/mail/restore", bind(restore), methods=["GET"]),
         Route("/v1/mail/events", bind(provider_events), methods=["POST"]),

@@ -13,7 +13,7 @@ import hmac
 import json
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from importlib import resources
 from pathlib import Path
@@ -62,18 +62,23 @@ class MailTransport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    """Where and how to reach the relay. ``ca_file`` is a PEM file of extra certificate
+    authorities to trust (a private CA); the password is left out of ``repr``."""
+
     host: str
     port: int
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     tls: TlsMode = "plain"
     timeout_s: float = 30.0
+    ca_file: str = ""
 
 
 def parse_smtp_url(url: str) -> SmtpConfig:
     """Parse ``SMTP_URL``: ``smtp://`` (plain, port 25), ``smtp+starttls://`` (STARTTLS required,
-    587) or ``smtps://`` (implicit TLS, 465), with optional percent-encoded ``user:pass@`` and
-    ``?timeout=SECONDS``. Raises ConfigurationError naming what is wrong (never the password)."""
+    587) or ``smtps://`` (implicit TLS, 465), with optional percent-encoded ``user:pass@``,
+    ``?timeout=SECONDS`` and, with TLS, ``?ca_file=PATH`` (a PEM file of extra trusted CAs).
+    Raises ConfigurationError naming what is wrong (never the password)."""
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
@@ -82,19 +87,52 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     tls, default_port = _SCHEMES[parts.scheme]
     if not parts.hostname:
         raise ConfigurationError("SMTP_URL has no host")
+    query = parse_qs(parts.query)
     try:
         port = parts.port or default_port
-        timeout = float(parse_qs(parts.query).get("timeout", ["30"])[0])
+        timeout = float(query.get("timeout", ["30"])[0])
     except ValueError:
         raise ConfigurationError("SMTP_URL has an invalid port or timeout") from None
-    return SmtpConfig(
+    if not 0 < timeout <= 600:  # also refuses nan
+        raise ConfigurationError("SMTP_URL timeout must be between 0 and 600 seconds")
+    ca_file = query.get("ca_file", [""])[0]
+    if ca_file and tls == "plain":
+        raise ConfigurationError("SMTP_URL ca_file needs smtp+starttls:// or smtps://")
+    config = SmtpConfig(
         host=parts.hostname,
         port=port,
         username=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         tls=tls,
         timeout_s=timeout,
+        ca_file=ca_file,
     )
+    if ca_file:  # fail at start-up, not at the first send
+        _load_ca_file(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), ca_file)
+    return config
+
+
+def _load_ca_file(context: ssl.SSLContext, path: str) -> None:
+    """Trust the CAs in ``path`` too; ConfigurationError unless it is a readable PEM file with
+    a certificate."""
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ConfigurationError(f"SMTP_URL ca_file {path!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigurationError(f"SMTP_URL ca_file {path!r}: {exc.strerror}") from None
+
+
+def smtp_tls_context(config: SmtpConfig) -> ssl.SSLContext | None:
+    """The client TLS context for ``config`` (None for plain SMTP): certificate and host name
+    checked against the system's trusted CAs (which ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
+    replace), plus the CAs in ``ca_file``. Raises ConfigurationError for an unusable ca_file."""
+    if config.tls == "plain":
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if config.ca_file:
+        _load_ca_file(context, config.ca_file)
+    return context
 
 
 class OutboxTransport:
@@ -112,35 +150,35 @@ class OutboxTransport:
 
 
 class SmtpTransport:
-    """Sends each message over its own SMTP connection, step by step, to classify failures."""
+    """Sends each message over its own SMTP connection, step by step, to classify failures.
+
+    With ``smtp+starttls://`` the connection is upgraded before anything else is said: a server
+    that does not offer STARTTLS gets neither the login nor the message. The login always
+    follows the TLS handshake. Nothing the transport raises or logs contains the password.
+    """
 
     def __init__(self, config: SmtpConfig, *, tls_context: ssl.SSLContext | None = None) -> None:
         self.config = config
-        self._tls_context = tls_context
+        self._tls_context = tls_context or smtp_tls_context(config)
 
     async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
         c = self.config
         client = aiosmtplib.SMTP(
             hostname=c.host,
             port=c.port,
-            username=c.username or None,
-            password=c.password or None,
             use_tls=c.tls == "implicit",
-            start_tls=c.tls == "starttls",
+            start_tls=False,  # upgraded explicitly in _open, never opportunistically
             timeout=c.timeout_s,
             tls_context=self._tls_context,
         )
         try:
+            await self._open(client)
             try:
-                await client.connect()
                 await client.mail(sender)
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                # Wrong credentials are fixed by the operator; the email should wait, not die.
-                raise TransientSendError(f"SMTP login failed: {exc.code}") from exc
             except aiosmtplib.SMTPResponseException as exc:
                 raise _refused(exc, "sender") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise TransientSendError(f"SMTP connection failed: {exc}") from exc
+                raise TransientSendError(f"SMTP failed before DATA: {exc}") from exc
             try:
                 await client.rcpt(recipient)
             except aiosmtplib.SMTPResponseException as exc:
@@ -155,6 +193,51 @@ class SmtpTransport:
                 raise UncertainSendError(f"SMTP connection lost during DATA: {exc}") from exc
         finally:
             await _close(client)
+
+    async def _open(self, client: aiosmtplib.SMTP) -> None:
+        """Connect, upgrade to TLS when configured, log in. Every failure here is transient:
+        nothing was handed over, and what is wrong (the relay, its certificate, the
+        credentials) is fixed outside the message, so it waits for the next attempt."""
+        c = self.config
+        where = f"{c.host}:{c.port}"
+        try:
+            await client.connect()
+            if c.tls == "starttls":
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise TransientSendError(
+                        f"the SMTP server at {where} does not offer STARTTLS; SMTP_URL asks "
+                        "for smtp+starttls://, so nothing is sent without encryption"
+                    )
+                await client.starttls()
+            if c.username:
+                await client.login(c.username, c.password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Wrong credentials are fixed by the operator; the email should wait, not die.
+            raise TransientSendError(
+                f"SMTP login as {c.username!r} at {where} failed: {exc.code} "
+                "(check the user name and password in SMTP_URL)"
+            ) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientSendError(_connection_problem(exc, where)) from exc
+
+
+def _connection_problem(exc: BaseException, where: str) -> str:
+    """A message for a failure to connect that names a TLS problem when there is one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"the SMTP server at {where} presented a certificate that is not trusted "
+                f"({cause.verify_message}); for a private CA add ?ca_file=PATH to SMTP_URL"
+            )
+        if isinstance(cause, ssl.SSLError):
+            hint = ""
+            if cause.reason == "WRONG_VERSION_NUMBER":  # a plain-text greeting, not TLS
+                hint = "; does this port expect smtp+starttls:// rather than smtps://?"
+            return f"TLS with the SMTP server at {where} failed: {cause.reason or cause}{hint}"
+        cause = cause.__cause__ or cause.__context__
+    return f"SMTP connection to {where} failed: {exc}"
 
 
 def _refused(exc: aiosmtplib.SMTPResponseException, stage: str) -> SendError:

@@ -2,8 +2,8 @@
 
 A token is ``BASE64URL(JSON payload) "." BASE64URL(MAC)`` where MAC is the first 18 bytes of
 HMAC-SHA256 over ``purpose NUL payload`` with a key derived from the server's secret key. The
-purpose (``click``, ``restore``, ``unsub``) is part of the MAC, so a token made for one link can
-never be used for another. Every payload carries its expiry ``x`` (unix seconds).
+purpose (``click``, ``restore``, ``unsub``, ``confirm``) is part of the MAC, so a token made for
+one link can never be used for another. Every payload carries its expiry ``x`` (unix seconds).
 
 Links in emails never point at the shop directly: each goes through ``/v1/mail/click`` with a
 token that signs the exact target (UTM tags included), so the redirect endpoint can only ever
@@ -27,6 +27,8 @@ CLICK_TTL_S = 90 * 24 * 3600
 RESTORE_TTL_S = 14 * 24 * 3600
 # Unsubscribe links must keep working long after the email was sent.
 UNSUBSCRIBE_TTL_S = 400 * 24 * 3600
+# Double opt-in links: long enough for a weekend away, short enough to mean "just now".
+CONFIRM_TTL_S = 7 * 24 * 3600
 MAX_TOKEN_CHARS = 8192
 MAX_RESTORE_LINES = 20
 _MAC_BYTES = 18
@@ -176,3 +178,20 @@ class MailLinks:
             "campaign": self.flow,
             "content": f"step{self.step + 1}",
         }
+
+
+def confirm_link(
+    signer: LinkSigner,
+    public_url: str,
+    *,
+    site: str,
+    visitor: str,
+    email: str,
+    consent_at: str,
+    now: float,
+) -> str:
+    """The double opt-in link of a confirmation email. It names the exact consent it confirms
+    (the profile's ``email_consent_at``): a later consent, or another address, needs a new one."""
+    payload = {"s": site, "v": visitor, "m": email, "c": consent_at}
+    token = signer.sign("confirm", payload, expires=now + CONFIRM_TTL_S)
+    return f"{public_url.rstrip('/')}/v1/mail/confirm?{urlencode({'t': token})}"

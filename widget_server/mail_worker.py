@@ -30,9 +30,10 @@ from .mail import (
 )
 from .mail_context import MailContext
 from .mail_flows import Flow, MailConfig
+from .mail_optin import process_confirmation
 from .mail_send import MailTransport, PermanentSendError, TransientSendError, UncertainSendError
 from .mail_tokens import MailLinks, absolute
-from .mailjobs import MailJob, marketing_consent
+from .mailjobs import CONFIRM_FLOW, MailJob, marketing_consent
 from .sites import Site
 
 log = logging.getLogger("widget_server.mail")
@@ -97,6 +98,8 @@ async def process_job(
 ) -> str:
     """Handle one claimed job; returns ``sent``, ``deferred``, ``retry``, ``lost``, ``failed``,
     ``uncertain`` or the reason it was skipped."""
+    if job.flow == CONFIRM_FLOW:  # double opt-in confirmation emails
+        return await process_confirmation(ctx, transport, job, clock)
     now = clock()
     site = await ctx.sites.get(job.site)
     config = await ctx.flows.get(job.site)

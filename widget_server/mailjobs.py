@@ -50,6 +50,9 @@ CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent",
 SuppressionReason = Literal["unsubscribed", "bounced", "complained"]
 DEFAULT_RETENTION_S = 180 * 24 * 3600
 _JOB_SLACK_S = 14 * 24 * 3600
+# The flow name of double opt-in confirmation jobs; not a valid configured flow name.
+CONFIRM_FLOW = "@confirm"
+ConfirmationOutcome = Literal["scheduled", "pending", "already_sent", "invalid_email"]
 
 
 def _s(value: bytes | str) -> str:
@@ -65,9 +68,18 @@ def utc_day(now: float) -> str:
 
 
 def marketing_consent(profile: Mapping[str, str]) -> bool:
-    """Whether a profile allows marketing email: opted in with the address, and not withdrawn
-    through the consent banner."""
-    return profile.get("email_consent") == "1" and profile.get("consent_marketing") != "0"
+    """Whether a profile allows marketing email: opted in with the address, not withdrawn
+    through the consent banner, and confirmed when the consent was given under double opt-in
+    (the profile records that requirement with the consent, and resets both when the address
+    changes)."""
+    if profile.get("email_consent") != "1" or profile.get("consent_marketing") == "0":
+        return False
+    return profile.get("email_confirm_required") != "1" or bool(profile.get("email_confirmed_at"))
+
+
+def confirmation_job_id(site: str, visitor: str) -> str:
+    """The id of the visitor's double opt-in confirmation job (one at a time per visitor)."""
+    return f"{site}:{visitor}:{CONFIRM_FLOW}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +354,51 @@ class MailScheduler:
             if raw:
                 out.append({_s(a): _s(b) for a, b in raw.items()} | {"id": job_id})
         return out
+
+    async def confirmation_requested(
+        self, site: str, visitor: str, email: str, *, now: float, locale: str | None = None
+    ) -> ConfirmationOutcome:
+        """Queue the double opt-in confirmation email to ``email``, due at once.
+
+        At most one per address, visitor and UTC day: one Lua step checks and writes the day's
+        mark and the job. ``pending`` means a worker is sending the visitor's previous one right
+        now; an unclaimed older one (another address, or a retry) is replaced.
+        """
+        try:
+            address = normalize_address(email)
+        except MailAddressError:
+            return "invalid_email"
+        k = self._keys
+        job_id = confirmation_job_id(site, visitor)
+        fields = {
+            "site": site,
+            "visitor": visitor,
+            "flow": CONFIRM_FLOW,
+            "step": "0",
+            "email": address,
+            "locale": locale or "",
+            "scheduled": repr(now),
+            "due": repr(now),
+            "attempts": "0",
+            "claims": "0",
+        }
+        outcome = await _script(self._redis, "mail_confirm_schedule.lua")(
+            keys=[
+                k.mail_due(),
+                k.mail_leases(),
+                k.mail_job(job_id),
+                k.mail_confirmations(site, visitor),
+            ],
+            args=[
+                job_id,
+                email_digest(address),
+                utc_day(now),
+                repr(now),
+                _JOB_SLACK_S,
+                json.dumps(fields),
+            ],
+        )
+        return _s(outcome)  # type: ignore[return-value]
 
     # --- the worker's side -------------------------------------------------------------------
     async def due(self, now: float, limit: int = 100) -> list[str]:

@@ -60,6 +60,12 @@ ExitIntentKind: TypeAlias = Literal[
 ]
 DismissHow: TypeAlias = Literal["close_button", "escape", "backdrop", "timeout", "navigation"]
 ClickAction: TypeAlias = Literal["cta", "code_copy", "product", "email_submit"]
+# Who asked for the email consent: the widget's own email-capture overlay, or the shop's page
+# (its own code, or a tag manager reading the data layer).
+ConsentSource: TypeAlias = Literal["widget", "datalayer", "shop"]
+# The version of the consent text the visitor saw, as the shop names it (``2026-10-newsletter``).
+ConsentWording = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Country = Annotated[str, Meta(max_length=2, pattern=r"^([A-Z]{2})?$")]
 
 
 class _Message(Struct, frozen=True, kw_only=True):
@@ -154,6 +160,17 @@ class Purchase(_Message, frozen=True, kw_only=True):
 class Identify(_Message, frozen=True, kw_only=True):
     email: Email
     consent: bool = False
+    source: ConsentSource = "shop"
+    wording: ConsentWording | None = None
+
+
+class RecordedIdentify(Identify, frozen=True, kw_only=True):
+    """An ``identify`` as the server records it: the client's message plus what only the server
+    knows. Never parsed from a frame (a client cannot set these): ``country`` comes from the
+    trusted proxy header, ``confirm`` from the site's double opt-in setting."""
+
+    country: Country = ""
+    confirm: bool = False
 
 
 class ExitIntent(_Message, frozen=True, kw_only=True):
@@ -223,6 +240,7 @@ _TYPES_WITH_NAME = frozenset(t for t, n in _MESSAGE_TYPES if n is not None)
 WIRE_NAME: dict[type[Struct], str] = {
     cls: (name if name is not None else type_) for (type_, name), cls in _MESSAGE_TYPES.items()
 }
+WIRE_NAME[RecordedIdentify] = "identify"
 
 _json_decoder = msgspec.json.Decoder()
 

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
 
 from . import protocol as p
+from .consent import after_identify, forget, recorded_identify, trusted_country
 from .decide import LiveSignal, VisitorState
 from .errors import (
     CLOSE_INTERNAL_ERROR,
@@ -57,6 +58,7 @@ class VisitorConnection:
         self.visitor = ""
         self.session_id = ""
         self.country = ws.headers.get(services.settings.country_header, "")[:2].upper()
+        self.consent_country = trusted_country(ws.headers, services.settings.consent_country_header)
         self.armed: str | None = None
         self.shown: str | None = None
         self.last_view: SessionView | None = None
@@ -310,6 +312,11 @@ class VisitorConnection:
             if isinstance(message, p.ConsentUpdate) and not message.analytics:
                 await self._forget(message)
                 return
+            if isinstance(message, p.Identify):
+                message = await self._store_call(
+                    recorded_identify(self.services.mail, self.site, message, self.consent_country),
+                    message.id,
+                )
             await self._apply(message)
         except _NotRecorded:
             return
@@ -352,9 +359,15 @@ class VisitorConnection:
         if isinstance(message, p.OfferClicked | p.OfferDismissed):
             await offers.count_interaction(self.site, message, time.time())
         if isinstance(message, p.Identify):
-            await self.services.sessions.remember_email(self.site, self.visitor, message.email)
-            if not message.consent:
-                await self.services.mail.scheduler.consent_withdrawn(self.site, self.visitor)
+            await after_identify(
+                self.services.sessions,
+                self.services.mail,
+                self.site,
+                self.visitor,
+                message,
+                view,
+                now=time.time(),
+            )
         if isinstance(message, p.Purchase):
             self.armed = None
             if view.session.get("order_new") == "1":
@@ -371,7 +384,7 @@ class VisitorConnection:
     async def _forget(self, message: p.ConsentUpdate) -> None:
         await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)
         self._forgotten = True
-        await self.services.mail.scheduler.forget(self.site, self.visitor)
+        await forget(self.services.mail, self.site, self.visitor)
         await self.send(p.Ack(ids=[message.id]))
         await self._close(CLOSE_NORMAL, "consent withdrawn")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,8 +60,9 @@ def counts_from_hash(
     for key, value in raw.items():
         metric, _, variant = _text(key).partition(":")
         metric = (aliases or {}).get(metric, metric)
-        if variant and metric in _INTEGER_METRICS + _FLOAT_METRICS:
-            fields.setdefault(variant, {})[metric] = float(_text(value))
+        number = _number(value)
+        if variant and metric in _INTEGER_METRICS + _FLOAT_METRICS and number is not None:
+            fields.setdefault(variant, {})[metric] = number
     return {variant: _counts(variant, values) for variant, values in fields.items()}
 
 
@@ -225,7 +227,19 @@ def flow_split(flow: Flow) -> tuple[str, dict[str, float]]:
     return (HOLDOUT if flow.holdout > 0 else EMAIL_ARM), split
 
 
-async def flow_report(
+@dataclass(frozen=True, slots=True)
+class FlowReport:
+    """An email flow's report: the statistics, the cumulative series, email counts by arm
+    (``sent``, ``clicks``...) and the raw counts by step (``sent`` -> ``{"0": 12}``)."""
+
+    report: Report
+    series: Series
+    email: dict[str, dict[str, int]]
+    steps: dict[str, dict[str, int]]
+    window: list[str]
+
+
+async def build_flow_report(
     redis: Redis,
     keys: Keys,
     site: str,
@@ -233,10 +247,9 @@ async def flow_report(
     now: float,
     days: int = 90,
     settings: ExperimentSettings | None = None,
-) -> dict[str, Any]:
-    """An email flow's report in the campaigns' model (``channel`` ``email``): the ``email``
-    arm against the ``holdout``, the cumulative series, the email counts per arm and per step.
-    Counts start again when the holdout share changes (see :func:`flow_stage`)."""
+) -> FlowReport:
+    """Read a flow's counters of the last ``days`` UTC days (one round trip) and compare the
+    ``email`` arm with the ``holdout``. Counts start again when the holdout share changes."""
     window = flow_days(now, days)
     stage = flow_stage(flow)
     async with redis.pipeline(transaction=False) as pipe:
@@ -253,9 +266,9 @@ async def flow_report(
             series.append((day, running))
         for key, value in raw.items():
             metric, _, arm = _text(key).partition(":")
-            if metric in EMAIL_METRICS and arm:
+            if metric in EMAIL_METRICS and arm and (number := _number(value)) is not None:
                 totals = email.setdefault(arm, dict.fromkeys(EMAIL_METRICS, 0))
-                totals[metric] += int(float(_text(value)))
+                totals[metric] += int(number)
     control, split = flow_split(flow)
     report = experiment_report(
         f"email:{flow.name}",
@@ -268,7 +281,22 @@ async def flow_report(
     steps: dict[str, dict[str, int]] = {}
     for key, value in raw_steps.items():
         event, _, step = _text(key).partition(":")
-        steps.setdefault(event, {})[step] = int(float(_text(value)))
+        if step and (number := _number(value)) is not None:
+            steps.setdefault(event, {})[step] = int(number)
+    return FlowReport(report, series, email, steps, window)
+
+
+async def flow_report(
+    redis: Redis,
+    keys: Keys,
+    site: str,
+    flow: Flow,
+    now: float,
+    days: int = 90,
+    settings: ExperimentSettings | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a flow's report, in the campaigns' model (``channel`` ``email``)."""
+    built = await build_flow_report(redis, keys, site, flow, now, days, settings)
     return {
         "site": site,
         "channel": "email",
@@ -276,17 +304,17 @@ async def flow_report(
         "kind": flow.kind,
         "enabled": flow.enabled,
         "holdout": flow.holdout,
-        "stage": stage,
+        "stage": flow_stage(flow),
         "attribution_days": flow.attribution_days,
         "time_zone": "UTC",
         "generated_at": now,
-        "days": {"from": window[0], "to": window[-1]},
-        "report": msgspec.to_builtins(report),
-        "email": email,
-        "steps": steps,
+        "days": {"from": built.window[0], "to": built.window[-1]},
+        "report": msgspec.to_builtins(built.report),
+        "email": built.email,
+        "steps": built.steps,
         "series": [
             {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
-            for day, counts in series
+            for day, counts in built.series
         ],
     }
 
@@ -333,6 +361,14 @@ def _interval(interval: Interval | None) -> list[str]:
 
 def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:.10g}"
+
+
+def _number(value: Any) -> float | None:
+    """A counter's value, or None for one that is not a number (never written by the product)."""
+    try:
+        return float(_text(value))
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ class Settings:
     heartbeat_s: int = 25
     demo: bool = False
     country_header: str = "cf-ipcountry"
+    # Trusted proxy header whose country goes into email consent records; "" records none.
+    consent_country_header: str = ""
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
     offers_dir: Path = Path(__file__).resolve().parent.parent / "offers"
 
@@ -92,6 +95,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _header_name(env: Mapping[str, str], name: str) -> str:
+    """An HTTP header name from the environment, lower-cased; ``""`` when unset."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw and not re.fullmatch(r"[a-z0-9-]{1,64}", raw):
+        raise ConfigurationError(
+            f"{name} must be an HTTP header name like cf-ipcountry, got {raw!r}"
+        )
+    return raw
 
 
 def validate_redis_url(url: str) -> str:
@@ -170,6 +183,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         heartbeat_s=_int(env, "WIDGET_HEARTBEAT", 25, low=1, high=600),
         demo=_bool(env, "WIDGET_DEMO", False),
         country_header=(env.get("WIDGET_COUNTRY_HEADER") or "cf-ipcountry").lower(),
+        consent_country_header=_header_name(env, "WIDGET_CONSENT_COUNTRY_HEADER"),
     )
 
 
@@ -194,6 +208,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_HEARTBEAT": str(settings.heartbeat_s),
         "WIDGET_DEMO": "1" if settings.demo else "0",
         "WIDGET_COUNTRY_HEADER": settings.country_header,
+        "WIDGET_CONSENT_COUNTRY_HEADER": settings.consent_country_header,
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url

@@ -5,6 +5,9 @@
   ``"{timestamp}.{raw body}"`` with the site secret; older than 5 minutes is refused.
 - ``GET /v1/codes/{code}?site=KEY`` with ``Authorization: Bearer <site secret>``: is this code one
   we issued, for which discount, still valid? For checking generated codes at checkout.
+- ``POST /v1/visitors/erase?site=KEY`` with ``Authorization: Bearer <site secret>`` and a JSON
+  body ``{"visitor": ID}`` or ``{"email": ADDRESS}``: erase everything stored about the visitor
+  (every visitor known under the address), for privacy requests. See :mod:`.erasure`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import protocol as p
+from .admin.audit import AuditLog
+from .erasure import erase_visitor, total, visitors_for_email
+from .errors import StoreUnavailable
 from .services import Services
 from .sites import Site
 
 MAX_WEBHOOK_BYTES = 256 * 1024
 MAX_CLOCK_SKEW_S = 300
+MAX_ERASE_BYTES = 4 * 1024
+ERASE_ACTOR = "shop backend (API)"
 
 
 class OrderWebhook(Struct, frozen=True, kw_only=True):
@@ -37,6 +45,13 @@ class OrderWebhook(Struct, frozen=True, kw_only=True):
     visitor: p.VisitorId | None = None
     email: p.Email | None = None
     items: Annotated[list[p.CartItem], Meta(max_length=200)] = []
+
+
+class EraseRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Whom to erase: one visitor id, or an email address (every visitor known under it)."""
+
+    visitor: p.VisitorId | None = None
+    email: p.Email | None = None
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -115,14 +130,22 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
     return {"order_id": order.order_id, "visitor": visitor, "new_order": new_order}
 
 
+def _bearer_refused(request: Request, site: Site) -> JSONResponse | None:
+    """The 401 to send unless the request carries ``Authorization: Bearer <site secret>``."""
+    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not token or not hmac.compare_digest(token, site.secret):
+        return _error(401, "bad_token", "send Authorization: Bearer <site secret>")
+    return None
+
+
 async def code_lookup(request: Request) -> Response:
     services: Services = request.app.state.services
     site = await _site(request)
     if not isinstance(site, Site):
         return site
-    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not token or not hmac.compare_digest(token, site.secret):
-        return _error(401, "bad_token", "send Authorization: Bearer <site secret>")
+    refused = _bearer_refused(request, site)
+    if refused is not None:
+        return refused
     code = request.path_params["code"]
     if len(code) > 64:
         return JSONResponse({"code": code[:64], "valid": False, "reason": "unknown"})
@@ -168,3 +191,58 @@ async def describe_code(services: Services, site: str, code: str, now: float) ->
                         "discount": v.discount.model_dump(include={"type", "amount",
                                                                    "min_cart_value"})}  # fmt: skip
     return {"code": code, "valid": False, "reason": "unknown"}
+
+
+async def erase_request(request: Request) -> Response:
+    """Erase a visitor on the shop's request; answer the counts of what was deleted."""
+    services: Services = request.app.state.services
+    site = await _site(request)
+    if not isinstance(site, Site):
+        return site
+    refused = _bearer_refused(request, site)
+    if refused is not None:
+        return refused
+    body = await _read_limited(request, MAX_ERASE_BYTES)
+    if body is None:
+        return _error(413, p.FRAME_TOO_LARGE, f"bodies are limited to {MAX_ERASE_BYTES} bytes")
+    try:
+        wanted = msgspec.json.decode(body, type=EraseRequest)
+    except msgspec.ValidationError as exc:
+        return _error(400, p.INVALID_FIELD, str(exc))
+    except msgspec.DecodeError:
+        return _error(400, p.BAD_JSON, "the body is not valid JSON")
+    if (wanted.visitor is None) == (wanted.email is None):
+        return _error(400, p.INVALID_FIELD, 'send exactly one of "visitor" and "email"')
+    try:
+        if wanted.visitor is not None:
+            visitors = [wanted.visitor]
+        else:
+            visitors = await visitors_for_email(services, site.key, wanted.email or "")
+        reports = [await erase_visitor(services, site.key, v) for v in visitors]
+        audit = AuditLog(services.redis, services.keys)
+        for report in reports:
+            await audit.record(ERASE_ACTOR, "visitor.erase", report.visitor, site=site.key,
+                               after=report.counts())  # fmt: skip
+    except (RedisError, StoreUnavailable):
+        services.metrics.redis_errors.inc()
+        return _error(503, p.UNAVAILABLE, "the erasure did not finish; send it again")
+    return JSONResponse(
+        {
+            "site": site.key,
+            "visitors": [{"visitor": r.visitor, **r.counts()} for r in reports],
+            "deleted": total(reports),
+        }
+    )
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

@@ -516,7 +516,7 @@
           G(() => {
             const v = i.value.trim();
             if (!EM.test(v)) return i.focus();
-            ev("identify", { email: v, consent: c.checked });
+            ev("identify", { email: v, consent: c.checked, source: "widget" });
             report("email_submit");
             f.replaceWith(el("p", 0, cut(o.thanks || "Thank you!", 300)));
             focusables()[0].focus();

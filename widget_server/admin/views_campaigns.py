@@ -121,10 +121,17 @@ async def edit_campaign(admin: Admin) -> Response:
     return await _submit(admin, site, campaign)
 
 
-async def _submit(admin: Admin, site: Site, current: Campaign | None) -> Response:
+def submitted_state(admin: Admin, current: Campaign | None) -> cf.State:
+    """The editor's state from the submitted form; a stored campaign keeps its id. Saving and
+    the preview of unsaved changes both read the form through here."""
     state = cf.state_from_form(admin.form)
     if current is not None:
         state["id"] = current.id
+    return state
+
+
+async def _submit(admin: Admin, site: Site, current: Campaign | None) -> Response:
+    state = submitted_state(admin, current)
     action = admin.form.get("action", "save")
     if action != "save":
         changed = cf.apply_action(state, action)

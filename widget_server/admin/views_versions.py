@@ -1,21 +1,26 @@
-"""A campaign's versions (history with diffs, restore), its preview frame and its code pool."""
+"""A campaign's versions (history with diffs, restore), its preview frame (of the saved version,
+or of the editor's unsaved form) and its code pool."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..campaigns import Campaign
+from ..campaigns import Campaign, CampaignInvalid, Variant, parse_campaign
 from ..codes import CodePoolError, code_candidates
 from ..decide import Candidate, VisitorState
+from ..sites import Site
+from . import campaign_form as cf
 from .audit import changes
+from .form_errors import place_errors
 from .guard import Admin, Guard
 from .numbers import pool_levels, redeemed_count
-from .views_campaigns import campaign_or_none, store
+from .views_campaigns import campaign_or_none, store, submitted_state
 from .views_sites import not_found, site_or_none
 from .web import MAX_UPLOAD_BYTES, PREVIEW_CSP, redirect
 
@@ -28,6 +33,7 @@ def routes(guard: Guard) -> list[BaseRoute]:
         Route(base + "/history", guard(history)),
         Route(base + "/restore", guard(restore, "editor"), methods=["POST"]),
         Route(base + "/preview", guard(preview)),
+        Route(base + "/preview", guard(preview_edits), methods=["POST"]),
         Route(
             base + "/codes",
             guard(codes, form_limit=MAX_UPLOAD_BYTES),
@@ -108,6 +114,40 @@ async def preview(admin: Admin) -> Response:
     key = admin.request.query_params.get("variant", "")
     variant = campaign.variant(key) or campaign.variants[0]
     width = admin.request.query_params.get("width", "desktop")
+    return await _preview_page(admin, site, campaign, variant, width)
+
+
+async def preview_edits(admin: Admin) -> Response:
+    """The preview of the editor's unsaved form (posted into the editor's frame): the form is
+    read and validated exactly as saving does, and nothing is written. Invalid content shows
+    the field errors instead of an overlay. ``…/campaigns/new/preview`` previews a new one."""
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    current = None
+    if not (admin.param("campaign") == "new" and "id" in admin.form.fields):
+        current = await campaign_or_none(admin, site)
+        if current is None:
+            return not_found(admin, "campaign")
+    state = cf.normalized(submitted_state(admin, current))
+    try:
+        campaign = parse_campaign(cf.campaign_data(state))
+    except CampaignInvalid as exc:
+        _, summary = place_errors(exc.errors, state)
+        response = admin.page("preview_errors.html", status=422, summary=summary)
+        response.headers["Content-Security-Policy"] = PREVIEW_CSP
+        return response
+    index = admin.form.get("preview_variant")
+    chosen = int(index) if re.fullmatch(r"[0-9]{1,2}", index) else 0
+    chosen = chosen if chosen < len(campaign.variants) else 0
+    variant = campaign.variants[chosen]
+    return await _preview_page(admin, site, campaign, variant, admin.form.get("preview_width"))
+
+
+async def _preview_page(
+    admin: Admin, site: Site, campaign: Campaign, variant: Variant, width: str
+) -> Response:
+    """The preview page of one variant; reads the catalog, writes nothing."""
     services = admin.services
     viewed = await services.redis.hrandfield(services.keys.catalog(site.key), 1)
     state = VisitorState(

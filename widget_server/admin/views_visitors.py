@@ -1,5 +1,6 @@
 """The decision trace: find a visitor by id, session id or email, and show their profile, their
-sessions as far as they can be reconstructed, and every recorded decision in plain words."""
+sessions as far as they can be reconstructed, and every recorded decision in plain words. Owners
+can erase a visitor from here (a privacy request), after a confirmation."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..erasure import erase_visitor
+from ..errors import StoreUnavailable
 from ..services import Services
 from ..sessions import SessionView
 from . import explain
@@ -27,7 +31,10 @@ SCAN_COUNT = 1000
 
 
 def routes(guard: Guard) -> list[BaseRoute]:
-    return [Route("/sites/{site}/visitors", guard(visitors))]
+    return [
+        Route("/sites/{site}/visitors", guard(visitors)),
+        Route("/sites/{site}/visitors/erase", guard(erase, "owner"), methods=["POST"]),
+    ]
 
 
 @dataclass(slots=True)
@@ -163,6 +170,26 @@ async def visitors(admin: Admin) -> Response:
         explain=explain,
         now=time.time(),
     )
+
+
+async def erase(admin: Admin) -> Response:
+    """First POST: a confirmation page; the second (``confirm=yes``) erases the visitor, records
+    it in the audit log (the visitor id and the counts, never the email) and shows the counts."""
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    visitor = admin.form.get("visitor")
+    if not ID_PATTERN.match(visitor):
+        return admin.refuse(400, "That is not a visitor id.")
+    if admin.form.get("confirm") != "yes":
+        return admin.page("visitor_erase_confirm.html", site=site, visitor=visitor)
+    try:
+        report = await erase_visitor(admin.services, site.key, visitor)
+    except (RedisError, StoreUnavailable):
+        admin.services.metrics.redis_errors.inc()
+        return admin.refuse(503, "The erasure did not finish: the store is unavailable. Try again.")
+    await admin.record("visitor.erase", visitor, site=site.key, after=report.counts())
+    return admin.page("visitor_erased.html", site=site, report=report)
 
 
 def _offer_name(offer: str, names: Mapping[str, str]) -> str:

@@ -107,6 +107,24 @@ elseif name == 'purchase' then
     'coupon', val(m.coupon, ''), 'currency', val(m.currency, ''), 'cart', '[]', 'cart_value', 0, 'cart_items', 0,
     'cart_changed', now)
 elseif name == 'identify' then
+  -- The consent record belongs to the address: a new address starts a new record (and needs
+  -- a new confirmation). A consent repeated for the same address keeps the first record.
+  local old = redis.call('HGET', p, 'email')
+  local same = old and string.lower(old) == string.lower(m.email)
+  local had = same and redis.call('HGET', p, 'email_consent') == '1'
+  if not same or (m.consent and not had) then
+    redis.call('HDEL', p, 'email_consent_at', 'email_consent_source', 'email_consent_wording',
+      'email_consent_country', 'email_consent_withdrawn_at', 'email_confirm_required',
+      'email_confirmed_at')
+  end
+  if m.consent and not had then
+    redis.call('HSET', p, 'email_consent_at', now, 'email_consent_source', val(m.source, 'shop'),
+      'email_confirm_required', val(m.confirm, false) and 1 or 0)
+    if val(m.wording, '') ~= '' then redis.call('HSET', p, 'email_consent_wording', m.wording) end
+    if val(m.country, '') ~= '' then redis.call('HSET', p, 'email_consent_country', m.country) end
+  elseif had and not m.consent then
+    redis.call('HSET', p, 'email_consent_withdrawn_at', now)
+  end
   redis.call('HSET', p, 'email', m.email, 'email_consent', m.consent and 1 or 0,
     'identified_at', now)
   redis.call('HSET', s, 'identified', 1)
