@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosedOK
 
 from widget_server.campaign_store import CampaignStore
 from widget_server.keys import Keys
@@ -279,11 +280,15 @@ def test_erasing_by_email_removes_everything_but_counts_and_suppressions(
     assert set(again.json()["deleted"].values()) == {0}
 
 
-def test_a_connected_visitor_has_offers_withdrawn(server: ServerProcess, r: redis.Redis) -> None:
+def test_a_connected_visitor_has_offers_withdrawn_and_the_socket_closed(
+    server: ServerProcess, r: redis.Redis
+) -> None:
     site = new_site_with_campaigns(server.redis_url)
     visitor = new_visitor()
     with Client(server.ws_url) as c:
         session = c.hello(site, visitor)["session"]
+        c.event("identify", email="open-tab@example.test", consent=True)
+        c.event("cart_add", item={"id": "sku-1", "title": "Mug", "price": 12.0})
         offer = offer_after_exit(c)
         assert offer is not None
         answer = erase(server, site, {"visitor": visitor}, secret_of(r, site))
@@ -291,8 +296,13 @@ def test_a_connected_visitor_has_offers_withdrawn(server: ServerProcess, r: redi
         counts = answer.json()["visitors"][0]
         assert counts["live_sockets"] == 1 and counts["campaign_states"] == 1
         assert c.recv_until("withdraw") == {"type": "withdraw", "offer": "*"}
-        assert not r.exists(KEYS.session(site, visitor, session), KEYS.profile(site, visitor))
-        assert not r.exists(KEYS.campaign_visitor(site, "old", visitor))
+        with pytest.raises(ConnectionClosedOK):
+            c.recv(timeout=5)
+    time.sleep(0.5)  # the server's side of the close has run by now
+    # Closing scheduled no email from what the connection had in memory, and wrote nothing.
+    assert not r.exists(KEYS.mail_visitor_jobs(site, visitor))
+    assert not r.exists(KEYS.session(site, visitor, session), KEYS.profile(site, visitor))
+    assert not r.exists(KEYS.campaign_visitor(site, "old", visitor))
 
 
 def test_bad_erase_requests_are_refused_and_change_nothing(

@@ -73,7 +73,9 @@ async def after_identify(
         )
 
 
-async def forget(mail: MailContext, site: str, visitor: str) -> None:
-    """Erase the visitor's email data, the pending confirmation email included."""
-    await mail.scheduler.forget(site, visitor)
+async def forget(mail: MailContext, site: str, visitor: str) -> int:
+    """Erase the visitor's email data, the pending confirmation email included. Returns the
+    scheduled emails cancelled."""
+    cancelled = await mail.scheduler.forget(site, visitor)
     await forget_confirmation(mail, site, visitor)
+    return cancelled

@@ -10,9 +10,10 @@ Kept on purpose: aggregate counters (experiment and email statistics hold no per
 removing one visitor's share would falsify finished reports) and the site's email suppression
 list (an unsubscribe must outlive erasure).
 
-A visitor still connected gets every offer on screen withdrawn. Their socket stays open: no
-existing mechanism closes another node's socket, so a tab left open starts a fresh session (and
-profile) on its next message, as after consent was withdrawn without closing the page.
+A visitor still connected, on any node, gets every offer on screen withdrawn and the socket
+closed (:meth:`~widget_server.hub.Hub.end_visitor`); the connection forgets its in-memory view
+first, so closing schedules no email. A page that stays open starts a new, empty session when it
+reconnects.
 
 Every step is idempotent: running the erasure again finishes what a failed run left.
 """
@@ -27,6 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from .consent import forget as forget_email
 from .mail import email_digest
 from .services import Services
 
@@ -47,7 +49,7 @@ class ErasureReport:
     sent_marks: int = 0  # records of emails already sent
     campaign_states: int = 0  # per-campaign caps, variant, exposure and held code
     codes_unlinked: int = 0  # issued codes that no longer name the visitor
-    live_sockets: int = 0  # connected sockets told to withdraw their offers
+    live_sockets: int = 0  # connected sockets closed after withdrawing their offers
 
     def counts(self) -> dict[str, int]:
         """Every count by name (without the visitor id)."""
@@ -83,9 +85,7 @@ async def erase_visitor(services: Services, site: str, visitor: str) -> ErasureR
     """
     report = ErasureReport(visitor)
     redis, keys = services.redis, services.keys
-    report.live_sockets = await services.hub.send_to_visitor(
-        site, visitor, {"type": "withdraw", "offer": "*"}
-    )
+    report.live_sockets = await services.hub.end_visitor(site, visitor)
     report.emails = await _erase_email_index(services, site, visitor)
     session_ids = {_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
     report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
@@ -97,7 +97,7 @@ async def erase_visitor(services: Services, site: str, visitor: str) -> ErasureR
     report.visitor_keys += await _erase_session_owners(services, site, visitor, session_ids)
     report.sessions = len(session_ids)
     report.sent_marks = int(await redis.hlen(keys.mail_sent(site, visitor)))
-    report.email_jobs = await services.mail.scheduler.forget(site, visitor)
+    report.email_jobs = await forget_email(services.mail, site, visitor)
     report.campaign_states, report.codes_unlinked = await _erase_campaign_states(
         services, site, visitor
     )

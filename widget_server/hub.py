@@ -34,6 +34,7 @@ _json = msgspec.json.Decoder()
 RATE_METRICS = ("events", "signals", "offers")
 RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
 RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
+ERASED = {"type": "erased"}  # relayed to a visitor's sockets; never sent to a widget
 
 
 class LiveSocket(Protocol):
@@ -44,6 +45,10 @@ class LiveSocket(Protocol):
     visitor: str
 
     async def push(self, text: str) -> None: ...
+
+    async def end(self, reason: str) -> None:
+        """Withdraw the offers on screen and close, remembering nothing more of the visitor."""
+        ...
 
 
 def new_node_id() -> str:
@@ -182,6 +187,11 @@ class Hub:
         )
         return int(addressed)
 
+    async def end_visitor(self, site: str, visitor: str) -> int:
+        """Close every live socket of a visitor, on any node, after withdrawing its offers; the
+        connections remember nothing more (an erasure). Returns the sockets addressed."""
+        return await self.send_to_visitor(site, visitor, ERASED)
+
     async def broadcast(self, site: str, message: dict[str, Any]) -> int:
         """Deliver ``message`` to every live socket of a site on every node. Returns nodes."""
         payload = msgspec.json.encode({"kind": "push", "site": site, "msg": message})
@@ -247,6 +257,10 @@ class Hub:
                     await self._on_notice(envelope)
                 except Exception:
                     log.exception("a broadcast notice failed", extra={"kind": envelope.get("kind")})
+            return
+        if envelope.get("msg") == ERASED:
+            ends = [s.end("erased") for s in targets if s is not None]
+            await asyncio.gather(*ends, return_exceptions=True)
             return
         text = msgspec.json.encode(envelope.get("msg")).decode()
         sends: list[Awaitable[None]] = [s.push(text) for s in targets if s is not None]

@@ -413,6 +413,19 @@ class VisitorConnection:
             self.services.hub.count(self.site, "offers")
         await self.push(p.encode(message))
 
+    async def end(self, reason: str) -> None:
+        """The visitor was erased (on any node): forget the in-memory view, so that closing
+        schedules nothing, withdraw the offers on screen and close the socket."""
+        if self._forgotten:
+            return  # this connection withdrew consent itself and closes after its ack
+        self._forgotten = True
+        self.last_view = None
+        with contextlib.suppress(_Closed):
+            await self.send({"type": "withdraw", "offer": "*"})
+        self.services.metrics.closes.labels(str(CLOSE_NORMAL)).inc()
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.close(CLOSE_NORMAL, reason[:120])
+
     async def push(self, text: str) -> None:
         if self.ws.application_state != WebSocketState.CONNECTED:
             return
