@@ -191,3 +191,32 @@ def test_a_visitor_who_comes_back_and_buys_counts_in_the_flow_without_an_email(
         assert c.event("purchase", order_id="B-7", value=20.0)["type"] == "ack"
     assert wait_for(lambda: arm()["conversions"] == 1)
     assert _report(server.redis_url, site)["email"] == {} and sink.received == []
+
+
+def test_bounces_and_complaints_count_for_the_flow_of_the_last_email(
+    server: ServerProcess, sink: SmtpSink, worker: None, r: redis.Redis
+) -> None:
+    site = site_with_fast_flows(server.redis_url, delay_s=0.3)
+    leave_with_a_cart(server, site, new_visitor(), "bouncer@example.com")
+    leave_with_a_cart(server, site, new_visitor(), "complainer@example.com")
+    assert wait_for(lambda: len(sink.received) == 2)
+    secret = str(json.loads(r.get(Keys().site(site)))["secret"])  # type: ignore[arg-type]
+
+    def report_event(kind: str, email: str, permanent: bool = True) -> None:
+        events = {"events": [{"type": kind, "email": email, "permanent": permanent}]}
+        body = json.dumps(events).encode()
+        ts = str(int(time.time()))
+        headers = {"x-widget-timestamp": ts, "x-widget-signature": signature_for(secret, ts, body)}
+        answer = httpx.post(
+            f"{server.url}/v1/mail/events?site={site}", content=body, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+
+    report_event("bounce", "bouncer@example.com", permanent=False)  # soft: not a bounce yet
+    report_event("bounce", "Bouncer@Example.com")
+    report_event("bounce", "bouncer@example.com")  # reported twice, counted once
+    report_event("complaint", "complainer@example.com")
+    report_event("bounce", "stranger@example.com")  # never emailed: no flow to count for
+    email = _report(server.redis_url, site)["email"]["email"]  # type: ignore[index]
+    assert email["sent"] == 2 and email["bounces"] == 1 and email["delivered"] == 1
+    assert email["complaints"] == 1

@@ -11,7 +11,9 @@ Per flow, per UTC day and per *stage* (the holdout share; changing it starts a n
 like a campaign's experiment version), one hash holds ``<metric>:<arm>`` with the metrics
 ``exposures``, ``conversions``, ``revenue``, ``revenue_sq`` (the report's inputs), ``sent``
 (emails accepted by the relay), ``clicks`` (visitors who followed a link), ``click_conversions``
-(converters who had clicked within the window before buying) and ``unsubscribes``. Each
+(converters who had clicked within the window before buying), ``unsubscribes``, and the
+``bounces`` and ``complaints`` the relay reports (counted for the flow of the latest email sent
+to the address; delivered = sent - bounces). Each
 visitor's arm, exposure, click and revenue live in a small hash per flow, so attribution is one
 atomic Lua call per flow.
 """
@@ -30,7 +32,7 @@ from .keys import Keys
 from .mail_flows import Flow
 
 EMAIL_ARM = "email"
-FlowMetric = Literal["sent", "unsubscribes", "bounces"]
+FlowMetric = Literal["sent", "unsubscribes", "bounces", "complaints"]
 
 
 def flow_stage(flow: Flow) -> str:

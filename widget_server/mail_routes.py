@@ -45,6 +45,7 @@ from starlette.routing import BaseRoute, Route
 from .errors import StoreUnavailable
 from .mail import MailAddressError
 from .mail_context import MailContext
+from .mail_experiments import FlowMetric
 from .mail_optin import confirm_address
 from .mail_send import webhook_signature
 from .mail_tokens import BadToken, ExpiredToken, restore_target, with_utm
@@ -295,13 +296,32 @@ async def provider_events(ctx: MailContext, request: Request) -> Response:
             ignored += 1
             continue
         try:
+            already = await ctx.scheduler.suppression(site.key, event.email.strip().lower())
             await ctx.scheduler.suppress(site.key, event.email, _REASONS[event.type])
         except MailAddressError:
             ignored += 1
             continue
         ctx.metrics.unsubscribes.labels(_REASONS[event.type]).inc()
         suppressed += 1
+        if already is None:
+            await _count_provider_event(ctx, site.key, event)
     return JSONResponse({"suppressed": suppressed, "ignored": ignored})
+
+
+_FLOW_METRICS: dict[str, FlowMetric] = {
+    "bounce": "bounces",
+    "complaint": "complaints",
+    "unsubscribe": "unsubscribes",
+}
+
+
+async def _count_provider_event(ctx: MailContext, site: str, event: ProviderEvent) -> None:
+    """Count a hard bounce, complaint or unsubscribe for the flow whose email went last to the
+    address (the relay does not say which email it was about)."""
+    name = await ctx.scheduler.last_sent_flow(site, event.email)
+    flow = (await ctx.flows.get(site)).flow(name) if name else None
+    if flow is not None:
+        await ctx.scheduler.experiments.count(site, flow, _FLOW_METRICS[event.type], time.time())
 
 
 Handler = Callable[[MailContext, Request], Awaitable[Response]]

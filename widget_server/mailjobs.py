@@ -311,6 +311,27 @@ class MailScheduler:
             cancelled += await self._cancel_jobs(site, _s(visitor), "email", address)
         return cancelled
 
+    async def last_sent_flow(self, site: str, email: str) -> str | None:
+        """The flow of the latest email sent to ``email`` on ``site`` (by the sent marks of the
+        visitors with jobs for the address), or None; for bounces and complaints."""
+        try:
+            address = normalize_address(email).lower()
+        except MailAddressError:
+            return None
+        k = self._keys
+        visitors = await self._redis.smembers(k.mail_email_visitors(site, email_digest(address)))
+        latest: tuple[float, str] | None = None
+        for visitor in visitors:
+            for field, mark in (await self._redis.hgetall(k.mail_sent(site, _s(visitor)))).items():
+                flow, _, _ = _s(field).rpartition(":")
+                try:
+                    at = float(_s(mark).rpartition("|")[2])
+                except ValueError:
+                    continue
+                if latest is None or at > latest[0]:
+                    latest = (at, flow)
+        return latest[1] if latest else None
+
     async def suppression(self, site: str, email: str) -> str | None:
         """The reason the address is suppressed for the site, or None."""
         raw = await self._redis.hget(self._keys.mail_suppressed(site), email.strip().lower())

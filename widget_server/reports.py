@@ -211,7 +211,7 @@ async def campaign_report(
 
 
 # --- email flows -------------------------------------------------------------------------------
-EMAIL_METRICS = ("sent", "clicks", "click_conversions", "unsubscribes", "bounces")
+EMAIL_METRICS = ("sent", "clicks", "click_conversions", "unsubscribes", "bounces", "complaints")
 _EMAIL_ALIASES = {"sent": "impressions"}
 
 
@@ -269,6 +269,8 @@ async def build_flow_report(
             if metric in EMAIL_METRICS and arm and (number := _number(value)) is not None:
                 totals = email.setdefault(arm, dict.fromkeys(EMAIL_METRICS, 0))
                 totals[metric] += int(number)
+    for totals in email.values():
+        totals["delivered"] = max(0, totals["sent"] - totals["bounces"])
     control, split = flow_split(flow)
     report = experiment_report(
         f"email:{flow.name}",
