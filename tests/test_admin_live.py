@@ -269,7 +269,8 @@ def test_trace_finds_a_visitor_by_id_session_and_email_and_explains_each_campaig
         cart_page = {"url": "https://shop.test/cart", "page_type": "cart", "title": "Your cart"}
         session = c.hello(site, visitor_id, page=cart_page)["session"]
         c.event("cart_add", item={"id": "SKU-1", "quantity": 2, "price": 15.5, "title": "Mug"})
-        c.event("identify", email="Ada@Example.test", consent=True)
+        c.event("identify", email="Ada@Example.test", consent=True, source="widget",
+                wording="2026-10-newsletter")  # fmt: skip
         c.answer(c.send(dict(EXIT)))
         first = c.recv_until("offer")["offer"]
         assert first["campaign"] == "first"
@@ -289,6 +290,8 @@ def test_trace_finds_a_visitor_by_id_session_and_email_and_explains_each_campaig
     assert "qualified, but a campaign with a higher priority came first" in text.lower()
     assert "Exit intent: the pointer left through the top of the window" in text
     assert "Ada@Example.test (email marketing: yes)" in text
+    record = re.search(r'id="consent-record">(.*?)</dd>', text, re.S)
+    assert record and "from widget, wording “2026-10-newsletter”" in record.group(1)
     assert "2 items, 31.00" in text and "2 \u00d7 Mug at 15.50" in text
     assert "shown 1, clicked 0, closed 0" in text and "Your cart" in text
     assert f'id="session-{session}"' in text
