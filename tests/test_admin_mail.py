@@ -666,3 +666,45 @@ def test_a_marketer_previews_and_edits_an_email_in_the_browser(
         width = phone.evaluate("() => document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (path, width)
     assert phone.frame_locator("#email-frame").get_by_text("Merino wool sweater").first.is_visible()
+
+
+def test_a_test_email_is_sent_from_the_preview_and_counted_nowhere(
+    server: ServerProcess, redis_url: str, r: redis.Redis, tmp_path: Any
+) -> None:
+    from .mail_support import SmtpSink
+
+    owner = AdminClient(server)
+    assert owner.login(make_user(redis_url, "owner")).status_code == 303
+    site = new_site_key(owner)
+    path = emails(site, "/cart/1/test?locale=de")
+    # This server cannot send: the page says which settings are missing, and sends nothing.
+    refused = owner.post(path, {"to": "me@example.com"})
+    assert refused.status_code == 422 and "SMTP_URL" in unescape(refused.text)
+    with SmtpSink() as sink:
+        sending = ServerProcess(redis_url, tmp_path / "sender", SMTP_URL=sink.url,
+                                MAIL_FROM="shop@example.com",
+                                MAIL_PUBLIC_URL="https://offers.example.com").start()  # fmt: skip
+        try:
+            client = AdminClient(sending)
+            assert client.login(make_user(redis_url, "editor")).status_code == 303
+            before = {key: r.type(key) for key in r.scan_iter(f"*{site}*")}
+            sent = client.post(path, {"to": "me@example.com"})
+            assert sent.status_code == 200 and 'id="test-sent"' in sent.text
+            [received] = sink.received
+            assert received.message["Subject"].startswith("[Test] ")
+            assert received.rcpt_tos == ["me@example.com"]
+            hostile = client.post(path, {"to": "me@example.com\r\nBcc: all@example.com"})
+            assert hostile.status_code == 422 and 'id="test-error"' in hostile.text
+            assert len(sink.received) == 1
+            # No job, no mark, no statistic: the site's keys are the same as before.
+            after = {key: r.type(key) for key in r.scan_iter(f"*{site}*")}
+            assert {k for k in after if "audit" not in str(k)} == set(before)
+            viewer = AdminClient(sending)
+            assert viewer.login(make_user(redis_url, "viewer")).status_code == 303
+            assert viewer.post(path, {"to": "me@example.com"}).status_code == 403
+            assert len(sink.received) == 1
+            client.close()
+            viewer.close()
+        finally:
+            sending.stop()
+    owner.close()

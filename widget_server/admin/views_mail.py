@@ -22,8 +22,10 @@ from starlette.routing import BaseRoute, Route
 
 from .. import reports
 from ..errors import ConfigurationError
-from ..mail import TemplateError, render_preview
+from ..mail import MailAddressError, TemplateError, render_preview
 from ..mail_flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigError, load_config
+from ..mail_preview import send_test
+from ..mail_send import SendError
 from ..mail_worker import default_shop_url
 from ..services import Services
 from ..sites import Site
@@ -77,6 +79,7 @@ def routes(guard: Guard) -> list[BaseRoute]:
         Route(base + "/reset", guard(reset, "editor"), methods=["POST"]),
         Route(base + "/{flow}/{step}/preview", guard(preview)),
         Route(base + "/{flow}/{step}/email", guard(email_frame)),
+        Route(base + "/{flow}/{step}/test", guard(send_test_email, "editor"), methods=["POST"]),
         Route("/api" + base + "/{flow}/report.json", guard(results_json)),
         Route("/api" + base + "/{flow}/report.csv", guard(results_csv)),
     ]
@@ -413,7 +416,9 @@ def render_step(services: Services, ref: StepRef, locale: str) -> tuple[str, str
     )
 
 
-async def preview(admin: Admin) -> Response:
+async def preview(
+    admin: Admin, *, test_sent: str = "", test_error: str = "", test_to: str = "", status: int = 200
+) -> Response:
     ref = await step_or_none(admin)
     if isinstance(ref, Response):
         return ref
@@ -439,7 +444,32 @@ async def preview(admin: Admin) -> Response:
         problem=problem,
         sender=ref.config.sender_name or ref.site.name,
         from_address=services.mail.settings.from_address,
+        test_sent=test_sent,
+        test_error=test_error,
+        test_to=test_to,
+        status=status,
     )
+
+
+async def send_test_email(admin: Admin) -> Response:
+    """Send this step to one address as a test (:func:`~widget_server.mail_preview.send_test`:
+    no job, no sent mark, no statistics); the outcome is shown on the preview page."""
+    ref = await step_or_none(admin)
+    if isinstance(ref, Response):
+        return ref
+    to = admin.form.get("to").strip()[:254]
+    locale = chosen_locale(admin, ref.site, locales(admin.services))
+    try:
+        report = await send_test(
+            admin.services.mail, ref.site.key, ref.flow.name, ref.number, to, locale
+        )
+    except (MailAddressError, ConfigurationError, SendError) as exc:
+        return await preview(admin, test_error=str(exc), test_to=to, status=422)
+    await admin.record(
+        "mail.test_send", ref.site.key, site=ref.site.key, after={"flow": ref.flow.name,
+        "step": ref.number, "locale": locale}
+    )  # fmt: skip
+    return await preview(admin, test_sent=report, test_to=to)
 
 
 async def email_frame(admin: Admin) -> Response:
