@@ -318,7 +318,7 @@ def test_assignment_is_the_same_on_two_processes(
     exposures = sum(
         row["exposures"] for row in rows(server_report(redis_url, site, campaign)).values()
     )
-    assert exposures == 300
+    assert exposures == 150  # each visitor counts once, however many nodes and sessions
 
 
 # --- the command ---------------------------------------------------------------------------------
