@@ -225,7 +225,8 @@ def test_results_compare_the_emails_with_the_holdout(owner: AdminClient, redis_u
         finally:
             await client.aclose()
 
-    asyncio.run(traffic())
+    with ThreadPoolExecutor(1) as pool:  # a browser test may keep an event loop on this thread
+        pool.submit(asyncio.run, traffic()).result()
     html = owner.get(emails(site)).text
     rows = table(html, "results-table-cart")
     assert rows[0] == ["Measure", "holdoutno email", "emails"]  # "holdout" and its badge
@@ -673,8 +674,13 @@ def test_a_test_email_is_sent_from_the_preview_and_counted_nowhere(
 ) -> None:
     from .mail_support import SmtpSink
 
+    def account(role: str) -> str:
+        # Off this thread: a browser test of this module may keep an event loop running here.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(make_user, redis_url, role).result()
+
     owner = AdminClient(server)
-    assert owner.login(make_user(redis_url, "owner")).status_code == 303
+    assert owner.login(account("owner")).status_code == 303
     site = new_site_key(owner)
     path = emails(site, "/cart/1/test?locale=de")
     # This server cannot send: the page says which settings are missing, and sends nothing.
@@ -686,7 +692,7 @@ def test_a_test_email_is_sent_from_the_preview_and_counted_nowhere(
                                 MAIL_PUBLIC_URL="https://offers.example.com").start()  # fmt: skip
         try:
             client = AdminClient(sending)
-            assert client.login(make_user(redis_url, "editor")).status_code == 303
+            assert client.login(account("editor")).status_code == 303
             before = {key: r.type(key) for key in r.scan_iter(f"*{site}*")}
             sent = client.post(path, {"to": "me@example.com"})
             assert sent.status_code == 200 and 'id="test-sent"' in sent.text
@@ -700,7 +706,7 @@ def test_a_test_email_is_sent_from_the_preview_and_counted_nowhere(
             after = {key: r.type(key) for key in r.scan_iter(f"*{site}*")}
             assert {k for k in after if "audit" not in str(k)} == set(before)
             viewer = AdminClient(sending)
-            assert viewer.login(make_user(redis_url, "viewer")).status_code == 303
+            assert viewer.login(account("viewer")).status_code == 303
             assert viewer.post(path, {"to": "me@example.com"}).status_code == 403
             assert len(sink.received) == 1
             client.close()
