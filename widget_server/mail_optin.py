@@ -43,7 +43,8 @@ from .mail import (
     one_line,
 )
 from .mail_context import MailContext
-from .mail_send import MailTransport, PermanentSendError, TransientSendError, UncertainSendError
+from .mail_delivery import deliver
+from .mail_send import MailTransport
 from .mail_tokens import CONFIRM_TTL_S, MailLinks, confirm_link
 from .mailjobs import CONFIRM_FLOW, MailJob, confirmation_job_id
 from .sessions import SessionView
@@ -53,7 +54,6 @@ log = logging.getLogger("widget_server.mail")
 
 ConfirmOutcome = Literal["confirmed", "already", "stale", "gone"]
 MAX_CLAIMS = 10
-MAX_RETRY_DELAY_S = 6 * 3600
 
 
 @functools.cache
@@ -123,7 +123,13 @@ async def process_confirmation(
         return "lost"
     if committed != "ok":
         return await _drop(ctx, job, committed)
-    return await _deliver(ctx, transport, job, message, now)
+    outcome = await deliver(
+        ctx, transport, job, message, now, release=lambda: _mark(ctx, job, "undo", now)
+    )
+    if outcome == "sent":
+        ctx.metrics.sent.labels(CONFIRM_FLOW).inc()
+        await _count(ctx, job.site, "sent")
+    return outcome
 
 
 async def compose_confirmation(
@@ -182,44 +188,6 @@ async def compose_confirmation(
         unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
         now=now,
     )
-
-
-async def _deliver(
-    ctx: MailContext, transport: MailTransport, job: MailJob, message: EmailMessage, now: float
-) -> str:
-    scheduler, metrics = ctx.scheduler, ctx.metrics
-    try:
-        await transport.send(message, sender=ctx.settings.from_address, recipient=job.email)
-    except TransientSendError as exc:
-        metrics.failures.labels("transient").inc()
-        await _mark(ctx, job, "undo", now)  # certainly not accepted: it may go out later
-        if job.attempts + 1 >= ctx.settings.max_attempts:
-            log.warning(
-                "confirmation %s gave up after %d attempts: %s", job.id, job.attempts + 1, exc
-            )
-            await scheduler.fail(job, retry_at=None, error=str(exc), uncommit=False)
-            return "failed"
-        delay = min(ctx.settings.retry_base_s * 2**job.attempts, MAX_RETRY_DELAY_S)
-        await scheduler.fail(job, retry_at=now + delay, error=str(exc), uncommit=False)
-        metrics.retries.inc()
-        return "retry"
-    except PermanentSendError as exc:
-        metrics.failures.labels("permanent").inc()
-        log.warning("confirmation %s refused: %s", job.id, exc)
-        if exc.recipient_refused:
-            await scheduler.suppress(job.site, job.email, "bounced", now=now)
-            metrics.unsubscribes.labels("bounced").inc()
-        await scheduler.fail(job, retry_at=None, error=str(exc), uncommit=False)
-        return "failed"
-    except UncertainSendError as exc:
-        metrics.failures.labels("uncertain").inc()
-        log.warning("confirmation %s may not have been delivered: %s", job.id, exc)
-        await scheduler.complete(job)
-        return "uncertain"
-    await scheduler.complete(job)
-    metrics.sent.labels(CONFIRM_FLOW).inc()
-    await _count(ctx, job.site, "sent")
-    return "sent"
 
 
 async def _mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:

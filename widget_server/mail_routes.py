@@ -84,14 +84,27 @@ def _origin(url: str) -> str:
 
 
 def _page(
-    ctx: MailContext, state: str, site: Site | None, *, status: int = 200, **values: str
+    ctx: MailContext,
+    state: str,
+    site: Site | None,
+    *,
+    status: int = 200,
+    template: str = "unsubscribe_page.html",
+    **values: str,
 ) -> Response:
+    """A page of ``template`` in the site's language, in ``state`` (``ask``, ``done``...)."""
     locale = site.locale if site else "en"
     texts = ctx.renderer.texts(locale, shop=site.name if site else "", **values)
     html = ctx.renderer.render_page(
-        "unsubscribe_page.html", t=texts, state=state, lang=locale.split("-")[0], **values
+        template, t=texts, state=state, lang=locale.split("-")[0], **values
     )
     return HTMLResponse(html, status, headers=_PAGE_HEADERS)
+
+
+def _confirm_view(
+    ctx: MailContext, state: str, site: Site | None, *, status: int = 200, **values: str
+) -> Response:
+    return _page(ctx, state, site, status=status, template="confirm_page.html", **values)
 
 
 async def _unsubscribe_token(
@@ -136,17 +149,6 @@ async def unsubscribe(ctx: MailContext, request: Request) -> Response:
     if not already and flow is not None:
         await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", time.time())
     return _page(ctx, "done", site, email=str(payload["m"]))
-
-
-def _confirm_view(
-    ctx: MailContext, state: str, site: Site | None, *, status: int = 200, **values: str
-) -> Response:
-    locale = site.locale if site else "en"
-    texts = ctx.renderer.texts(locale, shop=site.name if site else "", **values)
-    html = ctx.renderer.render_page(
-        "confirm_page.html", t=texts, state=state, lang=locale.split("-")[0], **values
-    )
-    return HTMLResponse(html, status, headers=_PAGE_HEADERS)
 
 
 async def _confirm_link(

@@ -5,9 +5,9 @@ the visitor's profile still exists (erasure deletes it); no purchase since the j
 (profile ``last_purchase``); marketing consent still given; the address still the profile's.
 Then, atomically in :meth:`~widget_server.mailjobs.MailScheduler.commit`: the lease is still
 ours, the address is not unsubscribed/bounced/complained, consent was not withdrawn since
-scheduling, the step was never sent, and the visitor's daily cap is not reached. Transient
-failures are retried with exponential backoff (``retry_base_s * 2**attempts``, at most six
-hours apart, ``max_attempts`` in all); see :mod:`widget_server.mailjobs` for the guarantee.
+scheduling, the step was never sent, and the visitor's daily cap is not reached. Sending and
+retries are :func:`~widget_server.mail_delivery.deliver`; see :mod:`widget_server.mailjobs`
+for the guarantee.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from .mail import (
     build_message,
 )
 from .mail_context import MailContext
+from .mail_delivery import deliver
 from .mail_flows import Flow, MailConfig
 from .mail_optin import process_confirmation
-from .mail_send import MailTransport, PermanentSendError, TransientSendError, UncertainSendError
+from .mail_send import MailTransport
 from .mail_tokens import MailLinks, absolute
 from .mailjobs import CONFIRM_FLOW, MailJob, marketing_consent
 from .sites import Site
@@ -39,7 +40,6 @@ from .sites import Site
 log = logging.getLogger("widget_server.mail")
 
 MAX_CLAIMS = 10
-MAX_RETRY_DELAY_S = 6 * 3600
 Clock = Callable[[], float]
 
 
@@ -128,47 +128,13 @@ async def process_job(
         return "lost"
     if committed != "ok":
         return await _skip(ctx, job, committed)
-    outcome = await _send(ctx, transport, job, message, now)
+    outcome = await deliver(ctx, transport, job, message, now)
     if outcome == "sent":
+        ctx.metrics.sent.labels(job.flow).inc()
+        await _count(ctx, job, f"sent:{job.step}")
         with contextlib.suppress(RedisError):
             await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
     return outcome
-
-
-async def _send(
-    ctx: MailContext, transport: MailTransport, job: MailJob, message: EmailMessage, now: float
-) -> str:
-    scheduler, metrics = ctx.scheduler, ctx.metrics
-    try:
-        await transport.send(message, sender=ctx.settings.from_address, recipient=job.email)
-    except TransientSendError as exc:
-        metrics.failures.labels("transient").inc()
-        if job.attempts + 1 >= ctx.settings.max_attempts:
-            log.warning("mail job %s gave up after %d attempts: %s", job.id, job.attempts + 1, exc)
-            await scheduler.fail(job, retry_at=None, error=str(exc), uncommit=True)
-            return "failed"
-        delay = min(ctx.settings.retry_base_s * 2**job.attempts, MAX_RETRY_DELAY_S)
-        await scheduler.fail(job, retry_at=now + delay, error=str(exc), uncommit=True)
-        metrics.retries.inc()
-        return "retry"
-    except PermanentSendError as exc:
-        metrics.failures.labels("permanent").inc()
-        log.warning("mail job %s refused: %s", job.id, exc)
-        if exc.recipient_refused:
-            await scheduler.suppress(job.site, job.email, "bounced", now=now)
-            metrics.unsubscribes.labels("bounced").inc()
-        await scheduler.fail(job, retry_at=None, error=str(exc), uncommit=False)
-        return "failed"
-    except UncertainSendError as exc:
-        # It may have arrived: keep the sent mark, never retry (at most once).
-        metrics.failures.labels("uncertain").inc()
-        log.warning("mail job %s may not have been delivered: %s", job.id, exc)
-        await scheduler.complete(job)
-        return "uncertain"
-    await scheduler.complete(job)
-    metrics.sent.labels(job.flow).inc()
-    await _count(ctx, job, f"sent:{job.step}")
-    return "sent"
 
 
 async def _skip(ctx: MailContext, job: MailJob, reason: str) -> str:

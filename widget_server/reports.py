@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -118,14 +118,50 @@ async def daily_series(
 ) -> Series:
     """Cumulative counts by variant at the end of each day, oldest day first (one round trip)."""
     ordered = sorted(set(days))
+    per_day = await _per_day(redis, keys, site, campaign, ordered, version)
+    return _cumulative(zip(ordered, per_day, strict=True))
+
+
+def _cumulative(days: Iterable[tuple[str, Mapping[str, VariantCounts]]]) -> Series:
+    """Running totals by variant at the end of each day, in the order given."""
     series: Series = []
     running: dict[str, VariantCounts] = {}
-    for day, counts in zip(
-        ordered, await _per_day(redis, keys, site, campaign, ordered, version), strict=True
-    ):
+    for day, counts in days:
         running = _merged(running, counts)
         series.append((day, running))
     return series
+
+
+def _from_first_data(series: Series) -> Series:
+    """``series`` from its first day with data on (charts and looks start there)."""
+    first = next((i for i, (_, counts) in enumerate(series) if counts), len(series))
+    return series[first:]
+
+
+def _judged(
+    name: str,
+    series: Series,
+    control: str,
+    split: Mapping[str, float],
+    settings: ExperimentSettings | None,
+) -> Report:
+    """The report on the last day of ``series``; every earlier day is one look of the
+    sequential test."""
+    return experiment_report(
+        name,
+        series[-1][1] if series else {},
+        control,
+        split,
+        settings or ExperimentSettings(),
+        history=[counts for _, counts in series[:-1]],
+    )
+
+
+def _series_json(series: Series) -> list[dict[str, Any]]:
+    return [
+        {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
+        for day, counts in series
+    ]
 
 
 def report_days(campaign: Campaign, now: float, days: int = 90) -> list[str]:
@@ -162,22 +198,11 @@ async def build_report(
     """The experiment report over the last ``days`` days and its cumulative daily series (each
     day is one look of the sequential test)."""
     days_back = report_days(campaign, now, days)
-    series = await daily_series(
-        redis, keys, site, campaign.id, days_back, campaign.experiment_version
+    series = _from_first_data(
+        await daily_series(redis, keys, site, campaign.id, days_back, campaign.experiment_version)
     )
-    while series and not series[0][1]:
-        series.pop(0)  # the chart starts on the first day with data
-    totals = series[-1][1] if series else {}
     control, split = campaign_split(campaign)
-    report = experiment_report(
-        campaign.id,
-        totals,
-        control,
-        split,
-        settings or ExperimentSettings(),
-        history=[counts for _, counts in series[:-1]],
-    )
-    return report, series
+    return _judged(campaign.id, series, control, split, settings), series
 
 
 async def campaign_report(
@@ -203,10 +228,7 @@ async def campaign_report(
         "generated_at": now,
         "days": {"from": window[0], "to": window[-1]} if window else None,
         "report": msgspec.to_builtins(report),
-        "series": [
-            {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
-            for day, counts in series
-        ],
+        "series": _series_json(series),
     }
 
 
@@ -257,13 +279,14 @@ async def build_flow_report(
             pipe.hgetall(keys.flow_stats(site, flow.name, stage, day))
         pipe.hgetall(keys.mail_stats(site, flow.name))
         *raw_days, raw_steps = await pipe.execute()
-    series: Series = []
-    running: dict[str, VariantCounts] = {}
+    series = _from_first_data(
+        _cumulative(
+            (day, counts_from_hash(raw, _EMAIL_ALIASES))
+            for day, raw in zip(window, raw_days, strict=True)
+        )
+    )
     email: dict[str, dict[str, int]] = {}
-    for day, raw in zip(window, raw_days, strict=True):
-        running = _merged(running, counts_from_hash(raw, _EMAIL_ALIASES))
-        if running:
-            series.append((day, running))
+    for raw in raw_days:
         for key, value in raw.items():
             metric, _, arm = _text(key).partition(":")
             if metric in EMAIL_METRICS and arm and (number := _number(value)) is not None:
@@ -272,14 +295,7 @@ async def build_flow_report(
     for totals in email.values():
         totals["delivered"] = max(0, totals["sent"] - totals["bounces"])
     control, split = flow_split(flow)
-    report = experiment_report(
-        f"email:{flow.name}",
-        series[-1][1] if series else {},
-        control,
-        split,
-        settings or ExperimentSettings(),
-        history=[counts for _, counts in series[:-1]],
-    )
+    report = _judged(f"email:{flow.name}", series, control, split, settings)
     steps: dict[str, dict[str, int]] = {}
     for key, value in raw_steps.items():
         event, _, step = _text(key).partition(":")
@@ -314,10 +330,7 @@ async def flow_report(
         "report": msgspec.to_builtins(built.report),
         "email": built.email,
         "steps": built.steps,
-        "series": [
-            {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
-            for day, counts in built.series
-        ],
+        "series": _series_json(built.series),
     }
 
 
