@@ -1,16 +1,30 @@
 # The two commands a newcomer needs: `make demo` runs the product, `make test` runs every test.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+#
+# Every install comes from uv.lock (exact versions and hashes). uv itself is pinned below and
+# installed with pip into .tools/; it uses the Python that runs make, never a downloaded one.
+PYTHON     ?= python3
+UV_VERSION := 0.13.9
+VENV       := .venv
+BIN        := $(VENV)/bin
+TOOLS      := .tools
+UV         := $(TOOLS)/bin/uv
+STAMP      := $(VENV)/.installed
+# Parallel test processes (pytest-xdist): one per core by default; `make test JOBS=0` runs serially.
+JOBS       ?= auto
 
-.PHONY: demo test lint typecheck unit bench format clean
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint typecheck unit bench format lock upgrade clean
+
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+# --locked: stop with an error when uv.lock does not match pyproject.toml (run `make lock`).
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev --compile-bytecode --python $(PYTHON)
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,8 +39,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Byte-compiled once here, so the many server and CLI processes the tests start need not
+# compile the package each time (PYTHONDONTWRITEBYTECODE is common on CI machines).
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/python -m compileall -q widget_server
+	$(BIN)/pytest -n $(JOBS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/realtime.py
@@ -36,5 +53,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# After editing dependencies in pyproject.toml: re-resolve, keeping every other pin.
+lock: $(UV)
+	$(UV) lock
+
+# A deliberate upgrade of everything to the newest allowed versions (commit uv.lock on its own).
+upgrade: $(UV)
+	$(UV) lock --upgrade
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -38,8 +38,9 @@ from widget_server.metrics import Metrics  # noqa: E402
 from widget_server.offers import OfferEngine  # noqa: E402
 from widget_server.scripts import Scripts  # noqa: E402
 from widget_server.sessions import SessionStore, SessionView  # noqa: E402
+from widget_server.shipped import EXAMPLES_DIR  # noqa: E402
 
-EXAMPLES = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+EXAMPLES = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
 
 
 def log(message: str) -> None:

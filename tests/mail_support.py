@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import os
 import secrets
 import ssl
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -28,13 +31,15 @@ from widget_server import protocol as p
 from widget_server.embedded import free_port
 from widget_server.keys import Keys
 from widget_server.mail_context import MailContext, MailSettings, build_mail_context
-from widget_server.mail_flows import Flow, FlowStep, MailConfig
+from widget_server.mail_flows import Flow, FlowStep, MailConfig, MailFlowStore
 from widget_server.mail_routes import mail_routes
 from widget_server.mail_worker import run_worker
 from widget_server.mailjobs import ScheduleResult
 from widget_server.scripts import Scripts
 from widget_server.sessions import SessionStore, SessionView
 from widget_server.sites import SiteRegistry, new_site
+
+from .support import ROOT, ServerProcess, add_site
 
 SECRET = "test-secret-key-that-is-long-enough"
 PUBLIC_URL = "https://mail.test"
@@ -105,6 +110,24 @@ class SmtpSink:
 
     def messages(self) -> list[EmailMessage]:
         return [r.message for r in self.received]
+
+    def strays(self, sites: set[str]) -> list[str]:
+        """Recipients of received messages that belong to none of ``sites``.
+
+        Tests address their shoppers with :func:`address_for` (``name@SITE.test``), so a message
+        for another test's site shows up here.
+        """
+        return [
+            rcpt
+            for r in self.received
+            for rcpt in r.rcpt_tos
+            if rcpt.rpartition("@")[2].removesuffix(".test") not in sites
+        ]
+
+
+def address_for(site: str, name: str) -> str:
+    """A shopper's email address that names the test's site: ``name@SITE.test``."""
+    return f"{name}@{site}.test"
 
 
 def fast_config(*delays_s: float, daily_cap: int = 20, **config: Any) -> MailConfig:
@@ -275,6 +298,97 @@ def scenario(
                 await body(Scenario(ctx, smtp, site))
 
     asyncio.run(main())
+
+
+@dataclass
+class IsolatedShop:
+    """A server and a ``widget-server worker`` with a Redis key prefix of their own, sending to
+    an SMTP sink of their own: no other test's sites, visitors, email jobs or messages can reach
+    this test, even when one of them leaves a visitor whose email falls due later."""
+
+    server: ServerProcess
+    sink: SmtpSink
+    keys: Keys
+    sites: set[str] = field(default_factory=set)
+
+    def add_site(self) -> str:
+        site = add_site(self.server.redis_url, keys=self.keys)
+        self.sites.add(site)
+        return site
+
+    def site_with_fast_flows(self, delay_s: float) -> str:
+        """A site whose cart email goes ``delay_s`` seconds after the visitor leaves."""
+        site = self.add_site()
+
+        async def save() -> None:
+            client = Redis.from_url(self.server.redis_url)
+            try:
+                await MailFlowStore(client, self.keys).save(site, fast_config(delay_s))
+            finally:
+                await client.aclose()
+
+        asyncio.run(save())
+        return site
+
+    def site_secret(self, site: str) -> str:
+        async def read() -> str:
+            client = Redis.from_url(self.server.redis_url)
+            try:
+                found = await SiteRegistry(client, self.keys).get(site)
+            finally:
+                await client.aclose()
+            assert found is not None
+            return found.secret
+
+        return asyncio.run(read())
+
+    def received_for(self, site: str) -> list[Received]:
+        return [
+            r for r in self.sink.received if all(a.endswith(f"@{site}.test") for a in r.rcpt_tos)
+        ]
+
+
+@contextlib.contextmanager
+def isolated_shop(redis_url: str, directory: Path) -> Iterator[IsolatedShop]:
+    """Start an :class:`IsolatedShop`; on the way out, fail if its SMTP server saw a message for
+    a site the test did not make."""
+    keys = Keys(prefix="i" + secrets.token_hex(4))
+    with SmtpSink() as sink:
+        server = ServerProcess(
+            redis_url, directory / "server", WIDGET_REDIS_PREFIX=keys.prefix
+        ).start()
+        log_path = directory / "worker.log"
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "WIDGET_DATA_DIR": str(server.data_dir),  # the same secret key as the server
+            "WIDGET_REDIS_PREFIX": keys.prefix,
+            "SMTP_URL": sink.url,
+            "MAIL_FROM": "shop@example.com",
+            "MAIL_PUBLIC_URL": server.url,
+            "WIDGET_LOG_LEVEL": "info",
+        }
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "widget_server.cli", "worker"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        shop = IsolatedShop(server, sink, keys)
+        try:
+            # Ready once it says so: a stop signal before then would not be a clean shutdown.
+            deadline = time.monotonic() + 30
+            while "mail worker started" not in log_path.read_text():
+                assert worker.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+            yield shop
+        finally:
+            worker.terminate()
+            code = worker.wait(15)
+            server.stop()
+        assert code == 0, log_path.read_text()
+        strays = sink.strays(shop.sites)
+        assert not strays, f"this test's SMTP server got messages for other sites: {strays}"
 
 
 @dataclass

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,13 @@ from widget_server.keys import Keys
 from widget_server.sites import SiteRegistry, new_site
 
 ROOT = Path(__file__).resolve().parent.parent
+# Browser tests save screenshots here: a throwaway folder, unless SCREENSHOTS_DIR names one
+# (`SCREENSHOTS_DIR=docs/img make test` refreshes the pictures the README shows).
+SCREENSHOTS = (
+    ROOT / os.environ["SCREENSHOTS_DIR"]
+    if os.environ.get("SCREENSHOTS_DIR")
+    else (Path(tempfile.gettempdir()) / "widget-server-screenshots")
+)
 
 
 class ServerProcess:
@@ -90,14 +98,20 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
-def add_site(redis_url: str, origins: list[str] | None = None, key: str | None = None) -> str:
+def add_site(
+    redis_url: str,
+    origins: list[str] | None = None,
+    key: str | None = None,
+    *,
+    keys: Keys | None = None,
+) -> str:
     """Create a site with a fresh key (so tests never share state) and return its key."""
     key = key or "t" + secrets.token_hex(5)
 
     async def save() -> None:
         client = Redis.from_url(redis_url)
         try:
-            await SiteRegistry(client, Keys()).save(
+            await SiteRegistry(client, keys or Keys()).save(
                 new_site(key, origins=origins if origins is not None else ["https://shop.test"])
             )
         finally:

@@ -29,6 +29,7 @@ from widget_server.admin.auth import COOKIE, session_digest
 from widget_server.admin.form_errors import place_errors
 from widget_server.campaigns import FieldError
 from widget_server.keys import Keys
+from widget_server.shipped import EXAMPLES_DIR
 
 from .support import ROOT, ServerProcess, message_campaign, save_campaigns
 
@@ -522,7 +523,7 @@ def test_every_demo_campaign_survives_the_editor_unchanged(
     owner: AdminClient, redis_url: str, r: redis.Redis
 ) -> None:
     site = new_site_key(owner)
-    examples = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+    examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
     save_campaigns(redis_url, site, examples)
     for example in examples:
         before = stored_campaign(r, site, example["id"])

@@ -1,4 +1,4 @@
-"""The admin in a real Chromium: a marketer's whole journey (with the screenshots in docs/img),
+"""The admin in a real Chromium: a marketer's whole journey (with screenshots),
 the live preview in its frame, JavaScript enhancements, XSS payloads, roles and small screens."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from widget_server.admin.accounts import AccountStore, Role
 from widget_server.keys import Keys
 
-from .support import ROOT, ServerProcess
+from .support import SCREENSHOTS, ServerProcess
 from .test_admin import PASSWORD, XSS
 
 pytestmark = pytest.mark.browser
@@ -30,7 +30,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 375, "height": 740}
-SCREENSHOTS = ROOT / "docs" / "img"
 
 
 @pytest.fixture(scope="module")

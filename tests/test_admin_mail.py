@@ -1,6 +1,6 @@
 """The admin's Emails tab over real HTTP against a real server process (flows in words, counts
 from Redis, previews, the JSON editor with its errors, audit, roles, CSRF, hostile values), and
-once in a real Chromium (with the screenshots in docs/img)."""
+once in a real Chromium (with screenshots)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Previewing unsaved edits in the campaign editor: the real widget renders the form's content in
 a frame of the editor, with no script of the admin involved, and nothing is saved. In a real
-Chromium (with the screenshot in docs/img) and over plain HTTP for roles, CSRF and bad input."""
+Chromium (with a screenshot) and over plain HTTP for roles, CSRF and bad input."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from widget_server.campaigns import CampaignInvalid, parse_campaign
+from widget_server.shipped import EXAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def errors_of(data: Any) -> dict[str, str]:
 
 
 def test_example_campaigns_are_valid() -> None:
-    examples = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+    examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
     kinds = {parse_campaign(c).variants[0].offer.kind for c in examples}
     assert kinds == {
         "discount",

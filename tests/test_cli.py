@@ -16,6 +16,7 @@ import pytest
 from widget_server.campaigns import parse_campaign
 from widget_server.embedded import free_port
 from widget_server.experiments import assign
+from widget_server.shipped import EXAMPLES_DIR
 
 from .support import ROOT, Client, new_visitor
 
@@ -203,7 +204,7 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
         assert {"cart-saver", "similar-products", "newsletter", "flash-sale"} <= {
             line.split()[0] for line in listed.stdout.splitlines()[1:]
         }
-        examples = json.loads((ROOT / "offers" / "demo-campaigns.json").read_text())
+        examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
         saver = parse_campaign(examples[0])
         visitor = next(
             v for v in (new_visitor() for _ in range(100)) if assign(saver, v) != "holdout"
@@ -245,7 +246,7 @@ def test_mail_flows_set_show_and_preview(tmp_path: Path, redis_url: str) -> None
     env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
     shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
     assert [f["name"] for f in shown["flows"]] == ["cart", "checkout", "browse"]  # defaults
-    flows = ROOT / "offers" / "demo-mail-flows.json"
+    flows = EXAMPLES_DIR / "demo-mail-flows.json"
     saved = cli("mail", "set-flows", str(flows), "--site", "mailcli", env=env)
     assert saved.returncode == 0 and "saved 2 flows" in saved.stdout
     shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)

@@ -43,7 +43,7 @@ from .mail_support import (
     scenario,
     wait_until,
 )
-from .support import ROOT
+from .support import ROOT, SCREENSHOTS
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -405,7 +405,7 @@ def test_render_preview_and_screenshot(tmp_path: Path) -> None:
         html = render_preview(flow, 0, {**sample, "lines": lines, "similar": similar})[1]
         page = tmp_path / "email.html"
         page.write_text(html)
-        out = ROOT / "docs" / "img" / "email-cart.png"
+        out = SCREENSHOTS / "email-cart.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [

@@ -11,22 +11,19 @@ import time
 from html import unescape
 
 import httpx
-import redis
 from redis.asyncio import Redis
 
 from widget_server.experiments import HOLDOUT
-from widget_server.keys import Keys
 from widget_server.mail_context import MailContext
 from widget_server.mail_flows import Flow, FlowStep, MailConfig, in_holdout
 from widget_server.reports import flow_report
 from widget_server.sessions import CartLine
 from widget_server.shop_api import signature_for
 
-from .mail_support import SmtpSink, mail_context, make_site
-from .support import Client, ServerProcess, new_visitor
-from .test_mail_e2e import leave_with_a_cart, site_with_fast_flows, wait_for
-from .test_mail_e2e import sink as sink  # the fixtures
-from .test_mail_e2e import worker as worker
+from .mail_support import IsolatedShop, address_for, mail_context, make_site
+from .support import Client, new_visitor
+from .test_mail_e2e import leave_with_a_cart, wait_for
+from .test_mail_e2e import shop as shop  # the fixture
 
 CART = [CartLine("sku-1", 1, 10.0, "Mug", "", "")]
 DAY = 86_400.0
@@ -125,34 +122,34 @@ def test_visitors_who_do_not_qualify_are_not_exposed(redis_url: str) -> None:
     asyncio.run(main())
 
 
-def _report(redis_url: str, site: str) -> dict[str, object]:
+def _report(shop: IsolatedShop, site: str) -> dict[str, object]:
     async def main() -> dict[str, object]:
-        client = Redis.from_url(redis_url)
+        client = Redis.from_url(shop.server.redis_url)
         try:
             from widget_server.mail_flows import MailFlowStore
 
-            flow = (await MailFlowStore(client, Keys()).get(site)).flow("cart")
+            flow = (await MailFlowStore(client, shop.keys).get(site)).flow("cart")
             assert flow is not None
-            return await flow_report(client, Keys(), site, flow, time.time(), days=3)
+            return await flow_report(client, shop.keys, site, flow, time.time(), days=3)
         finally:
             await client.aclose()
 
     return asyncio.run(main())
 
 
-def test_sent_clicked_converted_and_unsubscribed_through_the_product(
-    server: ServerProcess, sink: SmtpSink, worker: None, r: redis.Redis
-) -> None:
-    site = site_with_fast_flows(server.redis_url, delay_s=0.3)
-    leave_with_a_cart(server, site, new_visitor(), "clicker@example.com")
+def test_sent_clicked_converted_and_unsubscribed_through_the_product(shop: IsolatedShop) -> None:
+    server, sink = shop.server, shop.sink
+    site = shop.site_with_fast_flows(delay_s=0.3)
+    clicker = address_for(site, "clicker")
+    leave_with_a_cart(server, site, new_visitor(), clicker)
     assert wait_for(lambda: sink.received)
     html = sink.received[0].message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     links = [unescape(u) for u in re.findall(r'href="([^"]+/v1/mail/restore\?t=[^"]+)"', html)]
     assert links
     for _ in range(2):  # a visitor clicking twice is one clicker
         assert httpx.get(links[0], follow_redirects=False).status_code == 302
-    secret = str(json.loads(r.get(Keys().site(site)))["secret"])  # type: ignore[arg-type]
-    body = json.dumps({"order_id": "C-1", "value": 49.0, "email": "clicker@example.com"}).encode()
+    secret = shop.site_secret(site)
+    body = json.dumps({"order_id": "C-1", "value": 49.0, "email": clicker}).encode()
     ts = str(int(time.time()))
     answer = httpx.post(
         f"{server.url}/v1/orders?site={site}",
@@ -165,7 +162,7 @@ def test_sent_clicked_converted_and_unsubscribed_through_the_product(
         form = {"content-type": "application/x-www-form-urlencoded"}
         done = httpx.post(unsubscribe, content=b"List-Unsubscribe=One-Click", headers=form)
         assert done.status_code == 200
-    document = _report(server.redis_url, site)
+    document = _report(shop, site)
     email = document["email"]["email"]  # type: ignore[index]
     assert email["sent"] == 1 and email["clicks"] == 1 and email["unsubscribes"] == 1
     assert email["click_conversions"] == 1
@@ -176,31 +173,32 @@ def test_sent_clicked_converted_and_unsubscribed_through_the_product(
 
 
 def test_a_visitor_who_comes_back_and_buys_counts_in_the_flow_without_an_email(
-    server: ServerProcess, sink: SmtpSink, worker: None
+    shop: IsolatedShop,
 ) -> None:
-    site = site_with_fast_flows(server.redis_url, delay_s=5)
+    server = shop.server
+    site = shop.site_with_fast_flows(delay_s=30)  # the email is far off: they buy before it
     visitor = new_visitor()
-    leave_with_a_cart(server, site, visitor, "back@example.com")
+    leave_with_a_cart(server, site, visitor, address_for(site, "back"))
 
     def arm() -> dict[str, object]:
-        return _report(server.redis_url, site)["report"]["variants"][0]  # type: ignore[index, no-any-return]
+        return _report(shop, site)["report"]["variants"][0]  # type: ignore[index, no-any-return]
 
     assert wait_for(lambda: arm()["exposures"] == 1)  # exposed when leaving, before any email
     with Client(server.ws_url) as c:
         c.hello(site, visitor)  # a new visit
         assert c.event("purchase", order_id="B-7", value=20.0)["type"] == "ack"
     assert wait_for(lambda: arm()["conversions"] == 1)
-    assert _report(server.redis_url, site)["email"] == {} and sink.received == []
+    assert _report(shop, site)["email"] == {} and shop.sink.received == []
 
 
-def test_bounces_and_complaints_count_for_the_flow_of_the_last_email(
-    server: ServerProcess, sink: SmtpSink, worker: None, r: redis.Redis
-) -> None:
-    site = site_with_fast_flows(server.redis_url, delay_s=0.3)
-    leave_with_a_cart(server, site, new_visitor(), "bouncer@example.com")
-    leave_with_a_cart(server, site, new_visitor(), "complainer@example.com")
-    assert wait_for(lambda: len(sink.received) == 2)
-    secret = str(json.loads(r.get(Keys().site(site)))["secret"])  # type: ignore[arg-type]
+def test_bounces_and_complaints_count_for_the_flow_of_the_last_email(shop: IsolatedShop) -> None:
+    server = shop.server
+    site = shop.site_with_fast_flows(delay_s=0.3)
+    bouncer, complainer = address_for(site, "bouncer"), address_for(site, "complainer")
+    leave_with_a_cart(server, site, new_visitor(), bouncer)
+    leave_with_a_cart(server, site, new_visitor(), complainer)
+    assert wait_for(lambda: len(shop.sink.received) == 2)
+    secret = shop.site_secret(site)
 
     def report_event(kind: str, email: str, permanent: bool = True) -> None:
         events = {"events": [{"type": kind, "email": email, "permanent": permanent}]}
@@ -212,11 +210,11 @@ def test_bounces_and_complaints_count_for_the_flow_of_the_last_email(
         )
         assert answer.status_code == 200, answer.text
 
-    report_event("bounce", "bouncer@example.com", permanent=False)  # soft: not a bounce yet
-    report_event("bounce", "Bouncer@Example.com")
-    report_event("bounce", "bouncer@example.com")  # reported twice, counted once
-    report_event("complaint", "complainer@example.com")
-    report_event("bounce", "stranger@example.com")  # never emailed: no flow to count for
-    email = _report(server.redis_url, site)["email"]["email"]  # type: ignore[index]
+    report_event("bounce", bouncer, permanent=False)  # soft: not a bounce yet
+    report_event("bounce", bouncer.upper())
+    report_event("bounce", bouncer)  # reported twice, counted once
+    report_event("complaint", complainer)
+    report_event("bounce", address_for(site, "stranger"))  # never emailed: no flow to count for
+    email = _report(shop, site)["email"]["email"]  # type: ignore[index]
     assert email["sent"] == 2 and email["bounces"] == 1 and email["delivered"] == 1
     assert email["complaints"] == 1

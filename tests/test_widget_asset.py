@@ -11,6 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from widget_server.shipped import STATIC_DIR
 from widget_server.widget_asset import (
     IMMUTABLE_CACHE,
     SHORT_CACHE,
@@ -20,9 +21,9 @@ from widget_server.widget_asset import (
     widget_routes,
 )
 
-from .support import ROOT, ServerProcess
+from .support import ServerProcess
 
-SOURCE = ROOT / "static" / "widget" / "widget.js"
+SOURCE = STATIC_DIR / "widget" / "widget.js"
 BUDGET_BYTES = 8 * 1024
 
 

@@ -26,9 +26,10 @@ from widget_server.hub import Hub
 from widget_server.keys import Keys
 from widget_server.metrics import Metrics
 from widget_server.scripts import Scripts
+from widget_server.shipped import STATIC_DIR
 from widget_server.widget_asset import build_asset
 
-from .support import ROOT, ServerProcess, add_site, discount_campaign, save_campaigns
+from .support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +49,6 @@ MOBILE: dict[str, Any] = {
     "is_mobile": True,
     "has_touch": True,
 }
-SCREENSHOTS = ROOT / "docs" / "img"
 # What Chromium itself logs when a connection fails; the widget cannot (and need not) prevent it.
 NETWORK_NOISE = re.compile(r"^(WebSocket connection to .* failed|Failed to load resource)")
 KEYS = Keys()
@@ -1120,7 +1120,7 @@ def test_widget_never_throws_when_the_server_is_down(
     new_tab: Callable[..., Tab], shop: StaticSite, site: str
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    body = build_asset((ROOT / "static" / "widget" / "widget.js").read_text()).body
+    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
     tab = new_tab()
     page = tab.page
     page.route(

@@ -125,7 +125,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
                 redis,
                 keys,
                 sites=sites,
-                templates_dir=settings.offers_dir / "emails",
+                templates_dir=settings.email_templates_dir,
                 registry=metrics.registry,
                 catalog=similar.store,
                 similar=MailSimilarProducts(similar, sites, MailFlowStore(redis, keys)),

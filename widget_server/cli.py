@@ -179,14 +179,14 @@ async def _seed_demo(url: str, settings: Settings) -> None:
         else:  # keep the site's secret across restarts; follow the port we run on now
             site = msgspec.structs.replace(existing, origins=origins)
         await registry.save(site)
-        flows = load_config((settings.offers_dir / "demo-mail-flows.json").read_text())
+        flows = load_config((settings.examples_dir / "demo-mail-flows.json").read_text())
         base = f"http://127.0.0.1:{settings.port}"
         await MailFlowStore(client, Keys(settings.redis_prefix)).save(
             DEMO_SITE, flows.model_copy(update={"shop_url": base})
         )
         store = CampaignStore(client, Keys(settings.redis_prefix))
         if not await store.for_site(DEMO_SITE):
-            examples = json.loads((settings.offers_dir / "demo-campaigns.json").read_text())
+            examples = json.loads((settings.examples_dir / "demo-campaigns.json").read_text())
             await store.import_many(DEMO_SITE, examples, author="demo")
     finally:
         await client.aclose()
@@ -320,7 +320,7 @@ async def _work(url: str, settings: Settings, mail_settings: MailSettings) -> No
         client,
         keys,
         sites=sites,
-        templates_dir=settings.offers_dir / "emails",
+        templates_dir=settings.email_templates_dir,
         catalog=catalog,
         similar=MailSimilarProducts(SimilarProducts(catalog), sites, MailFlowStore(client, keys)),
     )

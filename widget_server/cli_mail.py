@@ -52,7 +52,7 @@ def add_parsers(sub: Any) -> None:
 async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
     if args.mail_command == "send-test":
         return await _send_test(url, settings, args)
-    templates = settings.offers_dir / "emails"
+    templates = settings.email_templates_dir
     client = Redis.from_url(url)
     store = MailFlowStore(client, Keys(settings.redis_prefix))
     try:
@@ -100,7 +100,7 @@ async def _send_test(url: str, settings: Settings, args: argparse.Namespace) -> 
                 client,
                 keys,
                 sites=SiteRegistry(client, keys),
-                templates_dir=settings.offers_dir / "emails",
+                templates_dir=settings.email_templates_dir,
                 http_client=http,
             )
             return await send_test(ctx, args.site, args.flow, args.step, args.to, args.locale)

@@ -234,7 +234,7 @@ class Hub:
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _dispatch(self, channel: Any, data: Any) -> None:
         try:

@@ -1,6 +1,6 @@
 """Email content: safe addresses and headers, templates, and the MIME message.
 
-Templates are Jinja2 files in ``offers/emails`` (``cart``, ``browse``; ``.html`` autoescaped,
+Templates are Jinja2 files in ``widget_server/emails`` (``cart``, ``browse``; ``.html`` autoescaped,
 ``.txt`` plain) with texts per locale in ``messages.json``. Every value that comes from a visitor
 or a catalog (names, titles, subjects) is escaped in HTML, and no header can carry a line break:
 addresses with control characters are refused (:class:`MailAddressError`), display names and
@@ -28,8 +28,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import WidgetServerError
 from .mail_flows import Flow
+from .shipped import EMAIL_TEMPLATES_DIR
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "offers" / "emails"
+DEFAULT_TEMPLATES = EMAIL_TEMPLATES_DIR
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _ATEXT = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import ConfigurationError
+from .shipped import EMAIL_TEMPLATES_DIR, EXAMPLES_DIR, STATIC_DIR
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
@@ -47,8 +48,9 @@ class Settings:
     country_header: str = "cf-ipcountry"
     # Trusted proxy header whose country goes into email consent records; "" records none.
     consent_country_header: str = ""
-    static_dir: Path = Path(__file__).resolve().parent.parent / "static"
-    offers_dir: Path = Path(__file__).resolve().parent.parent / "offers"
+    static_dir: Path = STATIC_DIR
+    email_templates_dir: Path = EMAIL_TEMPLATES_DIR
+    examples_dir: Path = EXAMPLES_DIR
 
     @property
     def uses_embedded_redis(self) -> bool:

@@ -124,7 +124,7 @@ def config_json(config: MailConfig) -> str:
 
 
 def templates_dir(services: Services) -> Path:
-    return services.settings.offers_dir / "emails"
+    return services.settings.email_templates_dir
 
 
 def locales(services: Services) -> list[str]:
