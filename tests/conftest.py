@@ -1,7 +1,11 @@
-"""Fixtures: one real embedded Valkey and one real server process for the whole run."""
+"""Fixtures: one real embedded Valkey and one real server process for each pytest process, and a
+guard that fails a test when pub/sub carried a message for a site another test made."""
 
 from __future__ import annotations
 
+import json
+import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +14,7 @@ import redis
 
 from widget_server.embedded import EmbeddedValkey
 
-from .support import ServerProcess, add_site
+from .support import ServerProcess, SiteOwners, add_site
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +65,115 @@ def two_nodes(
     yield a, b
     a.stop()
     b.stop()
+
+
+# --- the guard --------------------------------------------------------------------------------
+MARKER_CHANNEL = "tests:marker"
+
+
+class BroadcastWatch:
+    """Every message on any key prefix's broadcast channel (site-wide pushes, live offers,
+    campaign and site changes), with the site it names, in the order Valkey delivered them.
+
+    ``mark()`` publishes a marker and waits until it comes back, so every message published
+    before it has been seen: the messages between two marks are those of one test.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.psubscribe("*:broadcast")
+        self._pubsub.subscribe(MARKER_CHANNEL)
+        self._seen: list[tuple[str, str]] = []  # (channel, site), or (MARKER_CHANNEL, token)
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broadcast-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.2)
+            except (redis.RedisError, OSError, ValueError):
+                return
+            if message is None:
+                continue
+            channel = message["channel"].decode()
+            data = message["data"]
+            site = data.decode() if channel == MARKER_CHANNEL else _site_of(data)
+            if site:
+                with self._changed:
+                    self._seen.append((channel, site))
+                    self._changed.notify_all()
+
+    def mark(self, timeout: float = 10.0) -> int:
+        """Publish a marker, wait until it is seen; return its position."""
+        token = secrets.token_hex(8)
+        self._client.publish(MARKER_CHANNEL, token)
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: (MARKER_CHANNEL, token) in self._seen, timeout=timeout
+            )
+            assert found, "the pub/sub guard did not hear its own marker"
+            return self._seen.index((MARKER_CHANNEL, token))
+
+    def sites_between(self, start: int, end: int) -> list[tuple[str, str]]:
+        with self._changed:
+            return [seen for seen in self._seen[start:end] if seen[0] != MARKER_CHANNEL]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()
+        self._client.close()
+
+
+def _site_of(data: bytes) -> str:
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        return ""
+    return str(envelope.get("site") or "") if isinstance(envelope, dict) else ""
+
+
+@pytest.fixture(scope="session")
+def broadcast_watch(redis_url: str) -> Iterator[BroadcastWatch]:
+    watch = BroadcastWatch(redis_url)
+    yield watch
+    watch.close()
+
+
+def _file_owner(item: pytest.Item) -> str:
+    return f"{item.nodeid.split('::')[0]}::<fixtures>"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    SiteOwners.current = _file_owner(item)  # the file's shared fixtures are set up first
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    SiteOwners.current = _file_owner(item)
+
+
+@pytest.fixture(autouse=True)
+def no_messages_for_other_tests_sites(
+    request: pytest.FixtureRequest, broadcast_watch: BroadcastWatch
+) -> Iterator[None]:
+    """Fail the test if pub/sub carried, while it ran, a message for a site made by another test
+    (or by another file's shared fixtures): the sign of one test's work leaking into another."""
+    test = request.node.nodeid
+    mine = {test, _file_owner(request.node)}
+    start = broadcast_watch.mark()
+    SiteOwners.current = test
+    yield
+    end = broadcast_watch.mark()
+    strays = sorted(
+        {
+            f"{site} (made by {SiteOwners.of[site]}) on {channel}"
+            for channel, site in broadcast_watch.sites_between(start, end)
+            if SiteOwners.of.get(site, test) not in mine
+        }
+    )
+    assert not strays, f"pub/sub carried messages for other tests' sites: {strays}"

@@ -39,7 +39,7 @@ from widget_server.scripts import Scripts
 from widget_server.sessions import SessionStore, SessionView
 from widget_server.sites import SiteRegistry, new_site
 
-from .support import ROOT, ServerProcess, add_site
+from .support import ROOT, ServerProcess, SiteOwners, add_site
 
 SECRET = "test-secret-key-that-is-long-enough"
 PUBLIC_URL = "https://mail.test"
@@ -199,6 +199,7 @@ async def make_site(ctx: MailContext, origins: tuple[str, ...] = ("https://shop.
     """A new site in the context's key space; its name is its key."""
     key = "s" + secrets.token_hex(5)
     await SiteRegistry(ctx.redis, ctx.keys).save(new_site(key, origins=list(origins)))
+    SiteOwners.record(key)
     return key
 
 
@@ -353,26 +354,34 @@ def isolated_shop(redis_url: str, directory: Path) -> Iterator[IsolatedShop]:
     """Start an :class:`IsolatedShop`; on the way out, fail if its SMTP server saw a message for
     a site the test did not make."""
     keys = Keys(prefix="i" + secrets.token_hex(4))
+    secret = {"WIDGET_SECRET_KEY": secrets.token_urlsafe(32)}  # links the server signs
     with SmtpSink() as sink:
         server = ServerProcess(
-            redis_url, directory / "server", WIDGET_REDIS_PREFIX=keys.prefix
-        ).start()
+            redis_url, directory / "server", WIDGET_REDIS_PREFIX=keys.prefix, **secret
+        )
         log_path = directory / "worker.log"
         env = {
             **os.environ,
+            **secret,
             "REDIS_URL": redis_url,
-            "WIDGET_DATA_DIR": str(server.data_dir),  # the same secret key as the server
+            "WIDGET_DATA_DIR": str(directory / "worker"),
             "WIDGET_REDIS_PREFIX": keys.prefix,
             "SMTP_URL": sink.url,
             "MAIL_FROM": "shop@example.com",
             "MAIL_PUBLIC_URL": server.url,
             "WIDGET_LOG_LEVEL": "info",
         }
-        with log_path.open("wb") as log:
+        with log_path.open("wb") as log:  # the worker starts while the server does
             worker = subprocess.Popen(
                 [sys.executable, "-m", "widget_server.cli", "worker"],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
+        try:
+            server.start()
+        except BaseException:
+            worker.kill()
+            worker.wait(15)
+            raise
         shop = IsolatedShop(server, sink, keys)
         try:
             # Ready once it says so: a stop signal before then would not be a clean shutdown.

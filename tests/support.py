@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from redis.asyncio import Redis
@@ -54,7 +54,7 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         env = dict(os.environ)
         env.update(
             REDIS_URL=self.redis_url,
@@ -98,6 +98,21 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
+class SiteOwners:
+    """Which test made each site, so that a test can tell its own sites from another test's.
+
+    ``current`` is the test running now, or ``FILE::<fixtures>`` while the fixtures shared by a
+    file (module- and session-scoped) are set up. ``tests/conftest.py`` keeps it up to date.
+    """
+
+    current = "<session>"
+    of: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def record(cls, site: str) -> None:
+        cls.of[site] = cls.current
+
+
 def add_site(
     redis_url: str,
     origins: list[str] | None = None,
@@ -118,6 +133,7 @@ def add_site(
             await client.aclose()
 
     asyncio.run(save())
+    SiteOwners.record(key)
     return key
 
 

@@ -94,7 +94,10 @@ def test_closing_a_socket_removes_its_presence(
     site, visitor = add_site(redis_url), new_visitor()
     with Client(a.ws_url) as c:
         c.hello(site, visitor)
-        assert r.hlen(Keys().connections(site, visitor)) == 1
+        assert r.hlen(Keys().connections(site, visitor)) == 1  # written before the ack
+        deadline = time.monotonic() + 5  # the live set (admin's view) right after the ack
+        while r.zcard(Keys().live(site)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert r.zcard(Keys().live(site)) == 1
     deadline = time.monotonic() + 5
     while r.hlen(Keys().connections(site, visitor)) and time.monotonic() < deadline:
