@@ -4,6 +4,7 @@ guard that fails a test when pub/sub carried a message for a site another test m
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,21 @@ import redis
 from widget_server.embedded import EmbeddedValkey
 
 from .support import ServerProcess, SiteOwners, add_site
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers and commands the tests start inherit ``os.environ``: leave out the product's
+    settings of the developer's shell, and give commands a data directory outside the checkout
+    (each pytest process its own)."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("WIDGET_", "MAIL_", "SMTP_")) or name == "REDIS_URL":
+            del os.environ[name]
+    os.environ["WIDGET_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

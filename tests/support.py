@@ -199,6 +199,31 @@ class Client:
             if message.get("type") == "error" and message.get("id") == msg_id:
                 return message
 
+    def signal_answer(self, signal: dict[str, Any], timeout: float = 15.0) -> dict[str, Any] | None:
+        """Send a signal; return the offer it produced, or None (nothing, or a ``withdraw``).
+
+        A ``ping`` follows the signal: the server handles one socket's messages in order, so its
+        ``pong`` comes after everything the signal caused, however slow the machine is.
+        """
+        msg_id = self.send(dict(signal))
+        self.send({"type": "ping"})
+        acked, offer = False, None
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.recv(timeout=max(0.01, deadline - time.monotonic()))
+            kind = message.get("type")
+            if kind == "ack" and msg_id in message["ids"]:
+                acked = True
+            elif kind == "error" and message.get("id") == msg_id:
+                raise AssertionError(f"the signal was refused: {message}")
+            elif kind == "offer":
+                offer = dict(message["offer"])
+            elif kind == "withdraw":
+                offer = None
+            elif kind == "pong":
+                assert acked, "pong before the signal's ack"
+                return offer
+
     def close(self) -> None:
         self.conn.close()
 
@@ -259,3 +284,27 @@ def discount_campaign(cid: str, strategy: str = "generated", **overrides: Any) -
         {"key": "a", "offer": {"kind": "discount", "headline": "10% off"}, "discount": discount}
     ]
     return campaign
+
+
+def run_benchmark(script: str, *args: str, timeout: float) -> str:
+    """Run ``benchmarks/SCRIPT --quick ARGS`` and return what it printed on stdout.
+
+    It runs in a session of its own, and the whole process group (its servers, Valkey, load
+    generators) is killed when it ends or runs out of time: nothing it started outlives the test.
+    Give the test a pytest timeout above ``timeout``, so that this one fires first.
+    """
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"benchmarks/{script} --quick did not finish in {timeout} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == 0, f"exit {process.returncode}\n{stderr[-4000:]}"
+    return stdout

@@ -127,7 +127,7 @@ class AdminClient:
 
     def __init__(self, server: ServerProcess, ip: str | None = None) -> None:
         headers = {"X-Forwarded-For": ip} if ip else {}
-        self.http = httpx.Client(base_url=server.url, headers=headers, timeout=15)
+        self.http = httpx.Client(base_url=server.url, headers=headers, timeout=60)
         self.csrf = ""
 
     def login(self, email: str, password: str = PASSWORD) -> httpx.Response:

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .support import ROOT
+from .support import run_benchmark
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_quick_benchmark_prints_one_json_report() -> None:
-    finished = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "recommend.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        cwd=ROOT,
-        check=True,
-    )
-    report = json.loads(finished.stdout)
+    report = json.loads(run_benchmark("recommend.py", timeout=240))
     assert {
         "catalog_size", "build_s", "requests", "latency_ms", "session_latency_ms",
         "precision_at_8", "brute_force", "speedup_p50", "speedup_mean",

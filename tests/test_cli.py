@@ -262,3 +262,21 @@ def test_mail_flows_set_show_and_preview(tmp_path: Path, redis_url: str) -> None
     assert "<html" in (tmp_path / "p" / "cart-1-de.html").read_text().lower()
     missing = cli("mail", "preview", "--site", "mailcli", "--step", "9", env=env)
     assert missing.returncode == 2
+
+
+def test_processes_starting_together_agree_on_one_secret_key(tmp_path: Path) -> None:
+    """Eight processes create the data directory's key at once: one key, complete, mode 0600."""
+    code = (
+        "import sys; from pathlib import Path; from widget_server.settings import load_secret_key;"
+        "print(load_secret_key(Path(sys.argv[1])))"
+    )
+    data = tmp_path / "data"
+    racers = [
+        subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE)
+        for _ in range(8)
+    ]
+    keys = {racer.communicate(timeout=60)[0].decode().strip() for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(keys) == 1 and len(keys.pop()) >= 48
+    assert [p.name for p in data.iterdir()] == ["secret_key"]  # no drafts left behind
+    assert (data / "secret_key").stat().st_mode & 0o777 == 0o600

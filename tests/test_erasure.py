@@ -40,17 +40,7 @@ EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
 
 def offer_after_exit(c: Client) -> dict[str, Any] | None:
     """Send an exit-intent signal; the offer it produced, or None."""
-    msg_id = c.send(dict(EXIT))
-    assert c.answer(msg_id)["type"] == "ack"
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            message = c.recv(timeout=0.5)
-        except TimeoutError:
-            return None
-        if message["type"] == "offer":
-            return dict(message["offer"])
-    return None
+    return c.signal_answer(EXIT)
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> bool:

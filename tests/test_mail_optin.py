@@ -494,7 +494,8 @@ def test_withdrawing_consent_after_confirming_stops_the_emails(
     optin_server: ServerProcess, sink: SmtpSink, workers: None, r: redis.Redis
 ) -> None:
     redis_url = optin_server.redis_url
-    site, visitor = mail_site(redis_url, delay_s=2.0), new_visitor()
+    # The cart email falls due 5 s after the confirmation: time for the withdrawal to land first.
+    site, visitor = mail_site(redis_url, delay_s=5.0), new_visitor()
     address = f"wes-{visitor}@example.com"
     identify(optin_server, site, visitor, email=address, consent=True)
     link = link_in(wait_for(lambda: confirmations(sink, address), "the confirmation")[0])
@@ -505,7 +506,7 @@ def test_withdrawing_consent_after_confirming_stops_the_emails(
     record = profile(r, site, visitor)
     assert record["email_consent"] == "0" and record["email_consent_withdrawn_at"]
     assert r.scard(KEYS.mail_visitor_jobs(site, visitor)) == 0
-    sentinel(optin_server, redis_url, sink, 2.0)  # due after the withdrawn visitor's email
+    sentinel(optin_server, redis_url, sink, 5.0)  # due after the withdrawn visitor's email
     wait_for(lambda: quiet(r, site, visitor), "the visitor's jobs to be done")
     assert cart_emails(sink, address) == []
     assert httpx.post(link).status_code == 409  # the withdrawn consent cannot be confirmed

@@ -35,19 +35,7 @@ Nodes = tuple[ServerProcess, ServerProcess]
 
 def exit_intent(c: Client) -> dict[str, Any] | None:
     """Send an exit-intent signal; return the offer it produced, or None."""
-    msg_id = c.send(dict(EXIT))
-    assert c.answer(msg_id)["type"] == "ack"
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            message = c.recv(timeout=0.5)
-        except TimeoutError:
-            return None
-        if message["type"] == "offer":
-            return message["offer"]
-        if message["type"] == "withdraw":
-            return None
-    return None
+    return c.signal_answer(EXIT)
 
 
 def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:

@@ -64,6 +64,7 @@ class VisitorConnection:
         self.last_view: SessionView | None = None
         self._hello: p.Hello | None = None
         self._forgotten = False
+        self._attached = False
         self._lock = asyncio.Lock()
         settings = services.settings
         self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
@@ -78,23 +79,27 @@ class VisitorConnection:
         except _Closed:
             return
         await self.ws.accept()
-        attached = False
         try:
             await self._receive_hello()
-            self.services.hub.attach(self)
-            attached = True
-            metrics.connections.inc()
-            metrics.connections_total.inc()
-            await self.services.hub.mark_live(self)
             while True:
                 await self._handle_frame(await self._receive_text())
         except _Closed:
             pass
         finally:
-            if attached:
+            if self._attached:
                 metrics.connections.dec()
                 await self.services.hub.detach(self)
                 await self._left()
+
+    async def _attach(self) -> None:
+        """Join the hub (messages for this visitor and site reach the socket from now on) and the
+        site's live set. Done before the hello is acknowledged: whatever a widget does once it has
+        its ack (and whatever the shop or the admin does then) finds the socket reachable."""
+        self.services.hub.attach(self)
+        self._attached = True
+        self.services.metrics.connections.inc()
+        self.services.metrics.connections_total.inc()
+        await self.services.hub.mark_live(self)
 
     async def _left(self) -> None:
         """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
@@ -215,6 +220,7 @@ class VisitorConnection:
             )
         self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
         view = await self._start_session(resume=hello.session)
+        await self._attach()
         self.services.metrics.messages.labels("hello").inc()
         await self.send(p.Ack(ids=[hello.id]))
         if view.profile.get("email"):
