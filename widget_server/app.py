@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
@@ -18,6 +19,7 @@ from .admin import admin_routes
 from .beacon import events_endpoint, events_preflight
 from .campaign_store import CampaignStore
 from .catalog import CatalogStore
+from .embedded import embedded_status
 from .errors import ConfigurationError
 from .hub import Hub
 from .keys import Keys
@@ -48,7 +50,20 @@ def _redis_client(url: str) -> Redis:
 
 
 async def healthz(request: Request) -> Response:
+    """Alive, unless the embedded Valkey died and could not be started again: then a process
+    supervisor should restart the server (which starts the store afresh)."""
+    services: Services = request.app.state.services
+    status = _embedded_status(services)
+    if status is not None and status.get("state") == "down":
+        return PlainTextResponse(
+            f"the embedded Valkey is down: {status.get('reason')}", status_code=503
+        )
     return PlainTextResponse("ok")
+
+
+def _embedded_status(services: Services) -> dict[str, Any] | None:
+    url = services.settings.redis_url
+    return embedded_status(services.settings.data_dir, url) if url else None
 
 
 async def readyz(request: Request) -> Response:
@@ -64,6 +79,10 @@ async def readyz(request: Request) -> Response:
 async def metrics_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
     services.metrics.connections.set(services.hub.local_count())
+    status = _embedded_status(services)
+    if status is not None:
+        services.metrics.store_restarts.set(float(status.get("restarts") or 0))
+        services.metrics.store_up.set(1.0 if status.get("state") == "running" else 0.0)
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

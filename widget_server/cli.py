@@ -82,29 +82,45 @@ def _embedded_url_file(settings: Settings) -> Path:
 
 
 @contextlib.contextmanager
-def redis_for(settings: Settings) -> Iterator[str]:
+def redis_for(settings: Settings, *, supervise: bool = False) -> Iterator[str]:
     """The Redis URL to use: REDIS_URL, the embedded Valkey a running server already started on
-    this data directory, or a new embedded Valkey that lives as long as the context."""
+    this data directory, or a new embedded Valkey that lives as long as the context (brought back
+    when it dies, with ``supervise``, for long-running processes)."""
     if settings.redis_url:
         _check_redis(settings.redis_url)
         yield settings.redis_url
         return
     url_file = _embedded_url_file(settings)
-    with contextlib.suppress(OSError):
-        running = url_file.read_text().strip()
-        with contextlib.suppress(ConfigurationError):
-            _check_redis(running)
-            yield running
-            return
-    valkey = EmbeddedValkey(settings.data_dir)
-    valkey.start()
+    running = _running_embedded(url_file)
+    if running is not None:
+        yield running
+        return
+    valkey = EmbeddedValkey(settings.data_dir, restart_tries=settings.embedded_restarts)
+    valkey.start()  # refuses when a running server owns the data directory's Valkey
     try:
         url_file.write_text(valkey.url + "\n")
+        if supervise:
+            valkey.supervise()
         yield valkey.url
     finally:
         valkey.stop()
         with contextlib.suppress(OSError):
-            url_file.unlink()
+            if url_file.read_text().strip() == valkey.url:
+                url_file.unlink()
+
+
+def _running_embedded(url_file: Path) -> str | None:
+    """The URL of the embedded Valkey a running server started on this data directory, if it
+    answers."""
+    try:
+        url = url_file.read_text().strip()
+    except OSError:
+        return None
+    try:
+        _check_redis(url)
+    except ConfigurationError:
+        return None
+    return url
 
 
 def _prepare(settings: Settings) -> Settings:
@@ -162,7 +178,7 @@ def cmd_serve(settings: Settings) -> None:
     _exit_on_sigterm()
     settings = _prepare(settings)
     _check_port_free(settings.host, settings.port)
-    with redis_for(settings) as url:
+    with redis_for(settings, supervise=True) as url:
         _run_server(settings.with_overrides(redis_url=url))
 
 
@@ -196,7 +212,7 @@ def cmd_demo(settings: Settings) -> None:
     _exit_on_sigterm()
     settings = _prepare(settings.with_overrides(demo=True))
     _check_port_free(settings.host, settings.port)
-    with redis_for(settings) as url:
+    with redis_for(settings, supervise=True) as url:
         asyncio.run(_seed_demo(url, settings))
         base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}"
         base += f":{settings.port}"

@@ -54,6 +54,18 @@ class Metrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
+        self.store_restarts = Gauge(
+            "widget_embedded_store_restarts",
+            "Times the embedded Valkey was started again after it died (since the server start).",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.store_up = Gauge(
+            "widget_embedded_store_up",
+            "1 while the embedded Valkey runs, 0 while it is being restarted or is down.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.decision_seconds = Histogram(
             "widget_decision_seconds",
             "Time spent deciding which offer to arm or show after a state change.",

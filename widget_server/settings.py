@@ -48,6 +48,8 @@ class Settings:
     country_header: str = "cf-ipcountry"
     # Trusted proxy header whose country goes into email consent records; "" records none.
     consent_country_header: str = ""
+    # Tries to start the embedded Valkey again after it died, before it is reported down.
+    embedded_restarts: int = 8
     static_dir: Path = STATIC_DIR
     email_templates_dir: Path = EMAIL_TEMPLATES_DIR
     examples_dir: Path = EXAMPLES_DIR
@@ -190,6 +192,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         rate_per_second=env_float(env, "WIDGET_RATE_PER_SECOND", 20.0, low=0.1, high=10_000),
         rate_burst=_int(env, "WIDGET_RATE_BURST", 40, low=1, high=100_000),
         hello_timeout_s=env_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
+        embedded_restarts=_int(env, "WIDGET_EMBEDDED_RESTARTS", 8, low=0, high=1000),
         session_ttl_s=_int(env, "WIDGET_SESSION_TTL", 30 * 60, low=10, high=7 * 24 * 3600),
         profile_ttl_s=_int(
             env, "WIDGET_PROFILE_TTL", 180 * 24 * 3600, low=3600, high=5 * 365 * 24 * 3600
@@ -223,6 +226,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_DEMO": "1" if settings.demo else "0",
         "WIDGET_COUNTRY_HEADER": settings.country_header,
         "WIDGET_CONSENT_COUNTRY_HEADER": settings.consent_country_header,
+        "WIDGET_EMBEDDED_RESTARTS": str(settings.embedded_restarts),
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
