@@ -121,9 +121,10 @@ def test_a_failing_command_leaves_the_running_server_and_its_store_alone(
     assert "nope.json" in missing
     assert embedded.cli("sites", "add", "faulty", "--origin", "https://shop.test").returncode == 0
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"id": "c1", "name": "c1", "theme": {"accent": "red;x"},
-                                "variants": [{"key": "a", "offer": {"kind": "message",
-                                                                    "headline": "Hi"}}]}]))  # fmt: skip
+    offer = {"kind": "message", "headline": "Hi"}
+    campaign = {"id": "c1", "name": "c1", "theme": {"accent": "red;x"},
+                "variants": [{"key": "a", "offer": offer}]}  # fmt: skip
+    bad.write_text(json.dumps([campaign]))
     invalid = embedded.cli("campaigns", "import", str(bad), "--site", "faulty")
     assert invalid.returncode == 2 and "Traceback" not in invalid.stderr, invalid.stderr
     # The tools still reach the server's own Valkey: one store, one AOF, one writer.
