@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -281,6 +282,62 @@ def test_login_throttling_per_account_and_per_address(
     for n in range(20):
         assert roamer.login(f"nobody{n}@example.test", "guess").status_code == 400
     assert roamer.login(make_user(redis_url, "viewer")).status_code == 429
+
+
+def test_parallel_wrong_passwords_cannot_slip_under_the_limits(
+    server: ServerProcess, redis_url: str
+) -> None:
+    email = make_user(redis_url, "editor")
+    ip = f"198.51.100.{secrets.randbelow(200) + 1}"
+    clients = [AdminClient(server, ip=ip) for _ in range(30)]
+    tokens = [csrf_of(c.http.get("/admin/login").text) for c in clients]
+
+    def guess(n: int) -> int:
+        form = {"csrf": tokens[n], "email": email, "password": f"guess {n}"}
+        return clients[n].http.post("/admin/login", data=form).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(guess, range(30)))
+    assert answers.count(400) == 5 and answers.count(429) == 25  # 5 guesses checked, no more
+
+    roamer_ip = f"198.51.100.{secrets.randbelow(50) + 201}"
+    roamers = [AdminClient(server, ip=roamer_ip) for _ in range(40)]
+    tokens = [csrf_of(c.http.get("/admin/login").text) for c in roamers]
+
+    def roam(n: int) -> int:
+        form = {"csrf": tokens[n], "email": f"nobody{n}@example.test", "password": "guess"}
+        return roamers[n].http.post("/admin/login", data=form).status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        answers = list(pool.map(roam, range(40)))
+    assert answers.count(400) == 20 and answers.count(429) == 20
+    for client in clients + roamers:
+        client.close()
+
+
+def test_a_known_browser_is_not_locked_out_by_other_peoples_failures(
+    server: ServerProcess, redis_url: str
+) -> None:
+    email = make_user(redis_url, "owner")
+    office = "203.0.113.77"
+    owner = AdminClient(server, ip=office)
+    assert owner.login(email).status_code == 303  # this browser now knows the account
+    device = owner.http.cookies.get("exw_admin_device", path="/admin")
+    assert device
+    attacker = AdminClient(server, ip=office)  # the same office network
+    for n in range(20):  # the owner's account and others: both limits are reached
+        attacker.login(email if n < 5 else f"nobody{n}@example.test", "guess")
+    assert attacker.login(email).status_code == 429  # the account is locked for strangers
+    assert AdminClient(server, ip=office).login(make_user(redis_url, "viewer")).status_code == 429
+    returning = AdminClient(server, ip=office)
+    returning.http.cookies.set("exw_admin_device", device, path="/admin")
+    assert returning.login(email).status_code == 303  # ... not for the owner's own browser
+    forged = AdminClient(server, ip="203.0.113.78")
+    forged.http.cookies.set("exw_admin_device", device.split(".")[0] + ".00", path="/admin")
+    assert forged.login(email).status_code == 429  # a forged cookie is a stranger
+    for _ in range(5):  # the known browser has a limit of its own
+        assert returning.login(email, "typo").status_code == 400
+    assert returning.login(email).status_code == 429
 
 
 def test_idle_and_absolute_expiry_end_the_session(

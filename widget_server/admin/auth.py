@@ -12,6 +12,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from importlib import resources
 from urllib.parse import quote
 
 from redis.asyncio import Redis
@@ -28,7 +29,10 @@ IDLE_S = 2 * 3600
 ABSOLUTE_S = 24 * 3600
 ACCOUNT_FAILURES = 5  # failed sign-ins of one account ...
 IP_FAILURES = 20  # ... or from one address, within WINDOW_S, before sign-ins are refused
+DEVICE_FAILURES = 5  # ... or, from a browser known to the account, of that browser alone
 WINDOW_S = 15 * 60
+DEVICE_COOKIE = "exw_admin_device"
+DEVICE_COOKIE_S = 180 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,54 +139,98 @@ class AdminSessions:
         await self._redis.delete(self._keys.admin_session(session.digest))
 
 
+_RESERVE = (resources.files("widget_server") / "lua" / "throttle_reserve.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """One sign-in attempt, reserved against its counters before the password is checked."""
+
+    counters: tuple[tuple[str, str], ...]  # (scope, Redis key) of every reservation held
+    wait_s: int = 0  # > 0: refused, try again in that many seconds
+
+
 class LoginThrottle:
-    """Failed sign-ins counted per account and per address in expiring Redis counters."""
+    """Failed sign-ins, counted in expiring Redis counters before the password hash runs.
+
+    Each attempt first reserves a place in its counters in one atomic step per counter (Lua on
+    one key), so parallel guesses cannot all slip under the limit while the hashes run. A wrong
+    password keeps the reservation as a failure; a correct one releases it.
+
+    Which counters: from a browser that signed in to the account before (a signed device cookie),
+    only that device's own counter, so that other people's failures (the same office network, an
+    attacker guessing the account) never lock the account's owner out of a known device.
+    Otherwise the account's counter and the address's counter, both.
+    """
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._reserve = redis.register_script(_RESERVE)
 
-    def _counters(self, email: str, ip: str) -> tuple[str, str]:
-        return (
-            self._keys.admin_login_failures("account", digest(email.strip().lower())),
-            self._keys.admin_login_failures("ip", digest(ip)),
-        )
+    def _counters(self, email: str, ip: str, device: str | None) -> list[tuple[str, str, int]]:
+        account = digest(email.strip().lower())
+        if device is not None:
+            key = self._keys.admin_login_failures("device", digest(f"{account}:{device}"))
+            return [("device", key, DEVICE_FAILURES)]
+        return [
+            ("account", self._keys.admin_login_failures("account", account), ACCOUNT_FAILURES),
+            ("ip", self._keys.admin_login_failures("ip", digest(ip)), IP_FAILURES),
+        ]
 
-    async def wait_seconds(self, email: str, ip: str) -> int:
-        """0 when a sign-in may be tried now, else the seconds until it may."""
-        account, address = self._counters(email, ip)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(account)
-            pipe.ttl(account)
-            pipe.get(address)
-            pipe.ttl(address)
-            by_account, account_ttl, by_ip, ip_ttl = await pipe.execute()
-        waits = [0]
-        if int(by_account or 0) >= ACCOUNT_FAILURES:
-            waits.append(max(1, int(account_ttl)))
-        if int(by_ip or 0) >= IP_FAILURES:
-            waits.append(max(1, int(ip_ttl)))
-        return max(waits)
+    async def begin(self, email: str, ip: str, device: str | None = None) -> LoginAttempt:
+        """Reserve the attempt; ``wait_s`` > 0 when it is refused (nothing is then held)."""
+        held: list[tuple[str, str]] = []
+        for scope, key, limit in self._counters(email, ip, device):
+            answer = int(await self._reserve(keys=[key], args=[limit, WINDOW_S]))
+            if answer < 0:
+                await self._release(held)
+                return LoginAttempt(counters=(), wait_s=-answer)
+            held.append((scope, key))
+        return LoginAttempt(counters=tuple(held))
 
-    async def failed(self, email: str, ip: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for counter in self._counters(email, ip):
-                pipe.incr(counter)
-                pipe.expire(counter, WINDOW_S, nx=True)
-            await pipe.execute()
+    async def succeeded(self, attempt: LoginAttempt) -> None:
+        """A correct password: the account's (or device's) failures are forgiven; the address
+        keeps its other failures but not this attempt."""
+        for scope, key in attempt.counters:
+            if scope == "ip":
+                await self._redis.decr(key)
+            else:
+                await self._redis.delete(key)
 
-    async def succeeded(self, email: str, ip: str) -> None:
-        await self._redis.delete(self._counters(email, ip)[0])
+    async def _release(self, held: list[tuple[str, str]]) -> None:
+        for _, key in held:
+            await self._redis.decr(key)
+
+
+def device_cookie(signer: Signer, email: str) -> str:
+    """A new device cookie for ``email``: this browser signed in to that account."""
+    device = secrets.token_urlsafe(16)
+    account = digest(email.strip().lower())
+    return f"{device}.{signer.mac('device', f'{account}:{device}')}"
+
+
+def trusted_device(signer: Signer, cookie: str | None, email: str) -> str | None:
+    """The device id of a genuine device cookie for ``email``, else None."""
+    device, _, mac = (cookie or "").partition(".")
+    if not device or not mac:
+        return None
+    account = digest(email.strip().lower())
+    expected = signer.mac("device", f"{account}:{device}")
+    return device if hmac.compare_digest(mac, expected) else None
 
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+def set_cookie(
+    request: Request, response: Response, name: str, value: str, max_age: int | None = None
+) -> None:
     response.set_cookie(
         name,
         value,
+        max_age=max_age,
         path=COOKIE_PATH,
         httponly=True,
         samesite="lax",

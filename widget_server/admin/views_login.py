@@ -17,14 +17,18 @@ from ..services import Services
 from .accounts import AccountStore
 from .auth import (
     COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_S,
     LOGIN_COOKIE,
     AdminSessions,
     LoginThrottle,
     Signer,
     clear_cookie,
     client_ip,
+    device_cookie,
     safe_next,
     set_cookie,
+    trusted_device,
 )
 from .guard import Admin, Guard, same_origin
 from .web import ADMIN, FormTooLarge, Templates, read_form
@@ -59,26 +63,28 @@ class LoginViews:
             )
         email, password = form.get("email").strip().lower(), form.get("password")
         throttle = LoginThrottle(services.redis, services.keys)
-        ip = client_ip(request)
-        wait = await throttle.wait_seconds(email, ip)
-        if wait:
-            minutes = max(1, (wait + 59) // 60)
+        device = trusted_device(signer, request.cookies.get(DEVICE_COOKIE), email)
+        attempt = await throttle.begin(email, client_ip(request), device)
+        if attempt.wait_s:
+            minutes = max(1, (attempt.wait_s + 59) // 60)
             message = (
                 "Too many failed sign-ins for this account or from this network. "
                 f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             )
             return self._form(request, signer, error=message, email=email, status=429)
         user = await AccountStore(services.redis, services.keys).authenticate(email, password)
-        if user is None:
-            await throttle.failed(email, ip)
+        if user is None:  # the reservation stays: a failure
             return self._form(
                 request, signer, error="Wrong email or password.", email=email, status=400
             )
-        await throttle.succeeded(email, ip)
+        await throttle.succeeded(attempt)
         sessions = AdminSessions(services.redis, services.keys, signer)
         cookie = await sessions.start(user)
         response = RedirectResponse(safe_next(form.get("next")), status_code=303)
         set_cookie(request, response, COOKIE, cookie)
+        if device is None:
+            known = device_cookie(signer, email)
+            set_cookie(request, response, DEVICE_COOKIE, known, max_age=DEVICE_COOKIE_S)
         clear_cookie(request, response, LOGIN_COOKIE)
         return response
 
