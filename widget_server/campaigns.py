@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import WidgetServerError
+from .links import safe_link
 from .protocol import ExitIntentKind, PageType
 
 CampaignStatus = Literal["draft", "active", "paused", "ended"]
@@ -54,11 +54,8 @@ def _http_url(value: str | None) -> str | None:
     if value in (None, ""):
         return None
     assert value is not None
-    parsed = urlparse(value)
-    if value.startswith("/") and not value.startswith("//"):
-        return value  # a path on the shop's own site
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http(s) URL or a path starting with /")
+    if safe_link(value) is None:
+        raise ValueError("must be an http(s) URL or a path starting with / (no backslashes)")
     return value
 
 

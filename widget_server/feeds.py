@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Literal, TypeAlias, cast
-from urllib.parse import urlsplit
 from xml.sax import SAXParseException
 from xml.sax.handler import ContentHandler, feature_namespaces
 from xml.sax.xmlreader import AttributesNSImpl, IncrementalParser, Locator
@@ -25,6 +24,7 @@ from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped
 from defusedxml.expatreader import DefusedExpatParser  # type: ignore[import-untyped]
 
 from .errors import WidgetServerError
+from .links import safe_link
 
 GOOGLE_NS = "http://base.google.com/ns/1.0"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -204,24 +204,14 @@ def _text(fields: Mapping[str, str], name: str, *, required: bool = False) -> st
     return value
 
 
+safe_url = safe_link  # the catalog's name for it
+
+
 def _url(fields: Mapping[str, str], name: str) -> str:
     value = _text(fields, name)
     if value and safe_url(value) is None:
         raise FieldError(name, "must be an http(s) URL or a path")
     return value
-
-
-def safe_url(value: str) -> str | None:
-    """``value`` if it is an absolute http(s) URL or a root-relative path, else ``None``."""
-    if len(value) > 2048 or _CONTROL.search(value) or " " in value:
-        return None
-    if value.startswith("/") and not value.startswith("//"):
-        return value
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return None
-    return value if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _has_surrogates(text: str) -> bool:
