@@ -6,7 +6,9 @@ import contextlib
 import json
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -285,3 +287,55 @@ def test_scripts_are_reloaded_after_a_script_flush(
         assert c.event("page_view", url="https://shop.test/")["type"] == "ack"
         r.script_flush()  # as after a Redis restart without persistence of the script cache
         assert c.event("page_view", url="https://shop.test/2")["type"] == "ack"
+
+
+def test_connection_limits_per_address_per_site_and_per_node(
+    redis_url: str, data_dir: Path
+) -> None:
+    """Over a limit, a socket gets ``over_capacity`` and close 1013; what it held is given back."""
+    limits = {"WIDGET_MAX_CONNECTIONS_PER_IP": "3", "WIDGET_MAX_CONNECTIONS_PER_SITE": "4",
+              "WIDGET_MAX_CONNECTIONS": "6"}  # fmt: skip
+    with running_server(redis_url, data_dir, **limits) as server:
+        site, other_site = add_site(redis_url), add_site(redis_url)
+
+        def refused(client: Client) -> tuple[str, int | None]:
+            error = client.recv()
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv()
+            assert closed.value.rcvd is not None
+            return error["code"], closed.value.rcvd.code
+
+        def from_address(ip: str) -> Client:
+            return Client(server.ws_url, additional_headers={"X-Forwarded-For": ip})
+
+        office = [from_address("198.51.100.1") for _ in range(3)]  # a trusted proxy's clients
+        for c in office:
+            c.hello(site, new_visitor())
+        fourth = from_address("198.51.100.1")
+        assert refused(fourth) == ("over_capacity", 1013)
+        other = from_address("198.51.100.2")
+        other.hello(site, new_visitor())  # another address is not affected
+        over_site = from_address("198.51.100.3")
+        over_site.send({"type": "hello", "v": 1, "site": site, "visitor": new_visitor()})
+        assert refused(over_site) == ("over_capacity", 1013)  # the site holds 4 already
+        extra = [from_address(f"198.51.100.{n}") for n in (4, 5)]
+        for c in extra:
+            c.hello(other_site, new_visitor())  # 6 sockets on the node now
+        over_node = from_address("198.51.100.9")
+        assert refused(over_node) == ("over_capacity", 1013)
+        office[0].close()  # a socket that leaves gives its place back
+        deadline = time.monotonic() + 10
+        while True:
+            again = from_address("198.51.100.1")
+            try:
+                assert again.hello(site, new_visitor())["type"] == "welcome"
+                break
+            except (ConnectionClosed, AssertionError):
+                again.close()
+                assert time.monotonic() < deadline, "the freed place was not given back"
+                time.sleep(0.1)
+        metrics = httpx.get(server.url + "/metrics").text
+        for limit in ("address", "site", "node"):
+            assert f'widget_connections_refused_total{{limit="{limit}"}} 1.0' in metrics
+        for c in [*office, other, *extra, again, fourth, over_site, over_node]:
+            c.close()

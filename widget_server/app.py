@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .admin import admin_routes
+from .admission import ConnectionLimits
 from .beacon import events_endpoint, events_preflight
 from .campaign_store import CampaignStore
 from .catalog import CatalogStore
@@ -148,6 +149,11 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
                 registry=metrics.registry,
                 catalog=similar.store,
                 similar=MailSimilarProducts(similar, sites, MailFlowStore(redis, keys)),
+            ),
+            limits=ConnectionLimits(
+                per_address=settings.max_connections_per_ip,
+                per_site=settings.max_connections_per_site,
+                per_node=settings.max_connections,
             ),
         )
         notices.services = services

@@ -35,6 +35,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.refused = Counter(
+            "widget_connections_refused",
+            "Visitor sockets refused by a connection limit (address, site, node), close 1013.",
+            ["limit"],
+            registry=r,
+        )
         self.redis_errors = Counter(
             "widget_redis_errors", "Redis/Valkey commands that failed.", registry=r
         )

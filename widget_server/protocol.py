@@ -34,6 +34,7 @@ BINARY_NOT_SUPPORTED = "binary_not_supported"
 RATE_LIMITED = "rate_limited"
 FLOOD = "flood"
 UNAVAILABLE = "unavailable"
+OVER_CAPACITY = "over_capacity"
 
 # --- field types -------------------------------------------------------------------------------
 

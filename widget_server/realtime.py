@@ -25,6 +25,7 @@ from .errors import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     ProtocolError,
     StoreUnavailable,
@@ -65,6 +66,9 @@ class VisitorConnection:
         self._hello: p.Hello | None = None
         self._forgotten = False
         self._attached = False
+        self._counted_site: str | None = None
+        # The peer, or the client a trusted proxy names (uvicorn's forwarded-allow-ips).
+        self.address = ws.client.host if ws.client else "unknown"
         self._lock = asyncio.Lock()
         settings = services.settings
         self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
@@ -79,6 +83,12 @@ class VisitorConnection:
         except _Closed:
             return
         await self.ws.accept()
+        limits = self.services.limits
+        refused = limits.admit(self.address)
+        if refused is not None:
+            with contextlib.suppress(_Closed):
+                await self._refuse(refused)
+            return
         try:
             await self._receive_hello()
             while True:
@@ -86,10 +96,22 @@ class VisitorConnection:
         except _Closed:
             pass
         finally:
+            limits.leave(self.address, self._counted_site)
             if self._attached:
                 metrics.connections.dec()
                 await self.services.hub.detach(self)
                 await self._left()
+
+    async def _refuse(self, limit: str) -> NoReturn:
+        """Over a connection limit: say which, and close with 1013 (try again later)."""
+        self.services.metrics.refused.labels(limit).inc()
+        await self._fail(
+            ProtocolError(
+                p.OVER_CAPACITY,
+                f"too many connections ({limit}); reconnect later",
+                close_code=CLOSE_TRY_AGAIN_LATER,
+            )
+        )
 
     async def _attach(self) -> None:
         """Join the hub (messages for this visitor and site reach the socket from now on) and the
@@ -218,6 +240,9 @@ class VisitorConnection:
                     message_id=hello.id,
                 )
             )
+        if self.services.limits.join_site(hello.site) is not None:
+            await self._refuse("site")
+        self._counted_site = hello.site
         self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
         view = await self._start_session(resume=hello.session)
         await self._attach()

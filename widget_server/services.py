@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from .admission import ConnectionLimits
 from .hub import Hub
 from .keys import Keys
 from .mail_context import MailContext
@@ -31,3 +32,4 @@ class Services:
     offers: OfferEngine
     similar: SimilarProducts
     mail: MailContext
+    limits: ConnectionLimits

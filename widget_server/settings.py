@@ -48,6 +48,10 @@ class Settings:
     country_header: str = "cf-ipcountry"
     # Trusted proxy header whose country goes into email consent records; "" records none.
     consent_country_header: str = ""
+    # Visitor sockets one node holds: from one client address, of one site, in all (0: no limit).
+    max_connections_per_ip: int = 1000
+    max_connections_per_site: int = 0
+    max_connections: int = 20000
     # Tries to start the embedded Valkey again after it died, before it is reported down.
     embedded_restarts: int = 8
     static_dir: Path = STATIC_DIR
@@ -193,6 +197,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         rate_burst=_int(env, "WIDGET_RATE_BURST", 40, low=1, high=100_000),
         hello_timeout_s=env_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
         embedded_restarts=_int(env, "WIDGET_EMBEDDED_RESTARTS", 8, low=0, high=1000),
+        max_connections_per_ip=_int(env, "WIDGET_MAX_CONNECTIONS_PER_IP", 1000, low=0, high=10**7),
+        max_connections_per_site=_int(env, "WIDGET_MAX_CONNECTIONS_PER_SITE", 0, low=0, high=10**7),
+        max_connections=_int(env, "WIDGET_MAX_CONNECTIONS", 20000, low=0, high=10**7),
         session_ttl_s=_int(env, "WIDGET_SESSION_TTL", 30 * 60, low=10, high=7 * 24 * 3600),
         profile_ttl_s=_int(
             env, "WIDGET_PROFILE_TTL", 180 * 24 * 3600, low=3600, high=5 * 365 * 24 * 3600
@@ -227,6 +234,9 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_COUNTRY_HEADER": settings.country_header,
         "WIDGET_CONSENT_COUNTRY_HEADER": settings.consent_country_header,
         "WIDGET_EMBEDDED_RESTARTS": str(settings.embedded_restarts),
+        "WIDGET_MAX_CONNECTIONS_PER_IP": str(settings.max_connections_per_ip),
+        "WIDGET_MAX_CONNECTIONS_PER_SITE": str(settings.max_connections_per_site),
+        "WIDGET_MAX_CONNECTIONS": str(settings.max_connections),
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
