@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 import redis
 
 from widget_server.keys import Keys
@@ -62,6 +63,31 @@ def test_batch_without_a_session_starts_one(server: ServerProcess, site: str) ->
     body = {"site": site, "visitor": new_visitor(), "messages": [{"id": "1", "type": "ping"}]}
     result = post(server, body, site=site).json()
     assert result["session"] and result["acks"] == ["1"]
+
+
+@pytest.mark.parametrize("first", ["hello", "beacon"])
+def test_a_beacon_racing_the_hellos_welcome_joins_that_visit(
+    server: ServerProcess, site: str, r: redis.Redis, first: str
+) -> None:
+    """The page is left before the welcome arrived: the widget sends its queue by beacon without
+    a session id while the hello opens the session. One visit, one session, whichever of the two
+    the server handles first."""
+    visitor = new_visitor()
+    event = {"id": "q1", "type": "event", "name": "cart_add", "item": {"id": "A", "price": 4}}
+    batch = {"site": site, "visitor": visitor, "messages": [event]}
+    with Client(server.ws_url) as c:
+        if first == "beacon":
+            beacon = post(server, batch, site=site)
+        c.send({"type": "hello", "v": 1, "site": site, "visitor": visitor})
+        if first == "hello":
+            beacon = post(server, batch, site=site)
+        session = c.recv_until("welcome")["session"]
+    assert beacon.json()["session"] == session and beacon.json()["acks"] == ["q1"]
+    assert r.smembers(Keys().sessions(site, visitor)) == {session}
+    assert r.hget(Keys().session(site, visitor, session), "cart_items") == "1"
+    assert r.hget(Keys().profile(site, visitor), "visits") == "1"
+    with Client(server.ws_url) as other_tab:  # two hellos are two tabs: they never join
+        assert other_tab.hello(site, visitor)["session"] != session
 
 
 def test_foreign_origin_unknown_site_and_bad_bodies(server: ServerProcess, site: str) -> None:

@@ -161,6 +161,7 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
         page=batch.page,
         consent=batch.consent,
         device=batch.device,
+        channel="http",  # a hello racing this beacon joins the same visit
     )
     results = await sessions.apply_batch(
         batch.site, batch.visitor, opened.session_id, to_apply, now=now

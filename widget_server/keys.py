@@ -45,6 +45,10 @@ class Keys:
         """Set: order ids already recorded (a purchase reported twice counts once)."""
         return f"{self.tag(site, visitor)}:orders"
 
+    def opening(self, site: str, visitor: str) -> str:
+        """String, a few seconds: the id of the session opened last, joined by racing opens."""
+        return f"{self.tag(site, visitor)}:opening"
+
     def connections(self, site: str, visitor: str) -> str:
         """Hash: connection id -> node id of every live socket of the visitor."""
         return f"{self.tag(site, visitor)}:conns"
@@ -56,6 +60,7 @@ class Keys:
             self.sessions(site, visitor),
             self.orders(site, visitor),
             self.connections(site, visitor),
+            self.opening(site, visitor),
         ]
 
     def trace(self, site: str, visitor: str, session_id: str) -> str:

@@ -24,6 +24,9 @@ from .keys import Keys
 from .scripts import Scripts
 
 _json = msgspec.json.Decoder()
+# A hello and a beacon of one visitor without a session id this close together are one visit:
+# the page was left before the hello's welcome arrived, and the widget sent its queue by beacon.
+OPENING_WINDOW_MS = 5000
 
 
 class SessionExpired(WidgetServerError):
@@ -173,8 +176,13 @@ class SessionStore:
         device: str | None = None,
         connection_id: str = "",
         node_id: str = "",
+        channel: str = "ws",
     ) -> OpenedSession:
-        """Resume ``resume`` if it still exists, else start a new session; register the socket."""
+        """Resume ``resume`` if it still exists, else start a new session; register the socket.
+
+        An open without a usable session id joins the session that an open through the other
+        ``channel`` (``ws`` a hello, ``http`` a beacon) started in the last
+        :data:`OPENING_WINDOW_MS`: the two raced, and are one visit."""
         k = self._keys
         new_id = new_session_id()
         context: dict[str, Any] = {
@@ -191,6 +199,7 @@ class SessionStore:
                     k.profile(site, visitor),
                     k.sessions(site, visitor),
                     k.connections(site, visitor),
+                    k.opening(site, visitor),
                 ],
                 args=[
                     repr(now),
@@ -202,6 +211,9 @@ class SessionStore:
                     connection_id,
                     node_id,
                     self._presence_ttl,
+                    OPENING_WINDOW_MS,
+                    k.tag(site, visitor),
+                    channel,
                 ],
             )
         except RedisError as exc:
@@ -294,7 +306,12 @@ class SessionStore:
         k = self._keys
         try:
             deleted, email = await self._scripts.forget(
-                keys=[k.profile(site, visitor), k.sessions(site, visitor), k.orders(site, visitor)],
+                keys=[
+                    k.profile(site, visitor),
+                    k.sessions(site, visitor),
+                    k.orders(site, visitor),
+                    k.opening(site, visitor),
+                ],
                 args=[k.tag(site, visitor)],
             )
             if email:

@@ -1,8 +1,15 @@
 -- Open or resume a visitor session and register the connection; one round trip per hello.
--- KEYS: 1 resume session, 2 new session, 3 profile, 4 session ids, 5 connections
+-- KEYS: 1 resume session, 2 new session, 3 profile, 4 session ids, 5 connections,
+--       6 opening (id of the session opened last for the visitor, for a few seconds)
 -- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 resume id ('' = none), 5 new id,
 --       6 context JSON {page, device, consent, landing}, 7 connection id ('' = none),
---       8 node id, 9 presence ttl
+--       8 node id, 9 presence ttl, 10 opening window (ms), 11 the visitor's key prefix,
+--       12 the channel opening ('ws' a hello, 'http' a beacon)
+-- A hello and a beacon of one visitor without a session id that race (the page was left before
+-- the hello's welcome arrived, and the widget sent its queue by beacon) are one visit: the second
+-- joins the session the first opened within the window. Two hellos never join (two tabs that
+-- share no storage are two sessions). That session's key is derived from the visitor's own hash
+-- tag: the same slot as KEYS.
 local now = tonumber(ARGV[1])
 local session_ttl = tonumber(ARGV[2])
 local profile_ttl = tonumber(ARGV[3])
@@ -10,6 +17,14 @@ local ctx = cjson.decode(ARGV[6])
 local key, sid, resumed = KEYS[2], ARGV[5], 0
 if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   key, sid, resumed = KEYS[1], ARGV[4], 1
+else
+  local racing = redis.call('GET', KEYS[6])
+  local channel, other = string.match(racing or '', '^(%a+):(.+)$')
+  if other and channel ~= ARGV[12] and redis.call('EXISTS', ARGV[11] .. ':s:' .. other) == 1 then
+    key, sid, resumed = ARGV[11] .. ':s:' .. other, other, 1
+    -- the session has its hello now: a further hello is another tab, and does not join
+    redis.call('SET', KEYS[6], 'ws:' .. sid, 'KEEPTTL')
+  end
 end
 
 if resumed == 0 then
@@ -28,6 +43,7 @@ if resumed == 0 then
   redis.call('HINCRBY', KEYS[3], 'visits', 1)
   redis.call('SADD', KEYS[4], sid)
   redis.call('EXPIRE', KEYS[4], profile_ttl)
+  redis.call('SET', KEYS[6], ARGV[12] .. ':' .. sid, 'PX', ARGV[10])
 end
 
 redis.call('HSET', key, 'last', now)
