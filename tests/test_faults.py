@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,3 +188,36 @@ def test_a_valkey_that_cannot_come_back_makes_healthz_fail_with_the_reason(
         assert server.valkeys() == []
     finally:
         server.stop()
+
+
+def test_a_port_taken_while_valkey_is_down_is_the_reason_healthz_gives(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data", WIDGET_EMBEDDED_RESTARTS="2")
+    squatter = socket.socket()
+    try:
+        [valkey] = server.valkeys()
+        valkey.kill()
+        valkey.wait(10)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", int(server.valkey_port)))  # another program takes the port
+        squatter.listen()
+        wait_until(lambda: server.get("/healthz").status_code == 503, "failed healthz", server)
+        reason = server.get("/healthz").text
+        assert "the embedded Valkey is down" in reason and "in use" in reason, reason
+    finally:
+        squatter.close()
+        server.stop()
+
+
+def test_a_data_directory_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["WIDGET_DATA_DIR"] = str(blocker / "data")
+    for args in (["serve", "--port", str(free_port())], ["sites", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "widget_server.cli", *args],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        error = one_line_error(done)
+        assert "data directory" in error and "Not a directory" in error
+        assert error.count("\n") == 1

@@ -124,9 +124,15 @@ def _running_embedded(url_file: Path) -> str | None:
 
 
 def _prepare(settings: Settings) -> Settings:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if not settings.secret_key:
-        settings = settings.with_overrides(secret_key=load_secret_key(settings.data_dir))
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.secret_key:
+            settings = settings.with_overrides(secret_key=load_secret_key(settings.data_dir))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use the data directory {settings.data_dir} (WIDGET_DATA_DIR): "
+            f"{exc.strerror or exc}"
+        ) from None
     return settings
 
 
@@ -448,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ConfigurationError, SiteError, CodePoolError) as exc:
         print(f"widget-server: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or directory the command was given or needs
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"widget-server: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

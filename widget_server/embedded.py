@@ -165,12 +165,18 @@ class EmbeddedValkey:
         raise ConfigurationError(f"the embedded Valkey did not start within {timeout:g} s")
 
     def last_log_line(self) -> str:
-        """The last line Valkey wrote to its log: why it refused to start, usually."""
+        """Why Valkey refused to start, from its log: the last line, after the warning that
+        came right before it (``bind: Address already in use``, say)."""
         with contextlib.suppress(OSError):
             with (self.data_dir / "valkey.log").open("rb") as f:
                 f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
                 lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
-            return lines[-1].split(" * ")[-1].split(" # ")[-1].strip() if lines else ""
+            if not lines:
+                return ""
+            last = lines[-1].split(" * ")[-1].split(" # ")[-1].strip()
+            if len(lines) > 1 and " # " in lines[-2]:
+                return f"{lines[-2].split(' # ', 1)[1].strip()}; {last}"
+            return last
         return ""
 
     # --- supervision -----------------------------------------------------------------------
