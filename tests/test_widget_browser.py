@@ -1153,6 +1153,47 @@ window.exitwidget = [["identify", {email: "x@example.com"}]];
     assert [m for m in tab.console_errors if not NETWORK_NOISE.match(m)] == []
 
 
+def test_reconnects_wait_a_random_share_of_a_doubling_delay_up_to_30_s(
+    new_tab: Callable[..., Tab], shop: StaticSite, site: str
+) -> None:
+    """The rule of docs/protocol.md: before reconnect attempt n (n = 0 after a welcome) the widget
+    waits random() x min(30 s, 0.5 s x 2^n) (full jitter), so a restart does not bring every
+    widget back at the same moment."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
+    tab = new_tab()
+    page = tab.page
+    page.route(
+        f"{closed}/widget.js",
+        lambda route: route.fulfill(body=body, content_type="text/javascript"),
+    )
+    page.add_init_script(
+        """(() => {
+        Math.random = () => 0.75;  // the jitter's draw, fixed so the delays can be checked
+        const Native = WebSocket;
+        window.__opened = [];
+        window.__closed = [];
+        window.WebSocket = function (url, protocols) {
+            __opened.push(Date.now());
+            const socket = new Native(url, protocols);
+            socket.addEventListener("close", () => __closed.push(Date.now()));
+            return socket;
+        };
+        window.WebSocket.prototype = Native.prototype;
+    })()"""
+    )
+    page.clock.install()
+    page.clock.pause_at(1_900_000_000_000)  # time moves only when the test moves it
+    page.goto(shop.page(closed, site))
+    for n in range(1, 9):
+        tab.wait(lambda n=n: page.evaluate("__closed.length") >= n, f"failure {n}")
+        page.clock.run_for(31_000)  # the widget's timer fires within this
+    tab.wait(lambda: page.evaluate("__opened.length") >= 9, "the ninth attempt")
+    opened, closed_at = page.evaluate("__opened"), page.evaluate("__closed")
+    waits = [round(opened[n + 1] - closed_at[n]) for n in range(8)]
+    assert waits == [round(0.75 * min(30_000, 500 * 2**n)) for n in range(8)]
+
+
 def test_reconnect_replays_unacked_messages_into_the_same_session(
     new_tab: Callable[..., Tab],
     shop: StaticSite,
