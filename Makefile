@@ -15,7 +15,7 @@ JOBS       ?= auto
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint typecheck unit bench format lock upgrade clean
+.PHONY: demo test lint typecheck unit bench soak format lock upgrade clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -48,6 +48,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/realtime.py
 	$(BIN)/python benchmarks/offers.py
+
+# Minutes of visitors under store crashes and node restarts (not part of `make test`).
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -17,7 +17,8 @@ afterwards (each session's ``pages`` counter against the page views acked in it)
 codes, for each fault the seconds until every visitor had a welcome again and how the reconnects
 spread over time, and the nodes' memory before and after. Loopback only; bounded in time.
 
-    python benchmarks/soak.py [--quick] [--visitors 2000] [--duration 240] [--run shared|embedded|both]
+    python benchmarks/soak.py [--quick] [--visitors 2000] [--duration 240]
+                              [--run shared|embedded|both]
 """
 
 from __future__ import annotations
@@ -197,9 +198,14 @@ class Visitor:
 
     async def _visit(self, node: Node, stop: asyncio.Event) -> None:
         url = f"ws://127.0.0.1:{node.port}/v1/ws?site={SITE}"
-        async with websockets.connect(
-            url, origin=ORIGIN, open_timeout=10, ping_interval=None, close_timeout=2  # type: ignore[arg-type]
-        ) as ws:
+        connecting = websockets.connect(
+            url,
+            origin=ORIGIN,  # type: ignore[arg-type]
+            open_timeout=10,
+            ping_interval=None,
+            close_timeout=2,
+        )
+        async with connecting as ws:
             hello: dict[str, Any] = {"id": self.next_id(), "type": "hello", "v": 1,
                                      "site": SITE, "visitor": self.id}  # fmt: skip
             if self.session:
@@ -328,9 +334,7 @@ async def soak(
     await asyncio.sleep(min(15.0, duration / 4))  # everyone connected and sending
     rss_before = {f"node{i}": node.rss_kib() for i, node in enumerate(nodes)}
     faults: list[Fault] = []
-    plan = (
-        ["kill store", "restart node", "kill store"] if kind == "shared" else ["kill store"]
-    )
+    plan = ["kill store", "restart node", "kill store"] if kind == "shared" else ["kill store"]
     gap = (duration - (time.monotonic() - started)) / (len(plan) + 1)
     for name in plan:
         await asyncio.sleep(gap)
@@ -377,16 +381,21 @@ async def soak(
         "acked_checked": checked,
         "codes": len(stats.codes),
         "duplicate_codes": len(stats.codes) - len(set(stats.codes)),
-        "faults": [
-            {"fault": f.name, "at_s": round(f.at - started, 1), "all_back_s": f.back_s,
-             "reconnect_attempts_per_s": f.reconnects_per_s,
-             "peak_share_in_one_second": round(max(f.reconnects_per_s or [0])
-                                               / max(1, sum(f.reconnects_per_s)), 3)}
-            for f in faults
-        ],  # fmt: skip
+        "faults": [fault_report(f, started) for f in faults],
         "errors": dict(stats.errors),
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
+    }
+
+
+def fault_report(fault: Fault, started: float) -> dict[str, Any]:
+    attempts = fault.reconnects_per_s
+    return {
+        "fault": fault.name,
+        "at_s": round(fault.at - started, 1),
+        "all_back_s": fault.back_s,
+        "reconnect_attempts_per_s": attempts,
+        "peak_share_in_one_second": round(max(attempts or [0]) / max(1, sum(attempts)), 3),
     }
 
 
@@ -404,12 +413,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="widget-soak-") as tmp:
         if args.run in ("shared", "both"):
-            results.append(asyncio.run(
-                soak("shared", args.visitors, args.duration, Path(tmp) / "shared", rng)))  # fmt: skip
+            shared = soak("shared", args.visitors, args.duration, Path(tmp) / "shared", rng)
+            results.append(asyncio.run(shared))
         if args.run in ("embedded", "both"):
-            results.append(asyncio.run(soak(
-                "embedded", args.visitors, max(30.0, args.duration / 3), Path(tmp) / "embedded",
-                rng)))  # fmt: skip
+            seconds = max(30.0, args.duration / 3)
+            embedded = soak("embedded", args.visitors, seconds, Path(tmp) / "embedded", rng)
+            results.append(asyncio.run(embedded))
     print(json.dumps({"soak": results}, indent=2))
     failed = any(r["acked_missing_from_store"] or r["duplicate_codes"] for r in results)
     sys.exit(1 if failed else 0)
