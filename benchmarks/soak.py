@@ -85,7 +85,9 @@ class Node:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WIDGET_")}
         env.pop("REDIS_URL", None)
+        # Every soak visitor comes from 127.0.0.1: no per-address limit here.
         env.update(WIDGET_DATA_DIR=str(self.data_dir), WIDGET_LOG_LEVEL="error",
+                   WIDGET_MAX_CONNECTIONS_PER_IP="0",
                    WIDGET_RATE_PER_SECOND="50", WIDGET_RATE_BURST="100",
                    WIDGET_SECRET_KEY="soak-secret-key-soak-secret-key-soak")  # fmt: skip
         if self.redis_url:

@@ -3,10 +3,12 @@ guard that fails a test when pub/sub carried a message for a site another test m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,21 +99,28 @@ class BroadcastWatch:
 
     def __init__(self, redis_url: str) -> None:
         self._client = redis.Redis.from_url(redis_url)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.psubscribe("*:broadcast")
-        self._pubsub.subscribe(MARKER_CHANNEL)
+        self._pubsub = self._subscribe()
         self._seen: list[tuple[str, str]] = []  # (channel, site), or (MARKER_CHANNEL, token)
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broadcast-watch", daemon=True)
         self._thread.start()
 
+    def _subscribe(self) -> redis.client.PubSub:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe("*:broadcast")
+        pubsub.subscribe(MARKER_CHANNEL)
+        return pubsub
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 message = self._pubsub.get_message(timeout=0.2)
-            except (redis.RedisError, OSError, ValueError):
-                return
+            except (redis.RedisError, OSError, ValueError):  # subscribe again: a test's outage
+                time.sleep(0.2)
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self._pubsub = self._subscribe()
+                continue
             if message is None:
                 continue
             channel = message["channel"].decode()
