@@ -152,6 +152,10 @@ class EmbeddedValkey:
         self._process = process
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._stopping.is_set():  # stop() came during a restart: leave nothing behind
+                process.kill()
+                process.wait(5)
+                raise ConfigurationError("the embedded Valkey is being stopped")
             if process.poll() is not None:
                 raise ConfigurationError(
                     f"the embedded Valkey exited at start (code {process.returncode}): "
@@ -203,6 +207,8 @@ class EmbeddedValkey:
                 try:
                     self._spawn(timeout=30.0)
                 except ConfigurationError as exc:
+                    if self._stopping.is_set():
+                        return
                     reason = str(exc)
                     log.error("restart %d of the embedded Valkey failed: %s", attempt, reason)
                     self._write_status("restarting", reason)
@@ -243,7 +249,7 @@ class EmbeddedValkey:
         self._stopping.set()
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.join(timeout)
+            watcher.join(timeout + 5)  # a restart in progress notices the stop within 0.05 s
         process, self._process = self._process, None
         try:
             if process is None or process.poll() is not None:
