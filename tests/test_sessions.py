@@ -209,3 +209,28 @@ def test_batch_applies_in_order_in_one_round_trip(redis_url: str) -> None:
     results = run(redis_url, body)
     assert [getattr(v, "duplicate", None) for v in results] == [False, True, False]
     assert results[-1].session["checkout"] == "1"  # type: ignore[union-attr]
+
+
+def test_a_visitor_who_only_looks_is_forgotten_within_a_day(redis_url: str, r: redis.Redis) -> None:
+    """A hello and page views keep a short-lived profile (a returning visitor is still known the
+    same day); the first thing worth remembering (here a cart line) keeps it for the retention."""
+    looker, shopper = new_visitor(), new_visitor()
+    retention = 30 * 86400
+
+    async def body(store: SessionStore) -> int:
+        page_view = msg(p.PageView, "pv", url="https://shop.test/")
+        sessions = {}
+        for who in (looker, shopper):
+            sessions[who] = (await store.open(SITE, who, now=time.time())).session_id
+            await store.apply(SITE, who, sessions[who], page_view, now=time.time())
+        assert r.ttl(Keys().profile(SITE, shopper)) <= 86400
+        cart_add = msg(p.CartAdd, "c1", item=p.CartItem(id="A", price=5.0))
+        await store.apply(SITE, shopper, sessions[shopper], cart_add, now=time.time())
+        again = await store.open(SITE, looker, now=time.time())  # back the same day: known
+        await store.open(SITE, shopper, now=time.time())
+        return again.view.visits
+
+    assert run(redis_url, body, profile=retention) == 2
+    assert 0 < r.ttl(Keys().profile(SITE, looker)) <= 86400
+    assert 0 < r.ttl(Keys().sessions(SITE, looker)) <= 86400
+    assert r.ttl(Keys().profile(SITE, shopper)) > 86400  # kept for the retention period

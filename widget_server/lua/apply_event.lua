@@ -166,6 +166,10 @@ redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], session_ttl)
 if activity then redis.call('HSET', s, 'last', now) end
 redis.call('HSET', p, 'last_seen', now)
+-- Page views, signals and consent changes alone are not worth keeping a visitor for months.
+if name ~= 'page_view' and name ~= 'exit_intent' and name ~= 'hesitation' and name ~= 'consent' then
+  redis.call('HSET', p, 'kept', 1)
+end
 redis.call('EXPIRE', s, session_ttl)
-redis.call('EXPIRE', p, profile_ttl)
+redis.call('EXPIRE', p, profile_ttl_for(p, profile_ttl))
 return view(s, p, 0)

@@ -33,3 +33,11 @@ local function encode_list(list)
   if #list == 0 then return '[]' end
   return cjson.encode(list)
 end
+
+-- An unknown visitor's profile is a short-lived marker (MARKER_TTL) until they do something
+-- worth remembering (``kept``); then it lives for the retention TTL.
+local MARKER_TTL = 86400
+local function profile_ttl_for(profile_key, retention)
+  if redis.call('HGET', profile_key, 'kept') == '1' then return retention end
+  return math.min(MARKER_TTL, retention)
+end

@@ -42,7 +42,7 @@ if resumed == 0 then
   end
   redis.call('HINCRBY', KEYS[3], 'visits', 1)
   redis.call('SADD', KEYS[4], sid)
-  redis.call('EXPIRE', KEYS[4], profile_ttl)
+  redis.call('EXPIRE', KEYS[4], profile_ttl_for(KEYS[3], profile_ttl))
   redis.call('SET', KEYS[6], ARGV[12] .. ':' .. sid, 'PX', ARGV[10])
 end
 
@@ -60,7 +60,7 @@ if consent then
     'consent_marketing', val(consent.marketing, false) and 1 or 0)
 end
 redis.call('EXPIRE', key, session_ttl)
-redis.call('EXPIRE', KEYS[3], profile_ttl)
+redis.call('EXPIRE', KEYS[3], profile_ttl_for(KEYS[3], profile_ttl))
 
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])

@@ -5,7 +5,7 @@
 if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'purchases', 1)
 redis.call('HINCRBYFLOAT', KEYS[1], 'revenue', ARGV[3])
-redis.call('HSET', KEYS[1], 'last_purchase', ARGV[1])
+redis.call('HSET', KEYS[1], 'last_purchase', ARGV[1], 'kept', 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
