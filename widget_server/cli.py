@@ -328,7 +328,7 @@ def cmd_worker(settings: Settings) -> None:
     """Send due abandoned-cart emails until SIGTERM/SIGINT."""
     settings = _prepare(settings)
     mail_settings = mail_settings_from_env(os.environ, settings)
-    with redis_for(settings) as url:
+    with redis_for(settings, supervise=True) as url:
         asyncio.run(_work(url, settings, mail_settings))
 
 
