@@ -37,7 +37,8 @@ from widget_server.keys import Keys  # noqa: E402
 from widget_server.metrics import Metrics  # noqa: E402
 from widget_server.offers import OfferEngine  # noqa: E402
 from widget_server.scripts import Scripts  # noqa: E402
-from widget_server.sessions import SessionStore, SessionView  # noqa: E402
+from widget_server.session_view import SessionView  # noqa: E402
+from widget_server.sessions import SessionStore  # noqa: E402
 from widget_server.shipped import EXAMPLES_DIR  # noqa: E402
 
 EXAMPLES = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())

@@ -36,7 +36,8 @@ from widget_server.mail_routes import mail_routes
 from widget_server.mail_worker import run_worker
 from widget_server.mailjobs import ScheduleResult
 from widget_server.scripts import Scripts
-from widget_server.sessions import SessionStore, SessionView
+from widget_server.session_view import SessionView
+from widget_server.sessions import SessionStore
 from widget_server.sites import SiteRegistry, new_site
 
 from .support import ROOT, ServerProcess, SiteOwners, add_site

@@ -198,7 +198,7 @@ def test_counts_come_from_the_stats_hash_and_the_queue(owner: AdminClient, r: re
 def test_results_compare_the_emails_with_the_holdout(owner: AdminClient, redis_url: str) -> None:
     from widget_server.mail_flows import MailConfig, MailFlowStore, in_holdout
     from widget_server.mailjobs import MailScheduler
-    from widget_server.sessions import CartLine
+    from widget_server.session_view import CartLine
 
     site = new_site_key(owner)
     assert "No visitor has qualified" in owner.get(emails(site)).text

@@ -29,7 +29,7 @@ from widget_server.catalog import CatalogStore, Product
 from widget_server.mail import MailAddressError, RenderedEmail, build_message, render_preview
 from widget_server.mail_flows import DEFAULT_CONFIG
 from widget_server.mail_worker import process_job
-from widget_server.sessions import CartLine
+from widget_server.session_view import CartLine
 
 from .mail_support import (
     FROM,

@@ -17,7 +17,7 @@ from widget_server.experiments import HOLDOUT
 from widget_server.mail_context import MailContext
 from widget_server.mail_flows import Flow, FlowStep, MailConfig, in_holdout
 from widget_server.reports import flow_report
-from widget_server.sessions import CartLine
+from widget_server.session_view import CartLine
 from widget_server.shop_api import signature_for
 
 from .mail_support import IsolatedShop, address_for, mail_context, make_site

@@ -34,7 +34,7 @@ from widget_server.mail_send import (
     webhook_signature,
 )
 from widget_server.mail_tokens import BadToken, ExpiredToken, LinkSigner, with_utm
-from widget_server.sessions import CartLine
+from widget_server.session_view import CartLine
 from widget_server.settings import Settings
 
 from .mail_support import SECRET, fast_config, mail_context, make_site

@@ -22,7 +22,8 @@ from . import protocol as p
 from .consent import after_identify, forget, recorded_identify, trusted_country
 from .errors import ProtocolError, StoreUnavailable
 from .services import Services
-from .sessions import SessionExpired, SessionView
+from .session_view import SessionView
+from .sessions import SessionExpired
 from .sites import Site, origin_allowed
 
 MAX_BATCH_MESSAGES = 100

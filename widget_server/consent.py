@@ -19,7 +19,8 @@ from . import protocol as p
 from .errors import StoreUnavailable
 from .mail_context import MailContext
 from .mail_optin import awaiting_confirmation, forget_confirmation
-from .sessions import SessionStore, SessionView
+from .session_view import SessionView
+from .sessions import SessionStore
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
 # Codes proxies use for "no country" (Cloudflare: XX unknown, T1 Tor).

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from .campaigns import Campaign, Condition
 from .experiments import HOLDOUT, assign
-from .sessions import SessionView
+from .session_view import SessionView
 
 
 class Reason(StrEnum):

@@ -47,7 +47,7 @@ from .mail_delivery import deliver
 from .mail_send import MailTransport
 from .mail_tokens import CONFIRM_TTL_S, MailLinks, confirm_link
 from .mailjobs import CONFIRM_FLOW, MailJob, confirmation_job_id
-from .sessions import SessionView
+from .session_view import SessionView
 from .sites import Site
 
 log = logging.getLogger("widget_server.mail")

@@ -44,7 +44,7 @@ from .keys import Keys
 from .mail import MailAddressError, email_digest, normalize_address
 from .mail_experiments import FlowExperiments, flow_arm
 from .mail_flows import MailFlowStore, in_holdout
-from .sessions import CartLine, SessionView
+from .session_view import CartLine, SessionView
 
 CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped"]
 SuppressionReason = Literal["unsubscribed", "bounced", "complained"]

@@ -39,7 +39,8 @@ from .experiments import HOLDOUT
 from .keys import Keys
 from .metrics import Metrics
 from .scripts import Scripts
-from .sessions import SessionStore, SessionView
+from .session_view import SessionView
+from .sessions import SessionStore
 
 log = logging.getLogger("widget_server.offers")
 TRACE_LIMIT = 20

@@ -33,7 +33,8 @@ from .errors import (
 from .offers import signal_for
 from .ratelimit import TokenBucket
 from .services import Services
-from .sessions import SessionExpired, SessionView
+from .session_view import SessionView
+from .sessions import SessionExpired
 from .sites import Site, origin_allowed
 
 log = logging.getLogger("widget_server.realtime")

@@ -22,6 +22,7 @@ from . import protocol as p
 from .errors import StoreUnavailable, WidgetServerError
 from .keys import Keys
 from .scripts import Scripts
+from .session_view import SessionView
 
 _json = msgspec.json.Decoder()
 # A hello and a beacon of one visitor without a session id this close together are one visit:
@@ -31,81 +32,6 @@ OPENING_WINDOW_MS = 5000
 
 class SessionExpired(WidgetServerError):
     """The session a message refers to no longer exists (TTL ran out or it was erased)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CartLine:
-    id: str
-    quantity: int
-    price: float
-    title: str
-    category: str
-    brand: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    """What the store knows about a visitor right after a state change."""
-
-    session: dict[str, str]
-    profile: dict[str, str]
-    duplicate: bool = False
-
-    @property
-    def session_id(self) -> str:
-        return self.session.get("id", "")
-
-    def _num(self, field: str, source: dict[str, str] | None = None) -> float:
-        raw = (self.session if source is None else source).get(field, "0")
-        try:
-            return float(raw)
-        except ValueError:
-            return 0.0
-
-    @property
-    def pages(self) -> int:
-        return int(self._num("pages"))
-
-    @property
-    def cart_value(self) -> float:
-        return self._num("cart_value")
-
-    @property
-    def cart_items(self) -> int:
-        return int(self._num("cart_items"))
-
-    @property
-    def cart(self) -> list[CartLine]:
-        lines = _json.decode(self.session.get("cart", "[]") or "[]")
-        if not isinstance(lines, list):  # Lua's cjson writes an empty table as {}
-            return []
-        return [
-            CartLine(
-                id=str(line.get("id", "")),
-                quantity=int(line.get("quantity", 1)),
-                price=float(line.get("price", 0)),
-                title=str(line.get("title", "")),
-                category=str(line.get("category", "")),
-                brand=str(line.get("brand", "")),
-            )
-            for line in lines
-        ]
-
-    @property
-    def purchased(self) -> bool:
-        return self.session.get("purchased") == "1"
-
-    @property
-    def visits(self) -> int:
-        return int(self._num("visits", self.profile))
-
-    @property
-    def purchases(self) -> int:
-        return int(self._num("purchases", self.profile))
-
-    @property
-    def revenue(self) -> float:
-        return self._num("revenue", self.profile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from ..erasure import erase_visitor
 from ..errors import StoreUnavailable
 from ..services import Services
-from ..sessions import SessionView
+from ..session_view import SessionView
 from . import explain
 from .guard import Admin, Guard
 from .views_sites import not_found, site_or_none
