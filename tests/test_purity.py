@@ -24,6 +24,7 @@ PURE = [
     "widget_server.session_view",  # a visitor's state as typed values
     "widget_server.admission",  # connection limits
     "widget_server.ratelimit",  # the per-connection token bucket
+    "widget_server.replies",  # reading Redis replies
 ]
 IO = {"redis", "starlette", "uvicorn", "websockets", "jinja2", "aiosmtplib", "httpx"}
 

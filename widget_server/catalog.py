@@ -40,6 +40,7 @@ from .feeds import (
 )
 from .keys import Keys
 from .recommend import DEFAULT_WEIGHTS, SimilarityIndex, SimilarityWeights
+from .replies import reply_text
 
 __all__ = [
     "CatalogStore",
@@ -100,10 +101,6 @@ def _unavailable(action: str) -> Iterator[None]:
         raise StoreUnavailable(f"could not {action}: {exc}") from exc
 
 
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class CatalogStore:
     """The Redis adapter for products and co-view/co-cart counts; every method raises
     :class:`~widget_server.errors.StoreUnavailable` when Redis fails."""
@@ -161,7 +158,7 @@ class CatalogStore:
         changed = {
             product_id: digest
             for (product_id, digest), old in zip(digests.items(), before, strict=True)
-            if old is None or _str(old) != digest
+            if old is None or reply_text(old) != digest
         }
         added = sum(old is None for old in before)
         if changed:
@@ -200,7 +197,7 @@ class CatalogStore:
                 pipe.hkeys(k.catalog(site))
                 pipe.hkeys(k.catalog_learned(site))
                 feed, learned = await pipe.execute()
-        return {_str(product_id) for product_id in (*feed, *learned)}
+        return {reply_text(product_id) for product_id in (*feed, *learned)}
 
     async def products(self, site: str) -> list[Product]:
         """Every product of the site (feed first; learned only for ids not in the feed)."""
@@ -209,7 +206,7 @@ class CatalogStore:
             for key in (self._keys.catalog(site), self._keys.catalog_learned(site)):
                 async for product_id, raw in self._redis.hscan_iter(key, count=1000):
                     if (product := _product(raw)) is not None:
-                        found.setdefault(_str(product_id), product)
+                        found.setdefault(reply_text(product_id), product)
         return list(found.values())
 
     async def counts(self, site: str) -> tuple[int, int]:
@@ -252,7 +249,7 @@ class CatalogStore:
         """
         k = self._keys
         with _unavailable("list products"):
-            stored = [_str(i) for i in await self._redis.hkeys(k.catalog_hashes(site))]
+            stored = [reply_text(i) for i in await self._redis.hkeys(k.catalog_hashes(site))]
         missing = [product_id for product_id in stored if product_id not in keep_ids]
         with _unavailable("remove products"):
             for start in range(0, len(missing), CHUNK_SIZE):
@@ -350,7 +347,7 @@ class CatalogStore:
         for n, reply in enumerate(replies):
             counts = coview if n % 2 == 0 else cocart
             for member, score in reply:
-                counts[_str(member)] = counts.get(_str(member), 0.0) + float(score)
+                counts[reply_text(member)] = counts.get(reply_text(member), 0.0) + float(score)
         return CoCounts(coview, cocart)
 
 

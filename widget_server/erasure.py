@@ -30,6 +30,7 @@ from redis.commands.core import AsyncScript
 
 from .consent import forget as forget_email
 from .mail import email_digest
+from .replies import reply_text
 from .services import Services
 
 SCAN_COUNT = 1000
@@ -71,9 +72,9 @@ async def visitors_for_email(services: Services, site: str, email: str) -> list[
         pipe.hget(keys.email_index(site), address)
         pipe.smembers(keys.mail_email_visitors(site, email_digest(address)))
         indexed, scheduled = await pipe.execute()
-    found = {_text(v) for v in scheduled or ()}
+    found = {reply_text(v) for v in scheduled or ()}
     if indexed:
-        found.add(_text(indexed))
+        found.add(reply_text(indexed))
     return sorted(found)
 
 
@@ -87,7 +88,7 @@ async def erase_visitor(services: Services, site: str, visitor: str) -> ErasureR
     redis, keys = services.redis, services.keys
     report.live_sockets = await services.hub.end_visitor(site, visitor)
     report.emails = await _erase_email_index(services, site, visitor)
-    session_ids = {_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
+    session_ids = {reply_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
     report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
     session_ids |= in_feed
     report.visitor_keys = await services.sessions.forget(site, visitor)
@@ -112,7 +113,9 @@ async def _erase_email_index(services: Services, site: str, visitor: str) -> int
     cursor = 0
     while True:
         cursor, chunk = await redis.hscan(index, cursor, count=SCAN_COUNT)
-        mine += [_text(email) for email, owner in _pairs(chunk) if _text(owner) == visitor]
+        mine += [
+            reply_text(email) for email, owner in _pairs(chunk) if reply_text(owner) == visitor
+        ]
         if not cursor:
             break
     if not mine:
@@ -131,7 +134,7 @@ async def _erase_feed_entries(services: Services, site: str, visitor: str) -> tu
         except ValueError:
             continue
         if isinstance(entry, dict) and entry.get("visitor") == visitor:
-            removed += int(await redis.lrem(key, 1, _text(raw)))
+            removed += int(await redis.lrem(key, 1, reply_text(raw)))
             if entry.get("session"):
                 session_ids.add(str(entry["session"]))
     return removed, session_ids
@@ -152,7 +155,7 @@ async def _sweep_visitor_keys(
     pattern = _glob_escape(keys.tag(site, visitor)) + ":*"
     while True:
         cursor, chunk = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
-        found += [name for name in map(_text, chunk) if name != connections]
+        found += [name for name in map(reply_text, chunk) if name != connections]
         if not cursor:
             break
     session_ids = {name[len(h) :] for name in found for h in heads if name.startswith(h)}
@@ -173,7 +176,7 @@ async def _erase_session_owners(
     names = [keys.session_owner(site, sid) for sid in sorted(session_ids)]
     owners = await redis.mget(names)
     mine = [name for name, owner in zip(names, owners, strict=True) if owner and
-            _text(owner) == visitor]  # fmt: skip
+            reply_text(owner) == visitor]  # fmt: skip
     return int(await redis.delete(*mine)) if mine else 0
 
 
@@ -209,7 +212,7 @@ async def _codes_of(redis: Redis, codes_key: str, visitor: str) -> list[str]:
             except ValueError:
                 continue
             if isinstance(record, dict) and record.get("visitor") == visitor:
-                mine.append(_text(code))
+                mine.append(reply_text(code))
         if not cursor:
             break
     return mine
@@ -228,7 +231,3 @@ def _pairs(chunk: Any) -> list[tuple[Any, Any]]:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

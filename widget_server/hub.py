@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from .keys import Keys
 from .metrics import Metrics
+from .replies import reply_text
 from .scripts import Scripts
 
 log = logging.getLogger("widget_server.hub")
@@ -174,7 +175,7 @@ class Hub:
             rows = await pipe.execute()
         out = []
         for minute, raw in zip(span, rows, strict=True):
-            values = {_text(k): int(v) for k, v in raw.items()}
+            values = {reply_text(k): int(v) for k, v in raw.items()}
             out.append({"minute": minute * 60, **{m: values.get(m, 0) for m in RATE_METRICS}})
         return out
 
@@ -292,7 +293,3 @@ class Hub:
             for site in list(self._by_site):
                 pipe.zremrangebyscore(self._keys.live(site), "-inf", now - self._presence_ttl)
             await pipe.execute()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -47,6 +47,7 @@ from .mail_delivery import deliver
 from .mail_send import MailTransport
 from .mail_tokens import CONFIRM_TTL_S, MailLinks, confirm_link
 from .mailjobs import CONFIRM_FLOW, MailJob, confirmation_job_id
+from .replies import reply_text
 from .session_view import SessionView
 from .sites import Site
 
@@ -63,10 +64,6 @@ def _lua_source(name: str) -> str:
 
 def _script(redis: Redis, name: str) -> AsyncScript:
     return redis.register_script(_lua_source(name))
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def awaiting_confirmation(profile: Mapping[str, str]) -> bool:
@@ -106,7 +103,7 @@ async def process_confirmation(
     if job.claims > MAX_CLAIMS:
         return await _drop(ctx, job, "poison")
     raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
-    profile = {_s(k): _s(v) for k, v in raw.items()}
+    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
     if (reason := confirmation_veto(job, profile)) is not None:
         return await _drop(ctx, job, reason)
     try:
@@ -196,7 +193,7 @@ async def _mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:
         keys=[k.mail_job(job.id), k.mail_leases(), k.mail_suppressed(job.site)],
         args=[job.id, job.token, mode, job.email.lower(), repr(now)],
     )
-    return _s(outcome)
+    return reply_text(outcome)
 
 
 async def _drop(ctx: MailContext, job: MailJob, reason: str) -> str:
@@ -220,7 +217,7 @@ async def confirm_address(
     """Record the confirmation of the consent a link names (idempotent: ``already`` the second
     time). On the first confirmation, a visitor who is not on the site right now gets the
     abandonment flow for their last session, as if they had left this moment."""
-    outcome = _s(
+    outcome = reply_text(
         await _script(ctx.redis, "consent_confirm.lua")(
             keys=[ctx.keys.profile(site, visitor)],
             args=[email.strip().lower(), consent_at, repr(now)],
@@ -238,17 +235,19 @@ async def _resume_abandonment(ctx: MailContext, site: str, visitor: str, now: fl
     k, redis = ctx.keys, ctx.redis
     if await redis.hlen(k.connections(site, visitor)):
         return
-    session_ids = [_s(sid) for sid in await redis.smembers(k.sessions(site, visitor))]
+    session_ids = [reply_text(sid) for sid in await redis.smembers(k.sessions(site, visitor))]
     async with redis.pipeline(transaction=False) as pipe:
         for session_id in session_ids:
             pipe.hgetall(k.session(site, visitor, session_id))
         pipe.hgetall(k.profile(site, visitor))
         *sessions, profile = await pipe.execute()
-    live = [{_s(a): _s(b) for a, b in raw.items()} for raw in sessions if raw]
+    live = [{reply_text(a): reply_text(b) for a, b in raw.items()} for raw in sessions if raw]
     if not live or not profile:
         return
     latest = max(live, key=lambda session: float(session.get("last") or 0))
-    view = SessionView(session=latest, profile={_s(a): _s(b) for a, b in profile.items()})
+    view = SessionView(
+        session=latest, profile={reply_text(a): reply_text(b) for a, b in profile.items()}
+    )
     await ctx.scheduler.visitor_left_from_view(site, visitor, view, now=now)
 
 

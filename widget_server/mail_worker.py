@@ -35,6 +35,7 @@ from .mail_optin import process_confirmation
 from .mail_send import MailTransport
 from .mail_tokens import MailLinks, absolute
 from .mailjobs import CONFIRM_FLOW, MailJob, marketing_consent
+from .replies import reply_text
 from .sites import Site
 
 log = logging.getLogger("widget_server.mail")
@@ -109,7 +110,7 @@ async def process_job(
     if job.claims > MAX_CLAIMS:
         return await _skip(ctx, job, "poison")
     raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
-    profile = {_s(k): _s(v) for k, v in raw.items()}
+    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
     if (reason := send_time_veto(job, profile)) is not None:
         return await _skip(ctx, job, reason)
     try:
@@ -240,7 +241,3 @@ async def _products(
     if not lines:
         raise NothingToShow(job.id)
     return lines
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

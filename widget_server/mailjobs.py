@@ -44,6 +44,7 @@ from .keys import Keys
 from .mail import MailAddressError, email_digest, normalize_address
 from .mail_experiments import FlowExperiments, flow_arm
 from .mail_flows import MailFlowStore, in_holdout
+from .replies import reply_text
 from .session_view import CartLine, SessionView
 
 CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped"]
@@ -53,10 +54,6 @@ _JOB_SLACK_S = 14 * 24 * 3600
 # The flow name of double opt-in confirmation jobs; not a valid configured flow name.
 CONFIRM_FLOW = "@confirm"
 ConfirmationOutcome = Literal["scheduled", "pending", "already_sent", "invalid_email"]
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _script(redis: Redis, name: str) -> Any:
@@ -245,7 +242,7 @@ class MailScheduler:
             pipe.sadd(index_key, visitor)
             pipe.expire(index_key, self._retention_s)
             await pipe.execute()
-        job_ids = tuple(_s(i) for i in ids)
+        job_ids = tuple(reply_text(i) for i in ids)
         return ScheduleResult("scheduled" if job_ids else "already_sent", flow.name, job_ids)
 
     async def visitor_left_from_view(
@@ -308,7 +305,7 @@ class MailScheduler:
         )
         cancelled = 0
         for visitor in visitors:
-            cancelled += await self._cancel_jobs(site, _s(visitor), "email", address)
+            cancelled += await self._cancel_jobs(site, reply_text(visitor), "email", address)
         return cancelled
 
     async def last_sent_flow(self, site: str, email: str) -> str | None:
@@ -322,10 +319,12 @@ class MailScheduler:
         visitors = await self._redis.smembers(k.mail_email_visitors(site, email_digest(address)))
         latest: tuple[float, str] | None = None
         for visitor in visitors:
-            for field, mark in (await self._redis.hgetall(k.mail_sent(site, _s(visitor)))).items():
-                flow, _, _ = _s(field).rpartition(":")
+            for field, mark in (
+                await self._redis.hgetall(k.mail_sent(site, reply_text(visitor)))
+            ).items():
+                flow, _, _ = reply_text(field).rpartition(":")
                 try:
-                    at = float(_s(mark).rpartition("|")[2])
+                    at = float(reply_text(mark).rpartition("|")[2])
                 except ValueError:
                     continue
                 if latest is None or at > latest[0]:
@@ -342,11 +341,13 @@ class MailScheduler:
         per-flow experiment states.
         The site's suppression list keeps the address: an unsubscribe must outlive erasure."""
         k = self._keys
-        jobs = [_s(j) for j in await self._redis.smembers(k.mail_visitor_jobs(site, visitor))]
+        jobs = [
+            reply_text(j) for j in await self._redis.smembers(k.mail_visitor_jobs(site, visitor))
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in jobs:
                 pipe.hget(k.mail_job(job_id), "email")
-            emails = {_s(e) for e in await pipe.execute() if e}
+            emails = {reply_text(e) for e in await pipe.execute() if e}
         cancelled = await self.cancel(site, visitor)
         config = await self.flows.get(site)
         await self.experiments.forget(site, visitor, [flow.name for flow in config.flows])
@@ -367,13 +368,14 @@ class MailScheduler:
     async def pending(self, site: str, visitor: str) -> list[dict[str, str]]:
         """The visitor's scheduled jobs as stored (for the admin and for tests)."""
         jobs = sorted(
-            _s(j) for j in await self._redis.smembers(self._keys.mail_visitor_jobs(site, visitor))
+            reply_text(j)
+            for j in await self._redis.smembers(self._keys.mail_visitor_jobs(site, visitor))
         )
         out = []
         for job_id in jobs:
             raw = await self._redis.hgetall(self._keys.mail_job(job_id))
             if raw:
-                out.append({_s(a): _s(b) for a, b in raw.items()} | {"id": job_id})
+                out.append({reply_text(a): reply_text(b) for a, b in raw.items()} | {"id": job_id})
         return out
 
     async def confirmation_requested(
@@ -419,7 +421,7 @@ class MailScheduler:
                 json.dumps(fields),
             ],
         )
-        return _s(outcome)  # type: ignore[return-value]
+        return reply_text(outcome)  # type: ignore[return-value]
 
     # --- the worker's side -------------------------------------------------------------------
     async def due(self, now: float, limit: int = 100) -> list[str]:
@@ -427,7 +429,7 @@ class MailScheduler:
         ids = await self._redis.zrangebyscore(
             self._keys.mail_due(), "-inf", now, start=0, num=limit
         )
-        return [_s(i) for i in ids if isinstance(i, bytes | str)]
+        return [reply_text(i) for i in ids if isinstance(i, bytes | str)]
 
     async def claim(self, now: float, *, limit: int = 10, lease_s: float = 120.0) -> list[MailJob]:
         """Reap expired leases, then claim up to ``limit`` due jobs for ``lease_s`` seconds."""
@@ -438,8 +440,8 @@ class MailScheduler:
         )
         jobs = []
         for job_id, token, flat in rows:
-            raw = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
-            jobs.append(MailJob.from_hash(_s(job_id), _s(token), raw))
+            raw = {reply_text(flat[i]): reply_text(flat[i + 1]) for i in range(0, len(flat), 2)}
+            jobs.append(MailJob.from_hash(reply_text(job_id), reply_text(token), raw))
         return jobs
 
     async def commit(self, job: MailJob, *, now: float, daily_cap: int) -> CommitOutcome:
@@ -460,7 +462,7 @@ class MailScheduler:
                 *(job.visitor, self._retention_s, utc_day(now)),
             ],
         )
-        return _s(outcome)  # type: ignore[return-value]
+        return reply_text(outcome)  # type: ignore[return-value]
 
     async def complete(self, job: MailJob) -> bool:
         """Drop a finished job (sent, suppressed, or given up). False if the lease was lost."""

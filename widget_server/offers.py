@@ -38,6 +38,7 @@ from .decide import (
 from .experiments import HOLDOUT
 from .keys import Keys
 from .metrics import Metrics
+from .replies import reply_text
 from .scripts import Scripts
 from .session_view import SessionView
 from .sessions import SessionStore
@@ -237,7 +238,7 @@ class OfferEngine:
                 campaign.experiment_version,
             ],
         )
-        status, variant_key, code, expires, reason = (_s(x) for x in result[:5])
+        status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
         if strategy == "pool" and len(result) > 5:
             self._pool_level(site, campaign.id, int(result[5]))
         return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason)
@@ -399,7 +400,7 @@ class OfferEngine:
         cached = self._live_cache.get(site)
         if cached is None or now - cached[0] > 5:
             raw = await self._redis.hgetall(self._keys.live_offers(site))
-            cached = (now, {_s(key): float(value) for key, value in raw.items()})
+            cached = (now, {reply_text(key): float(value) for key, value in raw.items()})
             self._live_cache[site] = cached
         return sorted(cid for cid, until in cached[1].items() if until > now)
 
@@ -423,7 +424,3 @@ def signal_for(message: p.ClientMessage) -> Signal | None:
     if isinstance(message, p.Hesitation):
         return HesitationSignal(message.seconds, message.page_type)
     return None
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

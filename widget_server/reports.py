@@ -27,6 +27,7 @@ from .experiments import HOLDOUT
 from .keys import Keys
 from .mail_experiments import EMAIL_ARM, flow_stage
 from .mail_flows import Flow
+from .replies import reply_text
 from .stats import (
     ExperimentSettings,
     Interval,
@@ -58,7 +59,7 @@ def counts_from_hash(
     """
     fields: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
-        metric, _, variant = _text(key).partition(":")
+        metric, _, variant = reply_text(key).partition(":")
         metric = (aliases or {}).get(metric, metric)
         number = _number(value)
         if variant and metric in _INTEGER_METRICS + _FLOAT_METRICS and number is not None:
@@ -288,7 +289,7 @@ async def build_flow_report(
     email: dict[str, dict[str, int]] = {}
     for raw in raw_days:
         for key, value in raw.items():
-            metric, _, arm = _text(key).partition(":")
+            metric, _, arm = reply_text(key).partition(":")
             if metric in EMAIL_METRICS and arm and (number := _number(value)) is not None:
                 totals = email.setdefault(arm, dict.fromkeys(EMAIL_METRICS, 0))
                 totals[metric] += int(number)
@@ -298,7 +299,7 @@ async def build_flow_report(
     report = _judged(f"email:{flow.name}", series, control, split, settings)
     steps: dict[str, dict[str, int]] = {}
     for key, value in raw_steps.items():
-        event, _, step = _text(key).partition(":")
+        event, _, step = reply_text(key).partition(":")
         if step and (number := _number(value)) is not None:
             steps.setdefault(event, {})[step] = int(number)
     return FlowReport(report, series, email, steps, window)
@@ -381,10 +382,6 @@ def _cell(value: float | None) -> str:
 def _number(value: Any) -> float | None:
     """A counter's value, or None for one that is not a number (never written by the product)."""
     try:
-        return float(_text(value))
+        return float(reply_text(value))
     except ValueError:
         return None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from . import protocol as p
 from .errors import StoreUnavailable, WidgetServerError
 from .keys import Keys
+from .replies import reply_text
 from .scripts import Scripts
 from .session_view import SessionView
 
@@ -223,8 +224,8 @@ class SessionStore:
         if not session:
             return None
         return SessionView(
-            session={_s(a): _s(b) for a, b in session.items()},
-            profile={_s(a): _s(b) for a, b in profile.items()},
+            session={reply_text(a): reply_text(b) for a, b in session.items()},
+            profile={reply_text(a): reply_text(b) for a, b in profile.items()},
         )
 
     async def forget(self, site: str, visitor: str) -> int:
@@ -241,7 +242,7 @@ class SessionStore:
                 args=[k.tag(site, visitor)],
             )
             if email:
-                await self._redis.hdel(k.email_index(site), _s(email))
+                await self._redis.hdel(k.email_index(site), reply_text(email))
         except RedisError as exc:
             raise StoreUnavailable(f"could not erase the visitor: {exc}") from exc
         return int(deleted)
@@ -316,7 +317,3 @@ class _ApplyBatcher:
                 continue
             return results
         return results
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

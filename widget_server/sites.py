@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from .errors import WidgetServerError
 from .keys import Keys
+from .replies import reply_text
 
 SITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ORIGIN = re.compile(r"^(https?)://([a-z0-9.*-]+)(:(\d{1,5}|\*))?$")
@@ -143,12 +144,8 @@ class SiteRegistry:
         self.invalidate(site.key)
 
     async def list(self) -> list[Site]:
-        keys = sorted(_str(k) for k in await self._redis.smembers(self._keys.site_index()))
+        keys = sorted(reply_text(k) for k in await self._redis.smembers(self._keys.site_index()))
         if not keys:
             return []
         raws = await self._redis.mget([self._keys.site(k) for k in keys])
         return [msgspec.json.decode(raw, type=Site) for raw in raws if raw]
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..keys import Keys
+from ..replies import reply_text
 from .accounts import User, digest
 
 COOKIE = "exw_admin"
@@ -114,7 +115,7 @@ class AdminSessions:
         now = now or time.time()
         name = session_digest(session_id)
         key = self._keys.admin_session(name)
-        raw = {_s(k): _s(v) for k, v in (await self._redis.hgetall(key)).items()}
+        raw = {reply_text(k): reply_text(v) for k, v in (await self._redis.hgetall(key)).items()}
         if not raw.get("email"):
             return None
         created, seen = float(raw.get("created", 0)), float(raw.get("seen", 0))
@@ -260,7 +261,3 @@ def safe_next(target: str) -> str:
     if target.startswith(COOKIE_PATH + "/") and not target.startswith("//") and "\\" not in target:
         return target
     return COOKIE_PATH + "/sites"
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

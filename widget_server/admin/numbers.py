@@ -11,6 +11,7 @@ from typing import Any
 from ..campaigns import Campaign
 from ..decide import period_keys
 from ..offers import LOW_POOL
+from ..replies import reply_text
 from ..services import Services
 
 METRICS = ("exposures", "impressions", "clicks", "conversions", "dismissals")
@@ -65,10 +66,10 @@ async def today_numbers(
 def _today(day: str, raw: dict[Any, Any]) -> Today:
     today = Today(day)
     for key, value in raw.items():
-        metric, _, variant = _text(key).partition(":")
+        metric, _, variant = reply_text(key).partition(":")
         if metric not in METRICS or not variant:
             continue
-        amount = float(_text(value))
+        amount = float(reply_text(value))
         today.totals[metric] = today.totals.get(metric, 0.0) + amount
         today.variants.setdefault(variant, {})[metric] = amount
     return today
@@ -104,7 +105,3 @@ async def redeemed_count(services: Services, site: str, campaign_id: str) -> int
         if isinstance(record, dict) and record.get("redeemed"):
             count += 1
     return count
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..campaigns import CAMPAIGN_ID_PATTERN, Campaign
 from ..hub import RATE_METRICS
+from ..replies import reply_text
 from ..services import Services
 from . import explain
 from .guard import Admin, Guard
@@ -77,7 +78,7 @@ async def recent_decisions(services: Services, site: str) -> list[dict[str, Any]
 async def running_broadcasts(services: Services, site: str, now: float) -> dict[str, float]:
     """Campaign id -> end time of every live broadcast running now."""
     raw = await services.redis.hgetall(services.keys.live_offers(site))
-    running = {_text(k): float(v) for k, v in raw.items()}
+    running = {reply_text(k): float(v) for k, v in raw.items()}
     return {cid: until for cid, until in running.items() if until > now}
 
 
@@ -206,7 +207,3 @@ async def stop_live(admin: Admin) -> Response:
         after={"until": None},
     )
     return redirect(f"/sites/{site.key}/live", "live_stopped")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -27,6 +27,7 @@ from ..mail_flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigE
 from ..mail_preview import send_test
 from ..mail_send import SendError
 from ..mail_worker import default_shop_url
+from ..replies import reply_text
 from ..services import Services
 from ..sites import Site
 from .guard import Admin, Guard
@@ -109,7 +110,7 @@ class Stored:
 
 async def load_stored(services: Services, site: str) -> Stored:
     """Read the site's configuration like :class:`MailFlowStore` does, keeping the raw text."""
-    raw = _text(await services.redis.get(services.keys.mail_flows(site)) or "")
+    raw = reply_text(await services.redis.get(services.keys.mail_flows(site)) or "")
     if not raw:
         return Stored(DEFAULT_CONFIG)
     try:
@@ -195,7 +196,7 @@ def parse_counts(raw: Mapping[Any, Any]) -> Counts:
     ``skipped:<reason>``; values that are not whole numbers are left out."""
     counts = Counts()
     for key, value in raw.items():
-        name, number = _text(key), _int(value)
+        name, number = reply_text(key), _int(value)
         if number is None:
             continue
         event, _, detail = name.partition(":")
@@ -282,7 +283,7 @@ async def scheduled_counts(services: Services, site: str) -> tuple[dict[str, dic
                 queue, cursor, match=f"{site}:*", count=SCAN_COUNT
             )
             for member, _score in items:
-                parts = _text(member).rsplit(":", 2)
+                parts = reply_text(member).rsplit(":", 2)
                 if len(parts) == 3 and parts[2].isdigit():
                     by_step = counts.setdefault(parts[1], {})
                     by_step[int(parts[2])] = by_step.get(int(parts[2]), 0) + 1
@@ -655,13 +656,9 @@ def audit_value(stored: Stored) -> Any:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _int(value: Any) -> int | None:
     try:
-        return int(_text(value))
+        return int(reply_text(value))
     except ValueError:
         return None
 

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..erasure import erase_visitor
 from ..errors import StoreUnavailable
+from ..replies import reply_text
 from ..services import Services
 from ..session_view import SessionView
 from . import explain
@@ -64,19 +65,19 @@ async def find(services: Services, site: str, query: str) -> Found | None:
     redis, keys = services.redis, services.keys
     if "@" in query:
         visitor = await redis.hget(keys.email_index(site), query.lower())
-        return Found(_text(visitor), "email") if visitor else None
+        return Found(reply_text(visitor), "email") if visitor else None
     if not ID_PATTERN.match(query):
         return None
     if await redis.exists(keys.profile(site, query), keys.sessions(site, query)):
         return Found(query, "visitor id")
     owner = await redis.get(keys.session_owner(site, query))
     if owner:
-        return Found(_text(owner), "session id", query)
+        return Found(reply_text(owner), "session id", query)
     cursor, pattern = 0, keys.session(site, "*", query)
     for _ in range(SCAN_ROUNDS):
         cursor, found = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
         for key in found:
-            visitor = keys.visitor_in(site, _text(key))
+            visitor = keys.visitor_in(site, reply_text(key))
             if visitor:
                 return Found(visitor, "session id", query)
         if not cursor:
@@ -91,7 +92,7 @@ async def load_sessions(
     have expired without leaving decisions behind."""
     redis, keys = services.redis, services.keys
     members = await redis.smembers(keys.sessions(site, visitor))
-    ids = sorted(_text(sid) for sid in members)[:MAX_CHECKED]
+    ids = sorted(reply_text(sid) for sid in members)[:MAX_CHECKED]
     if not ids:
         return [], 0
     async with redis.pipeline(transaction=False) as pipe:
@@ -104,7 +105,7 @@ async def load_sessions(
         raw, decisions = rows[2 * i], rows[2 * i + 1]
         view = None
         if raw:
-            view = SessionView({_text(k): _text(v) for k, v in raw.items()}, profile)
+            view = SessionView({reply_text(k): reply_text(v) for k, v in raw.items()}, profile)
         if view is not None or decisions:
             traces.append(SessionTrace(sid, view, [json.loads(d) for d in decisions]))
     traces.sort(key=lambda t: t.started, reverse=True)
@@ -152,7 +153,7 @@ async def visitors(admin: Admin) -> Response:
         return admin.page("visitors.html", status=404, site=site, query=query, found=None)
     services = admin.services
     raw = await services.redis.hgetall(services.keys.profile(site.key, found.visitor))
-    profile = {_text(k): _text(v) for k, v in raw.items()}
+    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
     sessions, expired = await load_sessions(services, site.key, found.visitor, profile)
     if found.session:
         sessions.sort(key=lambda t: t.id != found.session)  # the session asked for first
@@ -202,7 +203,3 @@ def _float(value: Any) -> float:
         return float(value) if value else 0.0
     except (TypeError, ValueError):
         return 0.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
