@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -151,16 +152,23 @@ def test_embedded_valkey_persists_sites_across_restarts(tmp_path: Path) -> None:
 
 
 def test_several_workers_share_one_redis(tmp_path: Path, redis_url: str) -> None:
+    import redis as redis_sync
+
+    from widget_server.keys import Keys
+
     from .support import add_site
 
-    site = add_site(redis_url)
+    keys = Keys(prefix="w" + secrets.token_hex(4))  # its own key space: only its nodes count
+    site = add_site(redis_url, keys=keys)
     port = free_port()
     env = {k: v for k, v in os.environ.items()}
-    env.update(REDIS_URL=redis_url, WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
+    env.update(REDIS_URL=redis_url, WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning",
+               WIDGET_REDIS_PREFIX=keys.prefix)  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "widget_server.cli", "serve", "--port", str(port), "--workers", "2"],
         env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    r = redis_sync.Redis.from_url(redis_url, decode_responses=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
         clients = [Client(f"ws://127.0.0.1:{port}/v1/ws") for _ in range(12)]
@@ -168,19 +176,20 @@ def test_several_workers_share_one_redis(tmp_path: Path, redis_url: str) -> None
             for c in clients:
                 c.hello(site, new_visitor())
                 assert c.event("page_view", url="https://shop.test/")["type"] == "ack"
-            import redis as redis_sync
-
-            from widget_server.keys import Keys
-
-            r = redis_sync.Redis.from_url(redis_url, decode_responses=True)
-            nodes = r.zrangebyscore(Keys().nodes(), time.time() - 120, "+inf")
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         finally:
             for c in clients:
                 c.close()
-        assert len({n.rsplit("-", 2)[1] for n in nodes}) >= 2  # two worker pids registered
         assert 'widget_messages_total{type="page_view"} 12.0' in metrics  # summed over workers
+        deadline = time.monotonic() + 60
+        while True:  # both worker processes registered as nodes
+            nodes = r.zrangebyscore(keys.nodes(), time.time() - 120, "+inf")
+            if len({n.rsplit("-", 2)[1] for n in nodes}) == 2:
+                break
+            assert time.monotonic() < deadline, f"nodes registered: {nodes}"
+            time.sleep(0.2)
     finally:
+        r.close()
         process.terminate()
         process.wait(20)
 

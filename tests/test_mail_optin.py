@@ -85,21 +85,27 @@ def workers(
         "SMTP_URL": sink.url,
         "MAIL_FROM": "shop@example.com",
         "MAIL_PUBLIC_URL": optin_server.url,
-        "WIDGET_LOG_LEVEL": "warning",
+        "WIDGET_LOG_LEVEL": "info",
     }
     logs = tmp_path_factory.mktemp("workers")
     processes = []
     for n in range(2):
-        log = (logs / f"worker{n}.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "widget_server.cli", "worker"],
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        with (logs / f"worker{n}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "widget_server.cli", "worker"],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
+    for n, process in enumerate(processes):  # a stop signal before this is no clean shutdown
+        deadline = time.monotonic() + 60
+        while "mail worker started" not in (logs / f"worker{n}.log").read_text():
+            assert process.poll() is None, (logs / f"worker{n}.log").read_text()
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
     yield
     for process in processes:
         process.terminate()
