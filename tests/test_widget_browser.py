@@ -973,11 +973,13 @@ def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
             if (e.relatedTarget || __t.signal) return;
             __t.signal = e.timeStamp;  // when the input event was created
             __t.dispatch = performance.now();  // when the page started handling it
+            setTimeout(() => { __t.nextTask = performance.now(); }, 0);  // the page's next task
         }, true);
         const root = document.querySelector("exit-widget").shadowRoot;
         new MutationObserver(() => {
             if (__t.dom) return;
             __t.dom = performance.now();
+            __t.sameTask = __t.nextTask === undefined;  // built before anything else could run
             __t.size = root.querySelector("[role=dialog]").getBoundingClientRect().height;
             requestAnimationFrame(() => { __t.frame = performance.now(); });
         }).observe(root, {childList: true});
@@ -994,7 +996,9 @@ def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
         f" {timing['frame'] - timing['dispatch']:.1f} ms"
     )
     assert timing["size"] > 100
-    assert visible_ms < 250  # a few frames at most, with no server round trip in between
+    # The dialog is built while the exit event is handled: no answer from the server (nor any
+    # other task) comes in between, so it paints in the next frame however busy the machine is.
+    assert timing["sameTask"] is True
     page.get_by_role("dialog").wait_for(state="visible")
     session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
     assert session["signals"] == "1" and session["last_offer"] == "test-discount"
