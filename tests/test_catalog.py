@@ -286,7 +286,7 @@ def test_billion_laughs_is_refused_fast() -> None:
     started = time.monotonic()
     with pytest.raises(FeedError):
         parse(feed)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # expanded, it would take minutes and gigabytes
 
 
 def test_a_10_mb_line_is_one_row_error(tmp_path: Path) -> None:
