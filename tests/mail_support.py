@@ -188,6 +188,15 @@ async def running_worker(ctx: MailContext, poll_s: float = 0.02) -> AsyncIterato
         await asyncio.wait_for(task, 10)
 
 
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Wait until an async ``condition`` holds (what the worker records, say), ``within`` s."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
 async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while not condition():
