@@ -349,11 +349,9 @@ async def soak(
             await asyncio.to_thread(nodes[0].stop)
             await asyncio.to_thread(nodes[0].start)
         elif valkey is not None:
-            assert valkey._process is not None
-            valkey._process.kill()
-            valkey._process.wait()
+            valkey.kill()
             await asyncio.sleep(2.0)  # down for two seconds, then back on the same data
-            await asyncio.to_thread(valkey._spawn, 30.0)
+            await asyncio.to_thread(valkey.respawn)
         else:
             child = nodes[0].valkey_child()
             assert child is not None, "the embedded Valkey was not found"

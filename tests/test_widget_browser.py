@@ -1120,17 +1120,22 @@ def test_pagehide_flushes_unacked_messages_with_a_beacon(
     assert float(r.hget(key, "cart_value") or 0) == 25
 
 
+def serve_widget_from(page: Page, origin: str) -> None:
+    """Answer ``origin/widget.js`` with the built widget, whether or not a server listens there."""
+    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
+    page.route(
+        f"{origin}/widget.js",
+        lambda route: route.fulfill(body=body, content_type="text/javascript"),
+    )
+
+
 def test_widget_never_throws_when_the_server_is_down(
     new_tab: Callable[..., Tab], shop: StaticSite, site: str
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
     tab = new_tab()
     page = tab.page
-    page.route(
-        f"{closed}/widget.js",
-        lambda route: route.fulfill(body=body, content_type="text/javascript"),
-    )
+    serve_widget_from(page, closed)
     head = """<script>
 window.dataLayer = [{event: "view_item", ecommerce: {items: [{item_id: "A", price: 3}]}}];
 window.exitwidget = [["identify", {email: "x@example.com"}]];
@@ -1164,13 +1169,9 @@ def test_reconnects_wait_a_random_share_of_a_doubling_delay_up_to_30_s(
     waits random() x min(30 s, 0.5 s x 2^n) (full jitter), so a restart does not bring every
     widget back at the same moment."""
     closed = f"http://127.0.0.1:{free_port()}"
-    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
     tab = new_tab()
     page = tab.page
-    page.route(
-        f"{closed}/widget.js",
-        lambda route: route.fulfill(body=body, content_type="text/javascript"),
-    )
+    serve_widget_from(page, closed)
     page.add_init_script(
         """(() => {
         Math.random = () => 0.75;  // the jitter's draw, fixed so the delays can be checked

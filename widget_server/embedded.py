@@ -115,7 +115,7 @@ class EmbeddedValkey:
         self._own()
         self._stopping.clear()
         try:
-            self._spawn(timeout)
+            self.respawn(timeout)
         except BaseException:
             self._release()
             raise
@@ -145,7 +145,15 @@ class EmbeddedValkey:
         if fd is not None:
             os.close(fd)  # closing the descriptor drops the lock
 
-    def _spawn(self, timeout: float) -> None:
+    def kill(self) -> None:
+        """SIGKILL the Valkey process and reap it, as a crash would (fault tests and the soak)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def respawn(self, timeout: float = 30.0) -> None:
+        """Start the process again on the same port and data (its AOF replayed)."""
         process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -205,7 +213,7 @@ class EmbeddedValkey:
                 if self._stopping.wait(wait):
                     return
                 try:
-                    self._spawn(timeout=30.0)
+                    self.respawn(timeout=30.0)
                 except ConfigurationError as exc:
                     if self._stopping.is_set():
                         return

@@ -114,15 +114,14 @@ class VisitorConnection:
             )
         )
 
-    async def _attach(self) -> None:
-        """Join the hub (messages for this visitor and site reach the socket from now on) and the
-        site's live set. Done before the hello is acknowledged: whatever a widget does once it has
-        its ack (and whatever the shop or the admin does then) finds the socket reachable."""
+    def _attach(self) -> None:
+        """Join the hub: messages for this visitor and site reach the socket from now on. Done
+        before the hello is acknowledged, so whatever a widget does once it has its ack (and
+        whatever the shop or the admin does then) finds the socket reachable."""
         self.services.hub.attach(self)
         self._attached = True
         self.services.metrics.connections.inc()
         self.services.metrics.connections_total.inc()
-        await self.services.hub.mark_live(self)
 
     async def _left(self) -> None:
         """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
@@ -246,9 +245,10 @@ class VisitorConnection:
         self._counted_site = hello.site
         self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
         view = await self._start_session(resume=hello.session)
-        await self._attach()
+        self._attach()
         self.services.metrics.messages.labels("hello").inc()
         await self.send(p.Ack(ids=[hello.id]))
+        await self.services.hub.mark_live(self)  # the admin's live view: no need to delay the ack
         if view.profile.get("email"):
             await self.services.mail.scheduler.visitor_returned(
                 self.site, self.visitor, now=time.time()

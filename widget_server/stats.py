@@ -8,6 +8,9 @@ conversions, ``S`` revenue, ``Q`` sum of squared order values).
 Every function is total: zero exposures, zero conversions and 100% conversion give a defined
 answer (an uninformative interval, a p-value of 1, or ``None`` where an estimate does not exist),
 never an exception, NaN or infinity.
+
+scipy is imported inside the functions that use it: it takes half a second to import, which every
+server, worker and CLI process would otherwise pay at start for reports most never compute.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .experiments import HOLDOUT
 
@@ -182,7 +185,7 @@ def _beta_sd(a: float, b: float) -> float:
 
 def _prob_greater(a_x: float, b_x: float, a_y: float, b_y: float) -> float:
     """``P(X > Y)`` with ``X ~ Beta(a_x, b_x)``, integrating over the support of ``Y``."""
-    from scipy import integrate, special  # type: ignore[import-untyped]  # see _special()
+    from scipy import integrate, special  # type: ignore[import-untyped]
 
     log_norm = special.betaln(a_y, b_y)
 
@@ -225,7 +228,8 @@ def welch_t_test(control: Sample, treatment: Sample, confidence: float = 0.95) -
     share_c, share_t = se_c / (se_c + se_t), se_t / (se_c + se_t)  # scaled: no underflow
     df = 1 / (share_c**2 / (control.n - 1) + share_t**2 / (treatment.n - 1))
     t = difference / se
-    special = _special()
+    from scipy import special
+
     p_value = float(2 * special.stdtr(df, -abs(t)))
     half = float(special.stdtrit(df, 0.5 + confidence / 2)) * se
     return WelchResult(difference, difference - half, difference + half, t, df, p_value)
@@ -265,15 +269,9 @@ def srm_p_value(observed: Mapping[str, int], split: Mapping[str, float]) -> floa
     shares = sum(share for share in split.values() if share > 0)
     arms = [(observed.get(arm, 0), share / shares * total) for arm, share in split.items()]
     chi2 = sum((o - e) ** 2 / e for o, e in arms if e > 0)
-    return float(_special().chdtrc(len(arms) - 1, chi2))
-
-
-def _special() -> Any:
-    """``scipy.special``, imported on first use: scipy takes half a second to import, which every
-    server, worker and CLI process would pay at start for reports that most never compute."""
     from scipy import special
 
-    return special
+    return float(special.chdtrc(len(arms) - 1, chi2))
 
 
 def sample_size_per_arm(
