@@ -27,19 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import ServerProcess, add_site, save_campaigns  # noqa: E402
-from widget_server import protocol as p  # noqa: E402
-from widget_server.campaign_store import CampaignStore  # noqa: E402
-from widget_server.campaigns import parse_campaign  # noqa: E402
-from widget_server.decide import ExitIntentSignal, VisitorState, decide  # noqa: E402
-from widget_server.embedded import EmbeddedValkey  # noqa: E402
-from widget_server.hub import Hub  # noqa: E402
-from widget_server.keys import Keys  # noqa: E402
 from widget_server.metrics import Metrics  # noqa: E402
-from widget_server.offers import OfferEngine  # noqa: E402
-from widget_server.scripts import Scripts  # noqa: E402
-from widget_server.session_view import SessionView  # noqa: E402
-from widget_server.sessions import SessionStore  # noqa: E402
+from widget_server.offers.campaign_store import CampaignStore  # noqa: E402
+from widget_server.offers.campaigns import parse_campaign  # noqa: E402
+from widget_server.offers.decide import ExitIntentSignal, VisitorState, decide  # noqa: E402
+from widget_server.offers.engine import OfferEngine  # noqa: E402
+from widget_server.realtime.hub import Hub  # noqa: E402
 from widget_server.shipped import EXAMPLES_DIR  # noqa: E402
+from widget_server.store.embedded import EmbeddedValkey  # noqa: E402
+from widget_server.store.keys import Keys  # noqa: E402
+from widget_server.store.scripts import Scripts  # noqa: E402
+from widget_server.visitors.session_view import SessionView  # noqa: E402
+from widget_server.visitors.sessions import SessionStore  # noqa: E402
+from widget_server.wire import protocol as p  # noqa: E402
 
 EXAMPLES = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
 
@@ -139,7 +139,7 @@ class FakeSocket:
 async def bench_round_trips(url: str, site: str, signals: int) -> dict[str, float]:
     pool = ConnectionPool.from_url(url, connection_class=CountingConnection)
     client = Redis(connection_pool=pool)
-    keys, scripts = Keys(), Scripts.register(client)
+    keys, scripts = Keys(), Scripts.of(client)
     sessions = SessionStore(
         client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400, presence_ttl_s=90
     )
@@ -219,7 +219,7 @@ async def bench_fan_out(
     log(f"opening {n} sessions across {len(servers)} processes")
     conns = await _connect_all(ws_urls, site, n)
     client = Redis.from_url(url)
-    keys, scripts = Keys(), Scripts.register(client)
+    keys, scripts = Keys(), Scripts.of(client)
     hub = Hub(client, scripts, keys, Metrics(), presence_ttl_s=90, on_site_changed=lambda _: None)
     engine = OfferEngine(
         client,

@@ -53,9 +53,9 @@ import msgspec
 import psutil
 from redis.asyncio import Redis
 
-from widget_server.embedded import EmbeddedValkey, free_port
-from widget_server.keys import Keys
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.store.embedded import EmbeddedValkey, free_port
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_APP = Path(__file__).resolve().parent / "echo_app.py"

@@ -1,4 +1,4 @@
-"""Benchmark of similar-product recommendations (``widget_server.recommend``).
+"""Benchmark of similar-product recommendations (``widget_server.catalog.recommend``).
 
 Builds a synthetic catalog made of clusters (products of one cluster share a category leaf, a
 brand, model words and a price band; five clusters share each leaf and two share each brand, so
@@ -34,8 +34,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from widget_server.feeds import Product
-from widget_server.recommend import ScoredProduct, SimilarityIndex
+from widget_server.catalog.feeds import Product
+from widget_server.catalog.recommend import ScoredProduct, SimilarityIndex
 
 TARGET_P99_MS = 5.0
 COLOURS = ("Black", "Navy", "Olive", "Sand", "Stone Grey", "Burgundy", "Coral", "Off-White")

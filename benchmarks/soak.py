@@ -47,10 +47,10 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from widget_server.campaign_store import CampaignStore  # noqa: E402
-from widget_server.embedded import EmbeddedValkey, free_port  # noqa: E402
-from widget_server.keys import Keys  # noqa: E402
-from widget_server.sites import SiteRegistry, new_site  # noqa: E402
+from widget_server.offers.campaign_store import CampaignStore  # noqa: E402
+from widget_server.store.embedded import EmbeddedValkey, free_port  # noqa: E402
+from widget_server.store.keys import Keys  # noqa: E402
+from widget_server.store.sites import SiteRegistry, new_site  # noqa: E402
 
 ORIGIN = "https://shop.test"
 SITE = "soak"

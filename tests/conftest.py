@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from widget_server.embedded import EmbeddedValkey
+from widget_server.store.embedded import EmbeddedValkey
 
 from .support import ServerProcess, SiteOwners, add_site
 

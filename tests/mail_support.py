@@ -27,18 +27,18 @@ from aiosmtpd.smtp import AuthResult
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from widget_server import protocol as p
-from widget_server.embedded import free_port
-from widget_server.keys import Keys
-from widget_server.mail_context import MailContext, MailSettings, build_mail_context
-from widget_server.mail_flows import Flow, FlowStep, MailConfig, MailFlowStore
-from widget_server.mail_routes import mail_routes
-from widget_server.mail_worker import run_worker
-from widget_server.mailjobs import ScheduleResult
-from widget_server.scripts import Scripts
-from widget_server.session_view import SessionView
-from widget_server.sessions import SessionStore
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.mail.context import MailContext, MailSettings, build_mail_context
+from widget_server.mail.flows import Flow, FlowStep, MailConfig, MailFlowStore
+from widget_server.mail.jobs import ScheduleResult
+from widget_server.mail.routes import mail_routes
+from widget_server.mail.worker import run_worker
+from widget_server.store.embedded import free_port
+from widget_server.store.keys import Keys
+from widget_server.store.scripts import Scripts
+from widget_server.store.sites import SiteRegistry, new_site
+from widget_server.visitors.session_view import SessionView
+from widget_server.visitors.sessions import SessionStore
+from widget_server.wire import protocol as p
 
 from .support import ROOT, ServerProcess, SiteOwners, add_site
 
@@ -216,7 +216,7 @@ async def make_site(ctx: MailContext, origins: tuple[str, ...] = ("https://shop.
 def session_store(ctx: MailContext) -> SessionStore:
     return SessionStore(
         ctx.redis,
-        Scripts.register(ctx.redis),
+        Scripts.of(ctx.redis),
         ctx.keys,
         session_ttl_s=1800,
         profile_ttl_s=86400,

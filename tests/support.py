@@ -20,9 +20,9 @@ import httpx
 from redis.asyncio import Redis
 from websockets.sync.client import ClientConnection, connect
 
-from widget_server.embedded import free_port
-from widget_server.keys import Keys
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.store.embedded import free_port
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
 
 ROOT = Path(__file__).resolve().parent.parent
 # Browser tests save screenshots here: a throwaway folder, unless SCREENSHOTS_DIR names one
@@ -245,7 +245,7 @@ def running_server(redis_url: str, data_dir: Path, **kw: Any) -> Iterator[Server
 
 def save_campaigns(redis_url: str, site: str, campaigns: list[dict[str, Any]]) -> None:
     """Store campaigns through the product's own store (every node hears about the change)."""
-    from widget_server.campaign_store import CampaignStore
+    from widget_server.offers.campaign_store import CampaignStore
 
     async def save() -> None:
         client = Redis.from_url(redis_url)

@@ -25,12 +25,12 @@ from redis.asyncio import Redis
 
 from widget_server.admin import campaign_form
 from widget_server.admin.accounts import AccountStore, Role
-from widget_server.admin.audit import Change, changes
 from widget_server.admin.auth import COOKIE, session_digest
 from widget_server.admin.form_errors import place_errors
-from widget_server.campaigns import FieldError
-from widget_server.keys import Keys
+from widget_server.offers.campaigns import FieldError
 from widget_server.shipped import EXAMPLES_DIR
+from widget_server.store.audit import Change, changes
+from widget_server.store.keys import Keys
 
 from .support import ROOT, ServerProcess, message_campaign, save_campaigns
 

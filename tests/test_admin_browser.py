@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Frame, Page, sync_playw
 from redis.asyncio import Redis
 
 from widget_server.admin.accounts import AccountStore, Role
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import SCREENSHOTS, ServerProcess
 from .test_admin import PASSWORD, XSS

@@ -20,7 +20,7 @@ import redis
 from playwright.sync_api import Page, sync_playwright
 
 from widget_server.admin.web import MAX_UPLOAD_BYTES
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import ROOT, ServerProcess
 from .test_admin import AdminClient, make_user, new_site_key, signed_in

@@ -20,13 +20,13 @@ import redis
 from playwright.sync_api import Browser, Page, sync_playwright
 from redis.asyncio import Redis
 
-from widget_server import reports
 from widget_server.admin import explain
 from widget_server.admin.charts import line_chart, nice_step
 from widget_server.admin.views_live import per_minute
-from widget_server.campaign_store import CampaignStore
-from widget_server.keys import Keys
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.experiments import reports
+from widget_server.offers.campaign_store import CampaignStore
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
 
 from .support import Client, ServerProcess, add_site, message_campaign, new_visitor, save_campaigns
 from .test_admin import XSS, AdminClient, make_user, signed_in

@@ -20,9 +20,9 @@ import redis
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from redis.asyncio import Redis
 
-from widget_server.keys import Keys
-from widget_server.mail_flows import DEFAULT_CONFIG, load_config
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.mail.flows import DEFAULT_CONFIG, load_config
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
 
 from .support import ServerProcess
 from .test_admin import (
@@ -196,9 +196,9 @@ def test_counts_come_from_the_stats_hash_and_the_queue(owner: AdminClient, r: re
 
 
 def test_results_compare_the_emails_with_the_holdout(owner: AdminClient, redis_url: str) -> None:
-    from widget_server.mail_flows import MailConfig, MailFlowStore, in_holdout
-    from widget_server.mailjobs import MailScheduler
-    from widget_server.session_view import CartLine
+    from widget_server.mail.flows import MailConfig, MailFlowStore, in_holdout
+    from widget_server.mail.jobs import MailScheduler
+    from widget_server.visitors.session_view import CartLine
 
     site = new_site_key(owner)
     assert "No visitor has qualified" in owner.get(emails(site)).text

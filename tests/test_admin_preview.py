@@ -14,7 +14,7 @@ import pytest
 import redis
 from playwright.sync_api import Frame, Page
 
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import ServerProcess, add_site, discount_campaign, save_campaigns
 from .test_admin import XSS, AdminClient, editor_fields, signed_in

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import Client, ServerProcess, new_visitor
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from widget_server.campaigns import CampaignInvalid, parse_campaign
+from widget_server.offers.campaigns import CampaignInvalid, parse_campaign
 from widget_server.shipped import EXAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

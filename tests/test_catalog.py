@@ -17,17 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from widget_server import protocol as p
-from widget_server.catalog import (
-    CatalogStore,
-    ImportReport,
-    SimilarityIndexCache,
-    UpsertResult,
-    import_feed,
-    run_catalog_import,
-)
-from widget_server.demo.catalog import generate_catalog, write_feed_tsv
-from widget_server.feeds import (
+from widget_server.catalog.feeds import (
     FeedError,
     FeedItem,
     FeedLimits,
@@ -38,7 +28,17 @@ from widget_server.feeds import (
     parse_fields,
     parse_price,
 )
-from widget_server.keys import Keys
+from widget_server.catalog.store import (
+    CatalogStore,
+    ImportReport,
+    SimilarityIndexCache,
+    UpsertResult,
+    import_feed,
+    run_catalog_import,
+)
+from widget_server.demo.catalog import generate_catalog, write_feed_tsv
+from widget_server.store.keys import Keys
+from widget_server.wire import protocol as p
 
 T = TypeVar("T")
 HEADER = "id\ttitle\tprice\tsale_price\tavailability\tbrand\tproduct_type\titem_group_id\tlink\n"

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from widget_server.campaigns import parse_campaign
-from widget_server.embedded import free_port
-from widget_server.experiments import assign
+from widget_server.offers.assign import assign
+from widget_server.offers.campaigns import parse_campaign
 from widget_server.shipped import EXAMPLES_DIR
+from widget_server.store.embedded import free_port
 
 from .support import ROOT, Client, new_visitor
 
@@ -154,7 +154,7 @@ def test_embedded_valkey_persists_sites_across_restarts(tmp_path: Path) -> None:
 def test_several_workers_share_one_redis(tmp_path: Path, redis_url: str) -> None:
     import redis as redis_sync
 
-    from widget_server.keys import Keys
+    from widget_server.store.keys import Keys
 
     from .support import add_site
 

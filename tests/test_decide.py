@@ -9,8 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widget_server.campaigns import Campaign, parse_campaign
-from widget_server.decide import (
+from widget_server.offers.assign import HOLDOUT, assign, bucket
+from widget_server.offers.campaigns import Campaign, parse_campaign
+from widget_server.offers.decide import (
     ArmProbe,
     ExitIntentSignal,
     HesitationSignal,
@@ -19,7 +20,6 @@ from widget_server.decide import (
     VisitorState,
     decide,
 )
-from widget_server.experiments import HOLDOUT, assign, bucket
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC).timestamp()  # a Monday
 

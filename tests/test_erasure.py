@@ -17,9 +17,9 @@ import redis
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosedOK
 
-from widget_server.campaign_store import CampaignStore
-from widget_server.keys import Keys
-from widget_server.mailjobs import MailScheduler
+from widget_server.mail.jobs import MailScheduler
+from widget_server.offers.campaign_store import CampaignStore
+from widget_server.store.keys import Keys
 
 from .support import (
     Client,

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from widget_server.campaigns import parse_campaign
-from widget_server.decide import Reason, Rejection, decide
-from widget_server.experiments import HOLDOUT, assign
-from widget_server.keys import Keys
+from widget_server.offers.assign import HOLDOUT, assign
+from widget_server.offers.campaigns import parse_campaign
+from widget_server.offers.decide import Reason, Rejection, decide
+from widget_server.store.keys import Keys
 
 from .support import (
     Client,

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from widget_server.embedded import free_port
+from widget_server.store.embedded import free_port
 
 from .support import ROOT, Client, new_visitor
 

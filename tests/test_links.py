@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from widget_server.campaigns import CampaignInvalid, parse_campaign
-from widget_server.feeds import RowError, parse_fields
+from widget_server.catalog.feeds import RowError, parse_fields
 from widget_server.links import safe_link
+from widget_server.offers.campaigns import CampaignInvalid, parse_campaign
 
 SHOP = "https://shop.test/products/1"
 

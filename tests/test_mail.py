@@ -24,12 +24,17 @@ from typing import Any
 
 import pytest
 
-from widget_server import protocol as p
-from widget_server.catalog import CatalogStore, Product
-from widget_server.mail import MailAddressError, RenderedEmail, build_message, render_preview
-from widget_server.mail_flows import DEFAULT_CONFIG
-from widget_server.mail_worker import process_job
-from widget_server.session_view import CartLine
+from widget_server.catalog.store import CatalogStore, Product
+from widget_server.mail.flows import DEFAULT_CONFIG
+from widget_server.mail.message import (
+    MailAddressError,
+    RenderedEmail,
+    build_message,
+    render_preview,
+)
+from widget_server.mail.worker import process_job
+from widget_server.visitors.session_view import CartLine
+from widget_server.wire import protocol as p
 
 from .mail_support import (
     FROM,
@@ -190,9 +195,9 @@ WORKER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from redis.asyncio import Redis
-    from widget_server.keys import Keys
-    from widget_server.mail_context import MailSettings, build_mail_context
-    from widget_server.mail_worker import run_worker
+    from widget_server.store.keys import Keys
+    from widget_server.mail.context import MailSettings, build_mail_context
+    from widget_server.mail.worker import run_worker
 
     redis_url, smtp_url, secret, prefix = sys.argv[1:5]
     settings = MailSettings(secret_key=secret, public_url="https://mail.test",

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from widget_server.shop_api import signature_for
+from widget_server.realtime.shop_api import signature_for
 
 from .mail_support import IsolatedShop, address_for, isolated_shop
 from .support import Client, ServerProcess, new_visitor

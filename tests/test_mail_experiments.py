@@ -13,12 +13,12 @@ from html import unescape
 import httpx
 from redis.asyncio import Redis
 
-from widget_server.experiments import HOLDOUT
-from widget_server.mail_context import MailContext
-from widget_server.mail_flows import Flow, FlowStep, MailConfig, in_holdout
-from widget_server.reports import flow_report
-from widget_server.session_view import CartLine
-from widget_server.shop_api import signature_for
+from widget_server.experiments.reports import flow_report
+from widget_server.mail.context import MailContext
+from widget_server.mail.flows import Flow, FlowStep, MailConfig, in_holdout
+from widget_server.offers.assign import HOLDOUT
+from widget_server.realtime.shop_api import signature_for
+from widget_server.visitors.session_view import CartLine
 
 from .mail_support import IsolatedShop, address_for, mail_context, make_site
 from .support import Client, new_visitor
@@ -126,7 +126,7 @@ def _report(shop: IsolatedShop, site: str) -> dict[str, object]:
     async def main() -> dict[str, object]:
         client = Redis.from_url(shop.server.redis_url)
         try:
-            from widget_server.mail_flows import MailFlowStore
+            from widget_server.mail.flows import MailFlowStore
 
             flow = (await MailFlowStore(client, shop.keys).get(site)).flow("cart")
             assert flow is not None

@@ -24,14 +24,14 @@ import redis
 from playwright.sync_api import sync_playwright
 from redis.asyncio import Redis
 
-from widget_server import protocol as p
 from widget_server.errors import ConfigurationError
-from widget_server.keys import Keys
-from widget_server.mail_flows import MailFlowStore
-from widget_server.mail_tokens import LinkSigner
-from widget_server.mailjobs import confirmation_job_id
+from widget_server.mail.flows import MailFlowStore
+from widget_server.mail.jobs import confirmation_job_id
+from widget_server.mail.tokens import LinkSigner
 from widget_server.settings import load_secret_key, settings_from_env
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
+from widget_server.wire import protocol as p
 
 from .mail_support import (
     Scenario,

@@ -9,8 +9,8 @@ import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from widget_server.mail_send import webhook_signature
-from widget_server.mail_tokens import MailLinks
+from widget_server.mail.send import webhook_signature
+from widget_server.mail.tokens import MailLinks
 
 from .mail_support import PUBLIC_URL, Scenario, running_worker, scenario, wait_until
 

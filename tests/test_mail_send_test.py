@@ -18,9 +18,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from widget_server.keys import Keys
-from widget_server.mail_flows import MailFlowStore
-from widget_server.mailjobs import MailScheduler
+from widget_server.mail.flows import MailFlowStore
+from widget_server.mail.jobs import MailScheduler
+from widget_server.store.keys import Keys
 
 from .mail_support import SmtpSink, TlsSmtpSink
 from .support import ROOT, add_site

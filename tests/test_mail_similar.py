@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from widget_server import protocol as p
-from widget_server.catalog import CatalogStore, Product, import_feed
+from widget_server.catalog.similar import SimilarProducts
+from widget_server.catalog.store import CatalogStore, Product, import_feed
 from widget_server.demo.catalog import generate_catalog, write_feed_tsv
-from widget_server.keys import Keys
-from widget_server.mail_context import MailContext
-from widget_server.mail_flows import MailFlowStore
-from widget_server.mail_similar import MailSimilarProducts
-from widget_server.similar import SimilarProducts
-from widget_server.sites import SiteRegistry, new_site
+from widget_server.mail.context import MailContext
+from widget_server.mail.flows import MailFlowStore
+from widget_server.mail.similar import MailSimilarProducts
+from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry, new_site
+from widget_server.wire import protocol as p
 
 from .mail_support import (
     PUBLIC_URL,

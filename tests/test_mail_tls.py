@@ -16,14 +16,10 @@ from urllib.parse import quote
 import pytest
 import trustme
 
-from widget_server import protocol as p
 from widget_server.errors import ConfigurationError
-from widget_server.mail import RenderedEmail, build_message
-from widget_server.mail_send import (
-    SmtpTransport,
-    TransientSendError,
-    parse_smtp_url,
-)
+from widget_server.mail.message import RenderedEmail, build_message
+from widget_server.mail.send import SmtpTransport, TransientSendError, parse_smtp_url
+from widget_server.wire import protocol as p
 
 from .mail_support import (
     FROM,

@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from widget_server.errors import ConfigurationError
-from widget_server.mail import RenderedEmail, build_message
-from widget_server.mail_context import MailContext, mail_settings_from_env
-from widget_server.mail_flows import (
+from widget_server.mail.context import MailContext, mail_settings_from_env
+from widget_server.mail.flows import (
     Flow,
     FlowStep,
     MailConfig,
@@ -25,7 +24,8 @@ from widget_server.mail_flows import (
     in_holdout,
     load_config,
 )
-from widget_server.mail_send import (
+from widget_server.mail.message import RenderedEmail, build_message
+from widget_server.mail.send import (
     DomainRateLimiter,
     PermanentSendError,
     TransientSendError,
@@ -33,9 +33,9 @@ from widget_server.mail_send import (
     parse_smtp_url,
     webhook_signature,
 )
-from widget_server.mail_tokens import BadToken, ExpiredToken, LinkSigner, with_utm
-from widget_server.session_view import CartLine
+from widget_server.mail.tokens import BadToken, ExpiredToken, LinkSigner, with_utm
 from widget_server.settings import Settings
+from widget_server.visitors.session_view import CartLine
 
 from .mail_support import SECRET, fast_config, mail_context, make_site
 from .support import new_visitor

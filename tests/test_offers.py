@@ -16,7 +16,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import (
     ROOT,
@@ -134,16 +134,16 @@ def test_caps_hold_across_tabs_and_processes(two_nodes: Nodes, redis_url: str) -
 
 def _claim_worker(redis_url: str, site: str, campaign_id: str, n: int, queue: Any) -> None:
     """One OS process claiming ``n`` offers for ``n`` different visitors, 50 at a time."""
-    from widget_server.campaign_store import CampaignStore
-    from widget_server.decide import Candidate, VisitorState
     from widget_server.metrics import Metrics
-    from widget_server.offers import OfferEngine
-    from widget_server.scripts import Scripts
-    from widget_server.sessions import SessionStore
+    from widget_server.offers.campaign_store import CampaignStore
+    from widget_server.offers.decide import Candidate, VisitorState
+    from widget_server.offers.engine import OfferEngine
+    from widget_server.store.scripts import Scripts
+    from widget_server.visitors.sessions import SessionStore
 
     async def main() -> list[tuple[str, str]]:
         client = Redis.from_url(redis_url, max_connections=60)
-        keys, scripts = Keys(), Scripts.register(client)
+        keys, scripts = Keys(), Scripts.of(client)
         store = CampaignStore(client, keys)
         engine = OfferEngine(
             client,
@@ -262,8 +262,8 @@ def test_purchase_withdraws_offers_everywhere_and_attributes_the_conversion(
 def test_holdout_sees_nothing_but_counts_as_exposed(server: ServerProcess, r: redis.Redis) -> None:
     site = add_site(server.redis_url)
     save_campaigns(server.redis_url, site, [message_campaign("held", holdout=0.5)])
-    from widget_server.campaigns import parse_campaign
-    from widget_server.experiments import assign
+    from widget_server.offers.assign import assign
+    from widget_server.offers.campaigns import parse_campaign
 
     campaign = parse_campaign(message_campaign("held", holdout=0.5))
     visitor = next(
@@ -328,7 +328,7 @@ def signed_post(
 ) -> Any:
     import httpx
 
-    from widget_server.shop_api import signature_for
+    from widget_server.realtime.shop_api import signature_for
 
     raw = json.dumps(body).encode()
     ts = str(timestamp if timestamp is not None else int(time.time()))
@@ -411,8 +411,8 @@ def test_code_lookup_for_checkout_validation(server: ServerProcess, r: redis.Red
 def test_similar_products_offer_recommends_from_the_catalog(
     server: ServerProcess, redis_url: str
 ) -> None:
-    from widget_server.catalog import CatalogStore
-    from widget_server.feeds import Product
+    from widget_server.catalog.feeds import Product
+    from widget_server.catalog.store import CatalogStore
 
     site = add_site(redis_url)
     products = [
@@ -534,7 +534,7 @@ def test_report_counts_what_visitors_did(server: ServerProcess) -> None:
 
 
 def test_concurrent_saves_never_share_a_version(redis_url: str) -> None:
-    from widget_server.campaign_store import CampaignStore
+    from widget_server.offers.campaign_store import CampaignStore
 
     site = add_site(redis_url)
 

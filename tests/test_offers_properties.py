@@ -12,7 +12,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import (
     Client,

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from websockets.exceptions import ConnectionClosed
 
-from widget_server.embedded import EmbeddedValkey
+from widget_server.store.embedded import EmbeddedValkey
 
 from .support import Client, ServerProcess, add_site, new_visitor
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from widget_server.embedded import free_port
+from widget_server.store.embedded import free_port
 
 from .support import ROOT
 
@@ -35,7 +35,7 @@ SHIPPED = [
     "widget_server/emails/messages.json",
     "widget_server/examples/demo-campaigns.json",
     "widget_server/examples/demo-mail-flows.json",
-    "widget_server/lua/claim.lua",
+    "widget_server/store/lua/offer_claim.lua",
     "widget_server/admin/templates/base.html",
     "widget_server/admin/static/admin.css",
     "widget_server/demo/templates/base.html",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widget_server import protocol as p
 from widget_server.errors import ProtocolError
+from widget_server.wire import protocol as p
 
 
 def frame(**fields: object) -> str:

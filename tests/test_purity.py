@@ -12,19 +12,20 @@ import pytest
 from .support import ROOT
 
 PURE = [
-    "widget_server.protocol",  # the wire protocol: parse, validate, encode
-    "widget_server.decide",  # the decision engine
-    "widget_server.experiments",  # sticky assignment
-    "widget_server.stats",  # the statistics of reports
-    "widget_server.recommend",  # the similar-products index
-    "widget_server.feeds",  # product feed parsing
-    "widget_server.codes",  # code formats and pools
-    "widget_server.campaigns",  # the campaign model
+    "widget_server.wire.protocol",  # the wire protocol: parse, validate, encode
+    "widget_server.offers.decide",  # the decision engine
+    "widget_server.offers.assign",  # sticky assignment
+    "widget_server.offers.codes",  # code formats and pools
+    "widget_server.offers.campaigns",  # the campaign model
+    "widget_server.experiments.stats",  # the statistics of reports
+    "widget_server.catalog.recommend",  # the similar-products index
+    "widget_server.catalog.feeds",  # product feed parsing
     "widget_server.links",  # link checks
-    "widget_server.session_view",  # a visitor's state as typed values
-    "widget_server.admission",  # connection limits
-    "widget_server.ratelimit",  # the per-connection token bucket
-    "widget_server.replies",  # reading Redis replies
+    "widget_server.visitors.session_view",  # a visitor's state as typed values
+    "widget_server.realtime.admission",  # connection limits
+    "widget_server.realtime.ratelimit",  # the per-connection token bucket
+    "widget_server.store.replies",  # reading Redis replies
+    "widget_server.admin.campaign_form",  # reading the campaign form
 ]
 IO = {"redis", "starlette", "uvicorn", "websockets", "jinja2", "aiosmtplib", "httpx"}
 

@@ -14,7 +14,7 @@ import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from widget_server.keys import Keys
+from widget_server.store.keys import Keys
 
 from .support import Client, ServerProcess, add_site, new_visitor, running_server
 

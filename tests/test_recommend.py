@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widget_server.feeds import Product
-from widget_server.recommend import (
+from widget_server.catalog.feeds import Product
+from widget_server.catalog.recommend import (
     ScoredProduct,
     SimilarityIndex,
     SimilarityWeights,

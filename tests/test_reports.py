@@ -16,9 +16,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from widget_server.campaigns import Campaign, parse_campaign
-from widget_server.keys import Keys
-from widget_server.reports import (
+from widget_server.experiments.reports import (
     CSV_COLUMNS,
     build_report,
     campaign_report,
@@ -27,6 +25,8 @@ from widget_server.reports import (
     report_csv,
     report_days,
 )
+from widget_server.offers.campaigns import Campaign, parse_campaign
+from widget_server.store.keys import Keys
 
 T = TypeVar("T")
 KEYS = Keys()

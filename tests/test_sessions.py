@@ -11,10 +11,10 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from widget_server import protocol as p
-from widget_server.keys import Keys
-from widget_server.scripts import Scripts
-from widget_server.sessions import SessionExpired, SessionStore
+from widget_server.store.keys import Keys
+from widget_server.store.scripts import Scripts
+from widget_server.visitors.sessions import SessionExpired, SessionStore
+from widget_server.wire import protocol as p
 
 from .support import new_visitor
 
@@ -28,7 +28,7 @@ def run(redis_url: str, body: Callable[[SessionStore], Awaitable[T]], **ttl: int
         try:
             store = SessionStore(
                 client,
-                Scripts.register(client),
+                Scripts.of(client),
                 Keys(),
                 session_ttl_s=ttl.get("session", 1800),
                 profile_ttl_s=ttl.get("profile", 86400),

@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from widget_server import cli_simulate
-from widget_server.campaign_store import CampaignStore
-from widget_server.campaigns import Campaign, parse_campaign
-from widget_server.embedded import free_port
-from widget_server.errors import ConfigurationError
-from widget_server.experiments import HOLDOUT, assign
-from widget_server.keys import Keys
-from widget_server.reports import campaign_report
-from widget_server.simulate import (
+from widget_server.cli import simulate as cli_simulate
+from widget_server.devtools.simulate import (
     ArmTruth,
     SimulationResult,
     plan_visitors,
     simulate,
     simulate_offline,
 )
+from widget_server.errors import ConfigurationError
+from widget_server.experiments.reports import campaign_report
+from widget_server.offers.assign import HOLDOUT, assign
+from widget_server.offers.campaign_store import CampaignStore
+from widget_server.offers.campaigns import Campaign, parse_campaign
+from widget_server.store.embedded import free_port
+from widget_server.store.keys import Keys
 
 from .support import ServerProcess, add_site, save_campaigns
 

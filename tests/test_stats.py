@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps  # type: ignore[import-untyped]
 from scipy.stats.contingency import relative_risk  # type: ignore[import-untyped]
 
-from widget_server.stats import (
+from widget_server.experiments.stats import (
     ExperimentSettings,
     Proportion,
     Sample,

@@ -11,8 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from widget_server.shipped import STATIC_DIR
-from widget_server.widget_asset import (
+from widget_server.realtime.widget_asset import (
     IMMUTABLE_CACHE,
     SHORT_CACHE,
     accepts_gzip,
@@ -20,6 +19,7 @@ from widget_server.widget_asset import (
     load_asset,
     widget_routes,
 )
+from widget_server.shipped import STATIC_DIR
 
 from .support import ServerProcess
 

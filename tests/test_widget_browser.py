@@ -21,13 +21,13 @@ import redis
 from playwright.sync_api import Browser, Page, WebSocket, WebSocketRoute, sync_playwright
 from redis.asyncio import Redis
 
-from widget_server.embedded import free_port
-from widget_server.hub import Hub
-from widget_server.keys import Keys
 from widget_server.metrics import Metrics
-from widget_server.scripts import Scripts
+from widget_server.realtime.hub import Hub
+from widget_server.realtime.widget_asset import build_asset
 from widget_server.shipped import STATIC_DIR
-from widget_server.widget_asset import build_asset
+from widget_server.store.embedded import free_port
+from widget_server.store.keys import Keys
+from widget_server.store.scripts import Scripts
 
 from .support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
 
@@ -71,7 +71,7 @@ async def _deliver(redis_url: str, site: str, visitor: str, message: dict[str, A
     try:
         hub = Hub(
             client,
-            Scripts.register(client),
+            Scripts.of(client),
             Keys(),
             Metrics(),
             presence_ttl_s=90,

@@ -15,32 +15,32 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .admin import admin_routes
-from .admission import ConnectionLimits
-from .beacon import events_endpoint, events_preflight
-from .campaign_store import CampaignStore
-from .catalog import CatalogStore
-from .embedded import embedded_status
+from .admin.routes import admin_routes
+from .catalog.similar import SimilarProducts
+from .catalog.store import CatalogStore
 from .errors import ConfigurationError
-from .hub import Hub
-from .keys import Keys
-from .mail_context import MailSettings, build_mail_context, mail_settings_from_env
-from .mail_flows import MailFlowStore
-from .mail_routes import mail_routes
-from .mail_similar import MailSimilarProducts
+from .mail.context import MailSettings, build_mail_context, mail_settings_from_env
+from .mail.flows import MailFlowStore
+from .mail.routes import mail_routes
+from .mail.similar import MailSimilarProducts
 from .metrics import Metrics
-from .notices import Notices
-from .offers import OfferEngine
-from .protocol import WidgetConfig
-from .realtime import websocket_endpoint
-from .scripts import Scripts
-from .services import Services
-from .sessions import SessionStore
+from .offers.campaign_store import CampaignStore
+from .offers.engine import OfferEngine
+from .realtime.admission import ConnectionLimits
+from .realtime.beacon import events_endpoint, events_preflight
+from .realtime.connection import websocket_endpoint
+from .realtime.hub import Hub
+from .realtime.notices import Notices
+from .realtime.services import Services
+from .realtime.shop_api import code_lookup, erase_request, orders_webhook
+from .realtime.widget_asset import widget_routes
 from .settings import Settings, settings_from_env
-from .shop_api import code_lookup, erase_request, orders_webhook
-from .similar import SimilarProducts
-from .sites import SiteRegistry
-from .widget_asset import widget_routes
+from .store.embedded import embedded_status
+from .store.keys import Keys
+from .store.scripts import Scripts
+from .store.sites import SiteRegistry
+from .visitors.sessions import SessionStore
+from .wire.protocol import WidgetConfig
 
 log = logging.getLogger("widget_server.app")
 
@@ -102,7 +102,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         redis = _redis_client(redis_url)
         keys = Keys(settings.redis_prefix)
         metrics = Metrics()
-        scripts = Scripts.register(redis)
+        scripts = Scripts.of(redis)
         sites = SiteRegistry(redis, keys)
         sessions = SessionStore(
             redis,

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from redis.asyncio import Redis
 
 from ..errors import WidgetServerError
-from ..keys import Keys
+from ..store.keys import Keys
 
 Role = Literal["viewer", "editor", "owner"]
 ROLES: tuple[Role, ...] = ("viewer", "editor", "owner")

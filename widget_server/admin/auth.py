@@ -12,15 +12,15 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from importlib import resources
 from urllib.parse import quote
 
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..keys import Keys
-from ..replies import reply_text
+from ..store.keys import Keys
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
 from .accounts import User, digest
 
 COOKIE = "exw_admin"
@@ -140,9 +140,6 @@ class AdminSessions:
         await self._redis.delete(self._keys.admin_session(session.digest))
 
 
-_RESERVE = (resources.files("widget_server") / "lua" / "throttle_reserve.lua").read_text()
-
-
 @dataclass(frozen=True, slots=True)
 class LoginAttempt:
     """One sign-in attempt, reserved against its counters before the password is checked."""
@@ -167,7 +164,7 @@ class LoginThrottle:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve = Scripts.of(redis).throttle_reserve
 
     def _counters(self, email: str, ip: str, device: str | None) -> list[tuple[str, str, int]]:
         account = digest(email.strip().lower())

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
-from ..campaigns import (
+from ..offers.campaigns import (
     ALL_EXIT_KINDS,
     Campaign,
     Caps,
@@ -24,8 +24,8 @@ from ..campaigns import (
     Theme,
     Trigger,
 )
-from ..protocol import PageType
-from .web import Form
+from ..wire.protocol import PageType
+from .form import Form
 
 State = dict[str, Any]
 PAGE_TYPES: tuple[str, ...] = get_args(PageType)
@@ -251,7 +251,7 @@ def _free_key(variants: list[Any]) -> str:
 
 
 def campaign_data(state: State) -> dict[str, Any]:
-    """What :func:`~widget_server.campaigns.parse_campaign` validates: empty inputs fall back
+    """What :func:`~widget_server.offers.campaigns.parse_campaign` validates: empty inputs fall back
     to the model's defaults, ``in`` values are split at commas, numeric comparisons get numbers."""
     data: dict[str, Any] = _drop_empty(state)
     trigger = data.setdefault("trigger", {})

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..experiments import HOLDOUT
+from ..offers.assign import HOLDOUT
 
 EXIT_KINDS = {
     "top_edge": "the pointer left through the top of the window",

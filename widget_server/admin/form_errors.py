@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..campaigns import Caps, FieldError
+from ..offers.campaigns import Caps, FieldError
 from .campaign_form import PAGE_TYPES, TOP_LEVEL, State, as_dict, as_list
 
 SCHEDULE_FIELDS = ("start", "end", "weekdays", "hours", "timezone")

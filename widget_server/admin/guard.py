@@ -11,11 +11,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..services import Services
+from ..realtime.services import Services
+from ..store.audit import AuditLog
 from .accounts import AccountStore, Role, User, role_at_least
-from .audit import AuditLog
 from .auth import COOKIE, AdminSession, AdminSessions, Signer, clear_cookie, login_location
-from .web import MAX_FORM_BYTES, Form, FormTooLarge, Templates, read_form
+from .form import Form
+from .web import MAX_FORM_BYTES, FormTooLarge, Templates, read_form
 
 NOTICES = {
     "saved": "Saved.",

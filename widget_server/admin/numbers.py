@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..campaigns import Campaign
-from ..decide import period_keys
-from ..offers import LOW_POOL
-from ..replies import reply_text
-from ..services import Services
+from ..offers.campaigns import Campaign
+from ..offers.decide import period_keys
+from ..offers.engine import LOW_POOL
+from ..realtime.services import Services
+from ..store.replies import reply_text
 
 METRICS = ("exposures", "impressions", "clicks", "conversions", "dismissals")
 

@@ -11,9 +11,9 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..campaign_store import CampaignStore
-from ..campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
-from ..sites import Site
+from ..offers.campaign_store import CampaignStore
+from ..offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
+from ..store.sites import Site
 from . import campaign_form as cf
 from .form_errors import label, place_errors
 from .guard import Admin, Guard

@@ -20,8 +20,7 @@ from redis.exceptions import LockError
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..catalog import CatalogStore, ImportReport, import_parsed
-from ..feeds import (
+from ..catalog.feeds import (
     NOT_UTF8,
     FeedError,
     FeedFormat,
@@ -31,6 +30,7 @@ from ..feeds import (
     detect_format,
     parse_feed,
 )
+from ..catalog.store import CatalogStore, ImportReport, import_parsed
 from .guard import Admin, Guard
 from .views_sites import not_found, site_or_none
 from .web import MAX_UPLOAD_BYTES

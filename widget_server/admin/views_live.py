@@ -15,10 +15,10 @@ from redis.exceptions import RedisError
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..campaigns import CAMPAIGN_ID_PATTERN, Campaign
-from ..hub import RATE_METRICS
-from ..replies import reply_text
-from ..services import Services
+from ..offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign
+from ..realtime.hub import RATE_METRICS
+from ..realtime.services import Services
+from ..store.replies import reply_text
 from . import explain
 from .guard import Admin, Guard
 from .views_campaigns import fresh_campaigns, store

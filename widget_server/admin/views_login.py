@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..services import Services
+from ..realtime.services import Services
 from .accounts import AccountStore
 from .auth import (
     COOKIE,

@@ -20,16 +20,16 @@ from pydantic import ValidationError
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import reports
 from ..errors import ConfigurationError
-from ..mail import MailAddressError, TemplateError, render_preview
-from ..mail_flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigError, load_config
-from ..mail_preview import send_test
-from ..mail_send import SendError
-from ..mail_worker import default_shop_url
-from ..replies import reply_text
-from ..services import Services
-from ..sites import Site
+from ..experiments import reports
+from ..mail.flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigError, load_config
+from ..mail.message import MailAddressError, TemplateError, render_preview
+from ..mail.preview import send_test
+from ..mail.send import SendError
+from ..mail.worker import default_shop_url
+from ..realtime.services import Services
+from ..store.replies import reply_text
+from ..store.sites import Site
 from .guard import Admin, Guard
 from .views_report import sentences
 from .views_sites import not_found, site_or_none
@@ -453,7 +453,7 @@ async def preview(
 
 
 async def send_test_email(admin: Admin) -> Response:
-    """Send this step to one address as a test (:func:`~widget_server.mail_preview.send_test`:
+    """Send this step to one address as a test (:func:`~widget_server.mail.preview.send_test`:
     no job, no sent mark, no statistics); the outcome is shown on the preview page."""
     ref = await step_or_none(admin)
     if isinstance(ref, Response):

@@ -10,10 +10,10 @@ from typing import Any
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import reports
-from ..campaigns import Campaign, CampaignInvalid
-from ..experiments import HOLDOUT
-from ..sites import Site
+from ..experiments import reports
+from ..offers.assign import HOLDOUT
+from ..offers.campaigns import Campaign, CampaignInvalid
+from ..store.sites import Site
 from .charts import Chart, line_chart
 from .guard import Admin, Guard
 from .views_campaigns import campaign_or_none, store

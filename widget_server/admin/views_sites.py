@@ -12,7 +12,7 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
+from ..store.sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
 from .guard import Admin, Guard
 from .web import redirect
 

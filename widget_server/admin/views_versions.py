@@ -11,12 +11,12 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..campaigns import Campaign, CampaignInvalid, Variant, parse_campaign
-from ..codes import CodePoolError, code_candidates
-from ..decide import Candidate, VisitorState
-from ..sites import Site
+from ..offers.campaigns import Campaign, CampaignInvalid, Variant, parse_campaign
+from ..offers.codes import CodePoolError, code_candidates
+from ..offers.decide import Candidate, VisitorState
+from ..store.audit import changes
+from ..store.sites import Site
 from . import campaign_form as cf
-from .audit import changes
 from .form_errors import place_errors
 from .guard import Admin, Guard
 from .numbers import pool_levels, redeemed_count

@@ -15,11 +15,11 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..erasure import erase_visitor
 from ..errors import StoreUnavailable
-from ..replies import reply_text
-from ..services import Services
-from ..session_view import SessionView
+from ..realtime.erasure import erase_visitor
+from ..realtime.services import Services
+from ..store.replies import reply_text
+from ..visitors.session_view import SessionView
 from . import explain
 from .guard import Admin, Guard
 from .views_sites import not_found, site_or_none

@@ -6,7 +6,6 @@ import email.parser
 import email.policy
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .form import Form
 
 ADMIN = "/admin"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -144,24 +145,6 @@ def redirect(path: str, notice: str | None = None) -> RedirectResponse:
 
 class FormTooLarge(Exception):
     """The request body is larger than the form may be."""
-
-
-@dataclass(slots=True)
-class Form:
-    """A submitted form: every value of every field, and uploaded files."""
-
-    fields: dict[str, list[str]] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)
-
-    def get(self, name: str, default: str = "") -> str:
-        values = self.fields.get(name)
-        return values[-1] if values else default
-
-    def getlist(self, name: str) -> list[str]:
-        return list(self.fields.get(name, []))
-
-    def items(self) -> list[tuple[str, str]]:
-        return [(name, value) for name, values in self.fields.items() for value in values]
 
 
 async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> Form:

@@ -1,0 +1,1 @@
+"""Tools for developers and demos: the simulated traffic of an A/B run."""

@@ -1,0 +1,1 @@
+"""Statistics and reports of A/B experiments, for campaigns and email flows."""

@@ -1,0 +1,109 @@
+"""Email flows as experiments: the same counters as on-site campaigns, with ``email`` as the arm
+that gets the flow's emails and ``holdout`` as the visitors who qualified and got none.
+
+A visitor is **exposed** to a flow when they leave in a state that qualifies for it (cart, checkout
+or browse abandonment, with an address, marketing consent and no suppression): at that moment the
+holdout is decided by a stable hash (:func:`~widget_server.mail.flows.in_holdout`). Counting both
+arms there, before any email is due, compares like with like: visitors who come back and buy
+before the first email count in both arms (intent to treat).
+
+Per flow, per UTC day and per *stage* (the holdout share; changing it starts a new comparison,
+like a campaign's experiment version), one hash holds ``<metric>:<arm>`` with the metrics
+``exposures``, ``conversions``, ``revenue``, ``revenue_sq`` (the report's inputs), ``sent``
+(emails accepted by the relay), ``clicks`` (visitors who followed a link), ``click_conversions``
+(converters who had clicked within the window before buying), ``unsubscribes``, and the
+``bounces`` and ``complaints`` the relay reports (counted for the flow of the latest email sent
+to the address; delivered = sent - bounces). Each
+visitor's arm, exposure, click and revenue live in a small hash per flow, so attribution is one
+atomic Lua call per flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from ..offers.assign import HOLDOUT
+from ..store.keys import Keys
+from ..store.scripts import Scripts
+from .flows import Flow
+
+EMAIL_ARM = "email"
+FlowMetric = Literal["sent", "unsubscribes", "bounces", "complaints"]
+
+
+def flow_stage(flow: Flow) -> str:
+    """The counting stage of a flow: its holdout share in per mille."""
+    return f"h{round(flow.holdout * 1000)}"
+
+
+def flow_day(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def flow_arm(holdout: bool) -> str:
+    return HOLDOUT if holdout else EMAIL_ARM
+
+
+class FlowExperiments:
+    """Writes a site's email-flow counters; every method raises ``redis`` errors as is."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, retention_s: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._retention_s = retention_s
+        scripts = Scripts.of(redis)
+        self._expose = scripts.flow_expose
+        self._click = scripts.flow_click
+        self._attribute = scripts.flow_attribute
+
+    def _stats(self, site: str, flow: Flow, now: float) -> str:
+        return self._keys.flow_stats(site, flow.name, flow_stage(flow), flow_day(now))
+
+    async def exposed(self, site: str, visitor: str, flow: Flow, arm: str, now: float) -> bool:
+        """Record that the visitor qualified for ``flow`` in ``arm``; True the first time."""
+        first = await self._expose(
+            keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
+            args=[repr(now), flow_stage(flow), arm, self._retention_s],
+        )
+        return bool(first)
+
+    async def count(self, site: str, flow: Flow, metric: FlowMetric, now: float) -> None:
+        """Count an email event of the ``email`` arm (the holdout gets no emails)."""
+        await self._redis.hincrby(self._stats(site, flow, now), f"{metric}:{EMAIL_ARM}", 1)
+
+    async def clicked(self, site: str, visitor: str, flow: Flow, now: float) -> bool:
+        """The visitor followed a link of the flow's emails; True for their first click."""
+        first = await self._click(
+            keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
+            args=[repr(now), flow_stage(flow)],
+        )
+        return bool(first)
+
+    async def purchased(
+        self, site: str, visitor: str, flows: Sequence[Flow], value: float, now: float
+    ) -> list[str]:
+        """Attribute a new order to every flow that exposed the visitor within its window.
+        Returns the names of the flows it counted for."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for flow in flows:
+                await self._attribute(
+                    keys=[
+                        self._keys.flow_visitor(site, flow.name, visitor),
+                        self._stats(site, flow, now),
+                    ],
+                    args=[repr(now), flow.attribution_days * 86_400, flow_stage(flow), repr(value)],
+                    client=pipe,
+                )
+            arms = await pipe.execute()
+        return [flow.name for flow, arm in zip(flows, arms, strict=True) if arm]
+
+    async def forget(self, site: str, visitor: str, flow_names: Sequence[str]) -> None:
+        """Erase the visitor's per-flow states (the aggregate counters hold no personal data)."""
+        if flow_names:
+            await self._redis.delete(
+                *(self._keys.flow_visitor(site, name, visitor) for name in flow_names)
+            )

@@ -1,0 +1,237 @@
+"""Email flow configuration of a site: which emails follow an abandoned cart or browse, and when.
+
+A site's configuration is one JSON document in Redis (see :class:`MailConfig`); a site without one
+uses :data:`DEFAULT_CONFIG`: cart abandonment after 1 h, 24 h and 72 h, browse abandonment after
+2 h, checkout abandonment off (the cart flow covers it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from redis.asyncio import Redis
+
+from ..errors import WidgetServerError
+from ..store.keys import Keys
+
+FlowKind = Literal["cart", "checkout", "browse"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
+MAX_DELAY_MINUTES = 60 * 24 * 60
+
+
+class MailConfigError(WidgetServerError):
+    """An email flow configuration that cannot be used; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FlowStep(_Model):
+    """One email of a flow, sent ``delay_minutes`` after the visitor left."""
+
+    delay_minutes: Annotated[float, Field(ge=0, le=MAX_DELAY_MINUTES)]
+    template: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")]
+    subject: dict[str, str] | str
+    code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    code_valid_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: dict[str, str] | str) -> dict[str, str] | str:
+        subjects = value if isinstance(value, dict) else {"": value}
+        for locale, text in subjects.items():
+            if locale and not _LOCALE.match(locale):
+                raise ValueError(f"subject locale {locale!r} must look like en or de-CH")
+            if not text.strip() or len(text) > 200 or _CONTROL.search(text):
+                raise ValueError("subjects are 1-200 characters without line breaks")
+        return value
+
+    def subject_for(self, locale: str) -> str:
+        """The subject in ``locale`` (then its language, then English, then any)."""
+        if isinstance(self.subject, str):
+            return self.subject
+        for candidate in (locale, locale.split("-")[0], "en"):
+            if candidate in self.subject:
+                return self.subject[candidate]
+        return next(iter(self.subject.values()))
+
+
+class Flow(_Model):
+    """A sequence of emails for one kind of abandonment.
+
+    ``holdout`` is the share of visitors (assigned by a stable hash) who get none of the flow's
+    emails, to measure what the flow adds; orders within ``attribution_days`` of the visitor
+    qualifying count for the flow's report (see :mod:`widget_server.mail.experiments`).
+    ``daily_cap`` bounds the emails a visitor gets from the site per UTC day, counted over all
+    flows. With ``cancel_on_return`` a visitor coming back
+    cancels the pending steps; they are scheduled again when the visitor leaves again.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")]
+    kind: FlowKind
+    steps: Annotated[list[FlowStep], Field(min_length=1, max_length=5)]
+    enabled: bool = True
+    holdout: Annotated[float, Field(ge=0, le=0.9)] = 0.0
+    daily_cap: Annotated[int, Field(ge=1, le=20)] = 2
+    cancel_on_return: bool = True
+    attribution_days: Annotated[int, Field(ge=1, le=90)] = 7
+
+    @field_validator("steps")
+    @classmethod
+    def _ordered(cls, steps: list[FlowStep]) -> list[FlowStep]:
+        delays = [step.delay_minutes for step in steps]
+        if delays != sorted(delays):
+            raise ValueError("step delays must not decrease")
+        return steps
+
+
+class MailConfig(_Model):
+    """The email flows of one site and what their links point to.
+
+    ``shop_url`` is where links lead (default: the site's first exact origin); the cart-restore
+    link redirects to ``shop_url + restore_path`` with ``items=ID:QTY,...`` (and ``code``), which
+    the shop turns back into a cart.
+
+    With ``double_opt_in`` a consent given from then on is pending until the visitor clicks the
+    link in a confirmation email; until then the address gets no flow emails. Consents recorded
+    before it was turned on keep their status, and turning it off does not release pending ones.
+    """
+
+    flows: Annotated[list[Flow], Field(max_length=20)]
+    double_opt_in: bool = False
+    browse_min_views: Annotated[int, Field(ge=1, le=100)] = 2
+    shop_url: Annotated[str, Field(max_length=300, pattern=r"^(https?://[^\s/?#]+)?$")] = ""
+    restore_path: Annotated[str, Field(max_length=200, pattern=r"^/[^\s]*$")] = "/cart"
+    utm_source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "abandonment"
+    utm_medium: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "email"
+    sender_name: Annotated[str, Field(max_length=100)] = ""
+
+    @model_validator(mode="after")
+    def _unique(self) -> MailConfig:
+        names = [flow.name for flow in self.flows]
+        if len(names) != len(set(names)):
+            raise ValueError("flow names must be unique")
+        kinds = [flow.kind for flow in self.flows if flow.enabled]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("at most one enabled flow per kind")
+        return self
+
+    def flow(self, name: str) -> Flow | None:
+        return next((flow for flow in self.flows if flow.name == name), None)
+
+    def enabled_flow(self, kind: FlowKind) -> Flow | None:
+        return next((f for f in self.flows if f.kind == kind and f.enabled), None)
+
+    def flow_for(self, *, has_cart: bool, product_views: int, checkout: bool) -> Flow | None:
+        """The flow for a visitor who left: checkout (if enabled and they reached it with a
+        cart), else cart for a non-empty cart, else browse after ``browse_min_views`` views."""
+        if has_cart:
+            if checkout and (flow := self.enabled_flow("checkout")) is not None:
+                return flow
+            return self.enabled_flow("cart")
+        if product_views >= self.browse_min_views:
+            return self.enabled_flow("browse")
+        return None
+
+
+DEFAULT_CONFIG = MailConfig(
+    flows=[
+        Flow(
+            name="cart",
+            kind="cart",
+            steps=[
+                FlowStep(
+                    delay_minutes=60,
+                    template="cart",
+                    subject={"en": "You left something in your cart", "de": "Ihr Warenkorb wartet"},
+                ),
+                FlowStep(
+                    delay_minutes=24 * 60,
+                    template="cart",
+                    subject={
+                        "en": "Your cart at {shop} is still waiting",
+                        "de": "Ihr Warenkorb bei {shop} ist noch da",
+                    },
+                ),
+                FlowStep(
+                    delay_minutes=72 * 60,
+                    template="cart",
+                    subject={
+                        "en": "Last reminder: your cart at {shop}",
+                        "de": "Letzte Erinnerung: Ihr Warenkorb bei {shop}",
+                    },
+                ),
+            ],
+        ),
+        Flow(
+            name="checkout",
+            kind="checkout",
+            enabled=False,
+            steps=[
+                FlowStep(
+                    delay_minutes=30,
+                    template="cart",
+                    subject={
+                        "en": "Complete your order",
+                        "de": "Schließen Sie Ihre Bestellung ab",
+                    },
+                )
+            ],
+        ),
+        Flow(
+            name="browse",
+            kind="browse",
+            steps=[
+                FlowStep(
+                    delay_minutes=120,
+                    template="browse",
+                    subject={
+                        "en": "Still thinking about {product}?",
+                        "de": "Noch Interesse an {product}?",
+                    },
+                )
+            ],
+        ),
+    ]
+)
+
+
+def load_config(raw: str | bytes) -> MailConfig:
+    """Parse a configuration JSON document (``{"flows": [...], ...}``); raise MailConfigError."""
+    try:
+        return MailConfig.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise MailConfigError(problems) from None
+
+
+def in_holdout(site: str, visitor: str, flow: Flow) -> bool:
+    """Whether the visitor is in the flow's holdout: stable per (site, visitor, flow)."""
+    if flow.holdout <= 0:
+        return False
+    digest = hashlib.sha256(f"{site}\x00{visitor}\x00{flow.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < flow.holdout
+
+
+class MailFlowStore:
+    """Reads and saves the flow configuration of a site."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def get(self, site: str) -> MailConfig:
+        """The site's configuration, or :data:`DEFAULT_CONFIG` when it has none."""
+        raw = await self._redis.get(self._keys.mail_flows(site))
+        return load_config(raw) if raw else DEFAULT_CONFIG
+
+    async def save(self, site: str, config: MailConfig) -> None:
+        await self._redis.set(self._keys.mail_flows(site), config.model_dump_json())

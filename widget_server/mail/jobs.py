@@ -1,0 +1,508 @@
+"""Durable delayed email jobs in Redis: at most one email per (visitor, flow, step), ever.
+
+Layout (every key under the hash tag ``{mail}``, see :class:`~widget_server.store.keys.Keys`):
+
+- a **job hash** per scheduled email, id ``site:visitor:flow:step``: address, locale, the cart or
+  viewed products at the time the visitor left, when it was scheduled, attempts, lease token;
+- ``due``, a sorted set of job ids by due time, and ``leases``, a sorted set of claimed job ids
+  by lease deadline;
+- ``sent``, a hash per visitor of every ``flow:step`` committed for sending: the once-only mark;
+- per-site suppressions (address -> reason) and consent withdrawals (visitor -> time), and a
+  per-visitor count of emails per UTC day.
+
+Lifecycle: :meth:`MailScheduler.visitor_left` writes the jobs. A worker claims due jobs
+(:meth:`~MailScheduler.claim`, Lua: due -> leases, with a fresh lease token), checks the visitor,
+renders, then commits (:meth:`~MailScheduler.commit`, Lua: token still valid, address not
+suppressed, consent not withdrawn since scheduling, step not sent yet, daily cap not reached ->
+write the ``sent`` mark), hands the message to the transport and completes the job. A claim also
+reaps leases that ran out: the job goes back to ``due`` and the old token dies, so a worker killed
+mid-way is replaced by the next one to claim.
+
+**Guarantee: at most once.** The ``sent`` mark is written before the transport is called, in the
+same atomic step that checks the lease, so no two workers can both pass it, and a job reclaimed
+after a crash meets the mark and is dropped. The price is one window: a worker that dies after
+the commit and before the relay accepted the message loses that email (it is not sent rather
+than sent twice). Failures known to happen before acceptance (connection refused, 4xx) undo the
+mark and retry. Marks live for the retention period (the profile TTL), so "ever" means "while
+the visitor's data is kept". Times come from the callers' clocks: keep workers NTP-synced and
+leases far longer than clock skew.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from ..store.keys import Keys
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
+from ..visitors.session_view import CartLine, SessionView
+from .experiments import FlowExperiments, flow_arm
+from .flows import MailFlowStore, in_holdout
+from .message import MailAddressError, email_digest, normalize_address
+
+CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped"]
+SuppressionReason = Literal["unsubscribed", "bounced", "complained"]
+DEFAULT_RETENTION_S = 180 * 24 * 3600
+_JOB_SLACK_S = 14 * 24 * 3600
+# The flow name of double opt-in confirmation jobs; not a valid configured flow name.
+CONFIRM_FLOW = "@confirm"
+ConfirmationOutcome = Literal["scheduled", "pending", "already_sent", "invalid_email"]
+
+
+def utc_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def marketing_consent(profile: Mapping[str, str]) -> bool:
+    """Whether a profile allows marketing email: opted in with the address, not withdrawn
+    through the consent banner, and confirmed when the consent was given under double opt-in
+    (the profile records that requirement with the consent, and resets both when the address
+    changes)."""
+    if profile.get("email_consent") != "1" or profile.get("consent_marketing") == "0":
+        return False
+    return profile.get("email_confirm_required") != "1" or bool(profile.get("email_confirmed_at"))
+
+
+def confirmation_job_id(site: str, visitor: str) -> str:
+    """The id of the visitor's double opt-in confirmation job (one at a time per visitor)."""
+    return f"{site}:{visitor}:{CONFIRM_FLOW}"
+
+
+@dataclass(frozen=True, slots=True)
+class MailJob:
+    """One claimed email job; ``token`` proves the claim until the lease runs out."""
+
+    id: str
+    token: str
+    site: str
+    visitor: str
+    flow: str
+    step: int
+    email: str
+    locale: str
+    scheduled: float
+    due: float
+    attempts: int
+    claims: int
+    cart: tuple[CartLine, ...]
+    viewed: tuple[str, ...]
+    code: str
+    code_expires: float
+
+    @property
+    def step_field(self) -> str:
+        return f"{self.flow}:{self.step}"
+
+    @classmethod
+    def from_hash(cls, job_id: str, token: str, raw: Mapping[str, str]) -> MailJob:
+        cart = [line for line in json.loads(raw.get("cart") or "[]") if isinstance(line, dict)]
+        return cls(
+            id=job_id,
+            token=token,
+            site=raw.get("site", ""),
+            visitor=raw.get("visitor", ""),
+            flow=raw.get("flow", ""),
+            step=int(raw.get("step", "0")),
+            email=raw.get("email", ""),
+            locale=raw.get("locale", ""),
+            scheduled=float(raw.get("scheduled", "0")),
+            due=float(raw.get("due", "0")),
+            attempts=int(raw.get("attempts", "0")),
+            claims=int(raw.get("claims", "0")),
+            cart=tuple(CartLine(**line) for line in cart),
+            viewed=tuple(str(v) for v in json.loads(raw.get("viewed") or "[]")),
+            code=raw.get("code", ""),
+            code_expires=float(raw.get("code_expires") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleResult:
+    """What :meth:`MailScheduler.visitor_left` did. ``outcome`` is ``scheduled`` or why not:
+    ``no_email``, ``invalid_email``, ``no_consent``, ``suppressed``, ``nothing_abandoned``,
+    ``holdout`` or ``already_sent`` (every step of the flow went out before)."""
+
+    outcome: str
+    flow: str = ""
+    job_ids: tuple[str, ...] = ()
+
+
+class MailScheduler:
+    """Schedules, cancels and hands out email jobs. All methods raise ``redis`` errors as is."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        flows: MailFlowStore | None = None,
+        *,
+        retention_s: int = DEFAULT_RETENTION_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.flows = flows or MailFlowStore(redis, keys)
+        self._retention_s = retention_s
+        self.experiments = FlowExperiments(redis, keys, retention_s=retention_s)
+        scripts = Scripts.of(redis)
+        self._schedule = scripts.mailjob_schedule
+        self._cancel = scripts.mailjob_cancel
+        self._claim = scripts.mailjob_claim
+        self._commit = scripts.mailjob_commit
+        self._finish = scripts.mailjob_finish
+
+    # --- the visitor's side ------------------------------------------------------------------
+    async def visitor_left(
+        self,
+        site: str,
+        visitor: str,
+        *,
+        now: float,
+        cart: Sequence[CartLine],
+        email: str | None,
+        consent: bool,
+        locale: str | None = None,
+        product_views: int = 0,
+        viewed: Sequence[str] = (),
+        checkout: bool = False,
+        code: str = "",
+        code_expires: float = 0.0,
+    ) -> ScheduleResult:
+        """Schedule the flow that fits, replacing the visitor's pending jobs.
+
+        Checkout flow if the visitor reached checkout with a cart (and that flow is enabled),
+        else the cart flow for a non-empty cart, else the browse flow after ``browse_min_views``
+        product views. Needs an address and marketing consent; steps already sent are skipped.
+        """
+        if not email:
+            return ScheduleResult("no_email")
+        try:
+            address = normalize_address(email)
+        except MailAddressError:
+            return ScheduleResult("invalid_email")
+        if not consent:
+            await self.cancel(site, visitor)
+            return ScheduleResult("no_consent")
+        if await self.suppression(site, address) is not None:
+            await self.cancel(site, visitor)
+            return ScheduleResult("suppressed")
+        config = await self.flows.get(site)
+        flow = config.flow_for(has_cart=bool(cart), product_views=product_views, checkout=checkout)
+        if flow is None:
+            await self.cancel(site, visitor)
+            return ScheduleResult("nothing_abandoned")
+        held_out = in_holdout(site, visitor, flow)
+        await self.experiments.exposed(site, visitor, flow, flow_arm(held_out), now)
+        if held_out:
+            await self.cancel(site, visitor)
+            return ScheduleResult("holdout", flow.name)
+        fields = {
+            "site": site,
+            "visitor": visitor,
+            "flow": flow.name,
+            "email": address,
+            "locale": locale or "",
+            "scheduled": repr(now),
+            "attempts": "0",
+            "claims": "0",
+            "cart": json.dumps([asdict(line) for line in cart[:50]]),
+            "viewed": json.dumps(list(viewed)[-10:]),
+            "code": code,
+            "code_expires": repr(code_expires),
+        }
+        steps = []
+        for index, step in enumerate(flow.steps):
+            due = now + step.delay_minutes * 60
+            job_fields = {**fields, "step": str(index), "due": repr(due)}
+            job_id = f"{site}:{visitor}:{flow.name}:{index}"
+            steps.append(
+                {"id": job_id, "field": f"{flow.name}:{index}", "due": due, "fields": job_fields}
+            )
+        k = self._keys
+        ids = await self._schedule(
+            keys=[
+                k.mail_due(),
+                k.mail_leases(),
+                k.mail_sent(site, visitor),
+                k.mail_visitor_jobs(site, visitor),
+            ],
+            args=[k.mail_job_prefix(), _JOB_SLACK_S, repr(now), json.dumps(steps)],
+        )
+        index_key = k.mail_email_visitors(site, email_digest(address))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(index_key, visitor)
+            pipe.expire(index_key, self._retention_s)
+            await pipe.execute()
+        job_ids = tuple(reply_text(i) for i in ids)
+        return ScheduleResult("scheduled" if job_ids else "already_sent", flow.name, job_ids)
+
+    async def visitor_left_from_view(
+        self, site: str, visitor: str, view: SessionView, *, now: float, locale: str | None = None
+    ) -> ScheduleResult:
+        """:meth:`visitor_left` with everything taken from the session view the store returned."""
+        viewed = json.loads(view.session.get("viewed") or "[]")
+        return await self.visitor_left(
+            site,
+            visitor,
+            now=now,
+            cart=[] if view.purchased else view.cart,
+            email=view.profile.get("email") or None,
+            consent=marketing_consent(view.profile),
+            locale=locale,
+            product_views=int(view.session.get("products_viewed") or 0),
+            viewed=[str(v) for v in viewed] if isinstance(viewed, list) else [],
+            checkout=view.session.get("checkout") == "1",
+        )
+
+    async def visitor_returned(self, site: str, visitor: str, *, now: float) -> int:
+        """Cancel the pending steps of flows with ``cancel_on_return`` (the default); the next
+        :meth:`visitor_left` schedules them again. Returns the number of jobs cancelled."""
+        config = await self.flows.get(site)
+        names = [flow.name for flow in config.flows if flow.cancel_on_return]
+        return await self.cancel(site, visitor, flows=names) if names else 0
+
+    async def purchased(
+        self, site: str, visitor: str, *, value: float | None = None, now: float | None = None
+    ) -> int:
+        """Cancel every pending email of the visitor at once (claimed ones included). With the
+        ``value`` of a new order, attribute it to the flows that exposed the visitor."""
+        cancelled = await self.cancel(site, visitor)
+        if value is not None:
+            config = await self.flows.get(site)
+            moment = time.time() if now is None else now
+            await self.experiments.purchased(site, visitor, config.flows, value, moment)
+        return cancelled
+
+    async def consent_withdrawn(self, site: str, visitor: str, *, now: float | None = None) -> int:
+        """Record the withdrawal (jobs scheduled before it never send) and cancel everything."""
+        when = time.time() if now is None else now
+        await self._redis.hset(self._keys.mail_withdrawn(site), visitor, repr(when))
+        return await self.cancel(site, visitor)
+
+    async def unsubscribed(self, site: str, email: str, *, now: float | None = None) -> int:
+        """Suppress the address for the site and cancel every pending email to it."""
+        return await self.suppress(site, email, "unsubscribed", now=now)
+
+    async def suppress(
+        self, site: str, email: str, reason: SuppressionReason, *, now: float | None = None
+    ) -> int:
+        """Add the address to the site's suppression list (unsubscribed, bounced, complained)
+        and cancel pending emails to it. Raises MailAddressError for an unusable address."""
+        address = normalize_address(email).lower()
+        record = json.dumps({"reason": reason, "at": time.time() if now is None else now})
+        await self._redis.hset(self._keys.mail_suppressed(site), address, record)
+        visitors = await self._redis.smembers(
+            self._keys.mail_email_visitors(site, email_digest(address))
+        )
+        cancelled = 0
+        for visitor in visitors:
+            cancelled += await self._cancel_jobs(site, reply_text(visitor), "email", address)
+        return cancelled
+
+    async def last_sent_flow(self, site: str, email: str) -> str | None:
+        """The flow of the latest email sent to ``email`` on ``site`` (by the sent marks of the
+        visitors with jobs for the address), or None; for bounces and complaints."""
+        try:
+            address = normalize_address(email).lower()
+        except MailAddressError:
+            return None
+        k = self._keys
+        visitors = await self._redis.smembers(k.mail_email_visitors(site, email_digest(address)))
+        latest: tuple[float, str] | None = None
+        for visitor in visitors:
+            for field, mark in (
+                await self._redis.hgetall(k.mail_sent(site, reply_text(visitor)))
+            ).items():
+                flow, _, _ = reply_text(field).rpartition(":")
+                try:
+                    at = float(reply_text(mark).rpartition("|")[2])
+                except ValueError:
+                    continue
+                if latest is None or at > latest[0]:
+                    latest = (at, flow)
+        return latest[1] if latest else None
+
+    async def suppression(self, site: str, email: str) -> str | None:
+        """The reason the address is suppressed for the site, or None."""
+        raw = await self._redis.hget(self._keys.mail_suppressed(site), email.strip().lower())
+        return str(json.loads(raw)["reason"]) if raw else None
+
+    async def forget(self, site: str, visitor: str) -> int:
+        """Erase the visitor's email data: pending jobs, sent marks, counts, withdrawal record,
+        per-flow experiment states.
+        The site's suppression list keeps the address: an unsubscribe must outlive erasure."""
+        k = self._keys
+        jobs = [
+            reply_text(j) for j in await self._redis.smembers(k.mail_visitor_jobs(site, visitor))
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in jobs:
+                pipe.hget(k.mail_job(job_id), "email")
+            emails = {reply_text(e) for e in await pipe.execute() if e}
+        cancelled = await self.cancel(site, visitor)
+        config = await self.flows.get(site)
+        await self.experiments.forget(site, visitor, [flow.name for flow in config.flows])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for address in emails:
+                pipe.srem(k.mail_email_visitors(site, email_digest(address)), visitor)
+            pipe.delete(k.mail_sent(site, visitor), k.mail_daily(site, visitor))
+            pipe.hdel(k.mail_withdrawn(site), visitor)
+            await pipe.execute()
+        return cancelled
+
+    async def cancel(self, site: str, visitor: str, *, flows: Sequence[str] | None = None) -> int:
+        """Cancel the visitor's jobs (of ``flows`` only, if given), claimed ones included."""
+        if flows is None:
+            return await self._cancel_jobs(site, visitor, "all", "")
+        return await self._cancel_jobs(site, visitor, "flows", json.dumps(list(flows)))
+
+    async def pending(self, site: str, visitor: str) -> list[dict[str, str]]:
+        """The visitor's scheduled jobs as stored (for the admin and for tests)."""
+        jobs = sorted(
+            reply_text(j)
+            for j in await self._redis.smembers(self._keys.mail_visitor_jobs(site, visitor))
+        )
+        out = []
+        for job_id in jobs:
+            raw = await self._redis.hgetall(self._keys.mail_job(job_id))
+            if raw:
+                out.append({reply_text(a): reply_text(b) for a, b in raw.items()} | {"id": job_id})
+        return out
+
+    async def confirmation_requested(
+        self, site: str, visitor: str, email: str, *, now: float, locale: str | None = None
+    ) -> ConfirmationOutcome:
+        """Queue the double opt-in confirmation email to ``email``, due at once.
+
+        At most one per address, visitor and UTC day: one Lua step checks and writes the day's
+        mark and the job. ``pending`` means a worker is sending the visitor's previous one right
+        now; an unclaimed older one (another address, or a retry) is replaced.
+        """
+        try:
+            address = normalize_address(email)
+        except MailAddressError:
+            return "invalid_email"
+        k = self._keys
+        job_id = confirmation_job_id(site, visitor)
+        fields = {
+            "site": site,
+            "visitor": visitor,
+            "flow": CONFIRM_FLOW,
+            "step": "0",
+            "email": address,
+            "locale": locale or "",
+            "scheduled": repr(now),
+            "due": repr(now),
+            "attempts": "0",
+            "claims": "0",
+        }
+        outcome = await Scripts.of(self._redis).optin_schedule(
+            keys=[
+                k.mail_due(),
+                k.mail_leases(),
+                k.mail_job(job_id),
+                k.mail_confirmations(site, visitor),
+            ],
+            args=[
+                job_id,
+                email_digest(address),
+                utc_day(now),
+                repr(now),
+                _JOB_SLACK_S,
+                json.dumps(fields),
+            ],
+        )
+        return reply_text(outcome)  # type: ignore[return-value]
+
+    # --- the worker's side -------------------------------------------------------------------
+    async def due(self, now: float, limit: int = 100) -> list[str]:
+        """Ids of jobs due at ``now`` (not claimed), soonest first. Read-only."""
+        ids = await self._redis.zrangebyscore(
+            self._keys.mail_due(), "-inf", now, start=0, num=limit
+        )
+        return [reply_text(i) for i in ids if isinstance(i, bytes | str)]
+
+    async def claim(self, now: float, *, limit: int = 10, lease_s: float = 120.0) -> list[MailJob]:
+        """Reap expired leases, then claim up to ``limit`` due jobs for ``lease_s`` seconds."""
+        k = self._keys
+        rows = await self._claim(
+            keys=[k.mail_due(), k.mail_leases()],
+            args=[repr(now), repr(lease_s), limit, k.mail_job_prefix(), secrets.token_hex(8)],
+        )
+        jobs = []
+        for job_id, token, flat in rows:
+            raw = {reply_text(flat[i]): reply_text(flat[i + 1]) for i in range(0, len(flat), 2)}
+            jobs.append(MailJob.from_hash(reply_text(job_id), reply_text(token), raw))
+        return jobs
+
+    async def commit(self, job: MailJob, *, now: float, daily_cap: int) -> CommitOutcome:
+        """The point of no return before sending (see the module docstring). Only ``ok`` allows
+        the send; ``lost`` means the job was cancelled or its lease was taken over."""
+        k = self._keys
+        outcome = await self._commit(
+            keys=[
+                k.mail_job(job.id),
+                k.mail_leases(),
+                k.mail_sent(job.site, job.visitor),
+                k.mail_daily(job.site, job.visitor),
+                k.mail_suppressed(job.site),
+                k.mail_withdrawn(job.site),
+            ],
+            args=[
+                *(job.id, job.token, repr(now), job.step_field, daily_cap, job.email.lower()),
+                *(job.visitor, self._retention_s, utc_day(now)),
+            ],
+        )
+        return reply_text(outcome)  # type: ignore[return-value]
+
+    async def complete(self, job: MailJob) -> bool:
+        """Drop a finished job (sent, suppressed, or given up). False if the lease was lost."""
+        return await self._finish_job(job, "done", 0.0, uncommit=False, error="")
+
+    async def fail(
+        self, job: MailJob, *, retry_at: float | None, error: str, uncommit: bool
+    ) -> bool:
+        """A send failed. ``uncommit`` only when the message certainly did not go out: the step
+        may then be sent again. ``retry_at`` None gives up; else the job is due again then."""
+        if retry_at is None:
+            return await self._finish_job(job, "done", 0.0, uncommit=uncommit, error=error)
+        return await self._finish_job(job, "retry", retry_at, uncommit=uncommit, error=error)
+
+    async def defer(self, job: MailJob, *, until: float) -> bool:
+        """Put an uncommitted job back until ``until`` without counting an attempt."""
+        return await self._finish_job(job, "defer", until, uncommit=True, error="")
+
+    # --- helpers -----------------------------------------------------------------------------
+    async def _finish_job(
+        self, job: MailJob, action: str, due: float, *, uncommit: bool, error: str
+    ) -> bool:
+        k = self._keys
+        done = await self._finish(
+            keys=[
+                k.mail_job(job.id),
+                k.mail_leases(),
+                k.mail_due(),
+                k.mail_visitor_jobs(job.site, job.visitor),
+                k.mail_sent(job.site, job.visitor),
+                k.mail_daily(job.site, job.visitor),
+            ],
+            args=[
+                *(job.id, job.token, action, repr(due), "1" if uncommit else "0"),
+                *(job.step_field, error[:300]),
+            ],
+        )
+        return bool(done)
+
+    async def _cancel_jobs(self, site: str, visitor: str, mode: str, arg: str) -> int:
+        k = self._keys
+        cancelled = await self._cancel(
+            keys=[k.mail_due(), k.mail_leases(), k.mail_visitor_jobs(site, visitor)],
+            args=[k.mail_job_prefix(), mode, arg],
+        )
+        return int(cancelled)

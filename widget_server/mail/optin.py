@@ -1,0 +1,250 @@
+"""Double opt-in: the confirmation email, and the confirmation its link records.
+
+On a site whose :class:`~widget_server.mail.flows.MailConfig` has ``double_opt_in``, a new
+email consent is recorded as needing confirmation (profile ``email_confirm_required``) and
+:func:`~widget_server.mail.jobs.marketing_consent` refuses it until the profile has
+``email_confirmed_at``. The identify handling queues a confirmation job
+(:meth:`~widget_server.mail.jobs.MailScheduler.confirmation_requested`: due at once, at most one
+per address, visitor and UTC day). The mail worker hands jobs of the flow
+:data:`~widget_server.mail.jobs.CONFIRM_FLOW` to :func:`process_confirmation`: same queue, lease,
+transport and per-domain rate as the flow emails. Right before sending, one Lua step checks the
+lease and the suppression list and marks the job sent, so two workers, or a worker replaced
+after dying mid-send, never send it twice.
+
+The link's page asks before anything changes (link scanners only GET); its ``POST`` calls
+:func:`confirm_address`, which records the confirmation only while the profile still holds the
+same address and the same consent, once. A visitor who already left with a cart then gets the
+abandonment flow they would have got. Suppressions (unsubscribed, bounced, complained) are
+never lifted by a confirmation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from email.message import EmailMessage
+from typing import Any, Literal
+
+from jinja2 import TemplateNotFound
+from redis.exceptions import RedisError
+
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
+from ..store.sites import Site
+from ..visitors.session_view import SessionView
+from .context import MailContext
+from .delivery import deliver
+from .jobs import CONFIRM_FLOW, MailJob, confirmation_job_id
+from .message import (
+    MailAddressError,
+    RenderedEmail,
+    TemplateError,
+    build_message,
+    format_time,
+    one_line,
+)
+from .send import MailTransport
+from .tokens import CONFIRM_TTL_S, MailLinks, confirm_link
+
+log = logging.getLogger("widget_server.mail")
+
+ConfirmOutcome = Literal["confirmed", "already", "stale", "gone"]
+MAX_CLAIMS = 10
+
+
+def awaiting_confirmation(profile: Mapping[str, str]) -> bool:
+    """Whether the profile's current consent still waits for its double opt-in confirmation."""
+    return (
+        profile.get("email_consent") == "1"
+        and profile.get("email_confirm_required") == "1"
+        and not profile.get("email_confirmed_at")
+    )
+
+
+def confirmation_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
+    """Why the confirmation email must not go out now, or None."""
+    if not profile:
+        return "no_profile"
+    if profile.get("email_consent") != "1" or profile.get("consent_marketing") == "0":
+        return "no_consent"
+    if profile.get("email", "").strip().lower() != job.email.lower():
+        return "email_changed"
+    if not awaiting_confirmation(profile):
+        return "already_confirmed"
+    return None
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+
+async def process_confirmation(
+    ctx: MailContext, transport: MailTransport, job: MailJob, clock: Callable[[], float] = time.time
+) -> str:
+    """Handle one claimed confirmation job; returns ``sent``, ``deferred``, ``retry``, ``lost``,
+    ``failed``, ``uncertain`` or the reason it was dropped."""
+    now = clock()
+    site = await ctx.sites.get(job.site)
+    if site is None:
+        return await _drop(ctx, job, "no_site")
+    if job.claims > MAX_CLAIMS:
+        return await _drop(ctx, job, "poison")
+    raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
+    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
+    if (reason := confirmation_veto(job, profile)) is not None:
+        return await _drop(ctx, job, reason)
+    try:
+        message = await compose_confirmation(ctx, site, job, profile, now)
+    except (TemplateError, MailAddressError) as exc:
+        log.error("confirmation job %s cannot be rendered: %s", job.id, exc)
+        return await _drop(ctx, job, "unrenderable")
+    wait = await ctx.rate.acquire(job.email.rpartition("@")[2], now)
+    if wait > 0:
+        await ctx.scheduler.defer(job, until=now + wait)
+        return "deferred"
+    committed = await _mark(ctx, job, "commit", now)
+    if committed == "lost":
+        return "lost"
+    if committed != "ok":
+        return await _drop(ctx, job, committed)
+    outcome = await deliver(
+        ctx, transport, job, message, now, release=lambda: _mark(ctx, job, "undo", now)
+    )
+    if outcome == "sent":
+        ctx.metrics.sent.labels(CONFIRM_FLOW).inc()
+        await _count(ctx, job.site, "sent")
+    return outcome
+
+
+async def compose_confirmation(
+    ctx: MailContext, site: Site, job: MailJob, profile: Mapping[str, str], now: float
+) -> EmailMessage:
+    """The confirmation email: a signed link for the profile's current consent, an unsubscribe
+    link for whoever did not ask for it. Raises TemplateError or MailAddressError."""
+    config = await ctx.flows.get(site.key)
+    shop = one_line(config.sender_name or site.name, 100)
+    locale = job.locale or site.locale
+    link = confirm_link(
+        ctx.signer,
+        ctx.settings.public_url,
+        site=site.key,
+        visitor=job.visitor,
+        email=job.email,
+        consent_at=profile.get("email_consent_at", ""),
+        now=now,
+    )
+    unsubscribe = MailLinks(
+        signer=ctx.signer,
+        public_url=ctx.settings.public_url,
+        site=site.key,
+        flow=CONFIRM_FLOW,
+        step=0,
+        now=now,
+        utm_source="",
+        utm_medium="",
+    ).unsubscribe(job.email)
+    until = format_time(now + CONFIRM_TTL_S, locale, site.timezone)
+    texts = ctx.renderer.texts(locale, shop=shop, email=job.email, date=until)
+    texts["footer"] = texts["confirm_footer"]
+    context: dict[str, Any] = {
+        "t": texts,
+        "shop": shop,
+        "shop_url": "",
+        "similar": [],
+        "lang": locale.split("-")[0],
+        "email": job.email,
+        "confirm_url": link,
+        "unsubscribe_url": unsubscribe,
+    }
+    try:
+        html = ctx.renderer.render_page("confirm.html", **context)
+        text = ctx.renderer.render_page("confirm.txt", **context)
+    except TemplateNotFound as exc:
+        raise TemplateError(f"email template {exc.name} not found") from None
+    except Exception as exc:  # a template bug must not stop the worker
+        raise TemplateError(f"confirmation template failed: {exc}") from exc
+    return build_message(
+        from_address=ctx.settings.from_address,
+        from_name=shop,
+        to=job.email,
+        rendered=RenderedEmail(one_line(texts["confirm_subject"], 200) or shop, html, text),
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
+        now=now,
+    )
+
+
+async def _mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:
+    k = ctx.keys
+    outcome = await Scripts.of(ctx.redis).optin_commit(
+        keys=[k.mail_job(job.id), k.mail_leases(), k.mail_suppressed(job.site)],
+        args=[job.id, job.token, mode, job.email.lower(), repr(now)],
+    )
+    return reply_text(outcome)
+
+
+async def _drop(ctx: MailContext, job: MailJob, reason: str) -> str:
+    await ctx.scheduler.complete(job)
+    ctx.metrics.skipped.labels(reason).inc()
+    await _count(ctx, job.site, f"skipped:{reason}")
+    return reason
+
+
+async def _count(ctx: MailContext, site: str, field: str) -> None:
+    with contextlib.suppress(RedisError):
+        await ctx.redis.hincrby(ctx.keys.mail_stats(site, CONFIRM_FLOW), field, 1)
+
+
+# --- the link's side ---------------------------------------------------------------------------
+
+
+async def confirm_address(
+    ctx: MailContext, site: str, visitor: str, email: str, consent_at: str, *, now: float
+) -> ConfirmOutcome:
+    """Record the confirmation of the consent a link names (idempotent: ``already`` the second
+    time). On the first confirmation, a visitor who is not on the site right now gets the
+    abandonment flow for their last session, as if they had left this moment."""
+    outcome = reply_text(
+        await Scripts.of(ctx.redis).optin_confirm(
+            keys=[ctx.keys.profile(site, visitor)],
+            args=[email.strip().lower(), consent_at, repr(now)],
+        )
+    )
+    if outcome == "confirmed":
+        await _count(ctx, site, "confirmed")
+        await _resume_abandonment(ctx, site, visitor, now)
+    return outcome  # type: ignore[return-value]
+
+
+async def _resume_abandonment(ctx: MailContext, site: str, visitor: str, now: float) -> None:
+    """Schedule the flow the visitor's last session calls for, unless they are on the site
+    (then leaving schedules it, as for everyone)."""
+    k, redis = ctx.keys, ctx.redis
+    if await redis.hlen(k.connections(site, visitor)):
+        return
+    session_ids = [reply_text(sid) for sid in await redis.smembers(k.sessions(site, visitor))]
+    async with redis.pipeline(transaction=False) as pipe:
+        for session_id in session_ids:
+            pipe.hgetall(k.session(site, visitor, session_id))
+        pipe.hgetall(k.profile(site, visitor))
+        *sessions, profile = await pipe.execute()
+    live = [{reply_text(a): reply_text(b) for a, b in raw.items()} for raw in sessions if raw]
+    if not live or not profile:
+        return
+    latest = max(live, key=lambda session: float(session.get("last") or 0))
+    view = SessionView(
+        session=latest, profile={reply_text(a): reply_text(b) for a, b in profile.items()}
+    )
+    await ctx.scheduler.visitor_left_from_view(site, visitor, view, now=now)
+
+
+async def forget_confirmation(ctx: MailContext, site: str, visitor: str) -> None:
+    """Erase the visitor's confirmation job and daily marks (the visitor asked to be forgotten)."""
+    k = ctx.keys
+    job_id = confirmation_job_id(site, visitor)
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(k.mail_due(), job_id)
+        pipe.zrem(k.mail_leases(), job_id)
+        pipe.delete(k.mail_job(job_id), k.mail_confirmations(site, visitor))
+        await pipe.execute()

@@ -1,0 +1,237 @@
+"""The email worker: claims due jobs, checks the visitor again, renders, sends, records.
+
+Every due email is checked at send time, in this order: the flow still exists and is enabled;
+the visitor's profile still exists (erasure deletes it); no purchase since the job was scheduled
+(profile ``last_purchase``); marketing consent still given; the address still the profile's.
+Then, atomically in :meth:`~widget_server.mail.jobs.MailScheduler.commit`: the lease is still
+ours, the address is not unsubscribed/bounced/complained, consent was not withdrawn since
+scheduling, the step was never sent, and the visitor's daily cap is not reached. Sending and
+retries are :func:`~widget_server.mail.delivery.deliver`; see :mod:`widget_server.mail.jobs`
+for the guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from email.message import EmailMessage
+
+from redis.exceptions import RedisError
+
+from ..store.replies import reply_text
+from ..store.sites import Site
+from .context import MailContext
+from .delivery import deliver
+from .flows import Flow, MailConfig
+from .jobs import CONFIRM_FLOW, MailJob, marketing_consent
+from .message import MailAddressError, MailProduct, MailView, TemplateError, build_message
+from .optin import process_confirmation
+from .send import MailTransport
+from .tokens import MailLinks, absolute
+
+log = logging.getLogger("widget_server.mail")
+
+MAX_CLAIMS = 10
+Clock = Callable[[], float]
+
+
+class NothingToShow(Exception):
+    """The email would have no products in it (the catalog no longer knows them)."""
+
+
+async def run_worker(
+    ctx: MailContext, *, stop: asyncio.Event, poll_s: float = 1.0, clock: Clock = time.time
+) -> None:
+    """Send due emails until ``stop`` is set. Raises ConfigurationError at once when sending is
+    not configured; Redis outages are logged and waited out."""
+    transport = ctx.require_sending()
+    log.info("mail worker started")
+    while not stop.is_set():
+        try:
+            jobs = await ctx.scheduler.claim(
+                clock(), limit=ctx.settings.batch, lease_s=ctx.settings.lease_s
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("mail worker cannot reach Redis: %s", exc)
+            jobs = []
+        if jobs:
+            await asyncio.gather(*(_guarded(ctx, transport, job, clock) for job in jobs))
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_s)
+    log.info("mail worker stopped")
+
+
+async def _guarded(ctx: MailContext, transport: MailTransport, job: MailJob, clock: Clock) -> None:
+    try:
+        await process_job(ctx, transport, job, clock)
+    except Exception:  # one bad job must not stop the others; its lease runs out and it retries
+        ctx.metrics.failures.labels("error").inc()
+        log.exception("mail job %s failed", job.id)
+
+
+def send_time_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
+    """Why the visitor's profile forbids this email now, or None."""
+    if not profile:
+        return "no_profile"
+    last_purchase = float(profile.get("last_purchase") or 0)
+    if last_purchase and last_purchase >= job.scheduled:
+        return "purchased"
+    if not marketing_consent(profile):
+        return "no_consent"
+    address = profile.get("email", "").strip().lower()
+    if address and address != job.email.lower():
+        return "email_changed"
+    return None
+
+
+async def process_job(
+    ctx: MailContext, transport: MailTransport, job: MailJob, clock: Clock = time.time
+) -> str:
+    """Handle one claimed job; returns ``sent``, ``deferred``, ``retry``, ``lost``, ``failed``,
+    ``uncertain`` or the reason it was skipped."""
+    if job.flow == CONFIRM_FLOW:  # double opt-in confirmation emails
+        return await process_confirmation(ctx, transport, job, clock)
+    now = clock()
+    site = await ctx.sites.get(job.site)
+    config = await ctx.flows.get(job.site)
+    flow = config.flow(job.flow)
+    if site is None or flow is None or not flow.enabled or job.step >= len(flow.steps):
+        return await _skip(ctx, job, "flow_disabled")
+    if job.claims > MAX_CLAIMS:
+        return await _skip(ctx, job, "poison")
+    raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
+    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
+    if (reason := send_time_veto(job, profile)) is not None:
+        return await _skip(ctx, job, reason)
+    try:
+        message = await compose(ctx, site, config, flow, job, now)
+    except NothingToShow:
+        return await _skip(ctx, job, "no_products")
+    except (TemplateError, MailAddressError) as exc:
+        log.error("mail job %s cannot be rendered: %s", job.id, exc)
+        return await _skip(ctx, job, "unrenderable")
+    wait = await ctx.rate.acquire(job.email.rpartition("@")[2], now)
+    if wait > 0:
+        await ctx.scheduler.defer(job, until=now + wait)
+        return "deferred"
+    committed = await ctx.scheduler.commit(job, now=now, daily_cap=flow.daily_cap)
+    if committed == "lost":
+        return "lost"
+    if committed != "ok":
+        return await _skip(ctx, job, committed)
+    outcome = await deliver(ctx, transport, job, message, now)
+    if outcome == "sent":
+        ctx.metrics.sent.labels(job.flow).inc()
+        await _count(ctx, job, f"sent:{job.step}")
+        with contextlib.suppress(RedisError):
+            await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
+    return outcome
+
+
+async def _skip(ctx: MailContext, job: MailJob, reason: str) -> str:
+    await ctx.scheduler.complete(job)
+    ctx.metrics.skipped.labels(reason).inc()
+    await _count(ctx, job, f"skipped:{reason}")
+    return reason
+
+
+async def _count(ctx: MailContext, job: MailJob, field: str) -> None:
+    with contextlib.suppress(RedisError):
+        await ctx.redis.hincrby(ctx.keys.mail_stats(job.site, job.flow), field, 1)
+
+
+def default_shop_url(site: Site) -> str:
+    """The first exact origin of the site: where its links lead unless configured otherwise."""
+    return next((o for o in site.origins if "*" not in o), "")
+
+
+async def compose(
+    ctx: MailContext, site: Site, config: MailConfig, flow: Flow, job: MailJob, now: float
+) -> EmailMessage:
+    """Build the finished message for a job: products, signed links, rendered parts, headers.
+
+    Raises NothingToShow, TemplateError or MailAddressError."""
+    shop_url = config.shop_url or default_shop_url(site) or ctx.settings.public_url
+    links = MailLinks(
+        signer=ctx.signer,
+        public_url=ctx.settings.public_url,
+        site=site.key,
+        flow=flow.name,
+        step=job.step,
+        now=now,
+        utm_source=config.utm_source,
+        utm_medium=config.utm_medium,
+        visitor=job.visitor,
+    )
+    step = flow.steps[job.step]
+    code, code_expires = job.code, job.code_expires
+    if not code and step.code:
+        code = step.code
+        code_expires = now + step.code_valid_hours * 3600 if step.code_valid_hours else 0.0
+    lines = await _products(ctx, site.key, flow, job, links, shop_url)
+    if flow.kind == "browse":
+        action = lines[0].url or links.tracked(shop_url)
+    else:
+        action = links.restore(job.visitor, [(line.id, line.quantity) for line in job.cart], code)
+    similar = await ctx.similar(site.key, [line.id for line in lines]) if ctx.similar else []
+    view = MailView(
+        shop_name=config.sender_name or site.name,
+        locale=job.locale or site.locale,
+        currency=site.currency,
+        action_url=action,
+        unsubscribe_url=links.unsubscribe(job.email),
+        shop_url=links.tracked(shop_url),
+        lines=lines,
+        similar=[
+            MailProduct(
+                p.id, p.title, p.price, 1, p.image, links.tracked(absolute(p.url, shop_url))
+            )
+            for p in list(similar)[:4]
+        ],
+        code=code,
+        code_expires=code_expires,
+        timezone=site.timezone,
+    )
+    return build_message(
+        from_address=ctx.settings.from_address,
+        from_name=config.sender_name or site.name,
+        to=job.email,
+        rendered=ctx.renderer.render(flow, job.step, view),
+        unsubscribe_url=view.unsubscribe_url,
+        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
+        now=now,
+    )
+
+
+async def _products(
+    ctx: MailContext, site: str, flow: Flow, job: MailJob, links: MailLinks, shop_url: str
+) -> list[MailProduct]:
+    """The email's product lines: the cart as it was, or up to three viewed products that are
+    still available; images and tracked links from the catalog. Raises NothingToShow."""
+    browse = flow.kind == "browse"
+    ids = list(reversed(job.viewed)) if browse else [line.id for line in job.cart]
+    known = await ctx.catalog.get(site, ids) if ctx.catalog else {}
+
+    def product(product_id: str, title: str, price: float, quantity: int) -> MailProduct:
+        found = known.get(product_id)
+        link = absolute(found.link, shop_url) if found else ""
+        image = absolute(found.image_link, shop_url) if found else ""
+        return MailProduct(
+            product_id, title, price, quantity, image, links.tracked(link) if link else ""
+        )
+
+    if browse:
+        lines = [
+            product(p.id, p.title, p.effective_price, 1)
+            for p in (known.get(i) for i in dict.fromkeys(ids))
+            if p is not None and p.available
+        ][:3]
+    else:
+        lines = [product(line.id, line.title, line.price, line.quantity) for line in job.cart]
+    if not lines:
+        raise NothingToShow(job.id)
+    return lines

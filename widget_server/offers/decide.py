@@ -1,0 +1,391 @@
+"""The decision engine. Pure: (visitor state, campaigns, signal, now) -> Decision with a reason for
+every campaign that was not chosen. No I/O, no clock, no randomness: the same inputs always give
+the same decision. Caps checked here are a fast pre-check; the claim script re-checks them
+atomically in Redis (see :mod:`widget_server.offers.engine`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from ..visitors.session_view import SessionView
+from .assign import HOLDOUT, assign
+from .campaigns import Campaign, Condition
+
+
+class Reason(StrEnum):
+    NOT_ACTIVE = "not_active"
+    NOT_SCHEDULED = "not_scheduled"
+    WRONG_TRIGGER = "wrong_trigger"
+    THRESHOLD = "trigger_threshold"
+    TARGETING = "targeting_miss"
+    PAYMENT_STEP = "payment_step"
+    AFTER_PURCHASE = "after_purchase"
+    CAPPED_SESSION = "capped_session"
+    CAPPED_DAY = "capped_day"
+    CAPPED_WEEK = "capped_week"
+    COOLDOWN = "dismiss_cooldown"
+    MIN_CART = "below_min_cart_value"
+    HOLDOUT = "holdout"
+    LOWER_PRIORITY = "lower_priority"
+    POOL_EXHAUSTED = "pool_exhausted"
+    GLOBAL_CAP = "global_cap"
+    CODE_COLLISION = "code_collision"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitIntentSignal:
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class HesitationSignal:
+    seconds: float
+    page_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSignal:
+    campaign_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmProbe:
+    """ "What would exit intent show now?" Time thresholds are reported, not enforced."""
+
+
+Signal = ExitIntentSignal | HesitationSignal | LiveSignal | ArmProbe
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorState:
+    visitor: str
+    session_id: str = ""
+    page_type: str = "other"
+    page_url: str = ""
+    device: str = ""
+    started: float = 0.0
+    page_started: float = 0.0
+    pages: int = 0
+    cart_value: float = 0.0
+    cart_items: int = 0
+    cart_categories: frozenset[str] = frozenset()
+    cart_brands: frozenset[str] = frozenset()
+    cart_products: frozenset[str] = frozenset()
+    left_checkout: bool = False
+    visits: int = 1
+    identified: bool = False
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    referrer: str = ""
+    landing_url: str = ""
+    viewed_count: int = 0
+    viewed_ids: tuple[str, ...] = ()
+    country: str = ""
+    last_purchase: float | None = None
+    shown_in_session: dict[str, int] = field(default_factory=dict)
+    shown_at: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    dismissals: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_view(cls, visitor: str, view: SessionView, country: str = "") -> VisitorState:
+        s, p = view.session, view.profile
+        cart = view.cart
+        shown_in_session = {k[6:]: int(v) for k, v in s.items() if k.startswith("shown:")}
+        shown_at: dict[str, tuple[float, ...]] = {}
+        dismissals: dict[str, tuple[int, float]] = {}
+        for key, value in p.items():
+            if key.startswith("shown:"):
+                shown_at[key[6:]] = tuple(float(t) for t in json.loads(value or "[]"))
+            elif key.startswith("dismiss:"):
+                count, _, last = value.partition(":")
+                dismissals[key[8:]] = (int(count or 0), float(last or 0))
+        return cls(
+            visitor=visitor,
+            session_id=view.session_id,
+            page_type=s.get("page_type", "other"),
+            page_url=s.get("page_url", ""),
+            device=s.get("device", ""),
+            started=_f(s.get("started")),
+            page_started=_f(s.get("page_started")),
+            pages=view.pages,
+            cart_value=view.cart_value,
+            cart_items=view.cart_items,
+            cart_categories=frozenset(line.category for line in cart if line.category),
+            cart_brands=frozenset(line.brand for line in cart if line.brand),
+            cart_products=frozenset(line.id for line in cart),
+            left_checkout=s.get("left_checkout") == "1",
+            visits=view.visits or 1,
+            identified=s.get("identified") == "1" or bool(p.get("email")),
+            utm_source=s.get("utm_source", ""),
+            utm_medium=s.get("utm_medium", ""),
+            utm_campaign=s.get("utm_campaign", ""),
+            referrer=s.get("referrer", ""),
+            landing_url=s.get("landing", ""),
+            viewed_count=int(_f(s.get("products_viewed"))),
+            viewed_ids=tuple(str(v) for v in json.loads(s.get("viewed") or "[]") or ()),
+            country=country,
+            last_purchase=_f(p.get("last_purchase")) or None,
+            shown_in_session=shown_in_session,
+            shown_at=shown_at,
+            dismissals=dismissals,
+        )
+
+
+def _f(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    campaign_id: str
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    campaign: Campaign
+    variant: str  # a variant key, or HOLDOUT
+    not_before: float = 0.0  # for ArmProbe: when the time thresholds will be met
+
+    @property
+    def offer_id(self) -> str:
+        return f"{self.campaign.id}.{self.variant}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    chosen: Candidate | None
+    eligible: tuple[Candidate, ...]  # best first; the claim falls back along this list
+    rejections: tuple[Rejection, ...]
+
+    def trace(self) -> dict[str, object]:
+        return {
+            "chosen": self.chosen.offer_id if self.chosen else None,
+            "eligible": [c.offer_id for c in self.eligible],
+            "rejected": [
+                {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail}
+                for r in self.rejections
+            ],
+        }
+
+
+def decide(
+    state: VisitorState, campaigns: Iterable[Campaign], signal: Signal, now: float
+) -> Decision:
+    """Choose the offer for ``signal``: priority first, then expected value, then id."""
+    eligible: list[Candidate] = []
+    rejections: list[Rejection] = []
+    for campaign in campaigns:
+        outcome = evaluate(state, campaign, signal, now)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            eligible.append(outcome)
+    eligible.sort(key=lambda c: (-c.campaign.priority, -c.campaign.expected_value, c.campaign.id))
+    chosen = eligible[0] if eligible else None
+    for other in eligible[1:]:
+        rejections.append(Rejection(other.campaign.id, Reason.LOWER_PRIORITY))
+    if chosen is not None and chosen.variant == HOLDOUT:
+        rejections.append(Rejection(chosen.campaign.id, Reason.HOLDOUT, "control group"))
+    return Decision(chosen, tuple(eligible), tuple(rejections))
+
+
+def evaluate(
+    state: VisitorState, campaign: Campaign, signal: Signal, now: float
+) -> Candidate | Rejection:
+    """Whether one campaign may fire for ``signal`` now, and in which variant."""
+    cid = campaign.id
+    if campaign.status != "active":
+        return Rejection(cid, Reason.NOT_ACTIVE, campaign.status)
+    if not in_schedule(campaign, now):
+        return Rejection(cid, Reason.NOT_SCHEDULED)
+    trigger_miss = _trigger_miss(campaign, signal)
+    if trigger_miss:
+        return Rejection(cid, Reason.WRONG_TRIGGER, trigger_miss)
+    not_before, threshold_miss = _thresholds(state, campaign, now, signal)
+    if threshold_miss:
+        return Rejection(cid, Reason.THRESHOLD, threshold_miss)
+    missed = targeting_miss(state, campaign)
+    if missed:
+        return Rejection(cid, Reason.TARGETING, missed)
+    cap = _cap_rejection(state, campaign, now)
+    if cap is not None:
+        return cap
+    minimum = campaign.min_cart_value
+    if state.cart_value < minimum:
+        return Rejection(cid, Reason.MIN_CART, f"cart {state.cart_value:g} < {minimum:g}")
+    return Candidate(campaign, assign(campaign, state.visitor), not_before)
+
+
+def in_schedule(campaign: Campaign, now: float) -> bool:
+    sched = campaign.schedule
+    unrestricted = sched.start is None and sched.end is None and sched.hours is None
+    if unrestricted and len(sched.weekdays) == 7:
+        return True
+    local = datetime.fromtimestamp(now, ZoneInfo(sched.timezone))
+    if sched.start and local < _aware(sched.start, local):
+        return False
+    if sched.end and local >= _aware(sched.end, local):
+        return False
+    if local.weekday() not in sched.weekdays:
+        return False
+    if sched.hours is not None:
+        start, end = sched.hours
+        hour = local.hour
+        inside = start <= hour < end if start < end else (hour >= start or hour < end)
+        if not inside:
+            return False
+    return True
+
+
+def _aware(moment: datetime, like: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=like.tzinfo)
+
+
+def _trigger_miss(campaign: Campaign, signal: Signal) -> str:
+    trigger = campaign.trigger
+    if isinstance(signal, LiveSignal):
+        return "" if trigger.live and signal.campaign_id == campaign.id else "not this live offer"
+    if isinstance(signal, ExitIntentSignal):
+        return "" if signal.kind in trigger.exit_intent else f"exit intent {signal.kind} not used"
+    if isinstance(signal, HesitationSignal):
+        needed = trigger.hesitation.get(signal.page_type)  # type: ignore[call-overload]
+        if needed is None:
+            return f"no hesitation trigger on {signal.page_type} pages"
+        return "" if signal.seconds >= needed else f"hesitated {signal.seconds:g}s < {needed}s"
+    return "" if trigger.exit_intent else "not an exit-intent campaign"
+
+
+def _thresholds(
+    state: VisitorState, campaign: Campaign, now: float, signal: Signal
+) -> tuple[float, str]:
+    t = campaign.trigger
+    if state.pages < t.min_pages:
+        return 0.0, f"pages {state.pages} < {t.min_pages}"
+    if state.cart_value < t.min_cart_value:
+        return 0.0, f"cart value {state.cart_value:g} < {t.min_cart_value:g}"
+    if t.max_cart_value is not None and state.cart_value > t.max_cart_value:
+        return 0.0, f"cart value {state.cart_value:g} > {t.max_cart_value:g}"
+    if state.cart_items < t.min_cart_items:
+        return 0.0, f"cart items {state.cart_items} < {t.min_cart_items}"
+    if t.left_checkout and not state.left_checkout:
+        return 0.0, "has not left checkout"
+    if t.returning_visitor is not None and (state.visits > 1) != t.returning_visitor:
+        return 0.0, "returning visitor" if state.visits > 1 else "new visitor"
+    ready = max(state.started + t.min_time_on_site_s, state.page_started + t.min_time_on_page_s)
+    if now < ready and not isinstance(signal, ArmProbe):
+        return 0.0, f"{ready - now:.0f}s before the time on site/page is reached"
+    return (ready if ready > now else 0.0), ""
+
+
+_TEXT_FIELDS = {
+    "url": "page_url", "page_type": "page_type", "device": "device", "utm_source": "utm_source",
+    "utm_medium": "utm_medium", "utm_campaign": "utm_campaign", "referrer": "referrer",
+    "landing_url": "landing_url", "country": "country",
+}  # fmt: skip
+
+
+def targeting_miss(state: VisitorState, campaign: Campaign) -> str:
+    """Empty when the visitor matches the targeting, else the first group's failing condition."""
+    groups = campaign.targeting.any
+    if not groups:
+        return ""
+    first_miss = ""
+    for group in groups:
+        miss = next((c for c in group.all if not condition_holds(state, c)), None)
+        if miss is None:
+            return ""
+        first_miss = first_miss or f"{miss.field} {miss.op} {miss.value!r}"
+    return first_miss
+
+
+def _values(state: VisitorState, name: str) -> Sequence[str] | float:
+    if name in _TEXT_FIELDS:
+        return [str(getattr(state, _TEXT_FIELDS[name]))]
+    if name == "visitor":
+        return ["returning" if state.visits > 1 else "new"]
+    if name == "identified":
+        return ["yes" if state.identified else "no"]
+    if name == "cart_category":
+        return sorted(state.cart_categories)
+    if name == "cart_brand":
+        return sorted(state.cart_brands)
+    if name == "cart_product":
+        return sorted(state.cart_products)
+    return float(state.viewed_count)  # viewed_count
+
+
+def condition_holds(state: VisitorState, condition: Condition) -> bool:
+    values = _values(state, condition.field)
+    op, want = condition.op, condition.value
+    if isinstance(values, float):
+        number = float(want) if isinstance(want, int | float) else math.nan
+        return values >= number if op == "gte" else values <= number if op == "lte" else False
+    lowered = [v.lower() for v in values]
+    if op in ("gte", "lte"):
+        return False
+    if isinstance(want, list):
+        wanted = {w.lower() for w in want}
+        hit = any(v in wanted for v in lowered)
+        return hit if op == "in" else not hit
+    target = str(want).lower()
+    positive = op in ("is", "contains", "matches")
+    if op in ("is", "is_not"):
+        hit = target in lowered
+    elif op in ("contains", "not_contains"):
+        hit = any(target in v for v in lowered)
+    else:
+        hit = any(fnmatch.fnmatchcase(v, target) for v in lowered)
+    return hit if positive else not hit
+
+
+def _cap_rejection(state: VisitorState, campaign: Campaign, now: float) -> Rejection | None:
+    caps, cid = campaign.caps, campaign.id
+    if caps.never_on_payment and state.page_type == "payment":
+        return Rejection(cid, Reason.PAYMENT_STEP)
+    quiet = caps.quiet_days_after_purchase * 86_400
+    if state.last_purchase is not None and quiet and now - state.last_purchase < quiet:
+        return Rejection(
+            cid, Reason.AFTER_PURCHASE, f"bought {(now - state.last_purchase):.0f}s ago"
+        )
+    if caps.per_session and state.shown_in_session.get(cid, 0) >= caps.per_session:
+        return Rejection(cid, Reason.CAPPED_SESSION, f"{caps.per_session} per session")
+    shown = state.shown_at.get(cid, ())
+    tz = campaign.schedule.timezone
+    day, week = period_keys(now, tz) if shown else ("", "")
+    if caps.per_visitor_day and shown:
+        today = sum(1 for t in shown if period_keys(t, tz)[0] == day)
+        if today >= caps.per_visitor_day:
+            return Rejection(cid, Reason.CAPPED_DAY, f"{caps.per_visitor_day} per day")
+    if caps.per_visitor_week and shown:
+        this_week = sum(1 for t in shown if period_keys(t, tz)[1] == week)
+        if this_week >= caps.per_visitor_week:
+            return Rejection(cid, Reason.CAPPED_WEEK, f"{caps.per_visitor_week} per week")
+    count, last = state.dismissals.get(cid, (0, 0.0))
+    if count and caps.dismiss_cooldown_minutes:
+        cooldown = min(caps.dismiss_cooldown_minutes * 60 * 2 ** (count - 1), 30 * 86_400)
+        if now - last < cooldown:
+            return Rejection(cid, Reason.COOLDOWN, f"dismissed {count}x, {cooldown:.0f}s cooldown")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def period_keys(moment: float, timezone: str) -> tuple[str, str]:
+    """The (day, ISO week) a moment falls in, in the campaign's time zone: cap counter keys."""
+    local = datetime.fromtimestamp(moment, ZoneInfo(timezone))
+    year, week, _ = local.isocalendar()
+    return local.strftime("%Y%m%d"), f"{year}w{week:02d}"

@@ -1,0 +1,426 @@
+"""Offers at run time: pre-arming, the atomic claim, purchases, live offers, decision traces.
+
+The decision itself is pure (:mod:`widget_server.offers.decide`); this module feeds it the visitor's
+latest state, runs the claim script (one Lua call on the campaign's slot: caps, code, exposure),
+and turns the result into ``arm``/``offer``/``withdraw`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..metrics import Metrics
+from ..store.keys import Keys
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
+from ..visitors.session_view import SessionView
+from ..visitors.sessions import SessionStore
+from ..wire import protocol as p
+from .assign import HOLDOUT
+from .campaign_store import CampaignStore
+from .codes import code_candidates
+from .decide import (
+    ArmProbe,
+    Candidate,
+    Decision,
+    ExitIntentSignal,
+    HesitationSignal,
+    LiveSignal,
+    Reason,
+    Rejection,
+    Signal,
+    VisitorState,
+    decide,
+    period_keys,
+)
+
+log = logging.getLogger("widget_server.offers")
+TRACE_LIMIT = 20
+TRACE_TTL_S = 7 * 86_400
+SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
+LOW_POOL = 100  # codes left in a pool below which a warning is logged
+ProductsFor = Callable[[str, VisitorState], Awaitable[list[dict[str, Any]]]]
+
+
+class OfferSocket(Protocol):
+    """What the offer engine needs from a visitor connection."""
+
+    site: str
+    visitor: str
+    session_id: str
+    country: str
+    armed: str | None
+    shown: str | None
+    last_view: SessionView | None
+
+    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: str  # ok | rejected | replay
+    variant: str
+    code: str
+    expires_at_ms: int
+    reason: str
+
+
+async def _no_products(site: str, state: VisitorState) -> list[dict[str, Any]]:
+    return []
+
+
+class OfferEngine:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: Keys,
+        campaigns: CampaignStore,
+        sessions: SessionStore,
+        metrics: Metrics,
+        *,
+        products_for: ProductsFor = _no_products,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keys
+        self.campaigns = campaigns
+        self._sessions = sessions
+        self._metrics = metrics
+        self._products_for = products_for
+        self._live_cache: dict[str, tuple[float, dict[str, float]]] = {}
+        self._low_pool_warned: set[tuple[str, str]] = set()
+
+    # --- pre-arming --------------------------------------------------------------------------
+    async def rearm(
+        self, sock: OfferSocket, view: SessionView, state: VisitorState | None = None
+    ) -> None:
+        """After a state change: tell the widget what exit intent would show now (no code)."""
+        sock.last_view = view
+        campaigns = await self.campaigns.active(sock.site)
+        if not campaigns:
+            if sock.armed is not None:
+                await sock.send({"type": "withdraw", "offer": sock.armed})
+                sock.armed = None
+            return
+        started = time.perf_counter()
+        state = state or VisitorState.from_view(sock.visitor, view, sock.country)
+        decision = decide(state, campaigns, ArmProbe(), time.time())
+        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        chosen = decision.chosen
+        if chosen is None or chosen.variant == HOLDOUT:
+            if sock.armed is not None:
+                await sock.send({"type": "withdraw", "offer": sock.armed})
+                sock.armed = None
+            return
+        if sock.armed == chosen.offer_id:
+            return
+        body = await self.render(sock.site, chosen, state)
+        body["kinds"] = list(chosen.campaign.trigger.exit_intent)
+        body["not_before"] = int(chosen.not_before * 1000)
+        sock.armed = chosen.offer_id
+        await sock.send({"type": "arm", "offer": body})
+
+    # --- signals -----------------------------------------------------------------------------
+    async def on_signal(
+        self, sock: OfferSocket, signal: Signal, message_id: str, *, resend: bool = True
+    ) -> None:
+        """Decide and claim for a signal; send ``offer`` (or ``withdraw`` if nothing may show).
+
+        A replayed message id returns the earlier claim; ``resend`` says whether to send it again.
+        """
+        if sock.last_view is None or not await self.campaigns.active(sock.site):
+            return
+        campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
+        now = time.time()
+        started = time.perf_counter()
+        state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
+        decision = decide(state, campaigns, signal, now)
+        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        chosen, claim, late = await self._claim_first(sock, decision, state, message_id, now)
+        if claim is not None and claim.status == "replay" and not resend:
+            return
+        if chosen is not None and claim is not None and chosen.variant != HOLDOUT:
+            body = await self.render(sock.site, chosen, state)
+            if claim.code:
+                body["code"] = claim.code
+            if claim.expires_at_ms:
+                body["expires_at"] = claim.expires_at_ms
+            await sock.send({"type": "offer", "offer": body})
+            sock.armed = None
+            sock.shown = chosen.offer_id
+        elif sock.armed is not None:
+            await sock.send({"type": "withdraw", "offer": sock.armed})
+            sock.armed = None
+        await self._record_trace(sock, signal, decision, chosen, late, now)
+
+    async def _claim_first(
+        self,
+        sock: OfferSocket,
+        decision: Decision,
+        state: VisitorState,
+        message_id: str,
+        now: float,
+    ) -> tuple[Candidate | None, ClaimResult | None, list[Rejection]]:
+        late: list[Rejection] = []
+        for candidate in decision.eligible:
+            try:
+                claim = await self.claim(sock.site, sock.visitor, state, candidate, message_id, now)
+            except RedisError as exc:
+                self._metrics.redis_errors.inc()
+                log.warning("claim failed", extra={"error": str(exc), "site": sock.site})
+                return None, None, late
+            if claim.status in ("ok", "replay"):
+                return candidate, claim, late
+            late.append(Rejection(candidate.campaign.id, Reason(claim.reason), "at claim time"))
+            if candidate.variant == HOLDOUT:
+                break
+        return None, None, late
+
+    async def claim(
+        self,
+        site: str,
+        visitor: str,
+        state: VisitorState,
+        candidate: Candidate,
+        message_id: str,
+        now: float,
+    ) -> ClaimResult:
+        """Run the claim script for one candidate (atomic on the campaign's slot)."""
+        campaign = candidate.campaign
+        k = self._keys
+        day, week = period_keys(now, campaign.schedule.timezone)
+        caps = campaign.caps
+        variant = campaign.variant(candidate.variant)
+        discount = variant.discount if variant is not None else None
+        strategy = discount.code_strategy if discount is not None else "none"
+        candidates = code_candidates(discount.code_format) if discount is not None else []
+        result = await self._scripts.offer_claim(
+            keys=[
+                k.campaign_visitor(site, campaign.id, visitor),
+                k.campaign_impressions(site, campaign.id),
+                k.code_pool(site, campaign.id),
+                k.issued_codes(site, campaign.id),
+                k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
+            ],
+            args=[
+                repr(now),
+                message_id,
+                state.session_id,
+                day,
+                week,
+                json.dumps(
+                    {
+                        "per_session": caps.per_session,
+                        "per_day": caps.per_visitor_day,
+                        "per_week": caps.per_visitor_week,
+                        "global_max": caps.global_max_impressions or 0,
+                    }
+                ),
+                candidate.variant,
+                "1" if candidate.variant == HOLDOUT else "0",
+                strategy,
+                (discount.static_code or "") if discount is not None else "",
+                json.dumps(candidates),
+                (discount.valid_minutes * 60) if discount is not None else 0,
+                max(8, campaign.attribution_days + 1) * 86_400,
+                visitor,
+                "1" if campaign.uses_pool else "0",
+                campaign.experiment_version,
+            ],
+        )
+        status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
+        if strategy == "pool" and len(result) > 5:
+            self._pool_level(site, campaign.id, int(result[5]))
+        return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason)
+
+    def _pool_level(self, site: str, campaign_id: str, left: int) -> None:
+        """Export the codes left in a pool; warn once when it runs low."""
+        self._metrics.pool_available.labels(site, campaign_id).set(left)
+        key = (site, campaign_id)
+        if left < LOW_POOL and key not in self._low_pool_warned:
+            self._low_pool_warned.add(key)
+            log.warning(
+                "code pool running low",
+                extra={"site": site, "campaign": campaign_id, "codes_left": left},
+            )
+        elif left >= LOW_POOL:
+            self._low_pool_warned.discard(key)
+
+    async def _record_trace(
+        self,
+        sock: OfferSocket,
+        signal: Signal,
+        decision: Decision,
+        chosen: Candidate | None,
+        late: list[Rejection],
+        now: float,
+    ) -> None:
+        trace = decision.trace()
+        trace["shown"] = chosen.offer_id if chosen and chosen.variant != HOLDOUT else None
+        trace["rejected"] += [  # type: ignore[operator]
+            {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
+        ]
+        entry = {"at": now, "signal": _describe(signal), **trace}
+        k = self._keys
+        key = k.trace(sock.site, sock.visitor, sock.session_id)
+        feed = {**entry, "visitor": sock.visitor, "session": sock.session_id}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, json.dumps(entry))
+                pipe.ltrim(key, 0, TRACE_LIMIT - 1)
+                pipe.expire(key, TRACE_TTL_S)
+                pipe.set(k.session_owner(sock.site, sock.session_id), sock.visitor, ex=TRACE_TTL_S)
+                pipe.lpush(k.decisions(sock.site), json.dumps(feed))
+                pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
+                await pipe.execute()
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def traces(self, site: str, visitor: str, session_id: str) -> list[dict[str, Any]]:
+        raw = await self._redis.lrange(self._keys.trace(site, visitor, session_id), 0, -1)
+        return [json.loads(item) for item in raw]
+
+    # --- rendering ---------------------------------------------------------------------------
+    async def render(self, site: str, candidate: Candidate, state: VisitorState) -> dict[str, Any]:
+        """The ``offer`` object the widget renders (see docs/protocol.md)."""
+        campaign = candidate.campaign
+        variant = campaign.variant(candidate.variant)
+        assert variant is not None
+        offer = variant.offer
+        body: dict[str, Any] = {
+            "id": candidate.offer_id,
+            "campaign": campaign.id,
+            "variant": variant.key,
+            "kind": offer.kind,
+            "headline": offer.headline,
+            "body": offer.body,
+            "cta": {"label": offer.cta_label, "url": offer.cta_url or ""},
+            "theme": offer.theme.model_dump(),
+        }
+        if variant.discount is not None:
+            body["discount"] = {"type": variant.discount.type, "amount": variant.discount.amount}
+        if offer.kind == "free_shipping_progress" and offer.free_shipping_threshold:
+            remaining = max(0.0, offer.free_shipping_threshold - state.cart_value)
+            body["free_shipping"] = {
+                "threshold": offer.free_shipping_threshold,
+                "remaining": round(remaining, 2),
+            }
+            amount = f"{remaining:.2f}"
+            body["headline"] = offer.headline.replace("{remaining}", amount)
+            body["body"] = offer.body.replace("{remaining}", amount)
+        if offer.kind == "similar_products":
+            body["products"] = await self._products_for(site, state)
+        return body
+
+    # --- purchases ---------------------------------------------------------------------------
+    async def on_purchase(
+        self, site: str, visitor: str, purchase: p.Purchase, *, new_order: bool, now: float
+    ) -> None:
+        """Attribute a new order to every campaign that exposed the visitor within its window
+        (:file:`lua/offer_attribute.lua`, one atomic call per campaign), and mark the coupon it
+        carries as redeemed."""
+        if not new_order:
+            return
+        campaigns = await self.campaigns.for_site(site)
+        if not campaigns:
+            return
+        k = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for campaign in campaigns:
+                day, _ = period_keys(now, campaign.schedule.timezone)
+                await self._scripts.offer_attribute(
+                    keys=[
+                        k.campaign_visitor(site, campaign.id, visitor),
+                        k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
+                        k.issued_codes(site, campaign.id),
+                    ],
+                    args=[
+                        repr(now),
+                        campaign.attribution_days * 86_400,
+                        campaign.experiment_version,
+                        repr(purchase.value),
+                        purchase.coupon or "",
+                        purchase.order_id,
+                    ],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    # --- interactions ------------------------------------------------------------------------
+    async def count_interaction(
+        self, site: str, message: p.OfferClicked | p.OfferDismissed, now: float
+    ) -> None:
+        """Count a click, code copy, email capture or dismissal for the offer's variant."""
+        campaign_id, _, variant = message.offer.partition(".")
+        campaign = next(
+            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
+        )
+        if campaign is None or not variant:
+            return
+        if isinstance(message, p.OfferDismissed):
+            metric = "dismissals"
+        else:
+            metric = {"code_copy": "code_copies", "email_submit": "email_captures"}.get(
+                message.action, "clicks"
+            )
+        day, _ = period_keys(now, campaign.schedule.timezone)
+        key = self._keys.campaign_stats(site, campaign.id, day, campaign.experiment_version)
+        await self._redis.hincrby(key, f"{metric}:{variant}", 1)
+
+    # --- live offers -------------------------------------------------------------------------
+    async def start_live(self, site: str, campaign_id: str, minutes: int) -> int:
+        """Start a live broadcast now: every connected matching visitor, on every node."""
+        until = time.time() + minutes * 60
+        k = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k.live_offers(site), campaign_id, until)
+            pipe.publish(
+                k.broadcast_channel(),
+                msgspec.json.encode({"kind": "live", "site": site, "campaign": campaign_id}),
+            )
+            _, nodes = await pipe.execute()
+        return int(nodes)
+
+    async def stop_live(self, site: str, campaign_id: str) -> None:
+        await self._redis.hdel(self._keys.live_offers(site), campaign_id)
+        self._live_cache.pop(site, None)
+
+    async def active_live(self, site: str, now: float) -> list[str]:
+        """Campaign ids whose live broadcast runs now (cached for a few seconds)."""
+        cached = self._live_cache.get(site)
+        if cached is None or now - cached[0] > 5:
+            raw = await self._redis.hgetall(self._keys.live_offers(site))
+            cached = (now, {reply_text(key): float(value) for key, value in raw.items()})
+            self._live_cache[site] = cached
+        return sorted(cid for cid, until in cached[1].items() if until > now)
+
+    def live_started(self, site: str) -> None:
+        self._live_cache.pop(site, None)
+
+
+def _describe(signal: Signal) -> dict[str, Any]:
+    if isinstance(signal, ExitIntentSignal):
+        return {"type": "exit_intent", "kind": signal.kind}
+    if isinstance(signal, HesitationSignal):
+        return {"type": "hesitation", "seconds": signal.seconds, "page_type": signal.page_type}
+    if isinstance(signal, LiveSignal):
+        return {"type": "live", "campaign": signal.campaign_id}
+    return {"type": "arm"}
+
+
+def signal_for(message: p.ClientMessage) -> Signal | None:
+    if isinstance(message, p.ExitIntent):
+        return ExitIntentSignal(message.kind)
+    if isinstance(message, p.Hesitation):
+        return HesitationSignal(message.seconds, message.page_type)
+    return None

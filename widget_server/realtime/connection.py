@@ -1,0 +1,489 @@
+"""The visitor WebSocket at ``/v1/ws``: handshake checks, hello, the message loop, pushes.
+
+A connection that misbehaves gets a documented ``error`` frame (and, when fatal, a close code);
+nothing it sent before ``hello`` is ever written, and every other connection keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
+
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketState
+
+from ..errors import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNSUPPORTED_DATA,
+    ProtocolError,
+    StoreUnavailable,
+)
+from ..offers.decide import LiveSignal, VisitorState
+from ..offers.engine import signal_for
+from ..store.sites import Site, origin_allowed
+from ..visitors.session_view import SessionView
+from ..visitors.sessions import SessionExpired
+from ..wire import protocol as p
+from .consent import after_identify, forget, recorded_identify, trusted_country
+from .ratelimit import TokenBucket
+from .services import Services
+
+log = logging.getLogger("widget_server.realtime")
+T = TypeVar("T")
+
+
+class _Closed(Exception):
+    """The connection has ended (closed by the client or by us)."""
+
+
+class _NotRecorded(Exception):
+    """A message could not be recorded; the client was told to send it again."""
+
+
+class VisitorConnection:
+    """One visitor socket. Implements :class:`widget_server.realtime.hub.LiveSocket`."""
+
+    def __init__(self, ws: WebSocket, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.connection_id = secrets.token_urlsafe(9)
+        self.site = ""
+        self.visitor = ""
+        self.session_id = ""
+        self.country = ws.headers.get(services.settings.country_header, "")[:2].upper()
+        self.consent_country = trusted_country(ws.headers, services.settings.consent_country_header)
+        self.armed: str | None = None
+        self.shown: str | None = None
+        self.last_view: SessionView | None = None
+        self._hello: p.Hello | None = None
+        self._forgotten = False
+        self._attached = False
+        self._counted_site: str | None = None
+        # The peer, or the client a trusted proxy names (uvicorn's forwarded-allow-ips).
+        self.address = ws.client.host if ws.client else "unknown"
+        self._lock = asyncio.Lock()
+        settings = services.settings
+        self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
+        self._max_frame = settings.max_frame_bytes
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        metrics = self.services.metrics
+        try:
+            if not await self._handshake_allowed():
+                return
+        except _Closed:
+            return
+        await self.ws.accept()
+        limits = self.services.limits
+        refused = limits.admit(self.address)
+        if refused is not None:
+            with contextlib.suppress(_Closed):
+                await self._refuse(refused)
+            return
+        try:
+            await self._receive_hello()
+            while True:
+                await self._handle_frame(await self._receive_text())
+        except _Closed:
+            pass
+        finally:
+            limits.leave(self.address, self._counted_site)
+            if self._attached:
+                metrics.connections.dec()
+                await self.services.hub.detach(self)
+                await self._left()
+
+    async def _refuse(self, limit: str) -> NoReturn:
+        """Over a connection limit: say which, and close with 1013 (try again later)."""
+        self.services.metrics.refused.labels(limit).inc()
+        await self._fail(
+            ProtocolError(
+                p.OVER_CAPACITY,
+                f"too many connections ({limit}); reconnect later",
+                close_code=CLOSE_TRY_AGAIN_LATER,
+            )
+        )
+
+    def _attach(self) -> None:
+        """Join the hub: messages for this visitor and site reach the socket from now on. Done
+        before the hello is acknowledged, so whatever a widget does once it has its ack (and
+        whatever the shop or the admin does then) finds the socket reachable."""
+        self.services.hub.attach(self)
+        self._attached = True
+        self.services.metrics.connections.inc()
+        self.services.metrics.connections_total.inc()
+
+    async def _left(self) -> None:
+        """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
+        view = self.last_view
+        if view is None or not view.profile.get("email") or self._forgotten:
+            return
+        try:
+            await self.services.mail.scheduler.visitor_left_from_view(
+                self.site, self.visitor, view, now=time.time()
+            )
+        except (RedisError, OSError) as exc:
+            self.services.metrics.redis_errors.inc()
+            log.warning("could not schedule emails", extra={"error": str(exc), "site": self.site})
+
+    async def _handshake_allowed(self) -> bool:
+        """With ``?site=KEY`` in the URL, refuse unknown sites and foreign origins before accept."""
+        site_key = self.ws.query_params.get("site")
+        if site_key is None:
+            return True
+        site = await self._lookup_site(site_key)
+        if site is not None and origin_allowed(site, self.ws.headers.get("origin")):
+            return True
+        self.services.metrics.closes.labels(str(CLOSE_POLICY_VIOLATION)).inc()
+        await self.ws.close(CLOSE_POLICY_VIOLATION)
+        return False
+
+    async def _lookup_site(self, key: str) -> Site | None:
+        if not key or len(key) > 64:
+            return None
+        try:
+            return await self.services.sites.get(key)
+        except RedisError as exc:
+            self.services.metrics.redis_errors.inc()
+            if self.ws.application_state != WebSocketState.CONNECTED:
+                await self.ws.close(CLOSE_INTERNAL_ERROR)
+                raise _Closed from exc
+            await self._fail(
+                ProtocolError(
+                    p.UNAVAILABLE,
+                    "the server cannot check the site right now; reconnect later",
+                    close_code=CLOSE_INTERNAL_ERROR,
+                )
+            )
+
+    async def _receive_text(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _Closed
+        text = message.get("text")
+        if text is None:
+            await self._fail(
+                ProtocolError(
+                    p.BINARY_NOT_SUPPORTED,
+                    "frames must be UTF-8 JSON text",
+                    close_code=CLOSE_UNSUPPORTED_DATA,
+                )
+            )
+        assert isinstance(text, str)
+        if len(text) * 4 > self._max_frame and len(text.encode()) > self._max_frame:
+            await self._fail(
+                ProtocolError(
+                    p.FRAME_TOO_LARGE,
+                    f"frames are limited to {self._max_frame} bytes",
+                    close_code=CLOSE_MESSAGE_TOO_BIG,
+                )
+            )
+        return text
+
+    async def _receive_hello(self) -> None:
+        timeout = self.services.settings.hello_timeout_s
+        try:
+            text = await asyncio.wait_for(self._receive_text(), timeout)
+        except TimeoutError:
+            await self._fail(
+                ProtocolError(
+                    p.HELLO_REQUIRED,
+                    f"no hello within {timeout:g} s",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                )
+            )
+        try:
+            message = p.parse_client_message(text)
+        except ProtocolError as exc:
+            exc.close_code = CLOSE_POLICY_VIOLATION
+            await self._fail(exc)
+        if not isinstance(message, p.Hello):
+            await self._fail(
+                ProtocolError(
+                    p.HELLO_REQUIRED,
+                    "the first message must be a hello",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=message.id,
+                )
+            )
+        await self._open(message)
+
+    async def _open(self, hello: p.Hello) -> None:
+        site = await self._lookup_site(hello.site)
+        url_site = self.ws.query_params.get("site")
+        if site is None or (url_site is not None and url_site != hello.site):
+            await self._fail(
+                ProtocolError(
+                    p.UNKNOWN_SITE,
+                    "unknown site key",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=hello.id,
+                )
+            )
+        assert site is not None
+        if not origin_allowed(site, self.ws.headers.get("origin")):
+            await self._fail(
+                ProtocolError(
+                    p.ORIGIN_NOT_ALLOWED,
+                    "this page's origin is not allowed for the site",
+                    close_code=CLOSE_POLICY_VIOLATION,
+                    message_id=hello.id,
+                )
+            )
+        if self.services.limits.join_site(hello.site) is not None:
+            await self._refuse("site")
+        self._counted_site = hello.site
+        self.site, self.visitor, self._hello = hello.site, hello.visitor, hello
+        view = await self._start_session(resume=hello.session)
+        self._attach()
+        self.services.metrics.messages.labels("hello").inc()
+        await self.send(p.Ack(ids=[hello.id]))
+        await self.services.hub.mark_live(self)  # the admin's live view: no need to delay the ack
+        if view.profile.get("email"):
+            await self.services.mail.scheduler.visitor_returned(
+                self.site, self.visitor, now=time.time()
+            )
+        await self.services.hub.mark_site_seen(self.site)
+        offers = self.services.offers
+        await offers.rearm(self, view)
+        for campaign_id in await offers.active_live(self.site, time.time()):
+            await self.offer_live(campaign_id)
+
+    async def refresh_offers(self) -> None:
+        """Campaigns changed: withdraw a shown offer whose campaign stopped, re-arm."""
+        if self.last_view is None:
+            return
+        if self.shown is not None:
+            campaign_id = self.shown.split(".", 1)[0]
+            active = {c.id for c in await self.services.offers.campaigns.for_site(self.site)
+                      if c.status == "active"}  # fmt: skip
+            if campaign_id not in active:
+                await self.send({"type": "withdraw", "offer": self.shown})
+                self.shown = None
+        await self.services.offers.rearm(self, self.last_view)
+
+    async def offer_live(self, campaign_id: str) -> None:
+        """Offer a running live broadcast (once per session: replays are not sent again)."""
+        await self.services.offers.on_signal(
+            self, LiveSignal(campaign_id), f"live:{campaign_id}:{self.session_id}", resend=False
+        )
+
+    async def _start_session(self, resume: str | None) -> SessionView:
+        hello = self._hello
+        assert hello is not None
+        opened = await self._store_call(
+            self.services.sessions.open(
+                self.site,
+                self.visitor,
+                now=time.time(),
+                resume=resume,
+                page=hello.page,
+                consent=hello.consent,
+                device=hello.device,
+                connection_id=self.connection_id,
+                node_id=self.services.hub.node_id,
+            ),
+            hello.id,
+        )
+        self.session_id = opened.session_id
+        await self.send(
+            p.Welcome(
+                v=p.PROTOCOL_VERSION,
+                session=opened.session_id,
+                visitor=self.visitor,
+                resumed=opened.resumed,
+                config=self.services.widget_config,
+            )
+        )
+        return opened.view
+
+    # --- messages ----------------------------------------------------------------------------
+    async def _handle_frame(self, text: str) -> None:
+        started = time.perf_counter()
+        if not self._bucket.take(time.monotonic()):
+            if self._bucket.flooding:
+                await self._fail(
+                    ProtocolError(
+                        p.FLOOD,
+                        "too many messages; reconnect later",
+                        close_code=CLOSE_POLICY_VIOLATION,
+                    )
+                )
+            await self._report(ProtocolError(p.RATE_LIMITED, "message refused: slow down"))
+            return
+        try:
+            message = p.parse_client_message(text)
+        except ProtocolError as exc:
+            if exc.close_code is not None:
+                await self._fail(exc)
+            await self._report(exc)
+            return
+        metrics = self.services.metrics
+        metrics.messages.labels(p.WIRE_NAME[type(message)]).inc()
+        if isinstance(message, p.Ping):
+            await self.send(p.Pong(id=message.id))
+            return
+        if isinstance(message, p.Hello):
+            await self._report(
+                ProtocolError(p.HELLO_REPEATED, "hello was already received", message_id=message.id)
+            )
+            return
+        signal = isinstance(message, p.ExitIntent | p.Hesitation)
+        self.services.hub.count(self.site, "signals" if signal else "events")
+        try:
+            if isinstance(message, p.ConsentUpdate) and not message.analytics:
+                await self._forget(message)
+                return
+            if isinstance(message, p.Identify):
+                message = await self._store_call(
+                    recorded_identify(self.services.mail, self.site, message, self.consent_country),
+                    message.id,
+                )
+            await self._apply(message)
+        except _NotRecorded:
+            return
+        metrics.message_seconds.observe(time.perf_counter() - started)
+
+    async def _apply(self, message: p.ClientMessage) -> SessionView | None:
+        sessions = self.services.sessions
+        try:
+            view = await self._store_call(
+                sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
+                message.id,
+            )
+        except SessionExpired:
+            await self._start_session(resume=None)
+            view = await self._store_call(
+                sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
+                message.id,
+            )
+        await self.send(p.Ack(ids=[message.id]))
+        try:
+            await self._after_change(message, view)
+        except (RedisError, StoreUnavailable) as exc:  # the state change itself is recorded
+            self.services.metrics.redis_errors.inc()
+            log.warning("offer step failed", extra={"error": str(exc), "site": self.site})
+        return view
+
+    async def _after_change(self, message: p.ClientMessage, view: SessionView) -> None:
+        offers = self.services.offers
+        self.last_view = view
+        if view.duplicate and not isinstance(message, p.ExitIntent | p.Hesitation):
+            return
+        signal = signal_for(message)
+        if signal is not None:
+            await offers.on_signal(self, signal, message.id)
+            return
+        state = None
+        if isinstance(message, p.ProductView | p.CartAdd):
+            state = VisitorState.from_view(self.visitor, view, self.country)
+            self.services.similar.observe(self.site, message, state)
+        if isinstance(message, p.OfferClicked | p.OfferDismissed):
+            await offers.count_interaction(self.site, message, time.time())
+        if isinstance(message, p.Identify):
+            await after_identify(
+                self.services.sessions,
+                self.services.mail,
+                self.site,
+                self.visitor,
+                message,
+                view,
+                now=time.time(),
+            )
+        if isinstance(message, p.Purchase):
+            self.armed = None
+            if view.session.get("order_new") == "1":
+                await self.services.hub.send_to_visitor(
+                    self.site, self.visitor, {"type": "withdraw", "offer": "*"}
+                )
+                now = time.time()
+                await offers.on_purchase(self.site, self.visitor, message, new_order=True, now=now)
+                await self.services.mail.scheduler.purchased(
+                    self.site, self.visitor, value=message.value, now=now
+                )
+        await offers.rearm(self, view, state)
+
+    async def _forget(self, message: p.ConsentUpdate) -> None:
+        await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)
+        self._forgotten = True
+        await forget(self.services.mail, self.site, self.visitor)
+        await self.send(p.Ack(ids=[message.id]))
+        await self._close(CLOSE_NORMAL, "consent withdrawn")
+
+    async def _store_call(self, call: Awaitable[T], message_id: str) -> T:
+        """Await a store call. On a Redis failure the message is not acked: the client is told to
+        send it again; before the session exists the connection closes with 1011."""
+        try:
+            return await call
+        except StoreUnavailable as exc:
+            self.services.metrics.redis_errors.inc()
+            log.warning("store unavailable", extra={"error": str(exc), "site": self.site})
+            error = ProtocolError(
+                p.UNAVAILABLE,
+                "the server could not record this message; send it again",
+                message_id=message_id,
+            )
+            if not self.session_id:
+                error.close_code = CLOSE_INTERNAL_ERROR
+                await self._fail(error)
+            await self._report(error)
+            raise _NotRecorded from exc
+
+    # --- sending -----------------------------------------------------------------------------
+    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None:
+        if isinstance(message, dict) and message.get("type") == "offer":
+            self.services.hub.count(self.site, "offers")
+        await self.push(p.encode(message))
+
+    async def end(self, reason: str) -> None:
+        """The visitor was erased (on any node): forget the in-memory view, so that closing
+        schedules nothing, withdraw the offers on screen and close the socket."""
+        if self._forgotten:
+            return  # this connection withdrew consent itself and closes after its ack
+        self._forgotten = True
+        self.last_view = None
+        with contextlib.suppress(_Closed):
+            await self.send({"type": "withdraw", "offer": "*"})
+        self.services.metrics.closes.labels(str(CLOSE_NORMAL)).inc()
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.close(CLOSE_NORMAL, reason[:120])
+
+    async def push(self, text: str) -> None:
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        async with self._lock:
+            try:
+                await self.ws.send_text(text)
+            except (RuntimeError, OSError) as exc:
+                raise _Closed from exc
+
+    async def _report(self, exc: ProtocolError) -> None:
+        self.services.metrics.errors.labels(exc.code).inc()
+        await self.send(p.error_for(exc))
+
+    async def _fail(self, exc: ProtocolError) -> NoReturn:
+        """Send the error, close with its close code, and end the connection."""
+        await self._report(exc)
+        await self._close(exc.close_code or CLOSE_POLICY_VIOLATION, exc.code)
+        raise _Closed
+
+    async def _close(self, code: int, reason: str) -> NoReturn:
+        self.services.metrics.closes.labels(str(code)).inc()
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.close(code, reason[:120])
+        raise _Closed
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    await VisitorConnection(ws, services).run()

@@ -1,0 +1,227 @@
+"""Erasing one visitor of one site on request (a privacy request from the admin or the shop).
+
+:func:`erase_visitor` removes everything stored about the visitor: the profile, every session
+and its replay set, the orders, the email index entries, pending email jobs and sent marks, the
+per-campaign state of every campaign of the site (archived ones too: caps, variant, exposure
+time, held code), the decision traces and their entries in the site's live feed. Codes issued to
+the visitor stay valid (the shop may still redeem them) but lose the visitor and session ids.
+
+Kept on purpose: aggregate counters (experiment and email statistics hold no personal data, and
+removing one visitor's share would falsify finished reports) and the site's email suppression
+list (an unsubscribe must outlive erasure).
+
+A visitor still connected, on any node, gets every offer on screen withdrawn and the socket
+closed (:meth:`~widget_server.realtime.hub.Hub.end_visitor`); the connection forgets its
+in-memory view first, so closing schedules no email. A page that stays open starts a new, empty
+session when it reconnects.
+
+Every step is idempotent: running the erasure again finishes what a failed run left.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..mail.message import email_digest
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
+from .consent import forget as forget_email
+from .services import Services
+
+SCAN_COUNT = 1000
+
+
+@dataclass(slots=True)
+class ErasureReport:
+    """What one erasure deleted, by kind (every count is 0 for an unknown visitor)."""
+
+    visitor: str
+    sessions: int = 0  # session ids of the visitor found (live, ended or only in traces)
+    visitor_keys: int = 0  # profile, sessions, replay sets, orders, trace-lookup markers
+    traces: int = 0  # decision trace lists (one per session with decisions)
+    feed_entries: int = 0  # the visitor's decisions in the site's live feed
+    emails: int = 0  # email index entries pointing at the visitor
+    email_jobs: int = 0  # scheduled emails cancelled
+    sent_marks: int = 0  # records of emails already sent
+    campaign_states: int = 0  # per-campaign caps, variant, exposure and held code
+    codes_unlinked: int = 0  # issued codes that no longer name the visitor
+    live_sockets: int = 0  # connected sockets closed after withdrawing their offers
+
+    def counts(self) -> dict[str, int]:
+        """Every count by name (without the visitor id)."""
+        return {k: v for k, v in asdict(self).items() if k != "visitor"}
+
+
+def total(reports: list[ErasureReport]) -> dict[str, int]:
+    """The counts of several erasures added up."""
+    names = [f.name for f in fields(ErasureReport) if f.name != "visitor"]
+    return {name: sum(getattr(r, name) for r in reports) for name in names}
+
+
+async def visitors_for_email(services: Services, site: str, email: str) -> list[str]:
+    """Every visitor of ``site`` known under ``email``: the one the email index names and those
+    with emails scheduled to the address."""
+    redis, keys = services.redis, services.keys
+    address = email.strip().lower()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.email_index(site), address)
+        pipe.smembers(keys.mail_email_visitors(site, email_digest(address)))
+        indexed, scheduled = await pipe.execute()
+    found = {reply_text(v) for v in scheduled or ()}
+    if indexed:
+        found.add(reply_text(indexed))
+    return sorted(found)
+
+
+async def erase_visitor(services: Services, site: str, visitor: str) -> ErasureReport:
+    """Erase everything stored about ``visitor`` of ``site``; see the module docstring.
+
+    Raises ``RedisError`` or :class:`~widget_server.errors.StoreUnavailable` when Redis fails;
+    what was erased until then stays erased, and a second call completes the rest.
+    """
+    report = ErasureReport(visitor)
+    redis, keys = services.redis, services.keys
+    report.live_sockets = await services.hub.end_visitor(site, visitor)
+    report.emails = await _erase_email_index(services, site, visitor)
+    session_ids = {reply_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
+    report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
+    session_ids |= in_feed
+    report.visitor_keys = await services.sessions.forget(site, visitor)
+    swept, report.traces, in_keys = await _sweep_visitor_keys(services, site, visitor)
+    report.visitor_keys += swept
+    session_ids |= in_keys
+    report.visitor_keys += await _erase_session_owners(services, site, visitor, session_ids)
+    report.sessions = len(session_ids)
+    report.sent_marks = int(await redis.hlen(keys.mail_sent(site, visitor)))
+    report.email_jobs = await forget_email(services.mail, site, visitor)
+    report.campaign_states, report.codes_unlinked = await _erase_campaign_states(
+        services, site, visitor
+    )
+    return report
+
+
+async def _erase_email_index(services: Services, site: str, visitor: str) -> int:
+    """Remove every address of the site's email index that points at the visitor (a visitor who
+    identified with several addresses has several), so a lookup by any of them finds nothing."""
+    redis, index = services.redis, services.keys.email_index(site)
+    mine: list[str] = []
+    cursor = 0
+    while True:
+        cursor, chunk = await redis.hscan(index, cursor, count=SCAN_COUNT)
+        mine += [
+            reply_text(email) for email, owner in _pairs(chunk) if reply_text(owner) == visitor
+        ]
+        if not cursor:
+            break
+    if not mine:
+        return 0
+    return int(await Scripts.of(redis).erasure_index(keys=[index], args=[visitor, *mine]))
+
+
+async def _erase_feed_entries(services: Services, site: str, visitor: str) -> tuple[int, set[str]]:
+    """Remove the visitor's decisions from the site's live feed; their session ids too."""
+    redis, key = services.redis, services.keys.decisions(site)
+    entries = await redis.lrange(key, 0, -1)
+    removed, session_ids = 0, set()
+    for raw in entries:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("visitor") == visitor:
+            removed += int(await redis.lrem(key, 1, reply_text(raw)))
+            if entry.get("session"):
+                session_ids.add(str(entry["session"]))
+    return removed, session_ids
+
+
+async def _sweep_visitor_keys(
+    services: Services, site: str, visitor: str
+) -> tuple[int, int, set[str]]:
+    """Delete every key left under the visitor's hash tag: decision traces, and sessions whose id
+    is no longer listed (an earlier erasure, say). The live-connection list stays: it names no
+    one and expires with presence. Returns (other keys, traces, session ids seen)."""
+    redis, keys = services.redis, services.keys
+    trace_head = keys.trace(site, visitor, "")
+    heads = (trace_head, keys.session(site, visitor, ""), keys.seen(site, visitor, ""))
+    connections = keys.connections(site, visitor)
+    found: list[str] = []
+    cursor = 0
+    pattern = _glob_escape(keys.tag(site, visitor)) + ":*"
+    while True:
+        cursor, chunk = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
+        found += [name for name in map(reply_text, chunk) if name != connections]
+        if not cursor:
+            break
+    session_ids = {name[len(h) :] for name in found for h in heads if name.startswith(h)}
+    traces = [name for name in found if name.startswith(trace_head)]
+    others = [name for name in found if not name.startswith(trace_head)]
+    deleted_traces = int(await redis.delete(*traces)) if traces else 0
+    deleted_others = int(await redis.delete(*others)) if others else 0
+    return deleted_others, deleted_traces, session_ids
+
+
+async def _erase_session_owners(
+    services: Services, site: str, visitor: str, session_ids: set[str]
+) -> int:
+    """Delete the markers that let the admin find a session's traces by session id."""
+    if not session_ids:
+        return 0
+    redis, keys = services.redis, services.keys
+    names = [keys.session_owner(site, sid) for sid in sorted(session_ids)]
+    owners = await redis.mget(names)
+    mine = [name for name, owner in zip(names, owners, strict=True) if owner and
+            reply_text(owner) == visitor]  # fmt: skip
+    return int(await redis.delete(*mine)) if mine else 0
+
+
+async def _erase_campaign_states(services: Services, site: str, visitor: str) -> tuple[int, int]:
+    """Delete the visitor's state in every campaign of the site and unlink their codes (one
+    atomic script per campaign, on its slot). Returns (states deleted, codes unlinked)."""
+    redis, keys = services.redis, services.keys
+    store = services.offers.campaigns
+    store.invalidate(site)  # another node may have just added a campaign
+    script = Scripts.of(redis).erasure_campaign
+    states = unlinked = 0
+    for campaign in await store.for_site(site):
+        codes_key = keys.issued_codes(site, campaign.id)
+        codes = await _codes_of(redis, codes_key, visitor)
+        deleted, freed = await script(
+            keys=[keys.campaign_visitor(site, campaign.id, visitor), codes_key],
+            args=[visitor, json.dumps(codes)],
+        )
+        states += int(deleted)
+        unlinked += int(freed)
+    return states, unlinked
+
+
+async def _codes_of(redis: Redis, codes_key: str, visitor: str) -> list[str]:
+    """The codes of one campaign issued to the visitor (records name the visitor)."""
+    mine: list[str] = []
+    cursor = 0
+    while True:
+        cursor, chunk = await redis.hscan(codes_key, cursor, count=SCAN_COUNT)
+        for code, raw in _pairs(chunk):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("visitor") == visitor:
+                mine.append(reply_text(code))
+        if not cursor:
+            break
+    return mine
+
+
+def _pairs(chunk: Any) -> list[tuple[Any, Any]]:
+    """The field/value pairs of one HSCAN reply."""
+    return list(chunk.items()) if isinstance(chunk, dict) else []
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

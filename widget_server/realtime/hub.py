@@ -1,0 +1,295 @@
+"""Node presence and cross-node delivery.
+
+Every server process is a node with its own pub/sub channel. A visitor's live sockets are listed in
+Redis (connection id -> node id, under the visitor's hash tag), so a message for visitor V is
+published to exactly the nodes that hold V's sockets. Site-wide pushes and cache invalidations go
+through one broadcast channel that every node listens to.
+
+The hub also keeps each site's per-minute activity (events, signals, offers) for the admin's live
+view: counted in memory as messages arrive and written every few seconds in one pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..metrics import Metrics
+from ..store.keys import Keys
+from ..store.replies import reply_text
+from ..store.scripts import Scripts
+
+log = logging.getLogger("widget_server.hub")
+_json = msgspec.json.Decoder()
+RATE_METRICS = ("events", "signals", "offers")
+RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
+RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
+ERASED = {"type": "erased"}  # relayed to a visitor's sockets; never sent to a widget
+
+
+class LiveSocket(Protocol):
+    """What the hub needs from a connection it relays to."""
+
+    connection_id: str
+    site: str
+    visitor: str
+
+    async def push(self, text: str) -> None: ...
+
+    async def end(self, reason: str) -> None:
+        """Withdraw the offers on screen and close, remembering nothing more of the visitor."""
+        ...
+
+
+def new_node_id() -> str:
+    return f"{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def minute_key(minute: int) -> str:
+    """The UTC minute ``minute`` (minutes since the epoch) as ``YYYYMMDDHHMM``."""
+    return time.strftime("%Y%m%d%H%M", time.gmtime(minute * 60))
+
+
+class Hub:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: Keys,
+        metrics: Metrics,
+        *,
+        presence_ttl_s: int,
+        on_site_changed: Callable[[str], None],
+        on_notice: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.node_id = new_node_id()
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keys
+        self._metrics = metrics
+        self._presence_ttl = presence_ttl_s
+        self._on_site_changed = on_site_changed
+        self._on_notice = on_notice
+        self._sockets: dict[str, LiveSocket] = {}
+        self._by_site: dict[str, set[str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+        self._site_seen: dict[str, float] = {}
+        self._rates: dict[tuple[str, int], dict[str, int]] = {}
+
+    # --- local registry ------------------------------------------------------------------
+    def attach(self, sock: LiveSocket) -> None:
+        self._sockets[sock.connection_id] = sock
+        self._by_site.setdefault(sock.site, set()).add(sock.connection_id)
+
+    async def detach(self, sock: LiveSocket) -> None:
+        """Forget a socket here and in Redis (best effort: presence also expires by TTL)."""
+        self._sockets.pop(sock.connection_id, None)
+        site_sockets = self._by_site.get(sock.site)
+        if site_sockets is not None:
+            site_sockets.discard(sock.connection_id)
+            if not site_sockets:
+                del self._by_site[sock.site]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(self._keys.connections(sock.site, sock.visitor), sock.connection_id)
+                pipe.zrem(self._keys.live(sock.site), sock.connection_id)
+                await pipe.execute()
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    def local_sockets(self, site: str) -> list[LiveSocket]:
+        return [
+            self._sockets[cid] for cid in list(self._by_site.get(site, ())) if cid in self._sockets
+        ]
+
+    def local_count(self, site: str | None = None) -> int:
+        if site is None:
+            return len(self._sockets)
+        return len(self._by_site.get(site, ()))
+
+    async def mark_live(self, sock: LiveSocket) -> None:
+        """Record the socket in the site's live set (read by the admin live view)."""
+        try:
+            await self._redis.zadd(self._keys.live(sock.site), {sock.connection_id: time.time()})
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def mark_site_seen(self, site: str) -> None:
+        """Record that the widget connected from ``site`` (at most once a minute per node), for
+        the admin's install check."""
+        now = time.time()
+        if now - self._site_seen.get(site, 0.0) < 60:
+            return
+        self._site_seen[site] = now
+        try:
+            await self._redis.set(self._keys.site_seen(site), int(now))
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def live_count(self, site: str) -> int:
+        """Sockets of ``site`` connected now, on every node."""
+        since = time.time() - self._presence_ttl
+        return int(await self._redis.zcount(self._keys.live(site), since, "+inf"))
+
+    # --- activity counts -----------------------------------------------------------------
+    def count(self, site: str, metric: str, amount: int = 1) -> None:
+        """Count activity of ``site`` (one of :data:`RATE_METRICS`) in memory; the heartbeat
+        writes it to the site's per-minute hash within a few seconds."""
+        bucket = self._rates.setdefault((site, int(time.time() // 60)), {})
+        bucket[metric] = bucket.get(metric, 0) + amount
+
+    async def flush_rates(self) -> None:
+        """Write the counts gathered since the last flush (one pipeline). Counts that could not
+        be written are dropped rather than risk counting them twice."""
+        pending, self._rates = self._rates, {}
+        if not pending:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (site, minute), counts in pending.items():
+                key = self._keys.rate(site, minute_key(minute))
+                for metric, amount in counts.items():
+                    pipe.hincrby(key, metric, amount)
+                pipe.expire(key, RATE_TTL_S)
+            await pipe.execute()
+
+    async def rates(self, site: str, now: float, minutes: int = 15) -> list[dict[str, int]]:
+        """The site's counts of the last ``minutes`` UTC minutes (the current one last), from
+        every node. Each entry has ``minute`` (its start, unix seconds) and every metric."""
+        current = int(now // 60)
+        span = range(current - minutes + 1, current + 1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for minute in span:
+                pipe.hgetall(self._keys.rate(site, minute_key(minute)))
+            rows = await pipe.execute()
+        out = []
+        for minute, raw in zip(span, rows, strict=True):
+            values = {reply_text(k): int(v) for k, v in raw.items()}
+            out.append({"minute": minute * 60, **{m: values.get(m, 0) for m in RATE_METRICS}})
+        return out
+
+    # --- sending -------------------------------------------------------------------------
+    async def send_to_visitor(self, site: str, visitor: str, message: dict[str, Any]) -> int:
+        """Deliver ``message`` to every live socket of a visitor, on any node. Returns sockets."""
+        addressed = await self._scripts.hub_deliver(
+            keys=[self._keys.connections(site, visitor)],
+            args=[self._keys.node_channel(""), msgspec.json.encode(message)],
+        )
+        return int(addressed)
+
+    async def end_visitor(self, site: str, visitor: str) -> int:
+        """Close every live socket of a visitor, on any node, after withdrawing its offers; the
+        connections remember nothing more (an erasure). Returns the sockets addressed."""
+        return await self.send_to_visitor(site, visitor, ERASED)
+
+    async def broadcast(self, site: str, message: dict[str, Any]) -> int:
+        """Deliver ``message`` to every live socket of a site on every node. Returns nodes."""
+        payload = msgspec.json.encode({"kind": "push", "site": site, "msg": message})
+        return int(await self._redis.publish(self._keys.broadcast_channel(), payload))
+
+    # --- background work ----------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="hub-listen"),
+            asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), timeout=5)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await task
+        with contextlib.suppress(RedisError):
+            await self.flush_rates()
+            await self._redis.zrem(self._keys.nodes(), self.node_id)
+
+    async def _listen(self) -> None:
+        channels = (self._keys.node_channel(self.node_id), self._keys.broadcast_channel())
+        delay = 0.2
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                self._subscribed.set()
+                delay = 0.2
+                async for message in pubsub.listen():
+                    await self._dispatch(message.get("channel"), message.get("data"))
+            except (RedisError, OSError) as exc:
+                self._metrics.redis_errors.inc()
+                log.warning("pub/sub connection lost; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _dispatch(self, channel: Any, data: Any) -> None:
+        try:
+            envelope = _json.decode(data)
+        except (msgspec.DecodeError, TypeError):
+            log.warning("ignoring a malformed pub/sub message")
+            return
+        if not isinstance(envelope, dict):
+            return
+        if "to" in envelope:
+            targets = [self._sockets.get(cid) for cid in envelope.get("to", [])]
+        elif envelope.get("kind") == "push":
+            site_ids = self._by_site.get(str(envelope.get("site")), set())
+            targets = [self._sockets.get(cid) for cid in list(site_ids)]
+        else:
+            if envelope.get("kind") == "site_changed":
+                self._on_site_changed(str(envelope.get("site")))
+            elif self._on_notice is not None:
+                try:
+                    await self._on_notice(envelope)
+                except Exception:
+                    log.exception("a broadcast notice failed", extra={"kind": envelope.get("kind")})
+            return
+        if envelope.get("msg") == ERASED:
+            ends = [s.end("erased") for s in targets if s is not None]
+            await asyncio.gather(*ends, return_exceptions=True)
+            return
+        text = msgspec.json.encode(envelope.get("msg")).decode()
+        sends: list[Awaitable[None]] = [s.push(text) for s in targets if s is not None]
+        if sends:
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            self._metrics.pushes.inc(sum(1 for r in results if r is None))
+
+    async def _heartbeat(self) -> None:
+        """Presence every third of its TTL; activity counts every :data:`RATE_FLUSH_S`."""
+        interval = max(1.0, self._presence_ttl / 3)
+        refreshed = float("-inf")
+        while True:
+            try:
+                if time.monotonic() - refreshed >= interval:
+                    await self._refresh_presence()
+                    refreshed = time.monotonic()
+                await self.flush_rates()
+            except RedisError:
+                self._metrics.redis_errors.inc()
+            await asyncio.sleep(min(RATE_FLUSH_S, interval))
+
+    async def _refresh_presence(self) -> None:
+        now = time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._keys.nodes(), {self.node_id: now})
+            for sock in list(self._sockets.values()):
+                pipe.zadd(self._keys.live(sock.site), {sock.connection_id: now})
+                pipe.expire(self._keys.connections(sock.site, sock.visitor), self._presence_ttl)
+            for site in list(self._by_site):
+                pipe.zremrangebyscore(self._keys.live(site), "-inf", now - self._presence_ttl)
+            await pipe.execute()

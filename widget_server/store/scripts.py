@@ -1,0 +1,80 @@
+"""Every Lua script of the product, registered once per Redis client: the one place Lua is loaded.
+
+A script lives in ``lua/<owner>_<verb>.lua``, named for the module that runs it (``session_open``
+is run by :mod:`widget_server.visitors.sessions`), with ``lua/common.lua`` prepended. A script
+reaches keys only through ``KEYS``, formatted by :class:`~widget_server.store.keys.Keys`; every
+script's keys share one hash slot, so each is atomic on a Redis Cluster too.
+
+Registering computes each script's SHA-1 locally (no round trip); the first call of a script that
+the server has not cached sends its source once (EVALSHA falls back to EVAL).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+LUA = resources.files(__package__) / "lua"
+COMMON = "common"
+
+
+def source(name: str) -> str:
+    """The full text of script ``name``: the shared helpers, then the script."""
+    return (LUA / f"{COMMON}.lua").read_text() + "\n" + (LUA / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """One field per file in ``lua/`` (a test checks that they match)."""
+
+    # visitors.sessions
+    session_open: AsyncScript
+    session_event: AsyncScript
+    session_forget: AsyncScript
+    session_order: AsyncScript
+    # offers.engine
+    offer_claim: AsyncScript
+    offer_attribute: AsyncScript
+    # realtime.hub
+    hub_deliver: AsyncScript
+    # realtime.erasure
+    erasure_index: AsyncScript
+    erasure_campaign: AsyncScript
+    # mail.jobs
+    mailjob_schedule: AsyncScript
+    mailjob_cancel: AsyncScript
+    mailjob_claim: AsyncScript
+    mailjob_commit: AsyncScript
+    mailjob_finish: AsyncScript
+    # mail.optin
+    optin_schedule: AsyncScript
+    optin_commit: AsyncScript
+    optin_confirm: AsyncScript
+    # mail.experiments
+    flow_expose: AsyncScript
+    flow_click: AsyncScript
+    flow_attribute: AsyncScript
+    # mail.send
+    sendrate_wait: AsyncScript
+    # admin.auth
+    throttle_reserve: AsyncScript
+
+    @classmethod
+    def of(cls, redis: Any) -> Scripts:
+        """The scripts bound to ``redis``, registered on first use and kept while it lives."""
+        scripts: Scripts | None = _REGISTERED.get(redis)
+        if scripts is None:
+            scripts = cls(**{f.name: redis.register_script(source(f.name)) for f in fields(cls)})
+            _REGISTERED[redis] = scripts
+        return scripts
+
+
+def names() -> list[str]:
+    return [f.name for f in fields(Scripts)]
+
+
+_REGISTERED: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()

@@ -1,0 +1,151 @@
+"""Sites (one per shop): key, allowed origins, currency, locale; stored in Redis, cached in-process.
+
+The cache is invalidated on every node through the broadcast channel when a site changes, so the
+hot path never reads a site from Redis after the first connection.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from msgspec import Meta, Struct
+from redis.asyncio import Redis
+
+from ..errors import WidgetServerError
+from .keys import Keys
+from .replies import reply_text
+
+SITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ORIGIN = re.compile(r"^(https?)://([a-z0-9.*-]+)(:(\d{1,5}|\*))?$")
+
+
+class SiteError(WidgetServerError):
+    """A site definition that cannot be saved; the message says which field and why."""
+
+
+class Site(Struct, frozen=True, kw_only=True):
+    key: Annotated[str, Meta(pattern=SITE_KEY_PATTERN)]
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    origins: Annotated[list[str], Meta(max_length=50)]
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
+    locale: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    timezone: Annotated[str, Meta(max_length=64)] = "UTC"
+    secret: str = ""
+    created: float = 0.0
+
+
+def normalize_origin(origin: str) -> str:
+    """Lower-case an origin pattern and check its shape; raise SiteError if it is not one."""
+    value = origin.strip().lower().rstrip("/")
+    if value == "*":
+        return value
+    if not _ORIGIN.match(value):
+        raise SiteError(
+            f"origin {origin!r} must look like https://shop.example.com, "
+            "https://*.example.com, http://localhost:8000 or *"
+        )
+    return value
+
+
+def origin_allowed(site: Site, origin: str | None) -> bool:
+    """Whether a browser ``Origin`` header may talk to ``site``.
+
+    A missing origin (a server-side client) is allowed: only browsers send one, and the check
+    exists to keep other web pages from using a shop's site key. Patterns: exact origins,
+    ``*`` (any), ``https://*.example.com`` (subdomains), ``http://localhost:*`` (any port).
+    """
+    if origin is None:
+        return True
+    origin = origin.lower()
+    for pattern in site.origins:
+        if pattern in ("*", origin):
+            return True
+        if "*" in pattern and _wildcard_match(pattern, origin):
+            return True
+    return False
+
+
+def _wildcard_match(pattern: str, origin: str) -> bool:
+    regex = re.escape(pattern).replace(r"\*\.", r"(?:[a-z0-9-]+\.)+").replace(r":\*", r":\d{1,5}")
+    return re.fullmatch(regex, origin) is not None
+
+
+def new_site(
+    key: str,
+    *,
+    name: str | None = None,
+    origins: list[str],
+    currency: str = "EUR",
+    locale: str = "en",
+    timezone: str = "UTC",
+) -> Site:
+    """Validate and build a site; raise SiteError naming the field that is wrong."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SiteError(f"timezone: unknown time zone {timezone!r} (like Europe/Berlin)") from None
+    try:
+        return msgspec.convert(
+            {
+                "key": key,
+                "name": name or key,
+                "origins": [normalize_origin(o) for o in origins],
+                "currency": currency.upper(),
+                "locale": locale,
+                "timezone": timezone,
+                "secret": secrets.token_urlsafe(32),
+                "created": time.time(),
+            },
+            Site,
+        )
+    except msgspec.ValidationError as exc:
+        raise SiteError(str(exc)) from None
+
+
+class SiteRegistry:
+    """Read-through cache of sites; call :meth:`invalidate` when a site changes anywhere."""
+
+    _NEGATIVE_TTL_S = 5.0
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._cache: dict[str, tuple[Site | None, float]] = {}
+
+    async def get(self, key: str) -> Site | None:
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and (cached[0] is not None or now - cached[1] < self._NEGATIVE_TTL_S):
+            return cached[0]
+        raw = await self._redis.get(self._keys.site(key))
+        site = msgspec.json.decode(raw, type=Site) if raw else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (site, now)
+        return site
+
+    def invalidate(self, key: str) -> None:
+        self._cache.pop(key, None)
+
+    async def save(self, site: Site) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.site(site.key), msgspec.json.encode(site))
+            pipe.sadd(self._keys.site_index(), site.key)
+            pipe.publish(
+                self._keys.broadcast_channel(),
+                msgspec.json.encode({"kind": "site_changed", "site": site.key}),
+            )
+            await pipe.execute()
+        self.invalidate(site.key)
+
+    async def list(self) -> list[Site]:
+        keys = sorted(reply_text(k) for k in await self._redis.smembers(self._keys.site_index()))
+        if not keys:
+            return []
+        raws = await self._redis.mget([self._keys.site(k) for k in keys])
+        return [msgspec.json.decode(raw, type=Site) for raw in raws if raw]

@@ -1,0 +1,360 @@
+"""Wire protocol v1: parse, validate and encode messages. Pure: no I/O, no clocks.
+
+Every client frame is one JSON object ``{"id": ..., "type": ..., ...}``; events and signals add a
+``name``. :func:`parse_client_message` turns any ``str``/``bytes`` into a typed message or raises
+:class:`~widget_server.errors.ProtocolError` with a documented code; nothing else escapes.
+Unknown fields are ignored so that a newer widget keeps working against an older server.
+See ``docs/protocol.md`` for the full reference.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias, cast
+
+import msgspec
+from msgspec import Meta, Struct
+
+from ..errors import CLOSE_POLICY_VIOLATION, ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# Error codes (each documented in docs/protocol.md).
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+MISSING_ID = "missing_id"
+UNKNOWN_TYPE = "unknown_type"
+INVALID_FIELD = "invalid_field"
+UNSUPPORTED_VERSION = "unsupported_version"
+HELLO_REQUIRED = "hello_required"
+HELLO_REPEATED = "hello_repeated"
+UNKNOWN_SITE = "unknown_site"
+ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+FRAME_TOO_LARGE = "frame_too_large"
+BINARY_NOT_SUPPORTED = "binary_not_supported"
+RATE_LIMITED = "rate_limited"
+FLOOD = "flood"
+UNAVAILABLE = "unavailable"
+OVER_CAPACITY = "over_capacity"
+
+# --- field types -------------------------------------------------------------------------------
+
+MessageId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+SiteKey = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+VisitorId = Annotated[str, Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SessionId = Annotated[str, Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ProductId = Annotated[str, Meta(min_length=1, max_length=128)]
+Url = Annotated[str, Meta(max_length=2048)]
+ShortText = Annotated[str, Meta(max_length=300)]
+Currency = Annotated[str, Meta(max_length=3, pattern=r"^([A-Z]{3})?$")]
+Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
+Quantity = Annotated[int, Meta(ge=1, le=10_000)]
+Email = Annotated[
+    str, Meta(max_length=254, pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+]
+
+PageType: TypeAlias = Literal[
+    "home", "category", "product", "search", "cart", "checkout", "payment", "thank_you", "other"
+]
+Device: TypeAlias = Literal["desktop", "mobile", "tablet"]
+ExitIntentKind: TypeAlias = Literal[
+    "top_edge", "back_button", "scroll_up", "tab_switch", "keyboard", "idle"
+]
+DismissHow: TypeAlias = Literal["close_button", "escape", "backdrop", "timeout", "navigation"]
+ClickAction: TypeAlias = Literal["cta", "code_copy", "product", "email_submit"]
+# Who asked for the email consent: the widget's own email-capture overlay, or the shop's page
+# (its own code, or a tag manager reading the data layer).
+ConsentSource: TypeAlias = Literal["widget", "datalayer", "shop"]
+# The version of the consent text the visitor saw, as the shop names it (``2026-10-newsletter``).
+ConsentWording = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Country = Annotated[str, Meta(max_length=2, pattern=r"^([A-Z]{2})?$")]
+
+
+class _Message(Struct, frozen=True, kw_only=True):
+    id: MessageId
+
+
+class PageContext(Struct, frozen=True, kw_only=True):
+    url: Url
+    title: ShortText = ""
+    referrer: Url = ""
+    page_type: PageType = "other"
+
+
+class Consent(Struct, frozen=True, kw_only=True):
+    analytics: bool = False
+    marketing: bool = False
+
+
+class Product(Struct, frozen=True, kw_only=True):
+    id: ProductId
+    title: ShortText = ""
+    price: Money | None = None
+    currency: Currency = ""
+    category: ShortText = ""
+    brand: ShortText = ""
+    url: Url = ""
+    image: Url = ""
+
+
+class CartItem(Struct, frozen=True, kw_only=True):
+    id: ProductId
+    quantity: Quantity = 1
+    price: Money = 0.0
+    title: ShortText = ""
+    category: ShortText = ""
+    brand: ShortText = ""
+
+
+class CartItemRef(Struct, frozen=True, kw_only=True):
+    id: ProductId
+    quantity: Quantity | None = None  # None removes the whole line
+
+
+# --- client -> server --------------------------------------------------------------------------
+
+
+class Hello(_Message, frozen=True, kw_only=True):
+    v: int = PROTOCOL_VERSION
+    site: SiteKey
+    visitor: VisitorId
+    session: SessionId | None = None
+    page: PageContext | None = None
+    consent: Consent | None = None  # None: unchanged
+    device: Device | None = None
+
+
+class PageView(_Message, frozen=True, kw_only=True):
+    url: Url
+    title: ShortText = ""
+    referrer: Url = ""
+    page_type: PageType = "other"
+
+
+class ProductView(_Message, frozen=True, kw_only=True):
+    product: Product
+
+
+class CartAdd(_Message, frozen=True, kw_only=True):
+    item: CartItem
+
+
+class CartRemove(_Message, frozen=True, kw_only=True):
+    item: CartItemRef
+
+
+class CartUpdate(_Message, frozen=True, kw_only=True):
+    items: Annotated[list[CartItem], Meta(max_length=100)]
+
+
+class CheckoutStart(_Message, frozen=True, kw_only=True):
+    step: Annotated[int, Meta(ge=1, le=20)] = 1
+
+
+class Purchase(_Message, frozen=True, kw_only=True):
+    order_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    value: Money
+    currency: Currency = ""
+    items: Annotated[list[CartItem], Meta(max_length=100)] = []
+    coupon: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class Identify(_Message, frozen=True, kw_only=True):
+    email: Email
+    consent: bool = False
+    source: ConsentSource = "shop"
+    wording: ConsentWording | None = None
+
+
+class RecordedIdentify(Identify, frozen=True, kw_only=True):
+    """An ``identify`` as the server records it: the client's message plus what only the server
+    knows. Never parsed from a frame (a client cannot set these): ``country`` comes from the
+    trusted proxy header, ``confirm`` from the site's double opt-in setting."""
+
+    country: Country = ""
+    confirm: bool = False
+
+
+class ExitIntent(_Message, frozen=True, kw_only=True):
+    kind: ExitIntentKind
+
+
+class Hesitation(_Message, frozen=True, kw_only=True):
+    seconds: Annotated[float, Meta(ge=0, le=86_400)]
+    page_type: PageType = "other"
+
+
+class OfferShown(_Message, frozen=True, kw_only=True):
+    offer: MessageId
+
+
+class OfferClicked(_Message, frozen=True, kw_only=True):
+    offer: MessageId
+    action: ClickAction = "cta"
+
+
+class OfferDismissed(_Message, frozen=True, kw_only=True):
+    offer: MessageId
+    how: DismissHow = "close_button"
+    visible_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 0
+
+
+class ConsentUpdate(_Message, frozen=True, kw_only=True):
+    analytics: bool
+    marketing: bool = False
+
+
+class Ping(_Message, frozen=True, kw_only=True):
+    pass
+
+
+EventMessage: TypeAlias = (
+    PageView | ProductView | CartAdd | CartRemove | CartUpdate | CheckoutStart | Purchase | Identify
+)
+SignalMessage: TypeAlias = ExitIntent | Hesitation
+OfferMessage: TypeAlias = OfferShown | OfferClicked | OfferDismissed
+ClientMessage: TypeAlias = (
+    Hello | EventMessage | SignalMessage | OfferMessage | ConsentUpdate | Ping
+)
+
+# (type, name) -> struct; ``name`` is None for types without sub-kinds.
+_MESSAGE_TYPES: dict[tuple[str, str | None], type[Struct]] = {
+    ("hello", None): Hello,
+    ("event", "page_view"): PageView,
+    ("event", "product_view"): ProductView,
+    ("event", "cart_add"): CartAdd,
+    ("event", "cart_remove"): CartRemove,
+    ("event", "cart_update"): CartUpdate,
+    ("event", "checkout_start"): CheckoutStart,
+    ("event", "purchase"): Purchase,
+    ("event", "identify"): Identify,
+    ("signal", "exit_intent"): ExitIntent,
+    ("signal", "hesitation"): Hesitation,
+    ("offer_shown", None): OfferShown,
+    ("offer_clicked", None): OfferClicked,
+    ("offer_dismissed", None): OfferDismissed,
+    ("consent", None): ConsentUpdate,
+    ("ping", None): Ping,
+}
+_TYPES_WITH_NAME = frozenset(t for t, n in _MESSAGE_TYPES if n is not None)
+
+# The wire name of each message class, for code that stores or reports events.
+WIRE_NAME: dict[type[Struct], str] = {
+    cls: (name if name is not None else type_) for (type_, name), cls in _MESSAGE_TYPES.items()
+}
+WIRE_NAME[RecordedIdentify] = "identify"
+
+_json_decoder = msgspec.json.Decoder()
+
+
+def parse_client_message(frame: str | bytes) -> ClientMessage:
+    """Parse one client frame into a typed message.
+
+    Guarantees: returns one of the ``ClientMessage`` structs, or raises :class:`ProtocolError`
+    (``bad_json``, ``bad_message``, ``missing_id``, ``unknown_type``, ``invalid_field``,
+    ``unsupported_version``). No other exception escapes, whatever the input.
+    """
+    try:
+        raw = _json_decoder.decode(frame)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from None
+    return message_from_object(raw)
+
+
+def message_from_object(raw: Any) -> ClientMessage:
+    """Validate an already-decoded JSON value (one element of an HTTP batch, say)."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
+    msg_id = raw.get("id")
+    if not isinstance(msg_id, str) or not msg_id:
+        raise ProtocolError(MISSING_ID, "every message needs a non-empty string 'id'")
+    echo_id = msg_id[:64]
+    type_ = raw.get("type")
+    if not isinstance(type_, str):
+        raise ProtocolError(BAD_MESSAGE, "'type' must be a string", message_id=echo_id)
+    name = raw.get("name") if type_ in _TYPES_WITH_NAME else None
+    if type_ in _TYPES_WITH_NAME and not isinstance(name, str):
+        raise ProtocolError(
+            BAD_MESSAGE, f"a '{type_}' message needs a string 'name'", message_id=echo_id
+        )
+    cls = _MESSAGE_TYPES.get((type_, name))
+    if cls is None:
+        what = f"{type_}/{name}" if name is not None else type_
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {what[:80]!r}", message_id=echo_id)
+    try:
+        message = cast(ClientMessage, msgspec.convert(raw, cls))
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(INVALID_FIELD, str(exc), message_id=echo_id) from None
+    if isinstance(message, Hello) and message.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            UNSUPPORTED_VERSION,
+            f"protocol version {message.v} is not supported; this server speaks {PROTOCOL_VERSION}",
+            close_code=CLOSE_POLICY_VIOLATION,
+            message_id=echo_id,
+        )
+    return message
+
+
+# --- server -> client --------------------------------------------------------------------------
+
+
+class ExitIntentConfig(Struct, frozen=True, kw_only=True):
+    """Thresholds the widget uses to detect exit intent (sent in ``welcome``)."""
+
+    min_dwell_ms: int = 3000
+    top_edge_px: int = 8
+    min_upward_speed: float = 0.3  # px per ms over the pointer trail
+    scroll_guard_ms: int = 600
+    scroll_up_speed: float = 2.5  # px per ms, touch devices
+    back_button: bool = True
+    tab_switch: bool = True
+
+
+class HesitationConfig(Struct, frozen=True, kw_only=True):
+    """Idle seconds per page type before the widget reports hesitation."""
+
+    product: int = 20
+    cart: int = 25
+    checkout: int = 40
+
+
+class WidgetConfig(Struct, frozen=True, kw_only=True):
+    exit_intent: ExitIntentConfig = ExitIntentConfig()
+    hesitation: HesitationConfig = HesitationConfig()
+    heartbeat_s: int = 25
+    max_frame_bytes: int = 16384
+
+
+class Welcome(Struct, frozen=True, kw_only=True, tag="welcome", tag_field="type"):
+    v: int
+    session: str
+    visitor: str
+    resumed: bool
+    config: WidgetConfig
+
+
+class Ack(Struct, frozen=True, kw_only=True, tag="ack", tag_field="type"):
+    ids: list[str]
+
+
+class Error(Struct, frozen=True, kw_only=True, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    message: str
+    id: str | None = None
+
+
+class Pong(Struct, frozen=True, kw_only=True, tag="pong", tag_field="type"):
+    id: str
+
+
+ServerMessage: TypeAlias = Welcome | Ack | Error | Pong
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def encode(message: ServerMessage | dict[str, Any]) -> str:
+    """Encode a server message as the text of one WebSocket frame."""
+    return _json_encoder.encode(message).decode()
+
+
+def error_for(exc: ProtocolError) -> Error:
+    return Error(code=exc.code, message=exc.message, id=exc.message_id)
