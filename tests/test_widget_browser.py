@@ -27,7 +27,6 @@ from widget_server.keys import Keys
 from widget_server.metrics import Metrics
 from widget_server.scripts import Scripts
 from widget_server.shipped import STATIC_DIR
-from widget_server.widget_asset import build_asset
 
 from .support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
 
@@ -1122,7 +1121,7 @@ def test_pagehide_flushes_unacked_messages_with_a_beacon(
 
 def serve_widget_from(page: Page, origin: str) -> None:
     """Answer ``origin/widget.js`` with the built widget, whether or not a server listens there."""
-    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
+    body = (STATIC_DIR / "widget" / "widget.js").read_bytes()
     page.route(
         f"{origin}/widget.js",
         lambda route: route.fulfill(body=body, content_type="text/javascript"),
