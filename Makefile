@@ -15,7 +15,7 @@ JOBS       ?= auto
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint typecheck unit bench soak format lock upgrade clean
+.PHONY: demo test lint typecheck unit bench soak format lock upgrade widget clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -65,5 +65,11 @@ lock: $(UV)
 upgrade: $(UV)
 	$(UV) lock --upgrade
 
+# After editing widget/: rebuild the widget's two scripts into widget_server/static/widget/ and
+# commit them (the server and the tests use the built files; only this target needs Node 18+ and
+# npm). esbuild is pinned in widget/package-lock.json.
+widget:
+	cd widget && npm ci --no-audit --no-fund && node build.mjs
+
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist widget/node_modules

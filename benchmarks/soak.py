@@ -54,7 +54,7 @@ from widget_server.store.sites import SiteRegistry, new_site  # noqa: E402
 
 ORIGIN = "https://shop.test"
 SITE = "soak"
-# The widget's reconnect rule (widget.js ``retry``), documented in docs/protocol.md.
+# The widget's reconnect rule (widget/src/transport.js ``retry``), documented in docs/protocol.md.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RESEND_AFTER_S = 3.0  # an unacked message is sent again after this long (e.g. after unavailable)

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 # Files read at run time, as they must appear inside the package.
 SHIPPED = [
     "widget_server/static/widget/widget.js",
+    "widget_server/static/widget/widget-overlay.js",
     "widget_server/emails/cart.html",
     "widget_server/emails/cart.txt",
     "widget_server/emails/messages.json",

@@ -18,12 +18,18 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, WebSocket, WebSocketRoute, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Page,
+    Route,
+    WebSocket,
+    WebSocketRoute,
+    sync_playwright,
+)
 from redis.asyncio import Redis
 
 from widget_server.metrics import Metrics
 from widget_server.realtime.hub import Hub
-from widget_server.realtime.widget_asset import build_asset
 from widget_server.shipped import STATIC_DIR
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
@@ -1006,6 +1012,93 @@ def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
     assert order == ["signal", "offer_shown"]
 
 
+OVERLAY_URL = re.compile(r".*/widget-overlay\.[0-9a-f]{12}\.js$")
+
+
+def overlay_requests(tab: Tab) -> list[str]:
+    return [u for u in tab.requests if OVERLAY_URL.match(u)]
+
+
+def test_overlay_loads_with_the_first_offer_and_an_early_offer_paints_once_it_has(
+    new_tab: Callable[..., Tab],
+    shop: StaticSite,
+    server: ServerProcess,
+    site: str,
+    r: redis.Redis,
+    redis_url: str,
+) -> None:
+    tab = new_tab()
+    page = tab.page
+    held: list[Route] = []
+    page.route(OVERLAY_URL, lambda route: held.append(route))  # answered later, by the test
+    page.goto(shop.page(server.url, site))
+    page_view = welcomed(tab)
+    tab.wait(lambda: any(page_view["id"] in a["ids"] for a in tab.received_of("ack")), "ack")
+    # A visitor who gets no offer never loads the overlay.
+    assert overlay_requests(tab) == []
+    visitor, _ = tab.ids()
+    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    tab.wait(lambda: held, "the overlay request")
+    # Not painted yet, so not reported shown.
+    assert page.get_by_role("dialog").count() == 0
+    assert tab.sent_of("offer_shown") == []
+    held[0].continue_()
+    page.get_by_role("dialog").wait_for(state="visible")
+    assert tab.in_shadow("return root.querySelector('input').value") == "SAVE10-K7Q2"
+    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
+    # Loaded once: the next offer uses it.
+    page.keyboard.press("Escape")
+    deliver(redis_url, site, visitor, {"type": "offer", "offer": offer("message", id="next")})
+    page.get_by_role("dialog", name="Before you go: 10% off your order").wait_for()
+    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "2", "the second offer_shown")
+    assert len(overlay_requests(tab)) == 1
+
+
+def test_an_overlay_that_fails_to_load_is_tried_again_and_the_page_keeps_working(
+    new_tab: Callable[..., Tab],
+    shop: StaticSite,
+    server: ServerProcess,
+    site: str,
+    r: redis.Redis,
+    redis_url: str,
+) -> None:
+    tab = new_tab()
+    page = tab.page
+    attempts: list[str] = []
+
+    def first_fails(route: Route) -> None:
+        attempts.append(route.request.url)
+        if len(attempts) == 1:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(OVERLAY_URL, first_fails)
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    visitor, _ = tab.ids()
+    deliver(redis_url, site, visitor, {"type": "arm", "offer": discount(shop)})
+    tab.wait(lambda: attempts, "the overlay request")
+    # The core carries on: events are recorded.
+    page.evaluate(
+        """() => dataLayer.push({event: "add_to_cart", ecommerce: {items: [
+          {item_id: "F-1", price: 4, quantity: 1}]}})"""
+    )
+    wait_session(r, site, tab, lambda s: s.get("cart_value") == "4", "the cart_add")
+    assert page.evaluate("document.querySelectorAll('exit-widget').length") == 0
+    # The exit intent tries again, and the armed offer paints once the overlay is there.
+    page.mouse.move(550, 420)
+    page.wait_for_function("performance.now() > 3300")
+    page.wait_for_timeout(550)
+    exit_through_top(page)
+    page.get_by_role("dialog").wait_for(state="visible")
+    assert len(attempts) == 2
+    session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
+    assert session["signals"] == "1"
+    order = [m["type"] for m in tab.sent if m.get("type") in ("signal", "offer_shown")]
+    assert order == ["signal", "offer_shown"]
+
+
 def test_hostile_page_css_cannot_hide_the_overlay(
     new_tab: Callable[..., Tab],
     shop: StaticSite,
@@ -1081,6 +1174,34 @@ def test_strict_csp_page_without_violations(
     assert violations == []
 
 
+def test_nonce_csp_page_lets_the_overlay_in_through_the_widgets_nonce(
+    new_tab: Callable[..., Tab],
+    shop: StaticSite,
+    server: ServerProcess,
+    site: str,
+    redis_url: str,
+) -> None:
+    """A policy that allows scripts by nonce only: the widget's tag has the nonce, and the widget
+    gives it to the overlay's script."""
+    csp = (
+        "default-src 'self'; script-src 'nonce-r4nd0m'; "
+        f"connect-src {server.url} ws://127.0.0.1:{server.port}; style-src 'self'"
+    )
+    tab = new_tab()
+    page = tab.page
+    page.add_init_script(
+        """window.__violations = [];
+        document.addEventListener("securitypolicyviolation",
+            (e) => __violations.push(e.violatedDirective + " " + e.blockedURI));"""
+    )
+    page.goto(shop.page(server.url, site, csp=csp, script_attrs=' nonce="r4nd0m"'))
+    welcomed(tab)
+    visitor, _ = tab.ids()
+    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    page.get_by_role("dialog").wait_for(state="visible")
+    assert page.evaluate("window.__violations") == []
+
+
 # --- failure --------------------------------------------------------------------------------------
 
 
@@ -1122,7 +1243,7 @@ def test_pagehide_flushes_unacked_messages_with_a_beacon(
 
 def serve_widget_from(page: Page, origin: str) -> None:
     """Answer ``origin/widget.js`` with the built widget, whether or not a server listens there."""
-    body = build_asset((STATIC_DIR / "widget" / "widget.js").read_text()).body
+    body = (STATIC_DIR / "widget" / "widget.js").read_bytes()
     page.route(
         f"{origin}/widget.js",
         lambda route: route.fulfill(body=body, content_type="text/javascript"),

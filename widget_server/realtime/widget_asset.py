@@ -1,18 +1,22 @@
-"""The widget script: read once at startup, minified, gzipped and hashed; served from memory.
+"""The widget's two scripts: read once at startup, gzipped and hashed; served from memory.
 
-``/widget.js`` is the URL shops embed, so it is cached briefly (five minutes); the content-hashed
-``/widget.<hash>.js`` never changes and is cached for a year. Both negotiate gzip, carry an ETag
-per encoding and answer ``If-None-Match`` with 304.
+Both are built from ``widget/src/`` by ``make widget`` (esbuild: bundled and minified) and served
+as they are. ``widget.js`` is the core every page loads; ``/widget.js`` is the URL shops embed, so
+it is cached briefly (five minutes), and the content-hashed ``/widget.<hash>.js`` never changes and
+is cached for a year. ``widget-overlay.js`` draws offers; the core loads it when the first offer
+arrives, from ``/widget-overlay.<hash>.js`` (cached for a year), a path the build writes into the
+core. Every response negotiates gzip, carries an ETag per encoding and answers ``If-None-Match``
+with 304.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import rjsmin  # type: ignore[import-untyped]
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,31 +24,29 @@ from starlette.routing import BaseRoute, Route
 MEDIA_TYPE = "text/javascript; charset=utf-8"
 SHORT_CACHE = "public, max-age=300"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
-HASH_LENGTH = 12
-
-
-def minify(source: str) -> str:
-    """Strip comments and whitespace (no renaming: the output stays debuggable)."""
-    return str(rjsmin.jsmin(source))
+HASH_LENGTH = 12  # as widget/build.mjs, which writes the overlay's hashed path into the core
+CORE = "widget"
+OVERLAY = "widget-overlay"
 
 
 @dataclass(frozen=True, slots=True)
 class WidgetAsset:
+    name: str
     body: bytes
     gzipped: bytes
     digest: str
 
     @property
     def hashed_path(self) -> str:
-        return f"/widget.{self.digest}.js"
+        return f"/{self.name}.{self.digest}.js"
 
     def etag(self, gzipped: bool) -> str:
         return f'"{self.digest}-gz"' if gzipped else f'"{self.digest}"'
 
 
-def build_asset(source: str) -> WidgetAsset:
-    body = minify(source).encode()
+def build_asset(body: bytes, name: str = CORE) -> WidgetAsset:
     return WidgetAsset(
+        name=name,
         body=body,
         gzipped=gzip.compress(body, compresslevel=9, mtime=0),
         digest=hashlib.sha256(body).hexdigest()[:HASH_LENGTH],
@@ -52,12 +54,12 @@ def build_asset(source: str) -> WidgetAsset:
 
 
 def load_asset(path: Path) -> WidgetAsset | None:
-    """The built asset, or None when the script is missing."""
+    """The script at ``path`` (named after its file), or None when it is missing."""
     try:
-        source = path.read_text(encoding="utf-8")
+        body = path.read_bytes()
     except FileNotFoundError:
         return None
-    return build_asset(source)
+    return build_asset(body, path.name.removesuffix(".js"))
 
 
 def accepts_gzip(header: str) -> bool:
@@ -103,21 +105,30 @@ def _respond(asset: WidgetAsset, request: Request, cache_control: str) -> Respon
     )
 
 
-def widget_routes(static_dir: Path) -> list[BaseRoute]:
-    """``/widget.js`` and ``/widget.<hash>.js``, built from ``static_dir/widget/widget.js`` now."""
-    asset = load_asset(static_dir / "widget" / "widget.js")
+def _hashed(asset: WidgetAsset | None) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of ``asset``'s content-hashed path: any other hash is not found."""
 
-    async def widget_js(request: Request) -> Response:
-        if asset is None:
-            return PlainTextResponse("widget not built", status_code=404)
-        return _respond(asset, request, SHORT_CACHE)
-
-    async def hashed_widget_js(request: Request) -> Response:
+    async def hashed_js(request: Request) -> Response:
         if asset is None or request.path_params["digest"] != asset.digest:
             return PlainTextResponse("not found", status_code=404)
         return _respond(asset, request, IMMUTABLE_CACHE)
 
+    return hashed_js
+
+
+def widget_routes(static_dir: Path) -> list[BaseRoute]:
+    """``/widget.js``, ``/widget.<hash>.js`` and ``/widget-overlay.<hash>.js``, read from
+    ``static_dir/widget/`` now."""
+    core = load_asset(static_dir / "widget" / f"{CORE}.js")
+    overlay = load_asset(static_dir / "widget" / f"{OVERLAY}.js")
+
+    async def widget_js(request: Request) -> Response:
+        if core is None:
+            return PlainTextResponse("widget not built", status_code=404)
+        return _respond(core, request, SHORT_CACHE)
+
     return [
         Route("/widget.js", widget_js),
-        Route("/widget.{digest}.js", hashed_widget_js),
+        Route(f"/{CORE}.{{digest}}.js", _hashed(core)),
+        Route(f"/{OVERLAY}.{{digest}}.js", _hashed(overlay)),
     ]

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every script by widget_server.scripts.
+-- Shared helpers, prepended to every script by widget_server.store.scripts.
 -- Missing values: nil, JSON null, and the false that Redis returns for a missing field.
 local function val(x, default)
   if x == nil or x == false or x == cjson.null then return default end

@@ -1,0 +1,34 @@
+// The overlay: everything that draws offers. A separate script, loaded by the core when the first
+// offer is armed or sent (see ../offers.js). Running, it hands the core a function that creates
+// it: create(lent) takes what the core lends ({send, valid, preview}) and returns the overlay's
+// functions.
+
+import { listen, quietly } from "../util.js";
+import {
+  closeDialog,
+  dialog,
+  dropPill,
+  focusables,
+  host,
+  lend,
+  mount,
+  render,
+  show,
+  withdraw,
+} from "./dialog.js";
+
+const create = (lent) => {
+  lend(lent);
+  // Focus that leaves the open dialog (a click or a script elsewhere on the page) comes back.
+  listen(document, "focusin", (e) => dialog && e.target != host && focusables()[0].focus());
+  return {
+    mount,
+    render, // draw this offer now (an armed offer on exit intent, the admin's preview)
+    show, // an offer sent by the server; true when it opened a dialog
+    open: () => !!dialog,
+    withdraw,
+    clear: () => (closeDialog(), dropPill()),
+  };
+};
+
+quietly(() => window.exitwidget.overlay(create))();

@@ -1,0 +1,91 @@
+// The parts of a dialog that depend on the offer's kind. Each appends to the open dialog.
+
+import { EMAIL, amount, currencyCode, cut, quietly } from "../util.js";
+import { core, dialog, focusables, closeDialog, report } from "./dialog.js";
+import { attrs, el, httpUrl, money } from "./dom.js";
+
+/** discount: the code in a read-only field, with a copy button. */
+export const discountCode = (code) => {
+  const box = el("div", "k", null, dialog);
+  const input = attrs(el("input", 0, null, box), { readonly: "", "aria-label": "Discount code" });
+  input.value = cut(code, 64);
+  const button = attrs(el("button", 0, "Copy", box), { type: "button" });
+  button.onclick = quietly(() => {
+    report("code_copy");
+    const copied = quietly(() => (button.textContent = "Copied"));
+    const fallback = quietly(() => {
+      input.select();
+      try {
+        document.execCommand("copy");
+      } catch (e) {}
+      copied();
+    });
+    try {
+      navigator.clipboard.writeText(input.value).then(copied, fallback);
+    } catch (e) {
+      fallback();
+    }
+  });
+};
+
+/** similar_products: up to six cards (image, title, price), links when their URL is http(s). */
+export const productGrid = (products) => {
+  const grid = el("div", "g", null, dialog);
+  for (const product of products.slice(0, 6)) {
+    if (!product || typeof product != "object") continue;
+    const url = httpUrl(product.url);
+    const card = el(url ? "a" : "div", 0, null, grid);
+    const image = httpUrl(product.image);
+    if (url) (card.href = url), (card.onclick = quietly(() => report("product")));
+    if (image)
+      attrs(el("img", 0, null, card), { src: image, alt: "", loading: "lazy", decoding: "async" });
+    el("span", 0, cut(product.title, 120), card);
+    if (amount(product.price) != null)
+      el("b", 0, money(+product.price, currencyCode(product.currency)), card);
+  }
+};
+
+/**
+ * email_capture: an address and a consent checkbox (never ticked in advance). Submitting sends
+ * `identify` and replaces the form with the thanks.
+ */
+export const emailForm = (offer, cta) => {
+  const form = el("form", "f", null, dialog);
+  const input = attrs(el("input", 0, null, form), {
+    type: "email",
+    required: "",
+    autocomplete: "email",
+    maxlength: "254",
+    "aria-label": "Email",
+    placeholder: "you@example.com",
+  });
+  const label = el("label", 0, null, form);
+  const checkbox = attrs(el("input", 0, null, label), { type: "checkbox" });
+  label.append(cut(offer.consent_label || "Email me offers. I can unsubscribe at any time.", 300));
+  attrs(el("button", "c", cut(cta.label || "Subscribe", 80), form), { type: "submit" });
+  form.onsubmit = (e) => {
+    e.preventDefault(); // whatever happens next, the page is not submitted
+    quietly(() => {
+      const email = input.value.trim();
+      if (!EMAIL.test(email)) return input.focus();
+      core.send({
+        type: "event",
+        name: "identify",
+        email,
+        consent: checkbox.checked,
+        source: "widget",
+      });
+      report("email_submit");
+      form.replaceWith(el("p", 0, cut(offer.thanks || "Thank you!", 300)));
+      focusables()[0].focus();
+    })();
+  };
+};
+
+/** The call to action: a link when it has an http(s) URL, else a button that closes the dialog. */
+export const callToAction = (cta) => {
+  const url = httpUrl(cta.url);
+  const button = el(url ? "a" : "button", "c", cut(cta.label, 80), dialog);
+  if (url) button.href = url;
+  button.onclick = quietly(() => (report("cta"), url || closeDialog()));
+};
