@@ -79,7 +79,7 @@ for (const [name, body] of [
   ["widget-overlay.js", overlay],
 ]) {
   writeFileSync(join(outdir, name), body);
-  // About what the server sends: its zlib may differ by a few bytes. tests/test_widget_asset.py
+  // About what the server sends: its zlib may differ by a few bytes. tests/realtime/test_widget_asset.py
   // checks the size budgets on the server's own gzip.
   const gzipped = gzipSync(body, { level: 9 }).length;
   console.log(`${name.padEnd(18)} ${String(body.length).padStart(6)} B, ~${gzipped} B gzipped`);
