@@ -223,7 +223,14 @@ class LocalCluster:
         return args
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
-        """Start every node, build the cluster and wait until it is healthy."""
+        """Start every node, build the cluster and wait until it is healthy. The cluster is new:
+        its directory must not hold one already (a node's ``nodes.conf``)."""
+        for node in self.nodes:
+            if (node.directory / "nodes.conf").exists():
+                raise ConfigurationError(
+                    f"{node.directory} already holds a cluster node: start a new cluster in an "
+                    "empty directory (restart() brings back a node of a running cluster)"
+                )
         deadline = time.monotonic() + timeout
         try:
             for node in self.nodes:
