@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from widget_server.store.embedded import EmbeddedValkey
+from widget_server.store.local_cluster import LocalCluster
 
 from .support import ServerProcess, SiteOwners, add_site
 
@@ -46,6 +47,19 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]
 @pytest.fixture(scope="session")
 def redis_url(valkey: EmbeddedValkey) -> str:
     return valkey.url
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Valkey cluster of 3 masters and 3 replicas for the pytest process (started on first use).
+    Tests share it: they use keys of their own and leave every node running; a test that kills
+    nodes builds a cluster of its own."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()  # stops whatever it started when it fails
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -71,6 +71,13 @@ def tagged_keys(r: redis.Redis, site: str, visitor: str) -> list[str]:
     return sorted(r.scan_iter(pattern, count=1000))
 
 
+def lasting_keys(r: redis.Redis, site: str, visitor: str) -> list[str]:
+    """The visitor's keys but the marker of the session opened last, which expires by itself
+    5 s after it is written: what a check that nothing was erased compares, however slow the
+    run."""
+    return [key for key in tagged_keys(r, site, visitor) if not key.endswith(":opening")]
+
+
 def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, str]:
     pattern = KEYS.campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")
     found: dict[str, str] = {}
@@ -182,7 +189,7 @@ def test_erasing_by_email_removes_everything_but_counts_and_suppressions(
     stranger = Known(site, new_visitor())
     visit(server, stranger, "stranger@example.test", exits=1, cart=True)
     assert wait_for(lambda: jobs_of(r, site, stranger.visitor))
-    stranger_keys = tagged_keys(r, site, stranger.visitor)
+    stranger_keys = lasting_keys(r, site, stranger.visitor)
 
     # What the store and the admin show before.
     page = trace_page(owner, site, "new@example.test")
@@ -243,7 +250,7 @@ def test_erasing_by_email_removes_everything_but_counts_and_suppressions(
     assert {c: stats(r, site, c) for c in ("old", "ten")} == counts_before
     assert r.get(KEYS.campaign_impressions(site, "ten")) == impressions
     assert r.hgetall(KEYS.mail_suppressed(site)) == suppressed
-    assert tagged_keys(r, site, stranger.visitor) == stranger_keys
+    assert lasting_keys(r, site, stranger.visitor) == stranger_keys
     assert [r.exists(KEYS.campaign_visitor(site, c, stranger.visitor)) for c in stranger.codes] == [
         1
     ]
@@ -301,7 +308,7 @@ def test_bad_erase_requests_are_refused_and_change_nothing(
     site = new_site_with_campaigns(server.redis_url)
     known = Known(site, new_visitor())
     visit(server, known, "keep@example.test", exits=1, cart=False)
-    before = tagged_keys(r, site, known.visitor)
+    before = lasting_keys(r, site, known.visitor)
     state = r.hgetall(KEYS.campaign_visitor(site, "old", known.visitor))
     assert before and state
     secret = secret_of(r, site)
@@ -350,14 +357,14 @@ def test_bad_erase_requests_are_refused_and_change_nothing(
                              headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
     assert wrong_method.status_code == 405
 
-    assert tagged_keys(r, site, known.visitor) == before
+    assert lasting_keys(r, site, known.visitor) == before
     assert r.hgetall(KEYS.campaign_visitor(site, "old", known.visitor)) == state
     assert r.hget(KEYS.email_index(site), "keep@example.test") == known.visitor
 
     # An unknown visitor id is not an error: there is nothing to erase.
     nobody = erase(server, site, {"visitor": new_visitor()}, secret)
     assert nobody.status_code == 200 and set(nobody.json()["deleted"].values()) == {0}
-    assert tagged_keys(r, site, known.visitor) == before
+    assert lasting_keys(r, site, known.visitor) == before
 
 
 # --- the admin ----------------------------------------------------------------------------------
@@ -369,13 +376,13 @@ def test_only_owners_erase_from_the_admin_after_confirming(
     site = new_site_with_campaigns(server.redis_url)
     known = Known(site, new_visitor())
     visit(server, known, "ada@example.test", exits=1, cart=False)
-    before = tagged_keys(r, site, known.visitor)
+    before = lasting_keys(r, site, known.visitor)
     path = f"/admin/sites/{site}/visitors/erase"
     data = {"visitor": known.visitor, "confirm": "yes"}
 
     def intact() -> bool:
         return (
-            tagged_keys(r, site, known.visitor) == before
+            lasting_keys(r, site, known.visitor) == before
             and r.exists(KEYS.campaign_visitor(site, "old", known.visitor)) == 1
             and r.hget(KEYS.email_index(site), "ada@example.test") == known.visitor
         )
