@@ -220,7 +220,7 @@ async def bench_fan_out(
     conns = await _connect_all(ws_urls, site, n)
     client = Redis.from_url(url)
     keys, scripts = Keys(), Scripts.of(client)
-    hub = Hub(client, scripts, keys, Metrics(), presence_ttl_s=90, on_site_changed=lambda _: None)
+    hub = Hub(client, keys, Metrics(), presence_ttl_s=90, on_site_changed=lambda _: None)
     engine = OfferEngine(
         client,
         scripts,

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-from redis.asyncio import Redis
 from websockets.sync.client import ClientConnection, connect
 
+from widget_server.store.client import open_store
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 from widget_server.store.sites import SiteRegistry, new_site
@@ -124,7 +124,7 @@ def add_site(
     key = key or "t" + secrets.token_hex(5)
 
     async def save() -> None:
-        client = Redis.from_url(redis_url)
+        client = open_store(redis_url)
         try:
             await SiteRegistry(client, keys or Keys()).save(
                 new_site(key, origins=origins if origins is not None else ["https://shop.test"])
@@ -248,7 +248,7 @@ def save_campaigns(redis_url: str, site: str, campaigns: list[dict[str, Any]]) -
     from widget_server.offers.campaign_store import CampaignStore
 
     async def save() -> None:
-        client = Redis.from_url(redis_url)
+        client = open_store(redis_url)
         try:
             store = CampaignStore(client, Keys())
             for campaign in campaigns:

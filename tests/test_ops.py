@@ -58,7 +58,10 @@ def test_redis_outage_makes_readyz_fail_and_messages_unacked(tmp_path: Path) -> 
         with Client(server.ws_url) as c:
             c.hello(site, new_visitor())
             valkey.stop()
-            answer = c.event("page_view", url="https://shop.test/")
+            try:
+                answer = c.event("page_view", url="https://shop.test/")
+            except ConnectionClosed as exc:
+                raise AssertionError(f"the socket closed ({exc}):\n{server.logs()}") from exc
             assert answer["type"] == "error" and answer["code"] == "unavailable"
             assert httpx.get(server.url + "/readyz").status_code == 503
             assert httpx.get(server.url + "/healthz").status_code == 200

@@ -8,7 +8,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +34,7 @@ from .realtime.services import Services
 from .realtime.shop_api import code_lookup, erase_request, orders_webhook
 from .realtime.widget_asset import widget_routes
 from .settings import Settings, settings_from_env
+from .store.client import open_store
 from .store.embedded import embedded_status
 from .store.keys import Keys
 from .store.scripts import Scripts
@@ -43,11 +43,6 @@ from .visitors.sessions import SessionStore
 from .wire.protocol import WidgetConfig
 
 log = logging.getLogger("widget_server.app")
-
-
-def _redis_client(url: str) -> Redis:
-    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5)
-    return Redis(connection_pool=pool)
 
 
 async def healthz(request: Request) -> Response:
@@ -99,7 +94,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = _redis_client(redis_url)
+        redis = open_store(redis_url, settings.redis_mode)
         keys = Keys(settings.redis_prefix)
         metrics = Metrics()
         scripts = Scripts.of(redis)
@@ -120,7 +115,6 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         notices = Notices()
         hub = Hub(
             redis,
-            scripts,
             keys,
             metrics,
             presence_ttl_s=settings.presence_ttl_s,
@@ -159,6 +153,10 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         notices.services = services
         app.state.services = services
         app.state.mail = services.mail
+        try:
+            await campaigns.upgrade()  # before any page reads the site's campaign keys
+        except RedisError as exc:  # tried again on first use
+            log.warning("could not check the key layout", extra={"error": str(exc)})
         await hub.start()
         log.info("node started", extra={"node": hub.node_id})
         try:

@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .shipped import EMAIL_TEMPLATES_DIR, EXAMPLES_DIR, STATIC_DIR
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+REDIS_MODES = ("auto", "single", "cluster")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
 
@@ -27,6 +28,8 @@ class Settings:
     """Everything the server needs to run, in one immutable object."""
 
     redis_url: str | None = None
+    # "auto": a cluster when the server at redis_url says so; "single" or "cluster" to insist.
+    redis_mode: str = "auto"
     data_dir: Path = Path("var")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -178,11 +181,17 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     log_format = (env.get("WIDGET_LOG_FORMAT") or "json").lower()
     if log_format not in ("json", "text"):
         raise ConfigurationError(f"WIDGET_LOG_FORMAT must be json or text, got {log_format!r}")
+    redis_mode = (env.get("WIDGET_REDIS_MODE") or "auto").lower()
+    if redis_mode not in REDIS_MODES:
+        raise ConfigurationError(
+            f"WIDGET_REDIS_MODE must be one of {', '.join(REDIS_MODES)}, got {redis_mode!r}"
+        )
     prefix = env.get("WIDGET_REDIS_PREFIX") or "ws"
     if not prefix.replace("_", "").replace("-", "").isalnum():
         raise ConfigurationError(f"WIDGET_REDIS_PREFIX must be letters, digits, - or _: {prefix!r}")
     return Settings(
         redis_url=redis_url,
+        redis_mode=redis_mode,
         data_dir=data_dir,
         host=env.get("WIDGET_HOST") or "127.0.0.1",
         port=_int(env, "WIDGET_PORT", 8000, low=0, high=65535),
@@ -237,6 +246,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_MAX_CONNECTIONS_PER_IP": str(settings.max_connections_per_ip),
         "WIDGET_MAX_CONNECTIONS_PER_SITE": str(settings.max_connections_per_site),
         "WIDGET_MAX_CONNECTIONS": str(settings.max_connections),
+        "WIDGET_REDIS_MODE": settings.redis_mode,
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url

@@ -73,7 +73,7 @@ def errors(items: list[FeedItem]) -> list[RowError]:
 
 def import_file(redis_url: str, site: str, path: Path, **kw: object) -> tuple[ImportReport, str]:
     out = io.StringIO()
-    report = run_catalog_import(redis_url, "ws", site, path, out=out, **kw)  # type: ignore[arg-type]
+    report = run_catalog_import(redis_url, "ws", "auto", site, path, out=out, **kw)  # type: ignore[arg-type]
     return report, out.getvalue()
 
 

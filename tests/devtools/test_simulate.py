@@ -28,6 +28,7 @@ from widget_server.experiments.reports import campaign_report
 from widget_server.offers.assign import HOLDOUT, assign
 from widget_server.offers.campaign_store import CampaignStore
 from widget_server.offers.campaigns import Campaign, parse_campaign
+from widget_server.settings import Settings
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 
@@ -337,7 +338,7 @@ def test_cli_simulates_and_reports(server: ServerProcess, redis_url: str) -> Non
          "--truth", "holdout=0.05:40:15,b=0.3:42:15", "--server", f"127.0.0.1:{server.port}",
          "--origin", ORIGIN, "--report"]
     )  # fmt: skip
-    out = asyncio.run(cli_simulate.run(redis_url, "ws", args))
+    out = asyncio.run(cli_simulate.run(redis_url, Settings(redis_url=redis_url), args))
     assert f"80 visitors on {site}/{CAMPAIGN} through {server.ws_url}" in out
     assert "(seed 5): 80 reached exit intent, 0 dropped after hello, 0 failed" in out
     table = {line.split()[0]: line.split() for line in out.splitlines()[2:5]}
@@ -378,7 +379,7 @@ def test_cli_fails_when_no_visitor_gets_through(redis_url: str) -> None:
          "--server", f"ws://127.0.0.1:{free_port()}"]
     )  # fmt: skip
     with pytest.raises(ConfigurationError, match="every visitor failed"):
-        asyncio.run(cli_simulate.run(redis_url, "ws", args))
+        asyncio.run(cli_simulate.run(redis_url, Settings(redis_url=redis_url), args))
     args = parse_args(["simulate", "--site", site, "--campaign", "missing", "--visitors", "1"])
     with pytest.raises(ConfigurationError, match="no campaign"):
-        asyncio.run(cli_simulate.run(redis_url, "ws", args))
+        asyncio.run(cli_simulate.run(redis_url, Settings(redis_url=redis_url), args))

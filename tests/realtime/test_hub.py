@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 from widget_server.metrics import Metrics
 from widget_server.realtime.hub import Hub
 from widget_server.store.keys import Keys
-from widget_server.store.scripts import Scripts
 
 from ..support import Client, ServerProcess, add_site, new_visitor
 
@@ -26,7 +25,6 @@ def third_node(redis_url: str, action: str, site: str, target: str, message: dic
         try:
             hub = Hub(
                 client,
-                Scripts.of(client),
                 Keys(),
                 Metrics(),
                 presence_ttl_s=90,

@@ -33,7 +33,6 @@ from widget_server.realtime.hub import Hub
 from widget_server.shipped import STATIC_DIR
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
-from widget_server.store.scripts import Scripts
 
 from ..support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
 
@@ -77,7 +76,6 @@ async def _deliver(redis_url: str, site: str, visitor: str, message: dict[str, A
     try:
         hub = Hub(
             client,
-            Scripts.of(client),
             Keys(),
             Metrics(),
             presence_ttl_s=90,

@@ -27,7 +27,7 @@ def test_every_script_file_is_loaded_and_every_loaded_script_has_a_file() -> Non
 
 
 def test_scripts_are_named_for_their_owner() -> None:
-    owners = {"session", "offer", "hub", "erasure", "mailjob", "optin", "flow", "sendrate"}
+    owners = {"session", "offer", "erasure", "mailjob", "optin", "flow", "sendrate"}
     owners.add("throttle")
     assert {name.split("_")[0] for name in names()} <= owners
 

@@ -4,6 +4,8 @@ can erase a visitor from here (a privacy request), after a confirmation."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -27,7 +29,7 @@ from .views_sites import not_found, site_or_none
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_SESSIONS = 20
 MAX_CHECKED = 500  # session ids read for one visitor (a bot may have thousands)
-SCAN_ROUNDS = 50  # a session id without traces is looked for in at most 50 x 1000 keys
+SCAN_SECONDS = 2.0  # how long a session id without traces is looked for
 SCAN_COUNT = 1000
 
 
@@ -73,15 +75,15 @@ async def find(services: Services, site: str, query: str) -> Found | None:
     owner = await redis.get(keys.session_owner(site, query))
     if owner:
         return Found(reply_text(owner), "session id", query)
-    cursor, pattern = 0, keys.session(site, "*", query)
-    for _ in range(SCAN_ROUNDS):
-        cursor, found = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
-        for key in found:
-            visitor = keys.visitor_in(site, reply_text(key))
-            if visitor:
-                return Found(visitor, "session id", query)
-        if not cursor:
-            break
+    # A session without decisions has no owner marker: look for its key (bounded; on a cluster
+    # every master is scanned).
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SCAN_SECONDS):
+            pattern = keys.session(site, "*", query)
+            async for key in redis.scan_iter(match=pattern, count=SCAN_COUNT):
+                visitor = keys.visitor_in(site, reply_text(key))
+                if visitor:
+                    return Found(visitor, "session id", query)
     return None
 
 

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
+from ..store.client import open_store
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..wire import protocol as p
@@ -662,6 +663,7 @@ async def import_parsed(
 def run_catalog_import(
     settings_redis_url: str,
     prefix: str,
+    redis_mode: str,
     site: str,
     path: Path,
     *,
@@ -676,7 +678,7 @@ def run_catalog_import(
     """
 
     async def main() -> ImportReport:
-        redis = Redis.from_url(settings_redis_url)
+        redis = open_store(settings_redis_url, redis_mode)
         try:
             store = CatalogStore(redis, Keys(prefix))
             return await import_feed(store, site, path, out=out, limits=limits, prune=prune)

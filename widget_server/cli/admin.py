@@ -7,12 +7,11 @@ import getpass
 import sys
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ..admin.accounts import ROLES, AccountError, AccountStore
 from ..errors import ConfigurationError
 from ..settings import Settings
 from ..store.audit import AuditLog
+from ..store.client import open_store
 from ..store.keys import Keys
 
 ACTOR = "command line"
@@ -46,7 +45,7 @@ def read_password(from_stdin: bool) -> str:
 
 
 async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     keys = Keys(settings.redis_prefix)
     accounts = AccountStore(client, keys)
     audit = AuditLog(client, keys)

@@ -20,6 +20,8 @@ from ..metrics import Metrics
 from ..offers.campaign_store import CampaignStore
 from ..offers.campaigns import Campaign, CampaignInvalid
 from ..offers.engine import OfferEngine
+from ..settings import Settings
+from ..store.client import open_store
 from ..store.keys import Keys
 from ..store.scripts import Scripts
 from ..visitors.sessions import SessionStore
@@ -97,9 +99,9 @@ def _read(path: Path) -> bytes:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
 
 
-async def run(url: str, prefix: str, args: argparse.Namespace) -> str:
-    client = Redis.from_url(url)
-    keys = Keys(prefix)
+async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    client = open_store(url, settings.redis_mode)
+    keys = Keys(settings.redis_prefix)
     store = CampaignStore(client, keys)
     try:
         if args.command == "campaigns":

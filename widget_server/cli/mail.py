@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from ..errors import ConfigurationError
 from ..mail.context import build_mail_context, mail_settings_from_env
@@ -19,6 +18,7 @@ from ..mail.message import MailAddressError, TemplateError, normalize_address, r
 from ..mail.preview import send_test
 from ..mail.send import SendError, UncertainSendError
 from ..settings import Settings
+from ..store.client import open_store
 from ..store.keys import Keys
 from ..store.sites import SiteRegistry
 
@@ -53,7 +53,7 @@ async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
     if args.mail_command == "send-test":
         return await _send_test(url, settings, args)
     templates = settings.email_templates_dir
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     store = MailFlowStore(client, Keys(settings.redis_prefix))
     try:
         if args.mail_command == "flows":
@@ -91,7 +91,7 @@ async def _send_test(url: str, settings: Settings, args: argparse.Namespace) -> 
     except MailAddressError as exc:
         raise ConfigurationError(f"--to refused: {exc}; nothing was sent") from None
     mail_settings = mail_settings_from_env(os.environ, settings)
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     keys = Keys(settings.redis_prefix)
     try:
         async with httpx.AsyncClient(timeout=30) as http:

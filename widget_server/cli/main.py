@@ -18,8 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
-import redis as redis_sync
-from redis.asyncio import Redis
 
 from ..catalog.similar import SimilarProducts
 from ..catalog.store import CatalogStore, run_catalog_import
@@ -40,6 +38,7 @@ from ..settings import (
     settings_from_env,
     settings_to_env,
 )
+from ..store.client import check_store, open_store
 from ..store.embedded import EmbeddedValkey
 from ..store.keys import Keys
 from ..store.sites import SiteError, SiteRegistry, new_site
@@ -68,18 +67,6 @@ def _check_port_free(host: str, port: int) -> None:
             raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _check_redis(url: str) -> None:
-    client = redis_sync.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis_sync.AuthenticationError as exc:
-        raise ConfigurationError(f"Redis at {url} refused the credentials: {exc}") from None
-    except (redis_sync.RedisError, OSError) as exc:
-        raise ConfigurationError(f"cannot reach Redis at {url}: {exc}") from None
-    finally:
-        client.close()
-
-
 def _embedded_url_file(settings: Settings) -> Path:
     return settings.data_dir / "valkey" / "url"
 
@@ -90,7 +77,7 @@ def redis_for(settings: Settings, *, supervise: bool = False) -> Iterator[str]:
     this data directory, or a new embedded Valkey that lives as long as the context (brought back
     when it dies, with ``supervise``, for long-running processes)."""
     if settings.redis_url:
-        _check_redis(settings.redis_url)
+        check_store(settings.redis_url, settings.redis_mode)
         yield settings.redis_url
         return
     url_file = _embedded_url_file(settings)
@@ -120,7 +107,7 @@ def _running_embedded(url_file: Path) -> str | None:
     except OSError:
         return None
     try:
-        _check_redis(url)
+        check_store(url, "single")
     except ConfigurationError:
         return None
     return url
@@ -195,7 +182,7 @@ async def _seed_demo(url: str, settings: Settings) -> None:
     origins = [f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost")]
     if settings.host not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
         origins.append(f"http://{settings.host}:{settings.port}")
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     try:
         registry = SiteRegistry(client, Keys(settings.redis_prefix))
         existing = await registry.get(DEMO_SITE)
@@ -227,7 +214,9 @@ def cmd_demo(settings: Settings) -> None:
         base += f":{settings.port}"
         feed = settings.data_dir / "demo-feed.tsv"
         write_feed_tsv(generate_catalog(), feed, base_url=base)
-        run_catalog_import(url, settings.redis_prefix, DEMO_SITE, feed, out=io.StringIO())
+        run_catalog_import(
+            url, settings.redis_prefix, settings.redis_mode, DEMO_SITE, feed, out=io.StringIO()
+        )
         kind = "REDIS_URL" if settings.redis_url else f"embedded, data in {settings.data_dir}/"
         print(
             "\nwidget-server demo\n"
@@ -269,7 +258,7 @@ async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> 
         locale=args.locale,
         timezone=args.timezone,
     )
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     try:
         registry = SiteRegistry(client, Keys(settings.redis_prefix))
         if await registry.get(site.key) is not None and not args.replace:
@@ -281,7 +270,7 @@ async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> 
 
 
 async def _site_secret(url: str, settings: Settings, key: str) -> str:
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     try:
         site = await SiteRegistry(client, Keys(settings.redis_prefix)).get(key)
     finally:
@@ -292,7 +281,7 @@ async def _site_secret(url: str, settings: Settings, key: str) -> str:
 
 
 async def _sites_list(url: str, settings: Settings) -> str:
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     try:
         sites = await SiteRegistry(client, Keys(settings.redis_prefix)).list()
     finally:
@@ -320,7 +309,13 @@ def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
     settings = _prepare(settings)
     with redis_for(settings) as url:
         report = run_catalog_import(
-            url, settings.redis_prefix, args.site, args.file, out=sys.stdout, prune=args.prune
+            url,
+            settings.redis_prefix,
+            settings.redis_mode,
+            args.site,
+            args.file,
+            out=sys.stdout,
+            prune=args.prune,
         )
     if not report.ok:
         return 2
@@ -336,7 +331,7 @@ def cmd_worker(settings: Settings) -> None:
 
 
 async def _work(url: str, settings: Settings, mail_settings: MailSettings) -> None:
-    client = Redis.from_url(url)
+    client = open_store(url, settings.redis_mode)
     keys = Keys(settings.redis_prefix)
     sites = SiteRegistry(client, keys)
     catalog = CatalogStore(client, keys)
@@ -444,11 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in cli_simulate.COMMANDS:
             settings = _prepare(settings)
             with redis_for(settings) as url:
-                print(asyncio.run(cli_simulate.run(url, settings.redis_prefix, args)))
+                print(asyncio.run(cli_simulate.run(url, settings, args)))
         elif args.command in cli_campaigns.COMMANDS:
             settings = _prepare(settings)
             with redis_for(settings) as url:
-                print(asyncio.run(cli_campaigns.run(url, settings.redis_prefix, args)))
+                print(asyncio.run(cli_campaigns.run(url, settings, args)))
         else:
             cmd_sites(settings, args)
     except CampaignInvalid as exc:

@@ -9,12 +9,12 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-
 from ..devtools.simulate import ArmTruth, SimulationResult, campaign_arms, check_inputs, simulate
 from ..errors import ConfigurationError
 from ..experiments import reports
 from ..offers.campaign_store import CampaignStore
+from ..settings import Settings
+from ..store.client import open_store
 from ..store.keys import Keys
 
 COMMANDS = ("simulate",)
@@ -100,11 +100,11 @@ def websocket_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-async def run(url: str, prefix: str, args: argparse.Namespace) -> str:
+async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
     if args.visitors < 1 or args.concurrency < 1:
         raise ConfigurationError("--visitors and --concurrency must be at least 1")
-    client = Redis.from_url(url)
-    keys = Keys(prefix)
+    client = open_store(url, settings.redis_mode)
+    keys = Keys(settings.redis_prefix)
     try:
         campaign = await CampaignStore(client, keys).get(args.site, args.campaign)
         if campaign is None:

@@ -11,7 +11,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from ..store.bus import Bus
 from ..store.keys import Keys
+from ..store.layout import upgrade_layout
 from .campaigns import Campaign, CampaignInvalid, FieldError, parse_campaign
 from .codes import parse_code_pool
 
@@ -24,6 +26,13 @@ class CampaignStore:
         self._keys = keys
         self._cache: dict[str, tuple[Campaign, ...]] = {}
         self._active: dict[str, tuple[Campaign, ...]] = {}
+        self._layout_ready = False
+
+    async def upgrade(self) -> None:
+        """Move campaigns an earlier version stored under older key names (once per store)."""
+        if not self._layout_ready:
+            await upgrade_layout(self._redis, self._keys)
+            self._layout_ready = True
 
     # --- reading (cached) --------------------------------------------------------------------
     async def for_site(self, site: str) -> tuple[Campaign, ...]:
@@ -31,6 +40,7 @@ class CampaignStore:
         cached = self._cache.get(site)
         if cached is not None:
             return cached
+        await self.upgrade()
         raw = await self._redis.hgetall(self._keys.campaigns(site))
         campaigns = tuple(
             sorted((parse_campaign(value) for value in raw.values()), key=lambda c: c.id)
@@ -51,6 +61,7 @@ class CampaignStore:
         self._active.pop(site, None)
 
     async def get(self, site: str, campaign_id: str) -> Campaign | None:
+        await self.upgrade()
         raw = await self._redis.hget(self._keys.campaigns(site), campaign_id)
         return parse_campaign(raw) if raw else None
 
@@ -61,6 +72,7 @@ class CampaignStore:
         Raises CampaignInvalid (every field error) before anything is written.
         """
         campaign = parse_campaign(data)
+        await self.upgrade()
         key = self._keys.campaigns(site)
         history = self._keys.campaign_history(site, campaign.id)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -78,11 +90,11 @@ class CampaignStore:
                                "campaign": json.loads(previous_raw)}  # fmt: skip
                         pipe.lpush(history, json.dumps(old))
                         pipe.ltrim(history, 0, HISTORY_LIMIT - 1)
-                    pipe.publish(self._keys.broadcast_channel(), _changed(site))
                     await pipe.execute()
                     break
                 except WatchError:
                     continue
+        await Bus(self._redis).publish(self._keys.broadcast_channel(), _changed(site))
         self.invalidate(site)
         return stored
 
@@ -135,6 +147,7 @@ class CampaignStore:
         return sorted(found, reverse=True)
 
     async def history(self, site: str, campaign_id: str) -> list[dict[str, Any]]:
+        await self.upgrade()
         raw = await self._redis.lrange(self._keys.campaign_history(site, campaign_id), 0, -1)
         return [json.loads(item) for item in raw]
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..metrics import Metrics
+from ..store.bus import Bus
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
@@ -382,14 +383,11 @@ class OfferEngine:
         """Start a live broadcast now: every connected matching visitor, on every node."""
         until = time.time() + minutes * 60
         k = self._keys
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k.live_offers(site), campaign_id, until)
-            pipe.publish(
-                k.broadcast_channel(),
-                msgspec.json.encode({"kind": "live", "site": site, "campaign": campaign_id}),
-            )
-            _, nodes = await pipe.execute()
-        return int(nodes)
+        await self._redis.hset(k.live_offers(site), campaign_id, until)
+        return await Bus(self._redis).publish(
+            k.broadcast_channel(),
+            msgspec.json.encode({"kind": "live", "site": site, "campaign": campaign_id}),
+        )
 
     async def stop_live(self, site: str, campaign_id: str) -> None:
         await self._redis.hdel(self._keys.live_offers(site), campaign_id)

@@ -33,7 +33,8 @@ from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionExpired
 from ..wire import protocol as p
-from .consent import after_identify, forget, recorded_identify, trusted_country
+from .consent import after_identify, recorded_identify, trusted_country
+from .erasure import erase_visitor
 from .ratelimit import TokenBucket
 from .services import Services
 
@@ -414,11 +415,18 @@ class VisitorConnection:
         await offers.rearm(self, view, state)
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
-        await self._store_call(self.services.sessions.forget(self.site, self.visitor), message.id)
+        """Consent withdrawn: erase everything stored about the visitor (sessions, profile,
+        traces, campaign states, emails), acknowledge, close."""
+        await self._store_call(self._erase(), message.id)
         self._forgotten = True
-        await forget(self.services.mail, self.site, self.visitor)
         await self.send(p.Ack(ids=[message.id]))
         await self._close(CLOSE_NORMAL, "consent withdrawn")
+
+    async def _erase(self) -> None:
+        try:
+            await erase_visitor(self.services, self.site, self.visitor, close_sockets=False)
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not erase the visitor: {exc}") from exc
 
     async def _store_call(self, call: Awaitable[T], message_id: str) -> T:
         """Await a store call. On a Redis failure the message is not acked: the client is told to

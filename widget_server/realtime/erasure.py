@@ -77,15 +77,20 @@ async def visitors_for_email(services: Services, site: str, email: str) -> list[
     return sorted(found)
 
 
-async def erase_visitor(services: Services, site: str, visitor: str) -> ErasureReport:
+async def erase_visitor(
+    services: Services, site: str, visitor: str, *, close_sockets: bool = True
+) -> ErasureReport:
     """Erase everything stored about ``visitor`` of ``site``; see the module docstring.
+    ``close_sockets=False`` leaves the visitor's sockets to the caller (the socket that
+    withdrew consent closes itself once it has acknowledged).
 
     Raises ``RedisError`` or :class:`~widget_server.errors.StoreUnavailable` when Redis fails;
     what was erased until then stays erased, and a second call completes the rest.
     """
     report = ErasureReport(visitor)
     redis, keys = services.redis, services.keys
-    report.live_sockets = await services.hub.end_visitor(site, visitor)
+    if close_sockets:
+        report.live_sockets = await services.hub.end_visitor(site, visitor)
     report.emails = await _erase_email_index(services, site, visitor)
     session_ids = {reply_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
     report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
@@ -149,14 +154,10 @@ async def _sweep_visitor_keys(
     trace_head = keys.trace(site, visitor, "")
     heads = (trace_head, keys.session(site, visitor, ""), keys.seen(site, visitor, ""))
     connections = keys.connections(site, visitor)
-    found: list[str] = []
-    cursor = 0
     pattern = _glob_escape(keys.tag(site, visitor)) + ":*"
-    while True:
-        cursor, chunk = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
-        found += [name for name in map(reply_text, chunk) if name != connections]
-        if not cursor:
-            break
+    # On a cluster every master is scanned (the keys are all on one of them).
+    names = [reply_text(n) async for n in redis.scan_iter(match=pattern, count=SCAN_COUNT)]
+    found = [name for name in names if name != connections]
     session_ids = {name[len(h) :] for name in found for h in heads if name.startswith(h)}
     traces = [name for name in found if name.startswith(trace_head)]
     others = [name for name in found if not name.startswith(trace_head)]
@@ -173,7 +174,10 @@ async def _erase_session_owners(
         return 0
     redis, keys = services.redis, services.keys
     names = [keys.session_owner(site, sid) for sid in sorted(session_ids)]
-    owners = await redis.mget(names)
+    async with redis.pipeline(transaction=False) as pipe:  # each marker has a slot of its own
+        for name in names:
+            pipe.get(name)
+        owners = await pipe.execute()
     mine = [name for name, owner in zip(names, owners, strict=True) if owner and
             reply_text(owner) == visitor]  # fmt: skip
     return int(await redis.delete(*mine)) if mine else 0

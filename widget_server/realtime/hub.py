@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..metrics import Metrics
+from ..store.bus import Bus
 from ..store.keys import Keys
 from ..store.replies import reply_text
-from ..store.scripts import Scripts
 
 log = logging.getLogger("widget_server.hub")
 _json = msgspec.json.Decoder()
@@ -65,7 +65,6 @@ class Hub:
     def __init__(
         self,
         redis: Redis,
-        scripts: Scripts,
         keys: Keys,
         metrics: Metrics,
         *,
@@ -75,7 +74,7 @@ class Hub:
     ) -> None:
         self.node_id = new_node_id()
         self._redis = redis
-        self._scripts = scripts
+        self._bus = Bus(redis)
         self._keys = keys
         self._metrics = metrics
         self._presence_ttl = presence_ttl_s
@@ -182,11 +181,15 @@ class Hub:
     # --- sending -------------------------------------------------------------------------
     async def send_to_visitor(self, site: str, visitor: str, message: dict[str, Any]) -> int:
         """Deliver ``message`` to every live socket of a visitor, on any node. Returns sockets."""
-        addressed = await self._scripts.hub_deliver(
-            keys=[self._keys.connections(site, visitor)],
-            args=[self._keys.node_channel(""), msgspec.json.encode(message)],
-        )
-        return int(addressed)
+        connections = await self._redis.hgetall(self._keys.connections(site, visitor))
+        by_node: dict[str, list[str]] = {}
+        for connection, node in connections.items():
+            by_node.setdefault(reply_text(node), []).append(reply_text(connection))
+        body = msgspec.json.encode(message)
+        for node, ids in by_node.items():
+            envelope = b'{"to":' + msgspec.json.encode(ids) + b',"msg":' + body + b"}"
+            await self._bus.publish(self._keys.node_channel(node), envelope)
+        return len(connections)
 
     async def end_visitor(self, site: str, visitor: str) -> int:
         """Close every live socket of a visitor, on any node, after withdrawing its offers; the
@@ -196,7 +199,7 @@ class Hub:
     async def broadcast(self, site: str, message: dict[str, Any]) -> int:
         """Deliver ``message`` to every live socket of a site on every node. Returns nodes."""
         payload = msgspec.json.encode({"kind": "push", "site": site, "msg": message})
-        return int(await self._redis.publish(self._keys.broadcast_channel(), payload))
+        return await self._bus.publish(self._keys.broadcast_channel(), payload)
 
     # --- background work ----------------------------------------------------------------
     async def start(self) -> None:
@@ -221,21 +224,15 @@ class Hub:
         channels = (self._keys.node_channel(self.node_id), self._keys.broadcast_channel())
         delay = 0.2
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*channels)
-                self._subscribed.set()
-                delay = 0.2
-                async for message in pubsub.listen():
-                    await self._dispatch(message.get("channel"), message.get("data"))
+                async for channel, data in self._bus.messages(channels, self._subscribed):
+                    delay = 0.2
+                    await self._dispatch(channel, data)
             except (RedisError, OSError) as exc:
                 self._metrics.redis_errors.inc()
                 log.warning("pub/sub connection lost; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
 
     async def _dispatch(self, channel: Any, data: Any) -> None:
         try:

@@ -110,11 +110,23 @@ class Keys:
     # --- campaigns of a site -----------------------------------------------------------------
     def campaigns(self, site: str) -> str:
         """Hash: campaign id -> current campaign JSON."""
-        return f"{self.prefix}:campaigns:{site}"
+        return f"{self.prefix}:campaigns:{{{site}}}"
 
     def campaign_history(self, site: str, campaign: str) -> str:
         """List: every earlier version of a campaign (JSON with who and when), newest first."""
+        return f"{self.prefix}:campaign-history:{{{site}}}:{campaign}"
+
+    def v1_campaigns(self, site: str) -> str:
+        """Where layout version 1 kept :meth:`campaigns` (read only to move it, see layout.py)."""
+        return f"{self.prefix}:campaigns:{site}"
+
+    def v1_campaign_history(self, site: str, campaign: str) -> str:
+        """Where layout version 1 kept :meth:`campaign_history`."""
         return f"{self.prefix}:campaign-history:{site}:{campaign}"
+
+    def layout(self) -> str:
+        """String: the version of this key layout the store holds (see layout.py)."""
+        return f"{self.prefix}:layout"
 
     def code_index(self, site: str) -> str:
         """Hash: code -> campaign id, to find which campaign issued a redeemed code."""

@@ -39,8 +39,6 @@ class Scripts:
     # offers.engine
     offer_claim: AsyncScript
     offer_attribute: AsyncScript
-    # realtime.hub
-    hub_deliver: AsyncScript
     # realtime.erasure
     erasure_index: AsyncScript
     erasure_campaign: AsyncScript

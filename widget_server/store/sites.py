@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from ..errors import WidgetServerError
+from .bus import Bus
 from .keys import Keys
 from .replies import reply_text
 
@@ -133,19 +134,22 @@ class SiteRegistry:
         self._cache.pop(key, None)
 
     async def save(self, site: Site) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.site(site.key), msgspec.json.encode(site))
-            pipe.sadd(self._keys.site_index(), site.key)
-            pipe.publish(
-                self._keys.broadcast_channel(),
-                msgspec.json.encode({"kind": "site_changed", "site": site.key}),
-            )
-            await pipe.execute()
+        """Store the site, then list it, then tell every node. The record comes first: a save
+        cut short leaves at worst a working site that :meth:`list` misses until saved again."""
+        await self._redis.set(self._keys.site(site.key), msgspec.json.encode(site))
+        await self._redis.sadd(self._keys.site_index(), site.key)
+        await Bus(self._redis).publish(
+            self._keys.broadcast_channel(),
+            msgspec.json.encode({"kind": "site_changed", "site": site.key}),
+        )
         self.invalidate(site.key)
 
     async def list(self) -> list[Site]:
         keys = sorted(reply_text(k) for k in await self._redis.smembers(self._keys.site_index()))
         if not keys:
             return []
-        raws = await self._redis.mget([self._keys.site(k) for k in keys])
+        async with self._redis.pipeline(transaction=False) as pipe:  # one slot per site
+            for key in keys:
+                pipe.get(self._keys.site(key))
+            raws = await pipe.execute()
         return [msgspec.json.decode(raw, type=Site) for raw in raws if raw]

@@ -1,0 +1,146 @@
+"""The product on a Valkey cluster of 3 masters and 3 replicas: the command line, two server nodes,
+visitors, offers with unique codes, live offers across nodes, erasure on every master."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from widget_server.store.local_cluster import LocalCluster
+
+from ..support import (
+    ROOT,
+    Client,
+    ServerProcess,
+    add_site,
+    discount_campaign,
+    new_visitor,
+    save_campaigns,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def cli(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": url, "WIDGET_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    valkey_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server nodes on the cluster, each pointed at a different master."""
+    masters = valkey_cluster.masters()
+    first = ServerProcess(masters[0].url, tmp_path_factory.mktemp("node-a")).start()
+    try:
+        second = ServerProcess(masters[1].url, tmp_path_factory.mktemp("node-b")).start()
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    second.stop()
+    first.stop()
+
+
+@pytest.fixture
+def cluster(valkey_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    client = RedisCluster.from_url(valkey_cluster.seed_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def visitor_keys(valkey_cluster: LocalCluster, site: str, visitor: str) -> list[str]:
+    """Every key on every master that names the visitor."""
+    found: list[str] = []
+    for master in valkey_cluster.masters():
+        client = redis.Redis.from_url(master.url, decode_responses=True)
+        try:
+            found += [k for k in client.scan_iter(match=f"*{visitor}*", count=1000)]
+        finally:
+            client.close()
+    return found
+
+
+def test_the_command_line_works_on_any_node(valkey_cluster: LocalCluster, tmp_path: Path) -> None:
+    for node in valkey_cluster.masters():
+        done = cli(
+            node.url, tmp_path, "sites", "add", f"s{node.port}", "--origin", "https://a.test"
+        )
+        assert done.returncode == 0, done.stderr
+    done = cli(valkey_cluster.seed_url, tmp_path, "sites", "list")
+    assert done.returncode == 0, done.stderr
+    for node in valkey_cluster.masters():
+        assert f"s{node.port}" in done.stdout
+
+
+def test_forcing_the_wrong_mode_is_one_line(valkey_cluster: LocalCluster, tmp_path: Path) -> None:
+    env_single = {"WIDGET_REDIS_MODE": "single"}
+    done = subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", "sites", "list"],
+        env={**os.environ, "REDIS_URL": valkey_cluster.seed_url, "WIDGET_DATA_DIR": str(tmp_path),
+             **env_single},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cluster node" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_visitors_get_unique_codes_on_both_nodes(
+    valkey_cluster: LocalCluster, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    site = add_site(valkey_cluster.seed_url)
+    save_campaigns(valkey_cluster.seed_url, site, [discount_campaign("exit10")])
+    codes = []
+    for node in nodes * 3:
+        with Client(node.ws_url) as c:
+            assert c.hello(site, new_visitor())["type"] == "welcome"
+            assert c.event("page_view", url="https://shop.test/p/1")["type"] == "ack"
+            offer = c.signal_answer({"type": "signal", "name": "exit_intent", "kind": "top_edge"})
+            assert offer is not None, "no offer on a cluster"
+            codes.append(offer["code"])
+    assert len(set(codes)) == len(codes) == 6
+
+
+def test_a_visitor_resumes_on_the_other_node(
+    valkey_cluster: LocalCluster, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    site = add_site(valkey_cluster.seed_url)
+    visitor = new_visitor()
+    with Client(nodes[0].ws_url) as c:
+        session = c.hello(site, visitor)["session"]
+        assert c.event("cart_add", item={"id": "P1", "price": 10.0, "quantity": 2})["type"] == "ack"
+    with Client(nodes[1].ws_url) as c:
+        welcome = c.hello(site, visitor, session)
+        assert welcome["resumed"] is True and welcome["session"] == session
+
+
+def test_erasure_leaves_no_key_on_any_master(
+    valkey_cluster: LocalCluster, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    site = add_site(valkey_cluster.seed_url)
+    save_campaigns(valkey_cluster.seed_url, site, [discount_campaign("erase10")])
+    visitor = new_visitor()
+    with Client(nodes[0].ws_url) as c:
+        c.hello(site, visitor)
+        c.event("page_view", url="https://shop.test/p/1")
+        assert c.signal_answer({"type": "signal", "name": "exit_intent", "kind": "top_edge"})
+    assert visitor_keys(valkey_cluster, site, visitor)
+    with Client(nodes[1].ws_url) as c:
+        c.hello(site, visitor)
+        msg_id = c.send({"type": "consent", "analytics": False, "marketing": False})
+        assert c.answer(msg_id)["type"] == "ack"
+    left = visitor_keys(valkey_cluster, site, visitor)
+    assert not left, json.dumps(left)
