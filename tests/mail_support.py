@@ -24,7 +24,6 @@ import httpx
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from widget_server.mail.context import MailContext, MailSettings, build_mail_context
@@ -32,6 +31,7 @@ from widget_server.mail.flows import Flow, FlowStep, MailConfig, MailFlowStore
 from widget_server.mail.jobs import ScheduleResult
 from widget_server.mail.routes import mail_routes
 from widget_server.mail.worker import run_worker
+from widget_server.store.client import open_store
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 from widget_server.store.scripts import Scripts
@@ -159,7 +159,7 @@ async def mail_context(
 ) -> AsyncIterator[MailContext]:
     """A mail context with its own key prefix: its queue, sites and profiles are its own."""
     keys = keys or Keys(prefix="m" + secrets.token_hex(4))
-    client = Redis.from_url(redis_url)
+    client = open_store(redis_url)
     values: dict[str, Any] = {
         "secret_key": SECRET,
         "public_url": PUBLIC_URL,
@@ -332,7 +332,7 @@ class IsolatedShop:
         site = self.add_site()
 
         async def save() -> None:
-            client = Redis.from_url(self.server.redis_url)
+            client = open_store(self.server.redis_url)
             try:
                 await MailFlowStore(client, self.keys).save(site, fast_config(delay_s))
             finally:
@@ -343,7 +343,7 @@ class IsolatedShop:
 
     def site_secret(self, site: str) -> str:
         async def read() -> str:
-            client = Redis.from_url(self.server.redis_url)
+            client = open_store(self.server.redis_url)
             try:
                 found = await SiteRegistry(client, self.keys).get(site)
             finally:

@@ -16,12 +16,16 @@ from redis.cluster import RedisCluster
 
 from widget_server.store.local_cluster import LocalCluster
 
+from ..devtools.test_simulate import CAMPAIGN, ORIGIN, campaign_data, rows
+from ..mail.test_e2e import leave_with_a_cart, wait_for
+from ..mail_support import address_for, isolated_shop
 from ..support import (
     ROOT,
     Client,
     ServerProcess,
     add_site,
     discount_campaign,
+    message_campaign,
     new_visitor,
     save_campaigns,
 )
@@ -144,3 +148,58 @@ def test_erasure_leaves_no_key_on_any_master(
         assert c.answer(msg_id)["type"] == "ack"
     left = visitor_keys(valkey_cluster, site, visitor)
     assert not left, json.dumps(left)
+
+
+def test_campaign_import_and_an_ab_run_whose_report_counts_match(
+    valkey_cluster: LocalCluster, nodes: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    url = valkey_cluster.seed_url
+    site = add_site(url)
+    feed = tmp_path / "campaigns.json"
+    feed.write_text(json.dumps([campaign_data()]))
+    done = cli(url, tmp_path, "campaigns", "import", str(feed), "--site", site)
+    assert done.returncode == 0, done.stderr
+    reached = {}
+    for seed, node in enumerate(nodes, start=3):
+        done = cli(url, tmp_path, "simulate", "--site", site, "--campaign", CAMPAIGN,
+                   "--visitors", "60", "--seed", str(seed), "--server", f"127.0.0.1:{node.port}",
+                   "--origin", ORIGIN)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "60 reached exit intent, 0 dropped after hello, 0 failed" in done.stdout
+        for line in done.stdout.splitlines()[2:5]:
+            arm, count = line.split()[:2]
+            reached[arm] = reached.get(arm, 0) + int(count)
+    done = cli(url, tmp_path, "report", CAMPAIGN, "--site", site, "--json")
+    assert done.returncode == 0, done.stderr
+    exposures = {arm: row["exposures"] for arm, row in rows(json.loads(done.stdout)).items()}
+    assert sum(reached.values()) == 120
+    assert exposures == reached
+
+
+def test_a_live_offer_reaches_visitors_on_both_nodes(
+    valkey_cluster: LocalCluster, nodes: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    url = valkey_cluster.seed_url
+    site = add_site(url)
+    save_campaigns(
+        url, site, [message_campaign("flash", trigger={"exit_intent": [], "live": True})]
+    )
+    visitors = [Client(node.ws_url) for node in nodes]
+    try:
+        for c in visitors:
+            c.hello(site, new_visitor())
+        done = cli(url, tmp_path, "live", "start", "flash", "--site", site, "--minutes", "5")
+        assert done.returncode == 0, done.stderr
+        for c in visitors:
+            assert c.recv_until("offer", timeout=10)["offer"]["id"] == "flash.a"
+    finally:
+        for c in visitors:
+            c.close()
+
+
+def test_a_visitor_who_leaves_gets_one_email(valkey_cluster: LocalCluster, tmp_path: Path) -> None:
+    with isolated_shop(valkey_cluster.seed_url, tmp_path) as shop:
+        site = shop.site_with_fast_flows(delay_s=0.5)
+        leave_with_a_cart(shop.server, site, new_visitor(), address_for(site, "leaver"))
+        assert wait_for(lambda: shop.sink.received, timeout=30)
+        assert shop.sink.received[0].message["To"] == address_for(site, "leaver")
