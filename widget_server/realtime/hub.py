@@ -35,6 +35,8 @@ _json = msgspec.json.Decoder()
 RATE_METRICS = ("events", "signals", "offers")
 RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
 RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
+# Handed to ``on_notice`` when the node listens again after losing its pub/sub connection.
+CATCH_UP = "catch_up"
 ERASED = {"type": "erased"}  # relayed to a visitor's sockets; never sent to a widget
 
 
@@ -84,6 +86,7 @@ class Hub:
         self._by_site: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._catch_ups: set[asyncio.Task[None]] = set()
         self._site_seen: dict[str, float] = {}
         self._rates: dict[tuple[str, int], dict[str, int]] = {}
 
@@ -225,7 +228,7 @@ class Hub:
         delay = 0.2
         while True:
             try:
-                async for channel, data in self._bus.messages(channels, self._subscribed):
+                async for channel, data in self._bus.messages(channels, self._on_subscribed):
                     delay = 0.2
                     await self._dispatch(channel, data)
             except (RedisError, OSError) as exc:
@@ -233,6 +236,22 @@ class Hub:
                 log.warning("pub/sub connection lost; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _on_subscribed(self) -> None:
+        """Listening (again). After a lost connection, messages published meanwhile were not
+        heard: the node catches up from the store (campaigns, live offers) for its sockets."""
+        if self._subscribed.is_set():
+            task = asyncio.create_task(self._catch_up(), name="hub-catch-up")
+            self._catch_ups.add(task)
+            task.add_done_callback(self._catch_ups.discard)
+        self._subscribed.set()
+
+    async def _catch_up(self) -> None:
+        if self._on_notice is not None:
+            await self._on_notice({"kind": CATCH_UP})
+
+    def local_sites(self) -> list[str]:
+        return list(self._by_site)
 
     async def _dispatch(self, channel: Any, data: Any) -> None:
         try:

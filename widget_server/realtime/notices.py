@@ -4,8 +4,10 @@ started. Runs for the sockets this node holds."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
+from .hub import CATCH_UP
 from .services import Services
 
 _FAN_OUT_BATCH = 200
@@ -27,6 +29,21 @@ class Notices:
             services.offers.live_started(site)
             campaign = str(envelope.get("campaign", ""))
             await self._for_each_socket(services, site, "offer_live", campaign)
+        elif kind == CATCH_UP:
+            await self._catch_up(services)
+
+    async def _catch_up(self, services: Services) -> None:
+        """What another node may have broadcast while this one was not listening: campaigns and
+        sites are read again, and running live offers go to sockets that have not had them
+        (a visitor's claim is replayed, never doubled)."""
+        now = time.time()
+        for site in services.hub.local_sites():
+            services.sites.invalidate(site)
+            services.offers.campaigns.invalidate(site)
+            services.offers.live_started(site)
+            await self._for_each_socket(services, site, "refresh_offers")
+            for campaign in await services.offers.active_live(site, now):
+                await self._for_each_socket(services, site, "offer_live", campaign)
 
     async def _for_each_socket(
         self, services: Services, site: str, method: str, *args: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,10 +40,11 @@ class Bus:
         return int(await self._redis.publish(channel, payload))
 
     async def messages(
-        self, channels: Sequence[str], subscribed: asyncio.Event | None = None
+        self, channels: Sequence[str], subscribed: Callable[[], None] | None = None
     ) -> AsyncIterator[tuple[str, bytes]]:
         """Every message on ``channels`` as ``(channel, data)``, until the connection is lost
-        (then the RedisError or OSError is raised). ``subscribed`` is set once listening."""
+        (then the RedisError or OSError is raised). ``subscribed`` is called once listening:
+        messages published before then were not heard."""
         if self.sharded:
             stream = self._sharded(channels, subscribed)
         else:
@@ -52,13 +53,13 @@ class Bus:
             yield item
 
     async def _classic(
-        self, channels: Sequence[str], subscribed: asyncio.Event | None
+        self, channels: Sequence[str], subscribed: Callable[[], None] | None
     ) -> AsyncIterator[tuple[str, bytes]]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(*channels)
             if subscribed is not None:
-                subscribed.set()
+                subscribed()
             async for message in pubsub.listen():
                 yield _text(message.get("channel")), message.get("data") or b""
         finally:
@@ -66,7 +67,7 @@ class Bus:
                 await pubsub.aclose()
 
     async def _sharded(
-        self, channels: Sequence[str], subscribed: asyncio.Event | None
+        self, channels: Sequence[str], subscribed: Callable[[], None] | None
     ) -> AsyncIterator[tuple[str, bytes]]:
         # One reader per channel: a reader polls only the shard that owns its channel, so a
         # quiet shard never delays a message waiting on another.
@@ -78,8 +79,8 @@ class Bus:
         ]
         try:
             await asyncio.gather(*(event.wait() for event in ready))
-            if subscribed is not None:
-                subscribed.set()
+            if subscribed is not None and all(not task.done() for task in tasks):
+                subscribed()
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
