@@ -47,6 +47,12 @@ class Metrics:
         self.pushes = Counter(
             "widget_pushes", "Server-initiated messages delivered to sockets.", registry=r
         )
+        self.codes_unreplicated = Counter(
+            "widget_codes_unreplicated",
+            "Unique codes shown before a replica acknowledged them (a failover then could hand "
+            "them out again).",
+            registry=r,
+        )
         self.pool_available = Gauge(
             "widget_code_pool_available",
             "Unused codes left in a campaign's uploaded pool (alert when low).",

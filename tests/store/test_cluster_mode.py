@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from redis.cluster import RedisCluster
@@ -119,7 +121,24 @@ def test_visitors_get_unique_codes_on_both_nodes(
             offer = c.signal_answer(EXIT)
             assert offer is not None, "no offer on a cluster"
             codes.append(offer["code"])
+            # Before the visitor saw the code, the replica had it: a failover cannot hand it out
+            # again.
+            assert offer["code"] in on_replica(valkey_cluster, Keys().issued_codes(site, "exit10"))
     assert len(set(codes)) == len(codes) == 6
+
+
+def on_replica(cluster: LocalCluster, key: str) -> set[str]:
+    """The fields of hash ``key`` as the replica of its master has them now."""
+    slot = key_slot(key.encode())
+    master = next(
+        m for m in cluster.masters() if any(lo <= slot <= hi for lo, hi in cluster.slots_of(m))
+    )
+    replica = redis.Redis.from_url(cluster.replica_of(master).url, decode_responses=True)
+    try:
+        replica.execute_command("READONLY")
+        return set(replica.hkeys(key))
+    finally:
+        replica.close()
 
 
 def test_a_visitor_resumes_on_the_other_node(
@@ -261,3 +280,45 @@ def test_service_resumes_after_a_master_fails_over(tmp_path: Path) -> None:
                 c.close()
             b.stop()
             a.stop()
+
+
+def test_a_code_a_replica_has_not_acknowledged_is_counted(tmp_path: Path) -> None:
+    """With the campaign's replica stopped, the claim waits for it in vain: the code is shown
+    and counted in ``widget_codes_unreplicated_total``; with the replica back, nothing is."""
+    with LocalCluster(tmp_path / "cluster") as cluster:
+        url = cluster.seed_url
+        site = add_site(url)
+        save_campaigns(url, site, [discount_campaign("rep10")])
+        slot = key_slot(Keys().issued_codes(site, "rep10").encode())
+        master = next(
+            m for m in cluster.masters() if any(lo <= slot <= hi for lo, hi in cluster.slots_of(m))
+        )
+        replica = cluster.replica_of(master)
+        node = ServerProcess(url, tmp_path / "node").start()
+        try:
+            assert replica.process is not None
+            replica.process.send_signal(signal.SIGSTOP)
+            try:
+                with Client(node.ws_url) as c:
+                    c.hello(site, new_visitor())
+                    assert c.signal_answer(EXIT) is not None
+            finally:
+                replica.process.send_signal(signal.SIGCONT)
+            assert unreplicated(node) == 1
+            with Client(node.ws_url) as c:
+                c.hello(site, new_visitor())
+                offer = c.signal_answer(EXIT)
+                assert offer is not None
+                assert offer["code"] in on_replica(cluster, Keys().issued_codes(site, "rep10"))
+            assert unreplicated(node) == 1
+        finally:
+            node.stop()
+
+
+def unreplicated(node: ServerProcess) -> float:
+    metrics = httpx.get(node.url + "/metrics").text
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("widget_codes_unreplicated_total")
+    )

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
+from redis.exceptions import RedisError
 
 from ..catalog.similar import SimilarProducts
 from ..catalog.store import CatalogStore, run_catalog_import
@@ -452,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ConfigurationError, SiteError, CodePoolError) as exc:
         print(f"widget-server: error: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:  # the store failed mid-command (it was reachable at the start)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"widget-server: error: the store refused or failed: {first_line}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or directory the command was given or needs
         where = f" ({exc.filename})" if exc.filename else ""

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from ..metrics import Metrics
 from ..store.bus import Bus
 from ..store.keys import Keys
+from ..store.replicated import ReplicatedCalls
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from ..visitors.session_view import SessionView
@@ -92,6 +93,7 @@ class OfferEngine:
         products_for: ProductsFor = _no_products,
     ) -> None:
         self._redis = redis
+        self._replicated = ReplicatedCalls(redis)
         self._scripts = scripts
         self._keys = keys
         self.campaigns = campaigns
@@ -205,15 +207,15 @@ class OfferEngine:
         discount = variant.discount if variant is not None else None
         strategy = discount.code_strategy if discount is not None else "none"
         candidates = code_candidates(discount.code_format) if discount is not None else []
-        result = await self._scripts.offer_claim(
-            keys=[
+        claim_keys, claim_args = (
+            [
                 k.campaign_visitor(site, campaign.id, visitor),
                 k.campaign_impressions(site, campaign.id),
                 k.code_pool(site, campaign.id),
                 k.issued_codes(site, campaign.id),
                 k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
             ],
-            args=[
+            [
                 repr(now),
                 message_id,
                 state.session_id,
@@ -239,6 +241,18 @@ class OfferEngine:
                 campaign.experiment_version,
             ],
         )
+        if strategy in ("pool", "generated"):  # a unique code: a replica must have it
+            result, acked = await self._replicated.call(
+                self._scripts.offer_claim, claim_keys, claim_args
+            )
+            if acked == 0 and reply_text(result[0]) == "ok" and reply_text(result[2]):
+                self._metrics.codes_unreplicated.inc()
+                log.warning(
+                    "a code was handed out before a replica had it",
+                    extra={"site": site, "campaign": campaign.id},
+                )
+        else:
+            result = await self._scripts.offer_claim(keys=claim_keys, args=claim_args)
         status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
         if strategy == "pool" and len(result) > 5:
             self._pool_level(site, campaign.id, int(result[5]))
