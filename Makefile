@@ -15,7 +15,7 @@ JOBS       ?= auto
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint typecheck unit bench soak format lock upgrade widget clean
+.PHONY: demo demo-cluster test lint typecheck unit bench soak format lock upgrade widget clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 demo: $(STAMP)
 	$(BIN)/widget-server demo
+
+# The demo on a fresh local Valkey cluster (3 masters, 3 replicas) with two nodes.
+demo-cluster: $(STAMP)
+	$(BIN)/widget-server demo --cluster
 
 test: $(STAMP) lint typecheck unit
 

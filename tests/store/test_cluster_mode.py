@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 from widget_server.store.local_cluster import LocalCluster
 
@@ -34,6 +36,7 @@ from ..support import (
     new_visitor,
     save_campaigns,
 )
+from ..test_cli import wait_ready
 
 pytestmark = pytest.mark.cluster
 EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
@@ -322,3 +325,41 @@ def unreplicated(node: ServerProcess) -> float:
         for line in metrics.splitlines()
         if line.startswith("widget_codes_unreplicated_total")
     )
+
+
+def test_the_demo_runs_on_a_fresh_cluster_with_two_nodes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
+    port = free_port()
+    while not port_is_free(port + 1):
+        port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "widget_server.cli", "demo", "--cluster", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    bases = [f"http://127.0.0.1:{p}" for p in (port, port + 1)]
+    try:
+        for base in bases:
+            wait_ready(base, process, timeout=90)
+            assert 'data-site="demo"' in httpx.get(base + "/demo/").text
+        visitor = new_visitor()
+        with Client(f"ws://127.0.0.1:{port + 1}/v1/ws", origin=bases[1]) as c:
+            session = c.hello("demo", visitor)["session"]
+        with Client(f"ws://127.0.0.1:{port}/v1/ws", origin=bases[0]) as c:
+            assert c.hello("demo", visitor, session)["resumed"] is True
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    text = out.decode()
+    assert "widget-server demo on a Valkey cluster" in text
+    masters = text.split("3 masters (")[1].split(")")[0].split(", ")
+    for address in masters:  # the cluster stopped with the demo
+        host, _, node_port = address.rpartition(":")
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(host=host, port=int(node_port), socket_connect_timeout=1).ping()
+    assert not list(tmp_path.glob("cluster-*"))
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

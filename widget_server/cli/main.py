@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from ..settings import (
 from ..store.client import check_store, open_store
 from ..store.embedded import EmbeddedValkey
 from ..store.keys import Keys
+from ..store.local_cluster import LocalCluster
 from ..store.sites import SiteError, SiteRegistry, new_site
 from . import admin as cli_admin
 from . import campaigns as cli_campaigns
@@ -179,10 +181,11 @@ def cmd_serve(settings: Settings) -> None:
         _run_server(settings.with_overrides(redis_url=url))
 
 
-async def _seed_demo(url: str, settings: Settings) -> None:
-    origins = [f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost")]
+async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> None:
+    hosts = ["127.0.0.1", "localhost"]
     if settings.host not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
-        origins.append(f"http://{settings.host}:{settings.port}")
+        hosts.append(settings.host)
+    origins = [f"http://{host}:{port}" for port in ports for host in hosts]
     client = open_store(url, settings.redis_mode)
     try:
         registry = SiteRegistry(client, Keys(settings.redis_prefix))
@@ -205,12 +208,15 @@ async def _seed_demo(url: str, settings: Settings) -> None:
         await client.aclose()
 
 
-def cmd_demo(settings: Settings) -> None:
+def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
     _exit_on_sigterm()
     settings = _prepare(settings.with_overrides(demo=True))
     _check_port_free(settings.host, settings.port)
+    if cluster:
+        _demo_on_cluster(settings)
+        return
     with redis_for(settings, supervise=True) as url:
-        asyncio.run(_seed_demo(url, settings))
+        asyncio.run(_seed_demo(url, settings, [settings.port]))
         base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}"
         base += f":{settings.port}"
         feed = settings.data_dir / "demo-feed.tsv"
@@ -236,6 +242,52 @@ def cmd_demo(settings: Settings) -> None:
             if worker is not None:
                 worker.terminate()
                 worker.wait(10)
+
+
+def _demo_on_cluster(settings: Settings) -> None:
+    """The demo on a fresh local cluster of the embedded binary (its data is not kept), with a
+    second node one port up: open the shop on either and watch a visitor move between them."""
+    second_port = settings.port + 1
+    _check_port_free(settings.host, second_port)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="cluster-", dir=settings.data_dir))
+    try:
+        with LocalCluster(folder) as local:
+            url = local.seed_url
+            settings = settings.with_overrides(redis_url=url, redis_mode="cluster")
+            asyncio.run(_seed_demo(url, settings, [settings.port, second_port]))
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+            bases = [f"http://{host}:{port}" for port in (settings.port, second_port)]
+            feed = settings.data_dir / "demo-feed.tsv"
+            write_feed_tsv(generate_catalog(), feed, base_url=bases[0])
+            run_catalog_import(
+                url, settings.redis_prefix, "cluster", DEMO_SITE, feed, out=io.StringIO()
+            )
+            masters = ", ".join(node.address for node in local.masters())
+            print(
+                "\nwidget-server demo on a Valkey cluster\n"
+                f"  Demo shop   {bases[0]}/demo/  (node 1)   {bases[1]}/demo/  (node 2)\n"
+                f"  Widget      {bases[0]}/widget.js   (site key: {DEMO_SITE})\n"
+                f"  Health      {bases[0]}/readyz  {bases[1]}/readyz\n"
+                f"  Valkey      3 masters ({masters}), 3 replicas; data in {folder}/\n"
+                "Press Ctrl+C to stop.\n",
+                flush=True,
+            )
+            env = dict(os.environ)
+            env.update(settings_to_env(settings.with_overrides(port=second_port, workers=1)))
+            env["WIDGET_DATA_DIR"] = str(settings.data_dir / "node-2")
+            command = [sys.executable, "-m", "widget_server.cli", "serve"]
+            node = subprocess.Popen([*command, "--port", str(second_port)], env=env)  # noqa: S603
+            worker = _start_demo_worker(settings, url, bases[0])
+            try:
+                _run_server(settings)
+            finally:
+                for child in (node, worker):
+                    if child is not None:
+                        child.terminate()
+                        child.wait(15)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start_demo_worker(settings: Settings, url: str, base: str) -> subprocess.Popen[bytes] | None:
@@ -371,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="address to listen on (WIDGET_HOST)")
         p.add_argument("--port", type=int, help="port to listen on (WIDGET_PORT)")
         p.add_argument("--workers", type=int, help="worker processes (WIDGET_WORKERS)")
+        if name == "demo":
+            p.add_argument(
+                "--cluster",
+                action="store_true",
+                help="on a fresh local Valkey cluster (3 masters, 3 replicas) with two nodes",
+            )
     sub.add_parser("worker", help="send abandoned-cart emails (SMTP_URL, MAIL_FROM, ...)")
     sites = sub.add_parser("sites", help="manage sites (shops)")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)
@@ -424,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             cmd_serve(settings)
         elif args.command == "demo":
-            cmd_demo(settings)
+            cmd_demo(settings, cluster=args.cluster)
         elif args.command == "mail":
             settings = _prepare(settings)
             with redis_for(settings) as url:
