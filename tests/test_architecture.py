@@ -26,7 +26,7 @@ LAYERS = [
     "cli",  # the `widget-server` command
 ]
 # Importable from anywhere; they import only each other.
-PLATFORM = {"errors", "settings", "logs", "metrics", "shipped", "links"}
+PLATFORM = {"errors", "settings", "logs", "metrics", "shipped", "links", "bodies"}
 ROOT_MODULE = "app"  # the composition root: builds the parts; only the command line imports it
 MAX_TOP_LEVEL_MODULES = 16
 

@@ -72,10 +72,12 @@ def tagged_keys(r: redis.Redis, site: str, visitor: str) -> list[str]:
 
 
 def lasting_keys(r: redis.Redis, site: str, visitor: str) -> list[str]:
-    """The visitor's keys but the marker of the session opened last, which expires by itself
-    5 s after it is written: what a check that nothing was erased compares, however slow the
-    run."""
-    return [key for key in tagged_keys(r, site, visitor) if not key.endswith(":opening")]
+    """The visitor's keys but the two that change by themselves: the marker of the session opened
+    last (it expires 5 s after it is written) and the live-connection list (the server removes a
+    closed socket from it a moment after the close). What a check that nothing was erased
+    compares, however slow the run."""
+    moving = {KEYS.opening(site, visitor), KEYS.connections(site, visitor)}
+    return [key for key in tagged_keys(r, site, visitor) if key not in moving]
 
 
 def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..bodies import read_bounded
 from .form import Form
 
 ADMIN = "/admin"
@@ -149,14 +150,9 @@ class FormTooLarge(Exception):
 
 async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> Form:
     """Parse an urlencoded or multipart body of at most ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    body = await read_bounded(request, limit)
+    if body is None:
         raise FormTooLarge
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise FormTooLarge
     content_type = request.headers.get("content-type", "")
     form = Form()
     if content_type.startswith("multipart/form-data"):

@@ -42,6 +42,7 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
+from ..bodies import read_bounded
 from ..errors import StoreUnavailable
 from ..store.sites import Site, origin_allowed
 from .context import MailContext
@@ -54,6 +55,8 @@ from .tokens import BadToken, ExpiredToken, restore_target, with_utm
 from .worker import default_shop_url
 
 MAX_EVENTS_BYTES = 256 * 1024
+# The unsubscribe and confirm forms carry one field, if any.
+MAX_FORM_BYTES = 4096
 MAX_CLOCK_SKEW_S = 300
 _PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -136,7 +139,7 @@ async def unsubscribe(ctx: MailContext, request: Request) -> Response:
         return _page(ctx, "invalid", None, status=400)
     if site is None:
         return _page(ctx, "invalid", None, status=404)
-    if len(await request.body()) > 4096:
+    if await read_bounded(request, MAX_FORM_BYTES) is None:
         return _page(ctx, "invalid", site, status=413)
     address = str(payload["m"])
     try:
@@ -188,7 +191,7 @@ async def confirm(ctx: MailContext, request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     link, site = checked
-    if len(await request.body()) > 4096:
+    if await read_bounded(request, MAX_FORM_BYTES) is None:
         return _confirm_view(ctx, "invalid", site, status=413)
     outcome = await confirm_address(ctx, site.key, link["v"], link["m"], link["c"], now=time.time())
     if outcome in ("stale", "gone"):
@@ -279,8 +282,8 @@ async def provider_events(ctx: MailContext, request: Request) -> Response:
     site = await ctx.sites.get(key) if key and len(key) <= 64 else None
     if site is None:
         return JSONResponse({"error": {"code": "unknown_site"}}, 404)
-    body = await request.body()
-    if len(body) > MAX_EVENTS_BYTES:
+    body = await read_bounded(request, MAX_EVENTS_BYTES)
+    if body is None:
         return JSONResponse({"error": {"code": "too_large"}}, 413)
     timestamp = request.headers.get("x-widget-timestamp", "")
     given = request.headers.get("x-widget-signature", "")

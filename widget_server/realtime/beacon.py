@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..bodies import read_bounded
 from ..errors import ProtocolError, StoreUnavailable
 from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
@@ -58,16 +59,6 @@ def _error(status: int, code: str, message: str, origin: str | None = None) -> J
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it grows past ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 async def _site_for(services: Services, request: Request) -> Site | None:
     key = request.query_params.get("site", "")
     if not key or len(key) > 64:
@@ -94,7 +85,7 @@ async def events_endpoint(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return _error(413, p.FRAME_TOO_LARGE, f"batches are limited to {limit} bytes")
-    body = await _read_body(request, limit)
+    body = await read_bounded(request, limit)
     if body is None:
         return _error(413, p.FRAME_TOO_LARGE, f"batches are limited to {limit} bytes")
     try:

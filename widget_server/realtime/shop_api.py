@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..bodies import read_bounded
 from ..errors import StoreUnavailable
 from ..store.audit import AuditLog
 from ..store.sites import Site
@@ -79,8 +80,8 @@ async def orders_webhook(request: Request) -> Response:
     site = await _site(request)
     if not isinstance(site, Site):
         return site
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
+    body = await read_bounded(request, MAX_WEBHOOK_BYTES)
+    if body is None:
         return _error(413, p.FRAME_TOO_LARGE, f"bodies are limited to {MAX_WEBHOOK_BYTES} bytes")
     timestamp = request.headers.get("x-widget-timestamp", "")
     given = request.headers.get("x-widget-signature", "")
@@ -202,7 +203,7 @@ async def erase_request(request: Request) -> Response:
     refused = _bearer_refused(request, site)
     if refused is not None:
         return refused
-    body = await _read_limited(request, MAX_ERASE_BYTES)
+    body = await read_bounded(request, MAX_ERASE_BYTES)
     if body is None:
         return _error(413, p.FRAME_TOO_LARGE, f"bodies are limited to {MAX_ERASE_BYTES} bytes")
     try:
@@ -233,16 +234,3 @@ async def erase_request(request: Request) -> Response:
             "deleted": total(reports),
         }
     )
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it grows past ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
