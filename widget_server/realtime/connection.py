@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
@@ -268,7 +268,7 @@ class VisitorConnection:
             active = {c.id for c in await self.services.offers.campaigns.for_site(self.site)
                       if c.status == "active"}  # fmt: skip
             if campaign_id not in active:
-                await self.send({"type": "withdraw", "offer": self.shown})
+                await self.send(p.Withdraw(offer=self.shown))
                 self.shown = None
         await self.services.offers.rearm(self, self.last_view)
 
@@ -404,7 +404,7 @@ class VisitorConnection:
             self.armed = None
             if view.session.get("order_new") == "1":
                 await self.services.hub.send_to_visitor(
-                    self.site, self.visitor, {"type": "withdraw", "offer": "*"}
+                    self.site, self.visitor, p.Withdraw(offer=p.ALL_OFFERS)
                 )
                 now = time.time()
                 await offers.on_purchase(self.site, self.visitor, message, new_order=True, now=now)
@@ -440,8 +440,8 @@ class VisitorConnection:
             raise _NotRecorded from exc
 
     # --- sending -----------------------------------------------------------------------------
-    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None:
-        if isinstance(message, dict) and message.get("type") == "offer":
+    async def send(self, message: p.ServerMessage) -> None:
+        if isinstance(message, p.Offer):
             self.services.hub.count(self.site, "offers")
         await self.push(p.encode(message))
 
@@ -453,7 +453,7 @@ class VisitorConnection:
         self._forgotten = True
         self.last_view = None
         with contextlib.suppress(_Closed):
-            await self.send({"type": "withdraw", "offer": "*"})
+            await self.send(p.Withdraw(offer=p.ALL_OFFERS))
         self.services.metrics.closes.labels(str(CLOSE_NORMAL)).inc()
         with contextlib.suppress(RuntimeError, OSError):
             await self.ws.close(CLOSE_NORMAL, reason[:120])

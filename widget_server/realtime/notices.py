@@ -4,8 +4,9 @@ started. Runs for the sockets this node holds."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
+from ..wire import nodes
 from .services import Services
 
 _FAN_OUT_BATCH = 200
@@ -15,18 +16,16 @@ class Notices:
     def __init__(self) -> None:
         self.services: Services | None = None
 
-    async def handle(self, envelope: dict[str, Any]) -> None:
+    async def handle(self, notice: nodes.Notice) -> None:
         services = self.services
         if services is None:
             return
-        kind, site = envelope.get("kind"), str(envelope.get("site", ""))
-        if kind == "campaigns_changed":
-            services.offers.campaigns.invalidate(site)
-            await self._for_each_socket(services, site, "refresh_offers")
-        elif kind == "live":
-            services.offers.live_started(site)
-            campaign = str(envelope.get("campaign", ""))
-            await self._for_each_socket(services, site, "offer_live", campaign)
+        if isinstance(notice, nodes.CampaignsChanged):
+            services.offers.campaigns.invalidate(notice.site)
+            await self._for_each_socket(services, notice.site, "refresh_offers")
+        elif isinstance(notice, nodes.LiveStarted):
+            services.offers.live_started(notice.site)
+            await self._for_each_socket(services, notice.site, "offer_live", notice.campaign)
 
     async def _for_each_socket(
         self, services: Services, site: str, method: str, *args: str

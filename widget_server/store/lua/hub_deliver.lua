@@ -1,6 +1,8 @@
--- Relay a message to every live socket of one visitor, whichever node holds it.
+-- Relay a message to every live socket of one visitor, whichever node holds it: each node gets
+-- one delivery envelope, {"to": [its connection ids], "msg": <ARGV[2]>} (wire/nodes.py Delivery).
+-- The message's JSON is spliced in as given, never decoded and encoded again here.
 -- KEYS: 1 connections (connection id -> node id)
--- ARGV: 1 node channel prefix, 2 message JSON
+-- ARGV: 1 node channel prefix, 2 the relayed message's JSON (wire/nodes.py encode)
 -- Returns the number of sockets the message was addressed to.
 local conns = redis.call('HGETALL', KEYS[1])
 local by_node = {}
