@@ -130,9 +130,9 @@ class FakeSocket:
         self.armed: str | None = None
         self.shown: str | None = None
         self.last_view: SessionView | None = None
-        self.sent: list[Any] = []
+        self.sent: list[p.ServerMessage] = []
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: p.ServerMessage) -> None:
         self.sent.append(message)
 
 
@@ -163,7 +163,7 @@ async def bench_round_trips(url: str, site: str, signals: int) -> dict[str, floa
         sock.last_view = view
         await engine.on_signal(sock, ExitIntentSignal("top_edge"), "x")
         exits += CountingConnection.writes - before
-        assert any(m.get("type") == "offer" for m in sock.sent if isinstance(m, dict))
+        assert any(isinstance(m, p.Offer) for m in sock.sent)
     await client.aclose()
     return {
         "round_trips_per_event_with_rearm": events / signals,
@@ -233,9 +233,8 @@ async def bench_fan_out(
     )
     try:
         log("bare broadcast (baseline)")
-        bare = await _time_until_all(
-            conns, "ping-all", lambda: hub.broadcast(site, {"type": "ping-all"}), 120
-        )
+        ping = p.Withdraw(offer="ping-all")  # names no offer: the cheapest push there is
+        bare = await _time_until_all(conns, "withdraw", lambda: hub.broadcast(site, ping), 120)
         log("live offer: decision + atomic claim per visitor")
         live = await _time_until_all(
             conns, "offer", lambda: engine.start_live(site, "flash-sale", 5), 300

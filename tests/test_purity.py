@@ -13,6 +13,7 @@ from .support import ROOT
 
 PURE = [
     "widget_server.wire.protocol",  # the wire protocol: parse, validate, encode
+    "widget_server.wire.nodes",  # messages between nodes
     "widget_server.offers.decide",  # the decision engine
     "widget_server.offers.assign",  # sticky assignment
     "widget_server.offers.codes",  # code formats and pools

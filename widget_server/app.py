@@ -120,6 +120,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
             presence_ttl_s=settings.presence_ttl_s,
             on_site_changed=sites.invalidate,
             on_notice=notices.handle,
+            on_resubscribed=notices.catch_up,
         )
         services = Services(
             settings=settings,

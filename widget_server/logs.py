@@ -36,7 +36,10 @@ class TextFormatter(logging.Formatter):
         )
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{stamp} {record.levelname.lower():7} {record.getMessage()}"
-        return f"{line} {extra}".rstrip()
+        text = f"{line} {extra}".rstrip()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def configure_logging(level: int, fmt: str) -> None:

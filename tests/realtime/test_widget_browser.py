@@ -33,6 +33,7 @@ from widget_server.realtime.hub import Hub
 from widget_server.shipped import STATIC_DIR
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
+from widget_server.wire import protocol as p
 
 from ..support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
 
@@ -71,7 +72,7 @@ def new_site(redis_url: str, origin: str) -> str:
         return pool.submit(add_site, redis_url, [origin]).result()
 
 
-async def _deliver(redis_url: str, site: str, visitor: str, message: dict[str, Any]) -> int:
+async def _deliver(redis_url: str, site: str, visitor: str, message: p.Push) -> int:
     client = Redis.from_url(redis_url)
     try:
         hub = Hub(
@@ -86,9 +87,23 @@ async def _deliver(redis_url: str, site: str, visitor: str, message: dict[str, A
         await client.aclose()
 
 
-def deliver(redis_url: str, site: str, visitor: str, message: dict[str, Any]) -> None:
+def deliver(redis_url: str, site: str, visitor: str, message: p.Push) -> None:
     """Push a server message to the visitor's live sockets through the cross-node path."""
     assert in_thread(_deliver(redis_url, site, visitor, message)) >= 1
+
+
+def route_socket(page: Page) -> Callable[[dict[str, Any]], None]:
+    """Route the widget's socket through the test, frames passing both ways unchanged; the
+    function returned hands the page a frame of the test's own as if the server had sent it
+    (for frames the server never sends: fields of the wrong type, fields it does not know)."""
+    routes: list[WebSocketRoute] = []
+
+    def relay(route: WebSocketRoute) -> None:
+        route.connect_to_server()
+        routes.append(route)
+
+    page.route_web_socket(re.compile(r".*/v1/ws\?.*"), relay)
+    return lambda frame: routes[-1].send(json.dumps(frame))
 
 
 # --- a static origin for the shop pages ---------------------------------------------------------
@@ -315,24 +330,29 @@ def exit_through_top(page: Page) -> None:
     page.mouse.move(550, -5, steps=6)
 
 
-def offer(kind: str, **fields: Any) -> dict[str, Any]:
+THEME = p.OfferTheme(accent="#0b6e4f", background="#ffffff", text="#1d1d1f", radius=14)
+
+
+def offer(kind: str, **fields: Any) -> p.OfferBody:
     base: dict[str, Any] = {
         "id": f"test-{kind}",
+        "campaign": "test",
+        "variant": "a",
         "kind": kind,
         "headline": "Before you go: 10% off your order",
         "body": "Use this code at checkout. It is valid for this visit only.",
-        "theme": {"accent": "#0b6e4f", "background": "#ffffff", "text": "#1d1d1f", "radius": 14},
+        "cta": p.OfferCta(label="", url=""),
+        "theme": THEME,
     }
-    base.update(fields)
-    return base
+    return p.OfferBody(**{**base, **fields})
 
 
-def discount(shop: StaticSite) -> dict[str, Any]:
+def discount(shop: StaticSite) -> p.OfferBody:
     return offer(
         "discount",
         code="SAVE10-K7Q2",
         expires_at=int(time.time() * 1000) + 14 * 60 * 1000 + 59_000,
-        cta={"label": "Back to my cart", "url": f"{shop.origin}/cart"},
+        cta=p.OfferCta(label="Back to my cart", url=f"{shop.origin}/cart"),
     )
 
 
@@ -757,7 +777,7 @@ def test_offer_dialog_is_accessible_and_reported(
     welcomed(tab)
     visitor, _ = tab.ids()
     page.focus("#before")
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
     dialog = page.get_by_role("dialog", name="Before you go: 10% off your order")
     dialog.wait_for(state="visible")
     assert dialog.get_attribute("aria-modal") == "true"
@@ -810,7 +830,7 @@ def test_offer_dialog_is_accessible_and_reported(
     page.mouse.click(20, 20)
     dialog.wait_for(state="detached")
     assert tab.sent_of("offer_dismissed")[-1]["how"] == "backdrop"
-    deliver(redis_url, site, visitor, {"type": "withdraw", "offer": "test-discount"})
+    deliver(redis_url, site, visitor, p.Withdraw(offer="test-discount"))
     page.locator("exit-widget .p").wait_for(state="detached")
 
 
@@ -819,27 +839,26 @@ def test_offer_text_is_never_markup(
     shop: StaticSite,
     server: ServerProcess,
     site: str,
-    redis_url: str,
 ) -> None:
     tab = new_tab()
     page = tab.page
+    inject = route_socket(page)  # the server relays only well-formed offers; this one is not
     page.goto(shop.page(server.url, site))
     welcomed(tab)
-    visitor, _ = tab.ids()
     xss = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
-    hostile = offer(
-        "similar_products",
-        id="xss",
-        headline=xss,
-        body='<b onclick="alert(3)">bold</b>',
-        cta={"label": "<i>go</i>", "url": "javascript:alert(4)"},
-        products=[
+    hostile = {
+        "id": "xss",
+        "kind": "similar_products",
+        "headline": xss,
+        "body": '<b onclick="alert(3)">bold</b>',
+        "cta": {"label": "<i>go</i>", "url": "javascript:alert(4)"},
+        "products": [
             {"id": "p1", "title": xss, "url": "javascript:alert(5)", "image": "data:image/png,x"},
             {"id": "p2", "title": "ok", "url": "https://example.com/p2", "price": "oops"},
         ],
-        theme={"accent": "red;background:url(https://evil.example/x)", "radius": "9px;x"},
-    )
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": hostile})
+        "theme": {"accent": "red;background:url(https://evil.example/x)", "radius": "9px;x"},
+    }
+    inject({"type": "offer", "offer": hostile})
     dialog = page.get_by_role("dialog")
     dialog.wait_for(state="visible")
     assert tab.in_shadow("return root.querySelector('h2').textContent") == xss
@@ -872,14 +891,14 @@ def test_offer_kinds_render_and_screenshots(
         )
     titles = ["Walnut lamp, small", "Oak desk lamp", "Linen lamp shade", "Brass floor lamp"]
     products = [
-        {
-            "id": f"p{n}",
-            "title": title,
-            "price": 39 + 10 * n,
-            "currency": "EUR",
-            "url": f"{shop.origin}/p{n}",
-            "image": f"{shop.origin}/p{n}.svg",
-        }
+        p.OfferProduct(
+            id=f"p{n}",
+            title=title,
+            price=39 + 10 * n,
+            currency="EUR",
+            url=f"{shop.origin}/p{n}",
+            image=f"{shop.origin}/p{n}.svg",
+        )
         for n, title in enumerate(titles, 1)
     ]
     kinds = {
@@ -893,15 +912,14 @@ def test_offer_kinds_render_and_screenshots(
             "email_capture",
             headline="Get 10% off your first order",
             body="Join our newsletter and we will send your code right away.",
-            cta={"label": "Send my code"},
-            consent_label="Yes, email me offers. I can unsubscribe at any time.",
+            cta=p.OfferCta(label="Send my code", url=""),
         ),
         "message": offer(
             "message",
             headline="Free shipping ends tonight",
             body="Orders over 50 EUR ship free until midnight.",
-            cta={"label": "Continue shopping", "url": f"{shop.origin}/"},
-            theme={"accent": "#6a4c93", "radius": 6},
+            cta=p.OfferCta(label="Continue shopping", url=f"{shop.origin}/"),
+            theme=p.OfferTheme(accent="#6a4c93", background="#ffffff", text="#1d1d1f", radius=6),
         ),
     }
     tab = new_tab()
@@ -910,8 +928,8 @@ def test_offer_kinds_render_and_screenshots(
     welcomed(tab)
     visitor, _ = tab.ids()
     for kind, body in kinds.items():
-        deliver(redis_url, site, visitor, {"type": "offer", "offer": body})
-        dialog = page.get_by_role("dialog", name=body["headline"])
+        deliver(redis_url, site, visitor, p.Offer(offer=body))
+        dialog = page.get_by_role("dialog", name=body.headline)
         dialog.wait_for(state="visible")
         if kind == "similar_products":
             page.wait_for_function(
@@ -939,10 +957,10 @@ def test_offer_kinds_render_and_screenshots(
             assert clicked == {**clicked, "offer": "test-email_capture", "action": "email_submit"}
         if kind == "message":
             # Only one overlay at a time: an offer arriving now is ignored.
-            deliver(redis_url, site, visitor, {"type": "offer", "offer": offer("message", id="2")})
+            deliver(redis_url, site, visitor, p.Offer(offer=offer("message", id="2")))
             page.wait_for_timeout(150)
             assert page.get_by_role("dialog").count() == 1
-            deliver(redis_url, site, visitor, {"type": "withdraw", "offer": "test-message"})
+            deliver(redis_url, site, visitor, p.Withdraw(offer="test-message"))
             dialog.wait_for(state="detached")
             continue
         page.keyboard.press("Escape")
@@ -963,7 +981,7 @@ def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
     page.goto(shop.page(server.url, site))
     welcomed(tab)
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "arm", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Arm(offer=discount(shop)))
     tab.wait(lambda: tab.received_of("arm"), "the armed offer")
     assert page.get_by_role("dialog").count() == 0  # armed, not shown
     # The shadow host is mounted (stylesheet parsed) when an offer is armed, so the exit path
@@ -1035,7 +1053,7 @@ def test_overlay_loads_with_the_first_offer_and_an_early_offer_paints_once_it_ha
     # A visitor who gets no offer never loads the overlay.
     assert overlay_requests(tab) == []
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
     tab.wait(lambda: held, "the overlay request")
     # Not painted yet, so not reported shown.
     assert page.get_by_role("dialog").count() == 0
@@ -1046,7 +1064,7 @@ def test_overlay_loads_with_the_first_offer_and_an_early_offer_paints_once_it_ha
     wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
     # Loaded once: the next offer uses it.
     page.keyboard.press("Escape")
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": offer("message", id="next")})
+    deliver(redis_url, site, visitor, p.Offer(offer=offer("message", id="next")))
     page.get_by_role("dialog", name="Before you go: 10% off your order").wait_for()
     wait_session(r, site, tab, lambda s: s.get("offers_shown") == "2", "the second offer_shown")
     assert len(overlay_requests(tab)) == 1
@@ -1075,7 +1093,7 @@ def test_an_overlay_that_fails_to_load_is_tried_again_and_the_page_keeps_working
     page.goto(shop.page(server.url, site))
     welcomed(tab)
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "arm", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Arm(offer=discount(shop)))
     tab.wait(lambda: attempts, "the overlay request")
     # The core carries on: events are recorded.
     page.evaluate(
@@ -1115,7 +1133,7 @@ exit-widget, :host, [role=dialog] { display: none !important; opacity: 0 !import
     page.goto(shop.page(server.url, site, head=head))
     welcomed(tab)
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
     dialog = page.get_by_role("dialog")
     dialog.wait_for(state="visible")
     box = dialog.bounding_box()
@@ -1155,7 +1173,7 @@ def test_strict_csp_page_without_violations(
     assert response is not None and response.headers["content-security-policy"] == csp
     welcomed(tab)
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
     page.get_by_role("dialog").wait_for(state="visible")
     style = tab.in_shadow(
         "const s = getComputedStyle(root.querySelector('[role=dialog]'));"
@@ -1195,7 +1213,7 @@ def test_nonce_csp_page_lets_the_overlay_in_through_the_widgets_nonce(
     page.goto(shop.page(server.url, site, csp=csp, script_attrs=' nonce="r4nd0m"'))
     welcomed(tab)
     visitor, _ = tab.ids()
-    deliver(redis_url, site, visitor, {"type": "offer", "offer": discount(shop)})
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
     page.get_by_role("dialog").wait_for(state="visible")
     assert page.evaluate("window.__violations") == []
 

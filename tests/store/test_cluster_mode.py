@@ -287,8 +287,10 @@ def test_service_resumes_after_a_master_fails_over(tmp_path: Path) -> None:
 
 def test_a_code_a_replica_has_not_acknowledged_is_counted(tmp_path: Path) -> None:
     """With the campaign's replica stopped, the claim waits for it in vain: the code is shown
-    and counted in ``widget_codes_unreplicated_total``; with the replica back, nothing is."""
-    with LocalCluster(tmp_path / "cluster") as cluster:
+    and counted in ``widget_codes_unreplicated_total``; with the replica back, nothing is. (A
+    long node timeout: the stopped replica must not be declared failed meanwhile, or there would
+    be no replica to wait for.)"""
+    with LocalCluster(tmp_path / "cluster", node_timeout_ms=60_000) as cluster:
         url = cluster.seed_url
         site = add_site(url)
         save_campaigns(url, site, [discount_campaign("rep10")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -134,6 +135,128 @@ def test_server_messages_encode_as_typed_json() -> None:
     )
     assert welcome["type"] == "welcome"
     assert welcome["config"]["exit_intent"]["min_dwell_ms"] == 3000
+
+
+THEME = p.OfferTheme(accent="#0a7d5a", background="#ffffff", text="#1f1f1f", radius=12)
+
+
+def offer_body(**fields: object) -> p.OfferBody:
+    base: dict[str, object] = {
+        "id": "ten.a",
+        "campaign": "ten",
+        "variant": "a",
+        "kind": "discount",
+        "headline": "Wait",
+        "body": "",
+        "cta": p.OfferCta(label="Back to my cart", url=""),
+        "theme": THEME,
+    }
+    return p.OfferBody(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_an_offer_without_optional_fields_leaves_them_out() -> None:
+    assert p.encode(p.Offer(offer=offer_body())) == (
+        '{"type":"offer","offer":{"id":"ten.a","campaign":"ten","variant":"a","kind":"discount",'
+        '"headline":"Wait","body":"","cta":{"label":"Back to my cart","url":""},'
+        '"theme":{"accent":"#0a7d5a","background":"#ffffff","text":"#1f1f1f","radius":12}}}'
+    )
+
+
+def test_arm_carries_kinds_and_not_before_but_no_code() -> None:
+    armed = p.Arm(
+        offer=offer_body(
+            discount=p.OfferDiscount(type="percent", amount=10.0),
+            kinds=["top_edge", "back_button"],
+            not_before=0,
+        )
+    )
+    assert json.loads(p.encode(armed)) == {
+        "type": "arm",
+        "offer": {
+            "id": "ten.a",
+            "campaign": "ten",
+            "variant": "a",
+            "kind": "discount",
+            "headline": "Wait",
+            "body": "",
+            "cta": {"label": "Back to my cart", "url": ""},
+            "theme": {"accent": "#0a7d5a", "background": "#ffffff", "text": "#1f1f1f",
+                      "radius": 12},
+            "discount": {"type": "percent", "amount": 10.0},
+            "kinds": ["top_edge", "back_button"],
+            "not_before": 0,  # zero is a value, not an absent field
+        },
+    }  # fmt: skip
+
+
+def test_offer_carries_code_expiry_products_and_free_shipping_when_set() -> None:
+    product = p.OfferProduct(id="SKU-1", title="Hoodie", price=89.0, currency="EUR",
+                             url="https://shop.test/p/1", image="")  # fmt: skip
+    offer = p.Offer(
+        offer=offer_body(
+            kind="similar_products",
+            free_shipping=p.FreeShipping(threshold=60.0, remaining=17.5),
+            products=[product],
+            code="STAY10-4KQ9",
+            expires_at=1767225600000,
+        )
+    )
+    body = json.loads(p.encode(offer))["offer"]
+    assert body["code"] == "STAY10-4KQ9" and body["expires_at"] == 1767225600000
+    assert body["free_shipping"] == {"threshold": 60.0, "remaining": 17.5}
+    assert body["products"] == [
+        {"id": "SKU-1", "title": "Hoodie", "price": 89.0, "currency": "EUR",
+         "url": "https://shop.test/p/1", "image": ""}
+    ]  # fmt: skip
+    assert "discount" not in body and "kinds" not in body and "not_before" not in body
+    # A similar-products offer with nothing to recommend still says so: an empty list.
+    empty = json.loads(p.encode(p.Offer(offer=offer_body(products=[]))))["offer"]
+    assert empty["products"] == []
+
+
+def test_withdraw_names_one_offer_or_every_offer() -> None:
+    assert p.encode(p.Withdraw(offer="ten.a")) == '{"type":"withdraw","offer":"ten.a"}'
+    assert p.encode(p.Withdraw(offer=p.ALL_OFFERS)) == '{"type":"withdraw","offer":"*"}'
+
+
+texts = st.text(max_size=30)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+offer_products = st.builds(
+    p.OfferProduct, id=texts, title=texts, price=floats, currency=texts, url=texts, image=texts
+)
+offer_bodies = st.builds(
+    p.OfferBody,
+    id=texts,
+    campaign=texts,
+    variant=texts,
+    kind=texts,
+    headline=texts,
+    body=texts,
+    cta=st.builds(p.OfferCta, label=texts, url=texts),
+    theme=st.builds(p.OfferTheme, accent=texts, background=texts, text=texts, radius=ints),
+    discount=st.none() | st.builds(p.OfferDiscount, type=texts, amount=floats),
+    free_shipping=st.none() | st.builds(p.FreeShipping, threshold=floats, remaining=floats),
+    products=st.none() | st.lists(offer_products, max_size=3),
+    code=st.none() | texts,
+    expires_at=st.none() | ints,
+    kinds=st.none() | st.lists(texts, max_size=6),
+    not_before=st.none() | ints,
+)
+server_message = msgspec.json.Decoder(p.ServerMessage)
+
+
+@settings(max_examples=300, deadline=None)
+@given(offer_bodies, st.sampled_from([p.Arm, p.Offer]))
+def test_any_offer_body_encodes_and_decodes_round_trip(
+    body: p.OfferBody, push: type[p.Arm | p.Offer]
+) -> None:
+    message = push(offer=body)
+    text = p.encode(message)
+    assert server_message.decode(text) == message
+    # Exactly the fields that are set are on the wire: an absent one is never null.
+    sent = json.loads(text)["offer"]
+    assert set(sent) == {f for f, v in msgspec.structs.asdict(body).items() if v is not None}
 
 
 json_values = st.recursive(

@@ -8,6 +8,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -157,16 +158,18 @@ async def _preview_page(
     offer = await services.offers.render(site.key, Candidate(campaign, variant.key), state)
     discount = variant.discount
     if discount is not None:
-        offer["code"] = sample_code(discount.code_strategy, discount.static_code,
-                                    discount.code_format)  # fmt: skip
-        offer["expires_at"] = int((time.time() + discount.valid_minutes * 60) * 1000)
+        offer = msgspec.structs.replace(
+            offer,
+            code=sample_code(discount.code_strategy, discount.static_code, discount.code_format),
+            expires_at=int((time.time() + discount.valid_minutes * 60) * 1000),
+        )
     response = admin.page(
         "preview.html",
         site=site,
         campaign=campaign,
         variant=variant,
         width="mobile" if width == "mobile" else "desktop",
-        offer=offer,
+        offer=msgspec.to_builtins(offer),
     )
     response.headers["Content-Security-Policy"] = PREVIEW_CSP
     return response

@@ -37,7 +37,7 @@ class SimilarProducts:
         self._flush: asyncio.Task[None] | None = None
         self._learned: dict[tuple[str, str], tuple[p.Product, float]] = {}
 
-    async def products_for(self, site: str, state: VisitorState) -> list[dict[str, Any]]:
+    async def products_for(self, site: str, state: VisitorState) -> list[p.OfferProduct]:
         """Up to 8 in-stock products like the ones the visitor viewed last, none in the cart."""
         if not state.viewed_ids:
             return []
@@ -54,14 +54,14 @@ class SimilarProducts:
             behaviour=behaviour_weights(counts.coview, counts.cocart),
         )
         return [
-            {
-                "id": s.product.id,
-                "title": s.product.title,
-                "price": s.product.effective_price,
-                "currency": s.product.currency,
-                "url": s.product.link,
-                "image": s.product.image_link,
-            }
+            p.OfferProduct(
+                id=s.product.id,
+                title=s.product.title,
+                price=s.product.effective_price,
+                currency=s.product.currency,
+                url=s.product.link,
+                image=s.product.image_link,
+            )
             for s in scored
         ]
 

@@ -7,13 +7,13 @@ import json
 import time
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from ..store.bus import Bus
 from ..store.keys import Keys
 from ..store.layout import upgrade_layout
+from ..wire import nodes
 from .campaigns import Campaign, CampaignInvalid, FieldError, parse_campaign
 from .codes import parse_code_pool
 
@@ -198,4 +198,4 @@ class CampaignStore:
 
 
 def _changed(site: str) -> bytes:
-    return msgspec.json.encode({"kind": "campaigns_changed", "site": site})
+    return nodes.encode(nodes.CampaignsChanged(site=site))

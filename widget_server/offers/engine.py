@@ -26,6 +26,7 @@ from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionStore
+from ..wire import nodes
 from ..wire import protocol as p
 from .assign import HOLDOUT
 from .campaign_store import CampaignStore
@@ -50,7 +51,7 @@ TRACE_LIMIT = 20
 TRACE_TTL_S = 7 * 86_400
 SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
 LOW_POOL = 100  # codes left in a pool below which a warning is logged
-ProductsFor = Callable[[str, VisitorState], Awaitable[list[dict[str, Any]]]]
+ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
 
 
 class OfferSocket(Protocol):
@@ -64,7 +65,7 @@ class OfferSocket(Protocol):
     shown: str | None
     last_view: SessionView | None
 
-    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None: ...
+    async def send(self, message: p.ServerMessage) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class ClaimResult:
     reason: str
 
 
-async def _no_products(site: str, state: VisitorState) -> list[dict[str, Any]]:
+async def _no_products(site: str, state: VisitorState) -> list[p.OfferProduct]:
     return []
 
 
@@ -112,7 +113,7 @@ class OfferEngine:
         campaigns = await self.campaigns.active(sock.site)
         if not campaigns:
             if sock.armed is not None:
-                await sock.send({"type": "withdraw", "offer": sock.armed})
+                await sock.send(p.Withdraw(offer=sock.armed))
                 sock.armed = None
             return
         started = time.perf_counter()
@@ -122,16 +123,22 @@ class OfferEngine:
         chosen = decision.chosen
         if chosen is None or chosen.variant == HOLDOUT:
             if sock.armed is not None:
-                await sock.send({"type": "withdraw", "offer": sock.armed})
+                await sock.send(p.Withdraw(offer=sock.armed))
                 sock.armed = None
             return
         if sock.armed == chosen.offer_id:
             return
         body = await self.render(sock.site, chosen, state)
-        body["kinds"] = list(chosen.campaign.trigger.exit_intent)
-        body["not_before"] = int(chosen.not_before * 1000)
         sock.armed = chosen.offer_id
-        await sock.send({"type": "arm", "offer": body})
+        await sock.send(
+            p.Arm(
+                offer=msgspec.structs.replace(
+                    body,
+                    kinds=list(chosen.campaign.trigger.exit_intent),
+                    not_before=int(chosen.not_before * 1000),
+                )
+            )
+        )
 
     # --- signals -----------------------------------------------------------------------------
     async def on_signal(
@@ -154,15 +161,14 @@ class OfferEngine:
             return
         if chosen is not None and claim is not None and chosen.variant != HOLDOUT:
             body = await self.render(sock.site, chosen, state)
-            if claim.code:
-                body["code"] = claim.code
-            if claim.expires_at_ms:
-                body["expires_at"] = claim.expires_at_ms
-            await sock.send({"type": "offer", "offer": body})
+            body = msgspec.structs.replace(
+                body, code=claim.code or None, expires_at=claim.expires_at_ms or None
+            )
+            await sock.send(p.Offer(offer=body))
             sock.armed = None
             sock.shown = chosen.offer_id
         elif sock.armed is not None:
-            await sock.send({"type": "withdraw", "offer": sock.armed})
+            await sock.send(p.Withdraw(offer=sock.armed))
             sock.armed = None
         await self._record_trace(sock, signal, decision, chosen, late, now)
 
@@ -306,36 +312,48 @@ class OfferEngine:
         return [json.loads(item) for item in raw]
 
     # --- rendering ---------------------------------------------------------------------------
-    async def render(self, site: str, candidate: Candidate, state: VisitorState) -> dict[str, Any]:
-        """The ``offer`` object the widget renders (see docs/protocol.md)."""
+    async def render(self, site: str, candidate: Candidate, state: VisitorState) -> p.OfferBody:
+        """The ``offer`` object the widget renders (see docs/protocol.md), without what only
+        ``arm`` (``kinds``, ``not_before``) or ``offer`` (``code``, ``expires_at``) carry."""
         campaign = candidate.campaign
         variant = campaign.variant(candidate.variant)
         assert variant is not None
-        offer = variant.offer
-        body: dict[str, Any] = {
-            "id": candidate.offer_id,
-            "campaign": campaign.id,
-            "variant": variant.key,
-            "kind": offer.kind,
-            "headline": offer.headline,
-            "body": offer.body,
-            "cta": {"label": offer.cta_label, "url": offer.cta_url or ""},
-            "theme": offer.theme.model_dump(),
-        }
-        if variant.discount is not None:
-            body["discount"] = {"type": variant.discount.type, "amount": variant.discount.amount}
+        offer, theme, discount = variant.offer, variant.offer.theme, variant.discount
+        headline, text = offer.headline, offer.body
+        free_shipping = None
         if offer.kind == "free_shipping_progress" and offer.free_shipping_threshold:
             remaining = max(0.0, offer.free_shipping_threshold - state.cart_value)
-            body["free_shipping"] = {
-                "threshold": offer.free_shipping_threshold,
-                "remaining": round(remaining, 2),
-            }
+            free_shipping = p.FreeShipping(
+                threshold=offer.free_shipping_threshold, remaining=round(remaining, 2)
+            )
             amount = f"{remaining:.2f}"
-            body["headline"] = offer.headline.replace("{remaining}", amount)
-            body["body"] = offer.body.replace("{remaining}", amount)
+            headline = headline.replace("{remaining}", amount)
+            text = text.replace("{remaining}", amount)
+        products = None
         if offer.kind == "similar_products":
-            body["products"] = await self._products_for(site, state)
-        return body
+            products = await self._products_for(site, state)
+        return p.OfferBody(
+            id=candidate.offer_id,
+            campaign=campaign.id,
+            variant=variant.key,
+            kind=offer.kind,
+            headline=headline,
+            body=text,
+            cta=p.OfferCta(label=offer.cta_label, url=offer.cta_url or ""),
+            theme=p.OfferTheme(
+                accent=theme.accent,
+                background=theme.background,
+                text=theme.text,
+                radius=theme.radius,
+            ),
+            discount=(
+                p.OfferDiscount(type=discount.type, amount=discount.amount)
+                if discount is not None
+                else None
+            ),
+            free_shipping=free_shipping,
+            products=products,
+        )
 
     # --- purchases ---------------------------------------------------------------------------
     async def on_purchase(
@@ -399,8 +417,7 @@ class OfferEngine:
         k = self._keys
         await self._redis.hset(k.live_offers(site), campaign_id, until)
         return await Bus(self._redis).publish(
-            k.broadcast_channel(),
-            msgspec.json.encode({"kind": "live", "site": site, "campaign": campaign_id}),
+            k.broadcast_channel(), nodes.encode(nodes.LiveStarted(site=site, campaign=campaign_id))
         )
 
     async def stop_live(self, site: str, campaign_id: str) -> None:

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
@@ -249,6 +249,13 @@ class VisitorConnection:
         self._attach()
         self.services.metrics.messages.labels("hello").inc()
         await self.send(p.Ack(ids=[hello.id]))
+        try:
+            await self._after_hello(view)
+        except (RedisError, StoreUnavailable) as exc:  # the session is open: keep serving it
+            self.services.metrics.redis_errors.inc()
+            log.warning("after-hello step failed", extra={"error": str(exc), "site": self.site})
+
+    async def _after_hello(self, view: SessionView) -> None:
         await self.services.hub.mark_live(self)  # the admin's live view: no need to delay the ack
         if view.profile.get("email"):
             await self.services.mail.scheduler.visitor_returned(
@@ -269,7 +276,7 @@ class VisitorConnection:
             active = {c.id for c in await self.services.offers.campaigns.for_site(self.site)
                       if c.status == "active"}  # fmt: skip
             if campaign_id not in active:
-                await self.send({"type": "withdraw", "offer": self.shown})
+                await self.send(p.Withdraw(offer=self.shown))
                 self.shown = None
         await self.services.offers.rearm(self, self.last_view)
 
@@ -405,7 +412,7 @@ class VisitorConnection:
             self.armed = None
             if view.session.get("order_new") == "1":
                 await self.services.hub.send_to_visitor(
-                    self.site, self.visitor, {"type": "withdraw", "offer": "*"}
+                    self.site, self.visitor, p.Withdraw(offer=p.ALL_OFFERS)
                 )
                 now = time.time()
                 await offers.on_purchase(self.site, self.visitor, message, new_order=True, now=now)
@@ -448,8 +455,8 @@ class VisitorConnection:
             raise _NotRecorded from exc
 
     # --- sending -----------------------------------------------------------------------------
-    async def send(self, message: p.ServerMessage | dict[str, Any]) -> None:
-        if isinstance(message, dict) and message.get("type") == "offer":
+    async def send(self, message: p.ServerMessage) -> None:
+        if isinstance(message, p.Offer):
             self.services.hub.count(self.site, "offers")
         await self.push(p.encode(message))
 
@@ -461,7 +468,7 @@ class VisitorConnection:
         self._forgotten = True
         self.last_view = None
         with contextlib.suppress(_Closed):
-            await self.send({"type": "withdraw", "offer": "*"})
+            await self.send(p.Withdraw(offer=p.ALL_OFFERS))
         self.services.metrics.closes.labels(str(CLOSE_NORMAL)).inc()
         with contextlib.suppress(RuntimeError, OSError):
             await self.ws.close(CLOSE_NORMAL, reason[:120])

@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 from redis.asyncio import Redis
@@ -29,15 +29,13 @@ from ..metrics import Metrics
 from ..store.bus import Bus
 from ..store.keys import Keys
 from ..store.replies import reply_text
+from ..wire import nodes
+from ..wire import protocol as p
 
 log = logging.getLogger("widget_server.hub")
-_json = msgspec.json.Decoder()
 RATE_METRICS = ("events", "signals", "offers")
 RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
 RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
-# Handed to ``on_notice`` when the node listens again after losing its pub/sub connection.
-CATCH_UP = "catch_up"
-ERASED = {"type": "erased"}  # relayed to a visitor's sockets; never sent to a widget
 
 
 class LiveSocket(Protocol):
@@ -72,7 +70,8 @@ class Hub:
         *,
         presence_ttl_s: int,
         on_site_changed: Callable[[str], None],
-        on_notice: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_notice: Callable[[nodes.Notice], Awaitable[None]] | None = None,
+        on_resubscribed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = new_node_id()
         self._redis = redis
@@ -82,6 +81,7 @@ class Hub:
         self._presence_ttl = presence_ttl_s
         self._on_site_changed = on_site_changed
         self._on_notice = on_notice
+        self._on_resubscribed = on_resubscribed
         self._sockets: dict[str, LiveSocket] = {}
         self._by_site: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,26 +182,25 @@ class Hub:
         return out
 
     # --- sending -------------------------------------------------------------------------
-    async def send_to_visitor(self, site: str, visitor: str, message: dict[str, Any]) -> int:
+    async def send_to_visitor(self, site: str, visitor: str, message: nodes.Relayed) -> int:
         """Deliver ``message`` to every live socket of a visitor, on any node. Returns sockets."""
         connections = await self._redis.hgetall(self._keys.connections(site, visitor))
         by_node: dict[str, list[str]] = {}
         for connection, node in connections.items():
             by_node.setdefault(reply_text(node), []).append(reply_text(connection))
-        body = msgspec.json.encode(message)
         for node, ids in by_node.items():
-            envelope = b'{"to":' + msgspec.json.encode(ids) + b',"msg":' + body + b"}"
+            envelope = nodes.encode(nodes.Delivery(to=ids, msg=message))
             await self._bus.publish(self._keys.node_channel(node), envelope)
         return len(connections)
 
     async def end_visitor(self, site: str, visitor: str) -> int:
         """Close every live socket of a visitor, on any node, after withdrawing its offers; the
         connections remember nothing more (an erasure). Returns the sockets addressed."""
-        return await self.send_to_visitor(site, visitor, ERASED)
+        return await self.send_to_visitor(site, visitor, nodes.Erased())
 
-    async def broadcast(self, site: str, message: dict[str, Any]) -> int:
+    async def broadcast(self, site: str, message: p.Push) -> int:
         """Deliver ``message`` to every live socket of a site on every node. Returns nodes."""
-        payload = msgspec.json.encode({"kind": "push", "site": site, "msg": message})
+        payload = nodes.encode(nodes.SitePush(site=site, msg=message))
         return await self._bus.publish(self._keys.broadcast_channel(), payload)
 
     # --- background work ----------------------------------------------------------------
@@ -247,39 +246,48 @@ class Hub:
         self._subscribed.set()
 
     async def _catch_up(self) -> None:
-        if self._on_notice is not None:
-            await self._on_notice({"kind": CATCH_UP})
+        if self._on_resubscribed is not None:
+            await self._on_resubscribed()
 
     def local_sites(self) -> list[str]:
         return list(self._by_site)
 
-    async def _dispatch(self, channel: Any, data: Any) -> None:
+    async def _dispatch(self, channel: object, data: object) -> None:
+        """Act on one pub/sub message: a delivery on this node's channel, a notice on the
+        broadcast channel. A message that does not decode is logged and dropped, and a failure
+        while acting on one is logged: neither ends the listener."""
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        on_broadcast = name == self._keys.broadcast_channel()
         try:
-            envelope = _json.decode(data)
-        except (msgspec.DecodeError, TypeError):
-            log.warning("ignoring a malformed pub/sub message")
+            if not isinstance(data, bytes | str):
+                raise msgspec.DecodeError(f"expected bytes or str, got {type(data).__name__}")
+            message = nodes.decode_notice(data) if on_broadcast else nodes.decode_delivery(data)
+        except msgspec.DecodeError as exc:
+            log.warning(
+                "ignoring a malformed pub/sub message",
+                extra={"channel": name, "error": str(exc)[:200]},
+            )
             return
-        if not isinstance(envelope, dict):
-            return
-        if "to" in envelope:
-            targets = [self._sockets.get(cid) for cid in envelope.get("to", [])]
-        elif envelope.get("kind") == "push":
-            site_ids = self._by_site.get(str(envelope.get("site")), set())
-            targets = [self._sockets.get(cid) for cid in list(site_ids)]
-        else:
-            if envelope.get("kind") == "site_changed":
-                self._on_site_changed(str(envelope.get("site")))
+        try:
+            if isinstance(message, nodes.Delivery):
+                await self._relay([self._sockets.get(cid) for cid in message.to], message.msg)
+            elif isinstance(message, nodes.SitePush):
+                site_ids = list(self._by_site.get(message.site, ()))
+                await self._relay([self._sockets.get(cid) for cid in site_ids], message.msg)
+            elif isinstance(message, nodes.SiteChanged):
+                self._on_site_changed(message.site)
             elif self._on_notice is not None:
-                try:
-                    await self._on_notice(envelope)
-                except Exception:
-                    log.exception("a broadcast notice failed", extra={"kind": envelope.get("kind")})
-            return
-        if envelope.get("msg") == ERASED:
+                await self._on_notice(message)
+        except Exception:
+            log.exception("a pub/sub message failed", extra={"channel": name})
+
+    async def _relay(self, targets: list[LiveSocket | None], message: nodes.Relayed) -> None:
+        """Hand a relayed message to the sockets of this node it names."""
+        if isinstance(message, nodes.Erased):
             ends = [s.end("erased") for s in targets if s is not None]
             await asyncio.gather(*ends, return_exceptions=True)
             return
-        text = msgspec.json.encode(envelope.get("msg")).decode()
+        text = p.encode(message)
         sends: list[Awaitable[None]] = [s.push(text) for s in targets if s is not None]
         if sends:
             results = await asyncio.gather(*sends, return_exceptions=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import cast
 
-from .hub import CATCH_UP
+from ..wire import nodes
 from .services import Services
 
 _FAN_OUT_BATCH = 200
@@ -17,25 +17,24 @@ class Notices:
     def __init__(self) -> None:
         self.services: Services | None = None
 
-    async def handle(self, envelope: dict[str, Any]) -> None:
+    async def handle(self, notice: nodes.Notice) -> None:
         services = self.services
         if services is None:
             return
-        kind, site = envelope.get("kind"), str(envelope.get("site", ""))
-        if kind == "campaigns_changed":
-            services.offers.campaigns.invalidate(site)
-            await self._for_each_socket(services, site, "refresh_offers")
-        elif kind == "live":
-            services.offers.live_started(site)
-            campaign = str(envelope.get("campaign", ""))
-            await self._for_each_socket(services, site, "offer_live", campaign)
-        elif kind == CATCH_UP:
-            await self._catch_up(services)
+        if isinstance(notice, nodes.CampaignsChanged):
+            services.offers.campaigns.invalidate(notice.site)
+            await self._for_each_socket(services, notice.site, "refresh_offers")
+        elif isinstance(notice, nodes.LiveStarted):
+            services.offers.live_started(notice.site)
+            await self._for_each_socket(services, notice.site, "offer_live", notice.campaign)
 
-    async def _catch_up(self, services: Services) -> None:
+    async def catch_up(self) -> None:
         """What another node may have broadcast while this one was not listening: campaigns and
         sites are read again, and running live offers go to sockets that have not had them
         (a visitor's claim is replayed, never doubled)."""
+        services = self.services
+        if services is None:
+            return
         now = time.time()
         for site in services.hub.local_sites():
             services.sites.invalidate(site)

@@ -121,7 +121,7 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
     if visitor is not None:
         new_order = await services.sessions.record_order(site, visitor, purchase, now=now)
         if new_order:
-            await services.hub.send_to_visitor(site, visitor, {"type": "withdraw", "offer": "*"})
+            await services.hub.send_to_visitor(site, visitor, p.Withdraw(offer=p.ALL_OFFERS))
         await services.mail.scheduler.purchased(
             site, visitor, value=purchase.value if new_order else None, now=now
         )

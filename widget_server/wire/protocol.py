@@ -4,7 +4,10 @@ Every client frame is one JSON object ``{"id": ..., "type": ..., ...}``; events 
 ``name``. :func:`parse_client_message` turns any ``str``/``bytes`` into a typed message or raises
 :class:`~widget_server.errors.ProtocolError` with a documented code; nothing else escapes.
 Unknown fields are ignored so that a newer widget keeps working against an older server.
-See ``docs/protocol.md`` for the full reference.
+
+Server frames are Structs tagged by ``type`` (:data:`ServerMessage`): ``welcome``, ``ack``,
+``error``, ``pong`` and the offer engine's pushes ``arm``, ``offer``, ``withdraw``
+(:data:`Push`); :func:`encode` writes any of them. See ``docs/protocol.md`` for the full reference.
 """
 
 from __future__ import annotations
@@ -346,12 +349,90 @@ class Pong(Struct, frozen=True, kw_only=True, tag="pong", tag_field="type"):
     id: str
 
 
-ServerMessage: TypeAlias = Welcome | Ack | Error | Pong
+# --- server -> client: offer pushes ------------------------------------------------------------
+# The offer object of ``arm`` and ``offer`` (docs/protocol.md, section 4). Fields that are always
+# sent have no default; the optional ones default to None and are left out of the JSON when None
+# (``omit_defaults``), so an absent field means "not part of this offer", never null.
+
+
+class OfferCta(Struct, frozen=True, kw_only=True):
+    label: str
+    url: str  # "" when the call to action only closes the overlay
+
+
+class OfferTheme(Struct, frozen=True, kw_only=True):
+    accent: str
+    background: str
+    text: str
+    radius: int
+
+
+class OfferDiscount(Struct, frozen=True, kw_only=True):
+    type: str  # percent | fixed | free_shipping
+    amount: float
+
+
+class FreeShipping(Struct, frozen=True, kw_only=True):
+    threshold: float
+    remaining: float  # what the cart still lacks, rounded to cents
+
+
+class OfferProduct(Struct, frozen=True, kw_only=True):
+    id: str
+    title: str
+    price: float
+    currency: str
+    url: str
+    image: str
+
+
+class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: str  # "<campaign>.<variant>", echoed in offer reports and matched by withdraw
+    campaign: str
+    variant: str
+    kind: str
+    headline: str
+    body: str
+    cta: OfferCta
+    theme: OfferTheme
+    discount: OfferDiscount | None = None  # variants with a discount
+    free_shipping: FreeShipping | None = None  # free_shipping_progress offers
+    products: list[OfferProduct] | None = None  # similar_products offers (may be empty)
+    code: str | None = None  # offer: the code claimed for this visitor
+    expires_at: int | None = None  # offer: unix time in milliseconds
+    kinds: list[str] | None = None  # arm: the exit-intent kinds that show it
+    not_before: int | None = None  # arm: unix time in milliseconds
+
+
+class Arm(Struct, frozen=True, kw_only=True, tag="arm", tag_field="type"):
+    """Keep this offer ready; show it on the next exit intent (no code claimed yet)."""
+
+    offer: OfferBody
+
+
+class Offer(Struct, frozen=True, kw_only=True, tag="offer", tag_field="type"):
+    """Show this offer now (with the code claimed for the visitor, if any)."""
+
+    offer: OfferBody
+
+
+ALL_OFFERS = "*"
+
+
+class Withdraw(Struct, frozen=True, kw_only=True, tag="withdraw", tag_field="type"):
+    """Remove the offer with this id, or every offer (:data:`ALL_OFFERS`)."""
+
+    offer: str
+
+
+# The pushes of the offers engine: what may reach a visitor's sockets from any node.
+Push: TypeAlias = Arm | Offer | Withdraw
+ServerMessage: TypeAlias = Welcome | Ack | Error | Pong | Push
 
 _json_encoder = msgspec.json.Encoder()
 
 
-def encode(message: ServerMessage | dict[str, Any]) -> str:
+def encode(message: ServerMessage) -> str:
     """Encode a server message as the text of one WebSocket frame."""
     return _json_encoder.encode(message).decode()
 
