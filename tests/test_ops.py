@@ -50,7 +50,7 @@ def test_graceful_shutdown_closes_sockets_with_1012(redis_url: str, tmp_path: Pa
 
 
 def test_redis_outage_makes_readyz_fail_and_messages_unacked(tmp_path: Path) -> None:
-    valkey = EmbeddedValkey(tmp_path / "v", persist=False)
+    valkey = EmbeddedValkey(tmp_path / "v")  # persisted: the site is still there after the outage
     valkey.start()
     server = ServerProcess(valkey.url, tmp_path / "s").start()
     try:
