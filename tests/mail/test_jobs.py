@@ -35,6 +35,7 @@ from widget_server.mail.send import (
 )
 from widget_server.mail.tokens import BadToken, ExpiredToken, LinkSigner, with_utm
 from widget_server.settings import Settings
+from widget_server.store.scripts import Scripts
 from widget_server.visitors.session_view import CartLine
 
 from ..mail_support import SECRET, fast_config, mail_context, make_site
@@ -176,6 +177,48 @@ def test_leases_tokens_commit_and_daily_cap(redis_url: str) -> None:
         [back] = await s.claim(107.0)
         assert back.attempts == 1 and back.step == 2
         assert await s.commit(back, now=107.0, daily_cap=9) == "ok"
+
+    on_valkey(redis_url, body)
+
+
+def test_scripts_refuse_job_lists_that_changed_since_they_were_read(redis_url: str) -> None:
+    """The queue's scripts get the job keys from the caller, who read the ids just before: a list
+    that no longer matches is refused (cancel, schedule) or its stale ids skipped (claim), so a
+    job is never cancelled, replaced or claimed on an outdated read."""
+    visitor = new_visitor()
+
+    async def body(ctx: MailContext) -> None:
+        site = await make_site(ctx)
+        s, k = ctx.scheduler, ctx.keys
+        scripts = Scripts.of(ctx.redis)
+        await ctx.flows.save(site, fast_config(0, 0))
+        left = await s.visitor_left(
+            site, visitor, now=100.0, cart=CART, email="d@x.de", consent=True
+        )
+        first, second = left.job_ids
+        jobs = k.mail_visitor_jobs(site, visitor)
+        head = [k.mail_due(), k.mail_leases(), jobs]
+        # Cancel with one job missing from the list: refused, nothing touched.
+        assert (
+            await scripts.mailjob_cancel(keys=[*head, k.mail_job(first)], args=["all", "", first])
+            == -1
+        )
+        assert len(await s.pending(site, visitor)) == 2
+        # Schedule with a list that misses a job: refused too.
+        assert await scripts.mailjob_schedule(
+            keys=[k.mail_due(), k.mail_leases(), k.mail_sent(site, visitor), jobs,
+                  k.mail_job(first)],
+            args=[60, "100.0", "[]", first],
+        ) == -1  # fmt: skip
+        # Another worker claims the first job after this one read both as due: only the second
+        # is claimed here, and the first is not claimed twice.
+        [taken] = await s.claim(100.0, limit=1)
+        assert taken.id == first
+        rows = await scripts.mailjob_claim(
+            keys=[k.mail_due(), k.mail_leases(), k.mail_job(first), k.mail_job(second)],
+            args=["100.0", "60", 10, "seed", 0, first, second],
+        )
+        assert [row[0].decode() for row in rows] == [second]
 
     on_valkey(redis_url, body)
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from ..store.keys import Keys
 from ..store.replies import reply_text
@@ -51,6 +52,11 @@ CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent",
 SuppressionReason = Literal["unsubscribed", "bounced", "complained"]
 DEFAULT_RETENTION_S = 180 * 24 * 3600
 _JOB_SLACK_S = 14 * 24 * 3600
+# A script that gets the keys of the jobs read just before is tried again this often when the
+# jobs changed in between.
+_ATTEMPTS = 5
+# Jobs whose lease ran out, put back per claim.
+_REAP_LIMIT = 100
 # The flow name of double opt-in confirmation jobs; not a valid configured flow name.
 CONFIRM_FLOW = "@confirm"
 ConfirmationOutcome = Literal["scheduled", "pending", "already_sent", "invalid_email"]
@@ -225,15 +231,23 @@ class MailScheduler:
                 {"id": job_id, "field": f"{flow.name}:{index}", "due": due, "fields": job_fields}
             )
         k = self._keys
-        ids = await self._schedule(
-            keys=[
-                k.mail_due(),
-                k.mail_leases(),
-                k.mail_sent(site, visitor),
-                k.mail_visitor_jobs(site, visitor),
-            ],
-            args=[k.mail_job_prefix(), _JOB_SLACK_S, repr(now), json.dumps(steps)],
-        )
+        for _ in range(_ATTEMPTS):
+            pending = await self._visitor_jobs(site, visitor)
+            ids = await self._schedule(
+                keys=[
+                    k.mail_due(),
+                    k.mail_leases(),
+                    k.mail_sent(site, visitor),
+                    k.mail_visitor_jobs(site, visitor),
+                    *(k.mail_job(job_id) for job_id in pending),
+                    *(k.mail_job(str(step["id"])) for step in steps),
+                ],
+                args=[_JOB_SLACK_S, repr(now), json.dumps(steps), *pending],
+            )
+            if ids != -1:
+                break
+        else:
+            raise WatchError("the visitor's email jobs kept changing while scheduling")
         index_key = k.mail_email_visitors(site, email_digest(address))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.sadd(index_key, visitor)
@@ -431,10 +445,19 @@ class MailScheduler:
     async def claim(self, now: float, *, limit: int = 10, lease_s: float = 120.0) -> list[MailJob]:
         """Reap expired leases, then claim up to ``limit`` due jobs for ``lease_s`` seconds."""
         k = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
+            pipe.zrangebyscore(k.mail_leases(), "-inf", now, start=0, num=_REAP_LIMIT)
+            pipe.zrangebyscore(k.mail_due(), "-inf", now, start=0, num=limit)
+            expired_raw, due_raw = await pipe.execute()
+        expired = [reply_text(i) for i in expired_raw]
+        due = [reply_text(i) for i in due_raw]
+        if not expired and not due:
+            return []
         rows = await self._claim(
-            keys=[k.mail_due(), k.mail_leases()],
-            args=[repr(now), repr(lease_s), limit, k.mail_job_prefix(), secrets.token_hex(8)],
-        )
+            keys=[k.mail_due(), k.mail_leases(), *(k.mail_job(i) for i in (*expired, *due))],
+            args=[repr(now), repr(lease_s), limit, secrets.token_hex(8), len(expired),
+                  *expired, *due],
+        )  # fmt: skip
         jobs = []
         for job_id, token, flat in rows:
             raw = {reply_text(flat[i]): reply_text(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -501,8 +524,27 @@ class MailScheduler:
 
     async def _cancel_jobs(self, site: str, visitor: str, mode: str, arg: str) -> int:
         k = self._keys
-        cancelled = await self._cancel(
-            keys=[k.mail_due(), k.mail_leases(), k.mail_visitor_jobs(site, visitor)],
-            args=[k.mail_job_prefix(), mode, arg],
-        )
-        return int(cancelled)
+        for _ in range(_ATTEMPTS):
+            pending = await self._visitor_jobs(site, visitor)
+            if not pending:
+                return 0
+            cancelled = int(
+                await self._cancel(
+                    keys=[
+                        k.mail_due(),
+                        k.mail_leases(),
+                        k.mail_visitor_jobs(site, visitor),
+                        *(k.mail_job(job_id) for job_id in pending),
+                    ],
+                    args=[mode, arg, *pending],
+                )
+            )
+            if cancelled >= 0:
+                return cancelled
+        raise WatchError("the visitor's email jobs kept changing while cancelling")
+
+    async def _visitor_jobs(self, site: str, visitor: str) -> list[str]:
+        """The ids in the visitor's job set, read before a script that gets their keys (and
+        checks that the set did not change meanwhile)."""
+        members = await self._redis.smembers(self._keys.mail_visitor_jobs(site, visitor))
+        return sorted(reply_text(m) for m in members)

@@ -228,13 +228,9 @@ class Keys:
         """Sorted set: job id -> lease deadline of jobs a worker has claimed."""
         return f"{self.mail_tag()}:leases"
 
-    def mail_job_prefix(self) -> str:
-        """Prefix of job hashes (scripts append the job id)."""
-        return f"{self.mail_tag()}:job:"
-
     def mail_job(self, job_id: str) -> str:
         """Hash: one scheduled email (site, visitor, flow, step, address, snapshot, lease token)."""
-        return f"{self.mail_job_prefix()}{job_id}"
+        return f"{self.mail_tag()}:job:{job_id}"
 
     def mail_sent(self, site: str, visitor: str) -> str:
         """Hash: ``flow:step`` -> ``token|time`` of every email step committed for the visitor."""
