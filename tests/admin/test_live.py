@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from widget_server.admin import explain
 from widget_server.admin.charts import line_chart, nice_step
-from widget_server.admin.views_live import per_minute
+from widget_server.admin.pages.live import per_minute
 from widget_server.experiments import reports
 from widget_server.offers.campaign_store import CampaignStore
 from widget_server.store.keys import Keys

@@ -8,19 +8,9 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from . import (
-    views_accounts,
-    views_campaigns,
-    views_catalog,
-    views_live,
-    views_mail,
-    views_report,
-    views_sites,
-    views_versions,
-    views_visitors,
-)
 from .guard import Guard
-from .views_login import LoginViews
+from .pages import accounts, campaigns, catalog, live, mail, report, sites, versions, visitors
+from .pages.login import LoginViews
 from .web import ADMIN, STATIC_DIR, SecurityHeaders, Templates
 
 
@@ -30,15 +20,15 @@ def admin_routes() -> list[BaseRoute]:
     guard = Guard(templates)
     routes: list[BaseRoute] = [
         *LoginViews(templates, guard).routes(),
-        *views_sites.routes(guard),
-        *views_campaigns.routes(guard),
-        *views_versions.routes(guard),
-        *views_report.routes(guard),
-        *views_live.routes(guard),
-        *views_visitors.routes(guard),
-        *views_catalog.routes(guard),
-        *views_mail.routes(guard),
-        *views_accounts.routes(guard),
+        *sites.routes(guard),
+        *campaigns.routes(guard),
+        *versions.routes(guard),
+        *report.routes(guard),
+        *live.routes(guard),
+        *visitors.routes(guard),
+        *catalog.routes(guard),
+        *mail.routes(guard),
+        *accounts.routes(guard),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="admin-static"),
     ]
     return [Mount(ADMIN, app=SecurityHeaders(Router(routes=routes, default=_not_found)))]

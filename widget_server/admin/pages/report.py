@@ -10,15 +10,15 @@ from typing import Any
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..experiments import reports
-from ..offers.assign import HOLDOUT
-from ..offers.campaigns import Campaign, CampaignInvalid
-from ..store.sites import Site
-from .charts import Chart, line_chart
-from .guard import Admin, Guard
-from .views_campaigns import campaign_or_none, store
-from .views_sites import not_found, site_or_none
-from .web import format_money, format_share, redirect
+from ...experiments import reports
+from ...offers.assign import HOLDOUT
+from ...offers.campaigns import Campaign, CampaignInvalid
+from ...store.sites import Site
+from ..charts import Chart, line_chart
+from ..guard import Admin, Guard
+from ..web import format_money, format_share, redirect
+from .campaigns import campaign_or_none, store
+from .sites import not_found, site_or_none
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 366

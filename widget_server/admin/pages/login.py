@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..realtime.services import Services
-from .accounts import AccountStore
-from .auth import (
+from ...realtime.services import Services
+from ..accounts import AccountStore
+from ..auth import (
     COOKIE,
     DEVICE_COOKIE,
     DEVICE_COOKIE_S,
@@ -30,8 +30,8 @@ from .auth import (
     set_cookie,
     trusted_device,
 )
-from .guard import Admin, Guard, same_origin
-from .web import ADMIN, FormTooLarge, Templates, read_form
+from ..guard import Admin, Guard, same_origin
+from ..web import ADMIN, FormTooLarge, Templates, read_form
 
 
 class LoginViews:

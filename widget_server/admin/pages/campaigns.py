@@ -1,6 +1,6 @@
 """Campaigns: lists with today's numbers, the overview with its live preview, the editor, and the
 status, duplicate actions. History, restore, the preview frame and code pools are in
-:mod:`.views_versions`."""
+:mod:`.versions`."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..offers.campaign_store import CampaignStore
-from ..offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
-from ..store.sites import Site
-from . import campaign_form as cf
-from .form_errors import label, place_errors
-from .guard import Admin, Guard
-from .numbers import pool_levels, today_numbers
-from .views_sites import not_found, site_or_none
-from .web import redirect
+from ...offers.campaign_store import CampaignStore
+from ...offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
+from ...store.sites import Site
+from .. import campaign_form as cf
+from ..form_errors import label, place_errors
+from ..guard import Admin, Guard
+from ..numbers import pool_levels, today_numbers
+from ..web import redirect
+from .sites import not_found, site_or_none
 
 STATUSES = ("draft", "active", "paused", "ended")
 WIDTHS = ("desktop", "mobile")

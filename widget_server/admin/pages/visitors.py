@@ -17,14 +17,14 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import StoreUnavailable
-from ..realtime.erasure import erase_visitor
-from ..realtime.services import Services
-from ..store.replies import reply_text
-from ..visitors.session_view import SessionView
-from . import explain
-from .guard import Admin, Guard
-from .views_sites import not_found, site_or_none
+from ...errors import StoreUnavailable
+from ...realtime.erasure import erase_visitor
+from ...realtime.services import Services
+from ...store.replies import reply_text
+from ...visitors.session_view import SessionView
+from .. import explain
+from ..guard import Admin, Guard
+from .sites import not_found, site_or_none
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_SESSIONS = 20

@@ -12,18 +12,18 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..offers.campaigns import Campaign, CampaignInvalid, Variant, parse_campaign
-from ..offers.codes import CodePoolError, code_candidates
-from ..offers.decide import Candidate, VisitorState
-from ..store.audit import changes
-from ..store.sites import Site
-from . import campaign_form as cf
-from .form_errors import place_errors
-from .guard import Admin, Guard
-from .numbers import pool_levels, redeemed_count
-from .views_campaigns import campaign_or_none, store, submitted_state
-from .views_sites import not_found, site_or_none
-from .web import MAX_UPLOAD_BYTES, PREVIEW_CSP, redirect
+from ...offers.campaigns import Campaign, CampaignInvalid, Variant, parse_campaign
+from ...offers.codes import CodePoolError, code_candidates
+from ...offers.decide import Candidate, VisitorState
+from ...store.audit import changes
+from ...store.sites import Site
+from .. import campaign_form as cf
+from ..form_errors import place_errors
+from ..guard import Admin, Guard
+from ..numbers import pool_levels, redeemed_count
+from ..web import MAX_UPLOAD_BYTES, PREVIEW_CSP, redirect
+from .campaigns import campaign_or_none, store, submitted_state
+from .sites import not_found, site_or_none
 
 MAX_REPORTED_ERRORS = 20
 

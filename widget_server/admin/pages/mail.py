@@ -20,20 +20,20 @@ from pydantic import ValidationError
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import ConfigurationError
-from ..experiments import reports
-from ..mail.flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigError, load_config
-from ..mail.message import MailAddressError, TemplateError, render_preview
-from ..mail.preview import send_test
-from ..mail.send import SendError
-from ..mail.worker import default_shop_url
-from ..realtime.services import Services
-from ..store.replies import reply_text
-from ..store.sites import Site
-from .guard import Admin, Guard
-from .views_report import sentences
-from .views_sites import not_found, site_or_none
-from .web import redirect
+from ...errors import ConfigurationError
+from ...experiments import reports
+from ...mail.flows import DEFAULT_CONFIG, Flow, FlowStep, MailConfig, MailConfigError, load_config
+from ...mail.message import MailAddressError, TemplateError, render_preview
+from ...mail.preview import send_test
+from ...mail.send import SendError
+from ...mail.worker import default_shop_url
+from ...realtime.services import Services
+from ...store.replies import reply_text
+from ...store.sites import Site
+from ..guard import Admin, Guard
+from ..web import redirect
+from .report import sentences
+from .sites import not_found, site_or_none
 
 # The email frame: inline styles and remote images (as a mail client shows them), nothing else.
 EMAIL_CSP = (

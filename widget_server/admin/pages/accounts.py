@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .accounts import ROLES, AccountError, Role
-from .guard import Admin, Guard
-from .web import redirect
+from ..accounts import ROLES, AccountError, Role
+from ..guard import Admin, Guard
+from ..web import redirect
 
 
 def routes(guard: Guard) -> list[BaseRoute]:

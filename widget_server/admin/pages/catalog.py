@@ -20,7 +20,7 @@ from redis.exceptions import LockError
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..catalog.feeds import (
+from ...catalog.feeds import (
     NOT_UTF8,
     FeedError,
     FeedFormat,
@@ -30,10 +30,10 @@ from ..catalog.feeds import (
     detect_format,
     parse_feed,
 )
-from ..catalog.store import CatalogStore, ImportReport, import_parsed
-from .guard import Admin, Guard
-from .views_sites import not_found, site_or_none
-from .web import MAX_UPLOAD_BYTES
+from ...catalog.store import CatalogStore, ImportReport, import_parsed
+from ..guard import Admin, Guard
+from ..web import MAX_UPLOAD_BYTES
+from .sites import not_found, site_or_none
 
 MAX_SHOWN_ERRORS = 100  # rows listed on the page; the rest are counted
 UPLOAD_LIMITS = FeedLimits(max_file_bytes=MAX_UPLOAD_BYTES)

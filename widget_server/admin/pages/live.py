@@ -15,15 +15,15 @@ from redis.exceptions import RedisError
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign
-from ..realtime.hub import RATE_METRICS
-from ..realtime.services import Services
-from ..store.replies import reply_text
-from . import explain
-from .guard import Admin, Guard
-from .views_campaigns import fresh_campaigns, store
-from .views_sites import not_found, site_or_none
-from .web import ADMIN, redirect
+from ...offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign
+from ...realtime.hub import RATE_METRICS
+from ...realtime.services import Services
+from ...store.replies import reply_text
+from .. import explain
+from ..guard import Admin, Guard
+from ..web import ADMIN, redirect
+from .campaigns import fresh_campaigns, store
+from .sites import not_found, site_or_none
 
 SNAPSHOT_EVERY_S = 2.0
 STREAM_SECONDS = 300  # then the browser reconnects (and the session is checked again)

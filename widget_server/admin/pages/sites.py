@@ -12,9 +12,9 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..store.sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
-from .guard import Admin, Guard
-from .web import redirect
+from ...store.sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
+from ..guard import Admin, Guard
+from ..web import redirect
 
 SEEN_WINDOW_S = 24 * 3600
 MAX_ORIGINS = 50
