@@ -20,12 +20,30 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import TimeoutError as StoreTimeoutError
 
 WAIT_MS = 200
 # How long the replica count of a single server is trusted.
 REPLICAS_TTL_S = 10.0
 NO_REPLICA = -1
+# What a direct call to a master meets while the slot map changes: the slot moved, the master is
+# gone or not answering, the cluster is settling.
+_TOPOLOGY_CHANGED = (
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    StoreConnectionError,
+    StoreTimeoutError,
+)
 
 
 class ReplicatedCalls:
@@ -72,9 +90,8 @@ class ReplicatedCalls:
             return await script(keys=list(keys), args=list(args)), NO_REPLICA
         try:
             return await _script_and_wait(master, script, keys, args)
-        except ResponseError as exc:
-            if not str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
-                raise
+        except _TOPOLOGY_CHANGED:  # the cluster client follows the change and learns the new map
+            pass
         return await script(keys=list(keys), args=list(args)), NO_REPLICA
 
 
