@@ -14,7 +14,8 @@ progress) the call goes through the cluster client, which follows the move, with
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -49,7 +50,8 @@ _TOPOLOGY_CHANGED = (
 class ReplicatedCalls:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._replicas: tuple[float, int] | None = None
+        # Per master: when its replica count was read, and the count.
+        self._replicas: dict[str, tuple[float, int]] = {}
 
     async def call(
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
@@ -63,7 +65,7 @@ class ReplicatedCalls:
     async def _on_server(
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
     ) -> tuple[Any, int]:
-        if await self._replica_count() == 0:
+        if await self._replica_count("", lambda: self._redis.info("replication")) == 0:
             return await script(keys=list(keys), args=list(args)), NO_REPLICA
         async with self._redis.pipeline(transaction=False) as pipe:
             await script(keys=list(keys), args=list(args), client=pipe)
@@ -71,12 +73,19 @@ class ReplicatedCalls:
             result, acked = await pipe.execute()
         return result, int(acked)
 
-    async def _replica_count(self) -> int:
+    async def _replica_count(
+        self, master: str, info: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> int:
+        """How many replicas ``master`` has now, as it says itself (``INFO replication``: a
+        client's slot map may be older than the replicas), read at most every
+        :data:`REPLICAS_TTL_S`."""
         now = time.monotonic()
-        if self._replicas is None or now - self._replicas[0] > REPLICAS_TTL_S:
-            info = await self._redis.info("replication")
-            self._replicas = (now, int(info.get("connected_slaves", 0)))
-        return self._replicas[1]
+        known = self._replicas.get(master)
+        if known is None or now - known[0] > REPLICAS_TTL_S:
+            reply = await info()
+            known = (now, int(reply.get("connected_slaves", 0)))
+            self._replicas[master] = known
+        return known[1]
 
     async def _on_cluster(
         self,
@@ -86,9 +95,12 @@ class ReplicatedCalls:
         args: Sequence[Any],
     ) -> tuple[Any, int]:
         master = cluster.get_node_from_key(keys[0])
-        if master is None or cluster.get_node_from_key(keys[0], replica=True) is None:
+        if master is None:
             return await script(keys=list(keys), args=list(args)), NO_REPLICA
         try:
+            info = partial(master.execute_command, "INFO", "replication")
+            if await self._replica_count(master.name, info) == 0:
+                return await script(keys=list(keys), args=list(args)), NO_REPLICA
             return await _script_and_wait(master, script, keys, args)
         except _TOPOLOGY_CHANGED:  # the cluster client follows the change and learns the new map
             pass
