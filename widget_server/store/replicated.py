@@ -22,6 +22,8 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
+from .client import permit
+
 WAIT_MS = 200
 # How long the replica count of a single server is trusted.
 REPLICAS_TTL_S = 10.0
@@ -71,7 +73,8 @@ class ReplicatedCalls:
         if master is None or cluster.get_node_from_key(keys[0], replica=True) is None:
             return await script(keys=list(keys), args=list(args)), NO_REPLICA
         try:
-            return await _script_and_wait(master, script, keys, args)
+            async with permit(cluster):
+                return await _script_and_wait(master, script, keys, args)
         except ResponseError as exc:
             if not str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
                 raise
