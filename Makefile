@@ -52,6 +52,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/realtime.py
 	$(BIN)/python benchmarks/offers.py
+	$(BIN)/python benchmarks/cluster.py
 
 # Minutes of visitors under store crashes and node restarts (not part of `make test`).
 soak: $(STAMP)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -15,8 +18,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from widget_server.store.keys import Keys
+from widget_server.store.local_cluster import LocalCluster
 
-from ..support import Client, ServerProcess, add_site, new_visitor, running_server
+from ..support import (
+    Client,
+    ServerProcess,
+    add_site,
+    discount_campaign,
+    new_visitor,
+    running_server,
+    save_campaigns,
+)
 
 
 def session_hash(r: redis.Redis, site: str, visitor: str, sid: str) -> dict[str, str]:
@@ -339,3 +351,41 @@ def test_connection_limits_per_address_per_site_and_per_node(
             assert f'widget_connections_refused_total{{limit="{limit}"}} 1.0' in metrics
         for c in [*office, other, *extra, again, fourth, over_site, over_node]:
             c.close()
+
+
+@pytest.mark.cluster
+def test_a_visitor_gone_before_the_answer_is_no_server_error(tmp_path: Path) -> None:
+    """A visitor who leaves while the server is still working on an exit intent: the offer has
+    nowhere to go, and that is an ordinary end of the connection, not an error with a traceback
+    in the log. The code waits for a replica (stopped here: 200 ms), so the visitor is gone
+    before the offer is sent."""
+    with LocalCluster(tmp_path / "store", masters=1, replicas=1, persist=False) as store:
+        url = store.seed_url
+        site = add_site(url)
+        save_campaigns(url, site, [discount_campaign("gone10")])
+        replica = store.replica_of(store.masters()[0])
+        assert replica.process is not None
+        with running_server(url, tmp_path / "node") as server:
+            replica.process.send_signal(signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    c = Client(server.ws_url)
+                    c.hello(site, new_visitor())
+                    exit_intent = c.send(
+                        {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
+                    )
+                    assert c.answer(exit_intent)["type"] == "ack"  # the offer comes after it
+                    # Gone without a closing handshake, as a closed tab or a lost network.
+                    sock = c.conn.socket
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                    time.sleep(0.4)
+            finally:
+                replica.process.send_signal(signal.SIGCONT)
+            with Client(server.ws_url) as c:  # the node carries on
+                c.hello(site, new_visitor())
+                assert c.event("page_view", url="https://shop.test/")["type"] == "ack"
+            logs = server.logs()
+        errors = [line for line in logs.splitlines() if line.split()[1:2] == ["error"]]
+        assert not errors, logs[-3000:]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import NoReturn, TypeVar
 
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..errors import (
     CLOSE_INTERNAL_ERROR,
@@ -40,6 +40,9 @@ from .services import Services
 
 log = logging.getLogger("widget_server.realtime")
 T = TypeVar("T")
+# What sending or closing raises once the visitor has gone (Starlette turns the server's
+# ClientDisconnected into WebSocketDisconnect): the connection has ended, nothing more.
+_GONE = (RuntimeError, OSError, WebSocketDisconnect)
 
 
 class _Closed(Exception):
@@ -470,7 +473,7 @@ class VisitorConnection:
         with contextlib.suppress(_Closed):
             await self.send(p.Withdraw(offer=p.ALL_OFFERS))
         self.services.metrics.closes.labels(str(CLOSE_NORMAL)).inc()
-        with contextlib.suppress(RuntimeError, OSError):
+        with contextlib.suppress(*_GONE):
             await self.ws.close(CLOSE_NORMAL, reason[:120])
 
     async def push(self, text: str) -> None:
@@ -479,7 +482,7 @@ class VisitorConnection:
         async with self._lock:
             try:
                 await self.ws.send_text(text)
-            except (RuntimeError, OSError) as exc:
+            except _GONE as exc:
                 raise _Closed from exc
 
     async def _report(self, exc: ProtocolError) -> None:
@@ -494,7 +497,7 @@ class VisitorConnection:
 
     async def _close(self, code: int, reason: str) -> NoReturn:
         self.services.metrics.closes.labels(str(code)).inc()
-        with contextlib.suppress(RuntimeError, OSError):
+        with contextlib.suppress(*_GONE):
             await self.ws.close(code, reason[:120])
         raise _Closed
 

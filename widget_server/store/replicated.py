@@ -31,6 +31,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 
+from .client import permit
+
 WAIT_MS = 200
 # How long the replica count of a single server is trusted.
 REPLICAS_TTL_S = 10.0
@@ -98,10 +100,10 @@ class ReplicatedCalls:
         if master is None:
             return await script(keys=list(keys), args=list(args)), NO_REPLICA
         try:
-            info = partial(master.execute_command, "INFO", "replication")
-            if await self._replica_count(master.name, info) == 0:
-                return await script(keys=list(keys), args=list(args)), NO_REPLICA
-            return await _script_and_wait(master, script, keys, args)
+            async with permit(cluster):  # a connection of the client's own budget
+                info = partial(master.execute_command, "INFO", "replication")
+                if await self._replica_count(master.name, info) > 0:
+                    return await _script_and_wait(master, script, keys, args)
         except _TOPOLOGY_CHANGED:  # the cluster client follows the change and learns the new map
             pass
         return await script(keys=list(keys), args=list(args)), NO_REPLICA
