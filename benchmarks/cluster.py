@@ -76,6 +76,7 @@ from widget_server.store.keys import Keys  # noqa: E402
 from widget_server.store.local_cluster import ClusterNode, LocalCluster  # noqa: E402
 from widget_server.store.scripts import Scripts  # noqa: E402
 from widget_server.visitors.sessions import SessionStore  # noqa: E402
+from widget_server.wire import protocol as p  # noqa: E402
 
 T = TypeVar("T")
 EXAMPLES = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
@@ -411,10 +412,16 @@ def _engine(client: Any) -> OfferEngine:
 async def _time_until_all(
     sockets: list[Any], kind: str, start: Callable[[], Awaitable[Any]], limit_s: float
 ) -> float:
-    """Seconds from calling ``start`` until every socket has received a message of ``kind``."""
+    """Seconds from calling ``start`` until every socket has received a message of ``kind``
+    (a ``withdraw``: the ping's)."""
+
+    def awaited(message: dict[str, Any]) -> bool:
+        if message.get("type") != kind:
+            return False
+        return kind != "withdraw" or message.get("offer") == PING.offer
 
     async def wait_one(ws: Any) -> None:
-        while _decode(await ws.recv()).get("type") != kind:
+        while not awaited(_decode(await ws.recv())):
             pass
 
     waiters = [asyncio.create_task(wait_one(ws)) for ws in sockets]
@@ -429,6 +436,10 @@ async def _time_until_all(
     return time.perf_counter() - started
 
 
+# The bare broadcast: a push that names no offer, the cheapest there is.
+PING = p.Withdraw(offer="ping-all")
+
+
 async def fan_out(deployment: Deployment, sessions: int) -> dict[str, Any]:
     progress(f"{deployment.name}: opening {sessions} sessions on 2 nodes")
     started = time.perf_counter()
@@ -441,9 +452,7 @@ async def fan_out(deployment: Deployment, sessions: int) -> dict[str, Any]:
     try:
         await asyncio.sleep(1.0)  # let the nodes finish what the hellos started (arming)
         progress(f"{deployment.name}: bare broadcast")
-        bare = await _time_until_all(
-            sockets, "ping-all", lambda: hub.broadcast(site, {"type": "ping-all"}), 120
-        )
+        bare = await _time_until_all(sockets, "withdraw", lambda: hub.broadcast(site, PING), 120)
         progress(f"{deployment.name}: live offer (a decision and an atomic claim per session)")
         live = await _time_until_all(
             sockets, "offer", lambda: engine.start_live(site, LIVE, 5), 300
