@@ -34,6 +34,9 @@ from ..wire import protocol as p
 
 log = logging.getLogger("widget_server.hub")
 RATE_METRICS = ("events", "signals", "offers")
+# A lost pub/sub connection is tried again after 0.2 s, doubling up to this: a store back (or a
+# replica promoted) is heard within about a second.
+RESUBSCRIBE_MAX_S = 1.0
 RATE_FLUSH_S = 2.0  # how often the in-memory activity counts are written
 RATE_TTL_S = 2 * 3600  # how long a site's per-minute counts are kept
 
@@ -234,7 +237,7 @@ class Hub:
                 self._metrics.redis_errors.inc()
                 log.warning("pub/sub connection lost; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RESUBSCRIBE_MAX_S)
 
     def _on_subscribed(self) -> None:
         """Listening (again). After a lost connection, messages published meanwhile were not
