@@ -251,3 +251,35 @@ def test_every_campaign_is_chosen_or_has_a_reason(
         assert s.last_purchase is None or not quiet or NOW - s.last_purchase >= quiet
         assert not (c.caps.per_session and s.shown_in_session.get(c.id, 0) >= c.caps.per_session)
         assert not (c.caps.never_on_payment and s.page_type == "payment")
+
+
+def test_a_live_offer_skips_the_holdout_of_a_running_experiment() -> None:
+    """The control group of an A/B test sees nothing from the product, live offers included."""
+    experiment = campaign("ab", holdout=0.5)
+    live = campaign("flash", trigger={"exit_intent": [], "live": True})
+    held = next(
+        v for v in (f"visitor-{i}" for i in range(1000)) if assign(experiment, v) == HOLDOUT
+    )
+    decision = decide(state(visitor=held), [experiment, live], LiveSignal("flash"), NOW)
+    assert decision.chosen is None and decision.eligible == ()
+    assert (Reason.EXPERIMENT_HOLDOUT, "ab") in {
+        (r.reason, r.detail) for r in decision.rejections if r.campaign_id == "flash"
+    }
+    treated = next(
+        v for v in (f"visitor-{i}" for i in range(1000)) if assign(experiment, v) != HOLDOUT
+    )
+    chosen = decide(state(visitor=treated), [experiment, live], LiveSignal("flash"), NOW).chosen
+    assert chosen is not None and chosen.campaign.id == "flash"
+    # A paused experiment holds no one out; an exit intent is not a live offer.
+    paused = campaign("ab", holdout=0.5, status="paused")
+    assert decide(state(visitor=held), [paused, live], LiveSignal("flash"), NOW).chosen is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.05, 0.5), st.integers(0, 10_000))
+def test_no_live_offer_ever_reaches_a_holdout_visitor(share: float, n: int) -> None:
+    experiment = campaign("ab", holdout=share)
+    live = campaign("flash", trigger={"exit_intent": [], "live": True})
+    visitor = f"v{n}"
+    chosen = decide(state(visitor=visitor), [experiment, live], LiveSignal("flash"), NOW).chosen
+    assert (chosen is None) == (assign(experiment, visitor) == HOLDOUT)

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     COOLDOWN = "dismiss_cooldown"
     MIN_CART = "below_min_cart_value"
     HOLDOUT = "holdout"
+    EXPERIMENT_HOLDOUT = "experiment_holdout"
     LOWER_PRIORITY = "lower_priority"
     POOL_EXHAUSTED = "pool_exhausted"
     GLOBAL_CAP = "global_cap"
@@ -187,6 +188,7 @@ def decide(
     state: VisitorState, campaigns: Iterable[Campaign], signal: Signal, now: float
 ) -> Decision:
     """Choose the offer for ``signal``: priority first, then expected value, then id."""
+    campaigns = tuple(campaigns)
     eligible: list[Candidate] = []
     rejections: list[Rejection] = []
     for campaign in campaigns:
@@ -201,7 +203,24 @@ def decide(
         rejections.append(Rejection(other.campaign.id, Reason.LOWER_PRIORITY))
     if chosen is not None and chosen.variant == HOLDOUT:
         rejections.append(Rejection(chosen.campaign.id, Reason.HOLDOUT, "control group"))
+    elif chosen is not None and isinstance(signal, LiveSignal):
+        experiment = holding_out(state.visitor, campaigns, chosen.campaign.id)
+        if experiment is not None:
+            rejections.append(Rejection(chosen.campaign.id, Reason.EXPERIMENT_HOLDOUT, experiment))
+            return Decision(None, (), tuple(rejections))
     return Decision(chosen, tuple(eligible), tuple(rejections))
+
+
+def holding_out(visitor: str, campaigns: Iterable[Campaign], live: str) -> str | None:
+    """The first active campaign with a holdout that holds ``visitor`` out, other than the live
+    offer ``live``: a live offer reaches no holdout visitor of a running experiment, so the
+    experiment's control group stays untouched (its report compares like with like)."""
+    for campaign in campaigns:
+        if campaign.id == live or campaign.status != "active" or campaign.holdout <= 0:
+            continue
+        if assign(campaign, visitor) == HOLDOUT:
+            return campaign.id
+    return None
 
 
 def evaluate(
