@@ -378,6 +378,7 @@ def test_report_page_exports_and_declaring_a_winner(
     assert 'id="chart-revenue-desc">Revenue per exposed visitor, cumulative by day' in html
     assert "Not enough data yet" in html and 'class="warn"' in html
     assert 'id="min-sample"' in html and "Sample ratio mismatch" not in html
+    assert "Live offers during this experiment" not in html  # none ran
     assert "Editors and owners can declare a winner." in html and "winner-form" not in html
     csv_text, document = expected_report(redis_url, site)
     for sentence in document["report"]["sentences"]:

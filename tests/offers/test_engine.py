@@ -533,6 +533,41 @@ def test_report_counts_what_visitors_did(server: ServerProcess) -> None:
     assert sum(v["exposures"] for v in earlier["report"]["variants"]) == 30
 
 
+def test_a_live_offer_during_an_experiment_is_named_in_its_report(server: ServerProcess) -> None:
+    """The holdout of a running A/B test gets no live offer; its report says which live offers
+    ran while it did, so a marketer knows the variants' days may mix both."""
+    site = add_site(server.redis_url)
+    experiment = message_campaign("ab", holdout=0.5, variants=[
+        {"key": "a", "offer": {"kind": "message", "headline": "A"}},
+    ])  # fmt: skip
+    flash = message_campaign("flash", trigger={"exit_intent": [], "live": True})
+    save_campaigns(server.redis_url, site, [experiment, flash])
+    with Client(server.ws_url) as c:  # the experiment has data
+        c.hello(site, new_visitor())
+        c.answer(c.send(dict(EXIT)))
+    env = {**os.environ, "REDIS_URL": server.redis_url}
+
+    def cli(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "widget_server.cli", *args, "--site", site],
+            env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    assert json.loads(cli("report", "ab", "--json"))["live_offers"] == []
+    cli("live", "start", "flash", "--minutes", "5")
+    runs = json.loads(cli("report", "ab", "--json"))["live_offers"]
+    assert [run["campaign"] for run in runs] == ["flash"]
+    assert "Live offer flash ran during the experiment" in cli("report", "ab")
+    assert json.loads(cli("report", "flash", "--json"))["live_offers"] == []  # not its own
+    from ..admin.test_admin import signed_in  # the admin page says the same
+
+    viewer = signed_in(server, server.redis_url, "viewer")
+    page = viewer.get(f"/admin/sites/{site}/campaigns/ab/report").text
+    assert 'id="live-during"' in page and "<strong>flash</strong> from " in page
+
+
 def test_concurrent_saves_never_share_a_version(redis_url: str) -> None:
     from widget_server.offers.campaign_store import CampaignStore
 

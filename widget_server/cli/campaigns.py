@@ -8,6 +8,7 @@ import getpass
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,12 @@ async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argpars
         return json.dumps(document, indent=2)
     lines = [f"{campaign.name} ({campaign.id}, experiment version {campaign.experiment_version})"]
     lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
+    for run in document["live_offers"]:
+        started = datetime.fromtimestamp(run["started"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(
+            f"  Live offer {run['campaign']} ran during the experiment from {started} "
+            "(its holdout saw none of it, its variants may have)."
+        )
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -218,6 +219,7 @@ async def campaign_report(
     """The JSON document the CLI and the admin show: the report and the cumulative series."""
     report, series = await build_report(redis, keys, site, campaign, now, days, settings)
     window = report_days(campaign, now, days)
+    since = series[0][0] if series else None
     return {
         "site": site,
         "channel": "live" if campaign.trigger.live else "onsite",
@@ -230,7 +232,29 @@ async def campaign_report(
         "days": {"from": window[0], "to": window[-1]} if window else None,
         "report": msgspec.to_builtins(report),
         "series": _series_json(series),
+        "live_offers": await live_offers_during(redis, keys, site, campaign.id, since, now),
     }
+
+
+async def live_offers_during(
+    redis: Redis, keys: Keys, site: str, campaign: str, since: str | None, now: float
+) -> list[dict[str, Any]]:
+    """The live broadcasts of other campaigns that ran while this experiment had data (from
+    its first day with data, ``since``, a ``YYYYMMDD`` day key; a day early, whatever the time
+    zone). Their holdout saw none of them; the variants may have, which the report says."""
+    if since is None:
+        return []
+    start = datetime.strptime(since, "%Y%m%d").replace(tzinfo=UTC).timestamp() - 86_400
+    runs = []
+    for raw in await redis.lrange(keys.live_runs(site), 0, -1):
+        try:
+            run = json.loads(raw)
+            started, until = float(run["started"]), float(run["until"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if run.get("campaign") != campaign and until >= start and started <= now:
+            runs.append({"campaign": str(run["campaign"]), "started": started, "until": until})
+    return sorted(runs, key=lambda r: r["started"])
 
 
 # --- email flows -------------------------------------------------------------------------------

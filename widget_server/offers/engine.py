@@ -51,6 +51,7 @@ TRACE_LIMIT = 20
 TRACE_TTL_S = 7 * 86_400
 SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
 LOW_POOL = 100  # codes left in a pool below which a warning is logged
+LIVE_RUNS_KEPT = 500  # live broadcasts remembered per site, for the reports
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
 
 
@@ -416,6 +417,11 @@ class OfferEngine:
         until = time.time() + minutes * 60
         k = self._keys
         await self._redis.hset(k.live_offers(site), campaign_id, until)
+        run = {"campaign": campaign_id, "started": time.time(), "until": until}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(k.live_runs(site), json.dumps(run))
+            pipe.ltrim(k.live_runs(site), 0, LIVE_RUNS_KEPT - 1)
+            await pipe.execute()
         return await Bus(self._redis).publish(
             k.broadcast_channel(), nodes.encode(nodes.LiveStarted(site=site, campaign=campaign_id))
         )

@@ -140,6 +140,11 @@ class Keys:
         """Hash: campaign id -> unix time until which its live broadcast runs."""
         return f"{self.prefix}:live-offers:{site}"
 
+    def live_runs(self, site: str) -> str:
+        """List: every live broadcast started on the site (JSON campaign, started, until),
+        newest first, for the reports of experiments that ran meanwhile."""
+        return f"{self.prefix}:live-runs:{site}"
+
     # --- sites -------------------------------------------------------------------------------
     def site(self, site: str) -> str:
         """String: the site's JSON configuration."""
