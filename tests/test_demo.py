@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
@@ -22,6 +23,8 @@ from widget_server.demo.catalog import (
     write_feed_tsv,
 )
 from widget_server.demo.routes import demo_routes, placeholder_svg
+from widget_server.offers.campaigns import parse_campaign
+from widget_server.shipped import EXAMPLES_DIR
 
 WIDGET_TAG = '<script async src="/widget.js" data-site="demo"></script>'
 HOSTILE = "<script>alert(1)</script>"
@@ -315,3 +318,25 @@ def test_svg_escapes_hostile_text(catalog: list[DemoProduct]) -> None:
     assert f"{HOSTILE} \"quoted\" & 'single' ]]>" in texts
     assert "<!-- &amp; -->" in texts
     assert all(value is not None for value in root.attrib.values())
+
+
+DEMO_TEMPLATES = Path(__file__).resolve().parent.parent / "widget_server" / "demo" / "templates"
+
+
+def test_demo_campaigns_make_sense_for_the_demo_shop() -> None:
+    """No demo campaign promises what the shop already gives: shipping is free from the
+    threshold the shop's pages state, so a free-shipping discount may only reach smaller carts."""
+    page = (DEMO_TEMPLATES / "base.html").read_text()
+    found = re.search(r"free shipping from €(\d+)", page)
+    assert found, "the demo shop states its free-shipping threshold"
+    threshold = float(found.group(1))
+    examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
+    for campaign in map(parse_campaign, examples):
+        for variant in campaign.variants:
+            if variant.discount is not None and variant.discount.type == "free_shipping":
+                ceiling = campaign.trigger.max_cart_value
+                assert ceiling is not None and ceiling < threshold, (campaign.id, variant.key)
+            if variant.offer.kind == "free_shipping_progress":
+                assert variant.offer.free_shipping_threshold == threshold, campaign.id
+                ceiling = campaign.trigger.max_cart_value
+                assert ceiling is not None and ceiling < threshold, campaign.id
