@@ -24,7 +24,9 @@ from widget_server.admin import explain
 from widget_server.admin.charts import line_chart, nice_step
 from widget_server.admin.pages.live import per_minute
 from widget_server.experiments import reports
+from widget_server.offers.assign import HOLDOUT, assign
 from widget_server.offers.campaign_store import CampaignStore
+from widget_server.offers.campaigns import parse_campaign
 from widget_server.store.keys import Keys
 from widget_server.store.sites import SiteRegistry, new_site
 
@@ -468,13 +470,14 @@ def test_live_trace_and_report_pages_in_a_browser(
             await client.aclose()
 
     run(create_site())
+    saver = message_campaign("cart-saver", name="Cart saver", holdout=0.1, priority=5,
+                             caps={"per_session": 1}, variants=[
+        {"key": "a", "offer": {"kind": "message", "headline": "Wait! 10% off your cart"}},
+        {"key": "b", "offer": {"kind": "message", "headline": "Free shipping today"}},
+    ])  # fmt: skip
     off_loop(save_campaigns, redis_url, key, [
         message_campaign("flash", name="Flash sale: 20% off everything", trigger=LIVE),
-        message_campaign("cart-saver", name="Cart saver", holdout=0.1, priority=5,
-                         caps={"per_session": 1}, variants=[
-            {"key": "a", "offer": {"kind": "message", "headline": "Wait! 10% off your cart"}},
-            {"key": "b", "offer": {"kind": "message", "headline": "Free shipping today"}},
-        ]),
+        saver,
         message_campaign("welcome", name="Welcome message", status="paused"),
     ])  # fmt: skip
     seed_history(r, key)
@@ -485,7 +488,9 @@ def test_live_trace_and_report_pages_in_a_browser(
     visitors = [Client(server.ws_url) for _ in range(3)]
     try:
         browser_sign_in(page, server, email)
-        ids = [new_visitor() for _ in visitors]
+        # Visitors in the cart saver's experiment, not its holdout (which no live offer reaches).
+        in_test = (v for v in iter(new_visitor, "") if assign(parse_campaign(saver), v) != HOLDOUT)
+        ids = [next(in_test) for _ in visitors]
         for n, (c, visitor_id) in enumerate(zip(visitors, ids, strict=True)):
             product = {"url": f"https://shop.test/p/{n}", "page_type": "product"}
             c.hello(key, visitor_id, page={**product, "title": f"Linen shirt {n}"})
