@@ -49,7 +49,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import psutil
-from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -540,14 +539,6 @@ class Visitor:
         raise RuntimeError(f"an event was not acknowledged within {limit_s:g} s of the kill")
 
 
-def _owner_of(cluster: LocalCluster, name: str) -> ClusterNode:
-    slot = key_slot(name.encode())
-    for master in cluster.masters():
-        if any(low <= slot <= high for low, high in cluster.slots_of(master)):
-            return master
-    raise LookupError(f"no master serves slot {slot}")
-
-
 async def _failover(
     cluster: LocalCluster, victim: ClusterNode, deployment: Deployment, visitors_n: int
 ) -> dict[str, Any]:
@@ -624,7 +615,7 @@ async def _failover(
 
 def failover_run(folder: Path, index: int, visitors: int) -> dict[str, Any]:
     with LocalCluster(folder / f"failover-{index}" / "cluster", persist=False) as cluster:
-        victim = _owner_of(cluster, Keys().broadcast_channel())
+        victim = cluster.master_of(Keys().broadcast_channel())
         others = [m for m in cluster.masters() if m is not victim]
         deployment = Deployment("cluster", others[0].url, masters=_pids(cluster.masters()))
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from widget_server.store.client import open_store
@@ -135,6 +136,29 @@ def add_site(
     asyncio.run(save())
     SiteOwners.record(key)
     return key
+
+
+def codes_unreplicated(node: ServerProcess) -> float:
+    """``widget_codes_unreplicated_total`` of a server: unique codes shown before a replica had
+    them."""
+    metrics = httpx.get(node.url + "/metrics").text
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("widget_codes_unreplicated_total")
+    )
+
+
+def closed_with(client: Client, timeout: float = 5.0) -> int | None:
+    """Read until the server closes the connection; the close code the client received (None
+    for a close without one, or when it stayed open for ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            client.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    return None
 
 
 def new_visitor() -> str:

@@ -37,7 +37,7 @@ from widget_server.settings import settings_from_env
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 
-from .support import ROOT, Client, ServerProcess, add_site, new_visitor
+from .support import ROOT, Client, ServerProcess, add_site, closed_with, new_visitor
 
 DEPLOY = ROOT / "deploy"
 SHIPPED_CONF = DEPLOY / "nginx" / "widget-server.conf"
@@ -216,17 +216,6 @@ def limited(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield running
 
 
-def closed_with(client: Client, timeout: float = 15.0) -> int | None:
-    """Read until the connection closes; the close code the client received."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            client.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
-    except ConnectionClosed as exc:
-        return exc.rcvd.code if exc.rcvd else None
-    raise AssertionError("the connection stayed open")
-
-
 def hello_from(
     nginx: Nginx, site: str, source: str, forwarded_for: str | None = None
 ) -> tuple[Client, str]:
@@ -330,7 +319,7 @@ def test_the_nodes_see_the_visitors_address_not_nginxs_nor_a_claimed_one(
             claimed.append(answer)
         assert claimed.count("welcome") <= 2 and "over_capacity" in claimed, claimed
         refused = opened[4 + claimed.index("over_capacity")]
-        assert closed_with(refused) == 1013
+        assert closed_with(refused, timeout=15) == 1013
     finally:
         for client in opened:
             client.close()
@@ -365,7 +354,7 @@ def test_a_node_stopped_for_a_restart_hands_its_visitors_to_the_other(
             assert stopping.process is not None
             stopping.process.send_signal(signal.SIGTERM)
             for client, _, _ in on[stopping]:
-                assert closed_with(client) == 1012
+                assert closed_with(client, timeout=15) == 1012
             assert stopping.stop() == 0
 
             for _ in range(4):  # whichever node nginx would have picked

@@ -24,6 +24,7 @@ from ..support import (
     Client,
     ServerProcess,
     add_site,
+    closed_with,
     discount_campaign,
     new_visitor,
     running_server,
@@ -38,17 +39,6 @@ def session_hash(r: redis.Redis, site: str, visitor: str, sid: str) -> dict[str,
 def visitor_keys(r: redis.Redis, site: str, visitor: str) -> list[str]:
     pattern = Keys().tag(site, visitor).replace("{", "[{]").replace("}", "[}]") + "*"
     return r.keys(pattern)  # type: ignore[return-value]
-
-
-def closed_with(client: Client, timeout: float = 5.0) -> int | None:
-    """Read until the server closes the connection; return the close code."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            client.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
-    except ConnectionClosed as exc:
-        return exc.rcvd.code if exc.rcvd else None
-    return None
 
 
 def test_hello_welcome_events_and_acks(server: ServerProcess, site: str, r: redis.Redis) -> None:

@@ -17,7 +17,6 @@ import httpx
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
@@ -31,23 +30,23 @@ from ..support import (
     Client,
     ServerProcess,
     add_site,
+    codes_unreplicated,
     discount_campaign,
     message_campaign,
     new_visitor,
     save_campaigns,
 )
+from ..test_cli import cli as run_cli
 from ..test_cli import wait_ready
 
 pytestmark = pytest.mark.cluster
 EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
 
 
-def cli(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": url, "WIDGET_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "widget_server.cli", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+def cli(url: str, data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``widget-server ARGS`` on the store at ``url``."""
+    store = {"REDIS_URL": url, "WIDGET_DATA_DIR": str(data_dir), **env}
+    return run_cli(*args, env=store, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +98,7 @@ def test_the_command_line_works_on_any_node(valkey_cluster: LocalCluster, tmp_pa
 
 
 def test_forcing_the_wrong_mode_is_one_line(valkey_cluster: LocalCluster, tmp_path: Path) -> None:
-    env_single = {"WIDGET_REDIS_MODE": "single"}
-    done = subprocess.run(
-        [sys.executable, "-m", "widget_server.cli", "sites", "list"],
-        env={**os.environ, "REDIS_URL": valkey_cluster.seed_url, "WIDGET_DATA_DIR": str(tmp_path),
-             **env_single},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = cli(valkey_cluster.seed_url, tmp_path, "sites", "list", WIDGET_REDIS_MODE="single")
     assert done.returncode == 2
     assert "cluster node" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -132,10 +125,7 @@ def test_visitors_get_unique_codes_on_both_nodes(
 
 def on_replica(cluster: LocalCluster, key: str) -> set[str]:
     """The fields of hash ``key`` as the replica of its master has them now."""
-    slot = key_slot(key.encode())
-    master = next(
-        m for m in cluster.masters() if any(lo <= slot <= hi for lo, hi in cluster.slots_of(m))
-    )
+    master = cluster.master_of(key)
     replica = redis.Redis.from_url(cluster.replica_of(master).url, decode_responses=True)
     try:
         replica.execute_command("READONLY")
@@ -236,10 +226,7 @@ def test_service_resumes_after_a_master_fails_over(tmp_path: Path) -> None:
     killed; its replica takes over and both nodes serve again without a restart: every event
     acknowledged, a live offer heard on both nodes, every code unique."""
     with LocalCluster(tmp_path / "cluster") as cluster:
-        slot = key_slot(Keys().broadcast_channel().encode())
-        victim = next(
-            m for m in cluster.masters() if any(lo <= slot <= hi for lo, hi in cluster.slots_of(m))
-        )
+        victim = cluster.master_of(Keys().broadcast_channel())
         others = [m for m in cluster.masters() if m is not victim]
         url = others[0].url
         site = add_site(url)
@@ -294,10 +281,7 @@ def test_a_code_a_replica_has_not_acknowledged_is_counted(tmp_path: Path) -> Non
         url = cluster.seed_url
         site = add_site(url)
         save_campaigns(url, site, [discount_campaign("rep10")])
-        slot = key_slot(Keys().issued_codes(site, "rep10").encode())
-        master = next(
-            m for m in cluster.masters() if any(lo <= slot <= hi for lo, hi in cluster.slots_of(m))
-        )
+        master = cluster.master_of(Keys().issued_codes(site, "rep10"))
         replica = cluster.replica_of(master)
         node = ServerProcess(url, tmp_path / "node").start()
         try:
@@ -309,24 +293,15 @@ def test_a_code_a_replica_has_not_acknowledged_is_counted(tmp_path: Path) -> Non
                     assert c.signal_answer(EXIT) is not None
             finally:
                 replica.process.send_signal(signal.SIGCONT)
-            assert unreplicated(node) == 1
+            assert codes_unreplicated(node) == 1
             with Client(node.ws_url) as c:
                 c.hello(site, new_visitor())
                 offer = c.signal_answer(EXIT)
                 assert offer is not None
                 assert offer["code"] in on_replica(cluster, Keys().issued_codes(site, "rep10"))
-            assert unreplicated(node) == 1
+            assert codes_unreplicated(node) == 1
         finally:
             node.stop()
-
-
-def unreplicated(node: ServerProcess) -> float:
-    metrics = httpx.get(node.url + "/metrics").text
-    return sum(
-        float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith("widget_codes_unreplicated_total")
-    )
 
 
 def test_the_demo_runs_on_a_fresh_cluster_with_two_nodes(tmp_path: Path) -> None:

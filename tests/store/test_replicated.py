@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -18,8 +17,8 @@ from widget_server.store.keys import Keys
 
 from ..support import (
     Client,
-    ServerProcess,
     add_site,
+    codes_unreplicated,
     discount_campaign,
     new_visitor,
     running_server,
@@ -66,15 +65,6 @@ def issued_on_replica(port: int, site: str, campaign: str) -> set[str]:
         client.close()
 
 
-def unreplicated(node: ServerProcess) -> float:
-    text = httpx.get(node.url + "/metrics").text
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("widget_codes_unreplicated_total")
-    )
-
-
 def test_a_code_is_on_the_replica_before_the_visitor_sees_it(
     primary_and_replica: tuple[EmbeddedValkey, subprocess.Popen[bytes], int], tmp_path: Path
 ) -> None:
@@ -88,7 +78,7 @@ def test_a_code_is_on_the_replica_before_the_visitor_sees_it(
                 offer = c.signal_answer(EXIT)
                 assert offer is not None
                 assert offer["code"] in issued_on_replica(port, site, "rep")
-        assert unreplicated(node) == 0
+        assert codes_unreplicated(node) == 0
         replica.send_signal(signal.SIGSTOP)  # connected, but acknowledges nothing
         try:
             with Client(node.ws_url) as c:
@@ -96,4 +86,4 @@ def test_a_code_is_on_the_replica_before_the_visitor_sees_it(
                 assert c.signal_answer(EXIT) is not None
         finally:
             replica.send_signal(signal.SIGCONT)
-        assert unreplicated(node) == 1
+        assert codes_unreplicated(node) == 1

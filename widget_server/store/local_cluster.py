@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import redis
+from redis.crc import key_slot
 
 from ..errors import ConfigurationError
 from .embedded import valkey_binary
@@ -394,6 +395,14 @@ class LocalCluster:
             if replica.running:
                 return replica
         raise LookupError(f"{master.name} has no running replica")
+
+    def master_of(self, key: str) -> ClusterNode:
+        """The master that serves ``key``'s hash slot now."""
+        slot = key_slot(key.encode())
+        for master in self.masters():
+            if any(low <= slot <= high for low, high in self.slots_of(master)):
+                return master
+        raise LookupError(f"no master serves slot {slot}")
 
     def slots_of(self, master: ClusterNode) -> tuple[tuple[int, int], ...]:
         for view in self._topology():
