@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from widget_server.store.client import open_store
 from widget_server.store.embedded import free_port
+from widget_server.store.frequency import Frequency
 from widget_server.store.keys import Keys
 from widget_server.store.sites import SiteRegistry, new_site
 
@@ -120,15 +121,22 @@ def add_site(
     key: str | None = None,
     *,
     keys: Keys | None = None,
+    frequency: Frequency | None = None,
 ) -> str:
-    """Create a site with a fresh key (so tests never share state) and return its key."""
+    """Create a site with a fresh key (so tests never share state) and return its key.
+    ``frequency``: the site's frequency policy (default: the product's default, one offer per
+    visit); tests of one campaign's own caps lift it with :data:`NO_SITE_LIMITS`."""
     key = key or "t" + secrets.token_hex(5)
 
     async def save() -> None:
         client = open_store(redis_url)
         try:
             await SiteRegistry(client, keys or Keys()).save(
-                new_site(key, origins=origins if origins is not None else ["https://shop.test"])
+                new_site(
+                    key,
+                    origins=origins if origins is not None else ["https://shop.test"],
+                    frequency=frequency,
+                )
             )
         finally:
             await client.aclose()
@@ -136,6 +144,11 @@ def add_site(
     asyncio.run(save())
     SiteOwners.record(key)
     return key
+
+
+NO_SITE_LIMITS = Frequency(
+    per_session=0, per_day=0, discount_days=0, live_per_session=0, live_per_day=0
+)
 
 
 def codes_unreplicated(node: ServerProcess) -> float:
@@ -247,6 +260,22 @@ class Client:
             elif kind == "pong":
                 assert acked, "pong before the signal's ack"
                 return offer
+
+    def painted(self, offer: dict[str, Any]) -> None:
+        """Report an offer painted, as the widget does (``offer_shown`` with its claim), and
+        wait until the server has handled it (a ``pong`` after its ``ack``)."""
+        msg_id = self.send({"type": "offer_shown", "offer": offer["id"], "claim": offer["claim"]})
+        self.send({"type": "ping"})
+        acked = False
+        while True:
+            message = self.recv()
+            if message.get("type") == "ack" and msg_id in message["ids"]:
+                acked = True
+            elif message.get("type") == "error" and message.get("id") == msg_id:
+                raise AssertionError(f"offer_shown was refused: {message}")
+            elif message.get("type") == "pong":
+                assert acked, "pong before the report's ack"
+                return
 
     def close(self) -> None:
         self.conn.close()

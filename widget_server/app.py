@@ -110,7 +110,15 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         campaigns = CampaignStore(redis, keys)
         similar = SimilarProducts(CatalogStore(redis, keys))
         offers = OfferEngine(
-            redis, scripts, keys, campaigns, sessions, metrics, products_for=similar.products_for
+            redis,
+            scripts,
+            keys,
+            campaigns,
+            sessions,
+            metrics,
+            sites=sites,
+            seen_timeout_s=settings.offer_seen_timeout_s,
+            products_for=similar.products_for,
         )
         notices = Notices()
         hub = Hub(

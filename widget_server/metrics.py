@@ -53,6 +53,13 @@ class Metrics:
             "them out again).",
             registry=r,
         )
+        self.offer_reports_refused = Counter(
+            "widget_offer_reports_refused",
+            "offer_shown reports that changed nothing, by why: forged (a claim this visitor was "
+            "never given), replayed (already seen) or late (its reservation had run out).",
+            ["why"],
+            registry=r,
+        )
         self.pool_available = Gauge(
             "widget_code_pool_available",
             "Unused codes left in a campaign's uploaded pool (alert when low).",

@@ -45,6 +45,8 @@ class Settings:
     hello_timeout_s: float = 10.0
     session_ttl_s: int = 30 * 60
     profile_ttl_s: int = 180 * 24 * 3600
+    # How long a claimed offer may take to be painted; unseen by then, it counts nowhere.
+    offer_seen_timeout_s: int = 120
     presence_ttl_s: int = 90
     heartbeat_s: int = 25
     demo: bool = False
@@ -213,6 +215,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         profile_ttl_s=_int(
             env, "WIDGET_PROFILE_TTL", 180 * 24 * 3600, low=3600, high=5 * 365 * 24 * 3600
         ),
+        offer_seen_timeout_s=_int(env, "WIDGET_OFFER_SEEN_TIMEOUT", 120, low=5, high=3600),
         heartbeat_s=_int(env, "WIDGET_HEARTBEAT", 25, low=1, high=600),
         demo=_bool(env, "WIDGET_DEMO", False),
         country_header=(env.get("WIDGET_COUNTRY_HEADER") or "cf-ipcountry").lower(),
@@ -239,6 +242,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_SESSION_TTL": str(settings.session_ttl_s),
         "WIDGET_PROFILE_TTL": str(settings.profile_ttl_s),
         "WIDGET_HEARTBEAT": str(settings.heartbeat_s),
+        "WIDGET_OFFER_SEEN_TIMEOUT": str(settings.offer_seen_timeout_s),
         "WIDGET_DEMO": "1" if settings.demo else "0",
         "WIDGET_COUNTRY_HEADER": settings.country_header,
         "WIDGET_CONSENT_COUNTRY_HEADER": settings.consent_country_header,

@@ -30,7 +30,15 @@ from widget_server.offers.campaigns import parse_campaign
 from widget_server.store.keys import Keys
 from widget_server.store.sites import SiteRegistry, new_site
 
-from ..support import Client, ServerProcess, add_site, message_campaign, new_visitor, save_campaigns
+from ..support import (
+    NO_SITE_LIMITS,
+    Client,
+    ServerProcess,
+    add_site,
+    message_campaign,
+    new_visitor,
+    save_campaigns,
+)
 from .test_admin import XSS, AdminClient, make_user, signed_in
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, SCREENSHOTS, Watched
 from .test_browser import sign_in as browser_sign_in
@@ -252,8 +260,13 @@ def test_a_live_offer_started_from_the_page_reaches_connected_visitors(
 
         html = poll(offered, what="the offer count")
         assert "The live offer is going out" in html and "Stop Flash sale" in html
-        assert "Live broadcast of Flash sale" in html and "Showed Flash sale (variant a)" in html
+        assert "Live broadcast of Flash sale" in html and "Sent Flash sale (variant a)" in html
+        assert "Showed Flash sale" not in html  # not painted yet
         assert f"visitors?q={visitor_id}#session-" in html
+        visitor.painted(offer)
+        html = editor.get(f"/admin/sites/{site}/live").text
+        assert "The widget painted the offer sent" in html
+        assert "Showed Flash sale (variant a)" in html
     entry = latest_audit(r, site)
     assert entry["action"] == "campaign.live_start" and entry["after"]["minutes"] == 5
     stopped = editor.post(f"/admin/sites/{site}/live/stop", {"campaign": "flash"})
@@ -268,7 +281,7 @@ def test_a_live_offer_started_from_the_page_reaches_connected_visitors(
 def test_trace_finds_a_visitor_by_id_session_and_email_and_explains_each_campaign(
     server: ServerProcess, redis_url: str
 ) -> None:
-    site = add_site(redis_url)
+    site = add_site(redis_url, frequency=NO_SITE_LIMITS)  # two offers in one visit
     caps = {"per_session": 1}
     save_campaigns(redis_url, site, [
         message_campaign("first", name="First offer", priority=5, caps=caps),
@@ -285,9 +298,11 @@ def test_trace_finds_a_visitor_by_id_session_and_email_and_explains_each_campaig
         c.answer(c.send(dict(EXIT)))
         first = c.recv_until("offer")["offer"]
         assert first["campaign"] == "first"
-        c.answer(c.send({"type": "offer_shown", "offer": first["id"]}))
+        c.painted(first)
         c.answer(c.send(dict(EXIT)))
-        assert c.recv_until("offer")["offer"]["campaign"] == "second"
+        second = c.recv_until("offer")["offer"]
+        assert second["campaign"] == "second"
+        c.painted(second)
     viewer = signed_in(server, redis_url, "viewer")
     empty = viewer.get(f"/admin/sites/{site}/visitors")
     assert empty.status_code == 200 and "Find a visitor" in empty.text
@@ -304,7 +319,7 @@ def test_trace_finds_a_visitor_by_id_session_and_email_and_explains_each_campaig
     record = re.search(r'id="consent-record">(.*?)</dd>', text, re.S)
     assert record and "from widget, wording “2026-10-newsletter”" in record.group(1)
     assert "2 items, 31.00" in text and "2 \u00d7 Mug at 15.50" in text
-    assert "shown 1, clicked 0, closed 0" in text and "Your cart" in text
+    assert "shown 2, clicked 0, closed 0" in text and "Your cart" in text
     assert f'id="session-{session}"' in text
 
     by_email = viewer.get(f"/admin/sites/{site}/visitors", params={"q": "ADA@example.test"})

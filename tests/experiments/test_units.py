@@ -54,10 +54,12 @@ def test_a_visitor_counts_once_however_often_exposed_and_however_many_orders(
     site = add_site(server.redis_url)
     save_campaigns(server.redis_url, site, [message_campaign("unit", caps={"per_session": 1})])
     visitor = new_visitor()
-    for _ in range(2):  # two sessions, one offer each
+    for _ in range(2):  # two sessions, one offer each, both painted
         with Client(server.ws_url) as c:
             c.hello(site, visitor)
-            assert exit_intent(c) is not None
+            offer = exit_intent(c)
+            assert offer is not None
+            c.painted(offer)
     with Client(server.ws_url) as c:
         c.hello(site, visitor)
         c.event("purchase", order_id="o-1", value=30.0)
@@ -97,7 +99,9 @@ def test_the_global_cap_applies_to_the_holdout_too(server: ServerProcess, r: red
     save_campaigns(server.redis_url, site, [data])
     with Client(server.ws_url) as c:
         c.hello(site, visitor_in(data, "a"))
-        assert exit_intent(c) is not None
+        offer = exit_intent(c)
+        assert offer is not None
+        c.painted(offer)
     with Client(server.ws_url) as c:
         c.hello(site, visitor_in(data, HOLDOUT))
         assert exit_intent(c) is None

@@ -63,7 +63,7 @@ def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: re
         assert offer["expires_at"] > time.time() * 1000 + 29 * 60 * 1000
         issued = r.hget(Keys().issued_codes(site, "ten"), offer["code"])
         assert issued is not None and json.loads(issued)["variant"] == "a"
-        shown = c.send({"type": "offer_shown", "offer": offer["id"]})
+        shown = c.send({"type": "offer_shown", "offer": offer["id"], "claim": offer["claim"]})
         assert c.answer(shown)["type"] == "ack"
         dismissed = c.send({"type": "offer_dismissed", "offer": offer["id"], "how": "escape"})
         assert c.answer(dismissed)["type"] == "ack"

@@ -23,6 +23,7 @@ from widget_server.store.keys import Keys
 
 from ..admin.test_admin import AdminClient, signed_in
 from ..support import (
+    NO_SITE_LIMITS,
     Client,
     ServerProcess,
     add_site,
@@ -155,7 +156,8 @@ def known_visitor(server: ServerProcess, r: redis.Redis, site: str) -> Known:
 
 
 def new_site_with_campaigns(redis_url: str) -> str:
-    site = add_site(redis_url)
+    # Two discounts in one visit: more than the site-wide default allows.
+    site = add_site(redis_url, frequency=NO_SITE_LIMITS)
     save_campaigns(redis_url, site, [
         discount_campaign("old", priority=200),
         discount_campaign("ten", priority=100),

@@ -343,8 +343,15 @@ def offer(kind: str, **fields: Any) -> p.OfferBody:
         "body": "Use this code at checkout. It is valid for this visit only.",
         "cta": p.OfferCta(label="", url=""),
         "theme": THEME,
+        "claim": f"claim-{kind}",  # what the server's reservation would carry
+        "show_within": 120,
     }
     return p.OfferBody(**{**base, **fields})
+
+
+def reports(tab: Tab) -> list[tuple[str, str]]:
+    """The ``offer_shown`` reports the widget sent: (offer id, claim)."""
+    return [(m["offer"], m.get("claim", "")) for m in tab.sent_of("offer_shown")]
 
 
 def discount(shop: StaticSite) -> p.OfferBody:
@@ -788,7 +795,8 @@ def test_offer_dialog_is_accessible_and_reported(
     page.wait_for_timeout(250)  # let the entrance animation settle for the screenshot
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "overlay-discount.png"))
-    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
+    tab.wait(lambda: reports(tab), "offer_shown")
+    assert reports(tab) == [("test-discount", "claim-discount")]
 
     # Focus is inside the dialog and Tab / Shift+Tab cannot leave it.
     inside = (
@@ -812,7 +820,7 @@ def test_offer_dialog_is_accessible_and_reported(
     page.keyboard.press("Escape")
     dialog.wait_for(state="detached")
     assert page.evaluate("document.activeElement.id") == "before"
-    session = wait_session(r, site, tab, lambda s: s.get("offers_dismissed") == "1", "dismissed")
+    wait_session(r, site, tab, lambda s: s.get("offers_dismissed") == "1", "dismissed")
     dismissed = tab.sent_of("offer_dismissed")[0]
     assert dismissed["how"] == "escape" and dismissed["offer"] == "test-discount"
     assert dismissed["visible_ms"] > 200
@@ -823,7 +831,7 @@ def test_offer_dialog_is_accessible_and_reported(
     dialog.wait_for(state="detached")
     wait_session(r, site, tab, lambda s: s.get("offers_dismissed") == "2", "closed")
     assert [m["how"] for m in tab.sent_of("offer_dismissed")] == ["escape", "close_button"]
-    assert session["offers_shown"] == "1"  # reopening the teaser is not a second exposure
+    assert len(reports(tab)) == 1  # reopening the teaser is not a second exposure
 
     # The backdrop dismisses too; a withdrawn offer disappears.
     page.locator("exit-widget .p button").first.click()
@@ -956,16 +964,23 @@ def test_offer_kinds_render_and_screenshots(
             clicked = tab.sent_of("offer_clicked")[-1]
             assert clicked == {**clicked, "offer": "test-email_capture", "action": "email_submit"}
         if kind == "message":
-            # Only one overlay at a time: an offer arriving now is ignored.
-            deliver(redis_url, site, visitor, p.Offer(offer=offer("message", id="2")))
+            # Only one overlay at a time: an offer arriving now waits until this one closes.
+            tab.wait(lambda: len(reports(tab)) == 3, "the message's report")
+            waiting = offer("message", id="2", headline="Second message", claim="claim-2")
+            deliver(redis_url, site, visitor, p.Offer(offer=waiting))
             page.wait_for_timeout(150)
             assert page.get_by_role("dialog").count() == 1
+            assert len(reports(tab)) == 3  # the waiting one is not painted, so not reported
             deliver(redis_url, site, visitor, p.Withdraw(offer="test-message"))
-            dialog.wait_for(state="detached")
-            continue
+            dialog = page.get_by_role("dialog", name="Second message")
+            dialog.wait_for()
+            tab.wait(lambda: len(reports(tab)) == 4, "the waiting offer's report")
+            assert reports(tab)[-1] == ("2", "claim-2")
         page.keyboard.press("Escape")
         dialog.wait_for(state="detached")
-    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "3", "three exposures")
+    assert [claim for _, claim in reports(tab)] == [
+        "claim-similar_products", "claim-email_capture", "claim-message", "claim-2"
+    ]  # fmt: skip
 
 
 def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
@@ -1022,8 +1037,14 @@ def test_armed_offer_shows_in_the_frame_of_the_exit_signal(
     # other task) comes in between, so it paints in the next frame however busy the machine is.
     assert timing["sameTask"] is True
     page.get_by_role("dialog").wait_for(state="visible")
-    session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
-    assert session["signals"] == "1" and session["last_offer"] == "test-discount"
+    wait_session(r, site, tab, lambda s: s.get("signals") == "1", "the signal")
+    # The armed copy has no code and no claim: it is reported when the claimed copy the
+    # server sends for the signal replaces it.
+    assert reports(tab) == []
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))
+    tab.wait(lambda: reports(tab), "offer_shown")
+    assert reports(tab) == [("test-discount", "claim-discount")]
+    assert page.get_by_role("dialog").count() == 1
     order = [m["type"] for m in tab.sent if m.get("type") in ("signal", "offer_shown")]
     assert order == ["signal", "offer_shown"]
 
@@ -1061,12 +1082,12 @@ def test_overlay_loads_with_the_first_offer_and_an_early_offer_paints_once_it_ha
     held[0].continue_()
     page.get_by_role("dialog").wait_for(state="visible")
     assert tab.in_shadow("return root.querySelector('input').value") == "SAVE10-K7Q2"
-    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
+    tab.wait(lambda: reports(tab), "offer_shown")
     # Loaded once: the next offer uses it.
     page.keyboard.press("Escape")
     deliver(redis_url, site, visitor, p.Offer(offer=offer("message", id="next")))
     page.get_by_role("dialog", name="Before you go: 10% off your order").wait_for()
-    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "2", "the second offer_shown")
+    tab.wait(lambda: len(reports(tab)) == 2, "the second offer_shown")
     assert len(overlay_requests(tab)) == 1
 
 
@@ -1109,8 +1130,9 @@ def test_an_overlay_that_fails_to_load_is_tried_again_and_the_page_keeps_working
     exit_through_top(page)
     page.get_by_role("dialog").wait_for(state="visible")
     assert len(attempts) == 2
-    session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "offer_shown")
-    assert session["signals"] == "1"
+    wait_session(r, site, tab, lambda s: s.get("signals") == "1", "the signal")
+    deliver(redis_url, site, visitor, p.Offer(offer=discount(shop)))  # the claimed copy
+    tab.wait(lambda: reports(tab), "offer_shown")
     order = [m["type"] for m in tab.sent if m.get("type") in ("signal", "offer_shown")]
     assert order == ["signal", "offer_shown"]
 

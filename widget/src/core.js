@@ -21,6 +21,8 @@
  *     cta?: {label: string, url?: string},   // http(s) only; email_capture: submit label
  *     code?: string,              // discount code, shown with a copy button
  *     expires_at?: number,        // unix ms: live countdown; the offer closes when it passes
+ *     claim?: string,             // offer: the server's reservation, echoed in offer_shown
+ *     show_within?: number,       // offer: seconds to paint it in, else it is dropped
  *     products?: [{id, title, price, currency, url, image}],   // similar_products cards
  *     consent_label?: string,     // email_capture: label of the consent checkbox
  *     thanks?: string,            // email_capture: text shown after submitting

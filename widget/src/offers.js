@@ -4,9 +4,15 @@
 // Drawing them is the overlay's job, a separate script (src/overlay/) that most visitors never
 // need: it is loaded when the first offer is armed or sent, so that by the time the visitor
 // shows exit intent it is there and the armed offer paints in the same task as the signal. An
-// offer that arrives before the overlay has loaded is shown once it has ("offer_shown" is sent
-// when it is painted). A failed load leaves the page alone; the next arm, offer or exit intent
-// tries again.
+// offer that arrives before the overlay has loaded is shown once it has. A failed load leaves the
+// page alone; the next arm, offer or exit intent tries again.
+//
+// Shown means seen: "offer_shown" goes out when a claimed offer (one with a `claim` token) is
+// painted, and only then does the server count it. An armed offer painted on exit intent is
+// reported when its claimed copy replaces it a round trip later. One dialog at a time: an offer
+// claimed while another dialog is open (a live offer during an exit offer) waits until that one
+// closes, never replacing it; one that could not be painted within its `show_within` seconds is
+// dropped, as the server has released it by then.
 //
 // The overlay hands itself over through the command queue: its script calls
 // `exitwidget.overlay(create)`, and create(lent) returns its functions (see overlay/index.js).
@@ -21,8 +27,9 @@ let armed = null;
 let overlay = null; // the overlay's functions, once its script has run
 let loading = null; // the overlay's <script> while it loads
 let waiting = []; // offers to show once the overlay is there, in their order of arrival
+let queued = []; // claimed offers that arrived while a dialog was open: shown when it closes
 let previewing = 0; // the admin's campaign preview: render the offer, report nothing
-const seen = {}; // offers reported shown on this page: reopening one is not a new exposure
+const seen = {}; // claims reported shown on this page: reopening one is not a new exposure
 
 /** An offer object the widget can show: an object with a valid id that has not expired. */
 export const validOffer = (offer) =>
@@ -33,7 +40,7 @@ export const validOffer = (offer) =>
 
 const register = quietly((create) => {
   if (!loading || overlay) return;
-  overlay = create({ send, valid: validOffer, preview: previewing });
+  overlay = create({ send, valid: validOffer, preview: previewing, closed: next });
   if (armed) overlay.mount();
   const offers = waiting;
   waiting = [];
@@ -57,8 +64,25 @@ const loadOverlay = () => {
 /** Whether an offer's dialog is open. */
 export const overlayOpen = () => overlay && overlay.open();
 
-export const reportShown = (offer) => {
-  if (!seen[offer.id]) (seen[offer.id] = 1), send({ type: "offer_shown", offer: offer.id });
+const reportShown = (offer) => {
+  const claim = offer.claim;
+  if (claim && !seen[claim])
+    (seen[claim] = 1), send({ type: "offer_shown", offer: offer.id, claim });
+};
+
+/** Paint an offer from the server now if no other dialog is open; else it waits its turn. */
+const paint = (offer) => {
+  if (!validOffer(offer) || offer.by < Date.now()) return;
+  if (!overlay.show(offer)) return queued.push(offer);
+  if (armed && armed.id == offer.id) armed = null;
+  reportShown(offer);
+};
+
+/** A dialog closed: the next offer waiting for it, if one is still in time. */
+const next = () => {
+  const offers = queued;
+  queued = [];
+  for (const offer of offers) overlay.open() ? queued.push(offer) : paint(offer);
 };
 
 export const arm = (offer) => {
@@ -87,29 +111,26 @@ export const showArmed = (kind) => {
 
 export const show = (offer) => {
   if (!validOffer(offer)) return;
-  if (!overlay) {
-    if (armed && armed.id == offer.id) armed = null;
-    waiting.push(offer);
-    return loadOverlay();
-  }
-  // Only one dialog at a time; the claimed offer for the armed one on screen replaces it.
-  if (overlay.show(offer)) {
-    if (armed && armed.id == offer.id) armed = null;
-    reportShown(offer);
-  }
+  // The time left to paint it, on this page's clock (the server's may differ).
+  if (offer.show_within > 0 && !offer.by) offer.by = Date.now() + offer.show_within * 1e3 - 5e3;
+  if (overlay) return paint(offer);
+  if (armed && armed.id == offer.id) armed = null;
+  waiting.push(offer);
+  loadOverlay();
 };
 
 export const withdraw = (id) => {
   const named = (offer) => id == "*" || offer.id == id;
   if (armed && named(armed)) armed = null;
   waiting = waiting.filter((offer) => !named(offer));
+  queued = queued.filter((offer) => !named(offer));
   if (overlay) overlay.withdraw(id);
 };
 
 /** Consent withdrawn: nothing armed, nothing waiting, nothing on screen. */
 export const forgetOffers = () => {
   armed = null;
-  waiting = [];
+  waiting = queued = [];
   if (overlay) overlay.clear();
 };
 

@@ -3,7 +3,7 @@
 // the page type's number of seconds). Thresholds come from the server's welcome.
 
 import { touch } from "./env.js";
-import { overlayOpen, reportShown, showArmed } from "./offers.js";
+import { overlayOpen, showArmed } from "./offers.js";
 import { navigated, pageType } from "./pages.js";
 import { active, flush, send } from "./transport.js";
 import { listen, now, quietly } from "./util.js";
@@ -62,9 +62,8 @@ const exit = (kind, dwell) => {
   )
     return;
   lastExit = time;
-  const offer = showArmed(kind);
+  showArmed(kind); // reported shown when the claimed copy, with its code, replaces it
   send({ type: "signal", name: "exit_intent", kind });
-  if (offer) reportShown(offer);
 };
 
 /**

@@ -42,6 +42,11 @@ REASONS = {
     "pool_exhausted": "no codes left in its code pool",
     "global_cap": "it reached its total number of impressions",
     "code_collision": "no unique code could be issued (use a longer code format)",
+    "site_session": "site limit: {detail} offer(s) per visit",
+    "site_day": "site limit: {detail} offer(s) per day",
+    "site_discount": "site limit: one discount per {detail} days",
+    "site_live_session": "site limit: {detail} live offer(s) per visit",
+    "site_live_day": "site limit: {detail} live offer(s) per day",
 }
 
 
@@ -79,6 +84,8 @@ def signal_text(signal: Mapping[str, Any] | None, names: Mapping[str, str] | Non
     if kind == "live":
         campaign = str(signal.get("campaign", ""))
         return f"Live broadcast of {(names or {}).get(campaign, campaign)}"
+    if kind == "seen":
+        return "The widget painted the offer sent"
     return "A check of what exit intent would show"
 
 
@@ -89,6 +96,13 @@ def outcome_text(entry: Mapping[str, Any], names: Mapping[str, str] | None = Non
     if shown:
         campaign, _, variant = str(shown).partition(".")
         return f"Showed {names.get(campaign, campaign)} (variant {variant})"
+    sent = entry.get("sent")
+    if sent:
+        campaign, _, variant = str(sent).partition(".")
+        return (
+            f"Sent {names.get(campaign, campaign)} (variant {variant}); "
+            "it counts once the widget has painted it"
+        )
     chosen = str(entry.get("chosen") or "")
     campaign, _, variant = chosen.partition(".")
     if chosen and variant == HOLDOUT:
@@ -107,10 +121,12 @@ def campaign_lines(
     names = names or {}
     lines: list[CampaignLine] = []
     shown = str(entry.get("shown") or "")
-    if shown:
-        campaign, _, variant = shown.partition(".")
+    sent = str(entry.get("sent") or "")
+    if shown or sent:
+        campaign, _, variant = (shown or sent).partition(".")
         name = names.get(campaign, campaign)
-        lines.append(CampaignLine(campaign, name, f"shown (variant {variant})", True))
+        what = "shown" if shown else "sent, counted once painted"
+        lines.append(CampaignLine(campaign, name, f"{what} (variant {variant})", bool(shown)))
     for rejection in entry.get("rejected") or []:
         campaign = str(rejection.get("campaign", ""))
         text = reason_text(str(rejection.get("reason", "")), str(rejection.get("detail", "")))

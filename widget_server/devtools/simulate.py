@@ -461,7 +461,7 @@ class _Visit:
         clicked, dismissed, converted, value = _behaviour(plan, outcome.arm, offered, self.truth)
         if offer is not None:
             offer_id = str(offer["id"])
-            await talk.send({"type": "offer_shown", "offer": offer_id})
+            await talk.send({"type": "offer_shown", "offer": offer_id, "claim": offer["claim"]})
             if clicked:
                 await talk.send({"type": "offer_clicked", "offer": offer_id, "action": "cta"})
             elif dismissed:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from ..store.frequency import Frequency
 from ..visitors.session_view import SessionView
 from .assign import HOLDOUT, assign
 from .campaigns import Campaign, Condition
@@ -40,6 +41,11 @@ class Reason(StrEnum):
     POOL_EXHAUSTED = "pool_exhausted"
     GLOBAL_CAP = "global_cap"
     CODE_COLLISION = "code_collision"
+    SITE_SESSION = "site_session"
+    SITE_DAY = "site_day"
+    SITE_DISCOUNT = "site_discount"
+    SITE_LIVE_SESSION = "site_live_session"
+    SITE_LIVE_DAY = "site_live_day"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,13 @@ class VisitorState:
     shown_in_session: dict[str, int] = field(default_factory=dict)
     shown_at: dict[str, tuple[float, ...]] = field(default_factory=dict)
     dismissals: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Offers seen across every campaign, for the site's frequency policy (lua/session_event.lua).
+    site_overlays: int = 0  # in this session
+    site_live: int = 0  # live offers in this session
+    site_day: str = ""  # the day (site's time zone) the two counts below are for
+    site_day_overlays: int = 0
+    site_day_live: int = 0
+    site_discount_at: float = 0.0  # when the visitor last saw a discount
 
     @classmethod
     def from_view(cls, visitor: str, view: SessionView, country: str = "") -> VisitorState:
@@ -139,6 +152,12 @@ class VisitorState:
             shown_in_session=shown_in_session,
             shown_at=shown_at,
             dismissals=dismissals,
+            site_overlays=int(_f(s.get("fq_overlays"))),
+            site_live=int(_f(s.get("fq_live"))),
+            site_day=p.get("fq_day", ""),
+            site_day_overlays=int(_f(p.get("fq_day_overlays"))),
+            site_day_live=int(_f(p.get("fq_day_live"))),
+            site_discount_at=_f(p.get("fq_discount_at")),
         )
 
 
@@ -147,6 +166,18 @@ def _f(value: str | None) -> float:
         return float(value) if value else 0.0
     except ValueError:
         return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """What the decision reads of a site: its frequency policy and its time zone."""
+
+    frequency: Frequency = field(default_factory=Frequency)
+    timezone: str = "UTC"
+
+
+UNLIMITED = SitePolicy(Frequency(per_session=0, per_day=0, discount_days=0,
+                                 live_per_session=0, live_per_day=0))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +216,25 @@ class Decision:
 
 
 def decide(
-    state: VisitorState, campaigns: Iterable[Campaign], signal: Signal, now: float
+    state: VisitorState,
+    campaigns: Iterable[Campaign],
+    signal: Signal,
+    now: float,
+    site: SitePolicy = UNLIMITED,
 ) -> Decision:
-    """Choose the offer for ``signal``: priority first, then expected value, then id."""
+    """Choose the offer for ``signal``: priority first, then expected value, then id.
+
+    The site's frequency policy is checked here against the offers the visitor has seen; the
+    reservation script checks it again atomically, counting offers sent and not yet seen.
+    """
     campaigns = tuple(campaigns)
     eligible: list[Candidate] = []
     rejections: list[Rejection] = []
+    day = period_keys(now, site.timezone)[0]
     for campaign in campaigns:
         outcome = evaluate(state, campaign, signal, now)
+        if not isinstance(outcome, Rejection):
+            outcome = site_refusal(state, outcome, signal, site.frequency, day, now) or outcome
         if isinstance(outcome, Rejection):
             rejections.append(outcome)
         else:
@@ -209,6 +251,40 @@ def decide(
             rejections.append(Rejection(chosen.campaign.id, Reason.EXPERIMENT_HOLDOUT, experiment))
             return Decision(None, (), tuple(rejections))
     return Decision(chosen, tuple(eligible), tuple(rejections))
+
+
+def offers_discount(campaign: Campaign) -> bool:
+    """Whether the site's discount rule applies to a campaign: when any of its variants has a
+    discount. Per campaign, not per variant, so that it refuses every arm alike (the holdout and
+    a variant without a discount too) and the arms of an experiment stay comparable."""
+    return any(v.discount is not None for v in campaign.variants)
+
+
+def site_refusal(
+    state: VisitorState,
+    candidate: Candidate,
+    signal: Signal,
+    policy: Frequency,
+    day: str,
+    now: float,
+) -> Rejection | None:
+    """The site's frequency policy against what the visitor has seen (every arm alike)."""
+    cid = candidate.campaign.id
+    same_day = state.site_day == day
+    if isinstance(signal, LiveSignal):
+        if policy.live_per_session and state.site_live >= policy.live_per_session:
+            return Rejection(cid, Reason.SITE_LIVE_SESSION, str(policy.live_per_session))
+        if policy.live_per_day and same_day and state.site_day_live >= policy.live_per_day:
+            return Rejection(cid, Reason.SITE_LIVE_DAY, str(policy.live_per_day))
+        return None
+    if policy.per_session and state.site_overlays >= policy.per_session:
+        return Rejection(cid, Reason.SITE_SESSION, str(policy.per_session))
+    if policy.per_day and same_day and state.site_day_overlays >= policy.per_day:
+        return Rejection(cid, Reason.SITE_DAY, str(policy.per_day))
+    window = policy.discount_days * 86_400
+    if window and offers_discount(candidate.campaign) and now - state.site_discount_at < window:
+        return Rejection(cid, Reason.SITE_DISCOUNT, str(policy.discount_days))
+    return None
 
 
 def holding_out(visitor: str, campaigns: Iterable[Campaign], live: str) -> str | None:

@@ -1,14 +1,31 @@
-"""Offers at run time: pre-arming, the atomic claim, purchases, live offers, decision traces.
+"""Offers at run time: pre-arming, the claim, what the visitor saw, purchases, live offers,
+decision traces.
 
 The decision itself is pure (:mod:`widget_server.offers.decide`); this module feeds it the visitor's
-latest state, runs the claim script (one Lua call on the campaign's slot: caps, code, exposure),
-and turns the result into ``arm``/``offer``/``withdraw`` messages.
+latest state and turns the result into ``arm``/``offer``/``withdraw`` messages. An offer is
+reserved at the signal and counted when the widget reports it painted:
+
+1. reserve a place under the site's frequency policy, on the visitor's slot
+   (``lua/offer_reserve.lua``);
+2. claim it on the campaign's slot (``lua/offer_claim.lua``: caps, code, exposure), or release
+   step 1 if the campaign refuses;
+3. send ``offer`` with the reservation's token; the widget echoes it in ``offer_shown`` once the
+   offer is painted;
+4. confirm on the visitor's slot (``lua/session_event.lua``: the site-wide counts), then on the
+   campaign's slot (``lua/offer_confirm.lua``: the caps and one impression).
+
+No single script can span both slots on a cluster; the steps are ordered so that a process dying
+between any two of them errs the same way: a reservation nobody confirms runs out after
+``offer_seen_timeout_s`` and counts nowhere, so an interrupted offer shows less, never more than
+the policy allows (docs/frequency.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,12 +41,14 @@ from ..store.keys import Keys
 from ..store.replicated import ReplicatedCalls
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
+from ..store.sites import SiteRegistry
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionStore
 from ..wire import nodes
 from ..wire import protocol as p
 from .assign import HOLDOUT
 from .campaign_store import CampaignStore
+from .campaigns import Campaign
 from .codes import code_candidates
 from .decide import (
     ArmProbe,
@@ -41,8 +60,10 @@ from .decide import (
     Reason,
     Rejection,
     Signal,
+    SitePolicy,
     VisitorState,
     decide,
+    offers_discount,
     period_keys,
 )
 
@@ -52,6 +73,7 @@ TRACE_TTL_S = 7 * 86_400
 SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
 LOW_POOL = 100  # codes left in a pool below which a warning is logged
 LIVE_RUNS_KEPT = 500  # live broadcasts remembered per site, for the reports
+CONFIRM_GRACE_S = 60  # the campaign's reservation outlives the visitor's by this much
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
 
 
@@ -76,6 +98,16 @@ class ClaimResult:
     code: str
     expires_at_ms: int
     reason: str
+    token: str = ""  # the reservation to confirm when the offer is seen ("" for the holdout)
+
+
+SITE_REFUSALS = {
+    "site_session": Reason.SITE_SESSION,
+    "site_day": Reason.SITE_DAY,
+    "site_discount": Reason.SITE_DISCOUNT,
+    "site_live_session": Reason.SITE_LIVE_SESSION,
+    "site_live_day": Reason.SITE_LIVE_DAY,
+}
 
 
 async def _no_products(site: str, state: VisitorState) -> list[p.OfferProduct]:
@@ -92,6 +124,8 @@ class OfferEngine:
         sessions: SessionStore,
         metrics: Metrics,
         *,
+        sites: SiteRegistry | None = None,
+        seen_timeout_s: int = 120,
         products_for: ProductsFor = _no_products,
     ) -> None:
         self._redis = redis
@@ -102,6 +136,8 @@ class OfferEngine:
         self._sessions = sessions
         self._metrics = metrics
         self._products_for = products_for
+        self._sites = sites
+        self.seen_timeout_s = seen_timeout_s
         self._live_cache: dict[str, tuple[float, dict[str, float]]] = {}
         self._low_pool_warned: set[tuple[str, str]] = set()
 
@@ -117,9 +153,10 @@ class OfferEngine:
                 await sock.send(p.Withdraw(offer=sock.armed))
                 sock.armed = None
             return
+        site = await self.site_policy(sock.site)
         started = time.perf_counter()
         state = state or VisitorState.from_view(sock.visitor, view, sock.country)
-        decision = decide(state, campaigns, ArmProbe(), time.time())
+        decision = decide(state, campaigns, ArmProbe(), time.time(), site)
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         chosen = decision.chosen
         if chosen is None or chosen.variant == HOLDOUT:
@@ -142,28 +179,60 @@ class OfferEngine:
         )
 
     # --- signals -----------------------------------------------------------------------------
+    async def site_policy(self, site: str) -> SitePolicy:
+        """The site's frequency policy and time zone (the registry caches them in-process)."""
+        record = await self._sites.get(site) if self._sites is not None else None
+        if record is None:
+            return SitePolicy()
+        return SitePolicy(record.frequency, record.timezone)
+
     async def on_signal(
-        self, sock: OfferSocket, signal: Signal, message_id: str, *, resend: bool = True
+        self,
+        sock: OfferSocket,
+        signal: Signal,
+        message_id: str,
+        *,
+        resend: bool = True,
+        again: bool = False,
     ) -> None:
         """Decide and claim for a signal; send ``offer`` (or ``withdraw`` if nothing may show).
 
-        A replayed message id returns the earlier claim; ``resend`` says whether to send it again.
+        ``again``: the message id may have been claimed before (a signal sent again, a live
+        offer on a reconnect). Its earlier claim is returned then, and ``resend`` says whether
+        to send it again.
         """
         if sock.last_view is None or not await self.campaigns.active(sock.site):
             return
         campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
+        site = await self.site_policy(sock.site)
         now = time.time()
         started = time.perf_counter()
         state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
-        decision = decide(state, campaigns, signal, now)
+        decision = decide(state, campaigns, signal, now, site)
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
-        chosen, claim, late = await self._claim_first(sock, decision, state, message_id, now)
+        earlier = await self._earlier_claim(sock, decision, message_id) if again else None
+        chosen: Candidate | None
+        claim: ClaimResult | None
+        late: list[Rejection] = []
+        if earlier is not None:
+            chosen, claim = earlier
+        else:
+            chosen, claim, late = await self._claim_first(
+                sock, decision, state, signal, site, message_id, now
+            )
         if claim is not None and claim.status == "replay" and not resend:
             return
         if chosen is not None and claim is not None and chosen.variant != HOLDOUT:
+            if sock.armed is not None and sock.armed != chosen.offer_id:
+                # The armed offer the widget may have painted lost its claim: take it away first.
+                await sock.send(p.Withdraw(offer=sock.armed))
             body = await self.render(sock.site, chosen, state)
             body = msgspec.structs.replace(
-                body, code=claim.code or None, expires_at=claim.expires_at_ms or None
+                body,
+                code=claim.code or None,
+                expires_at=claim.expires_at_ms or None,
+                claim=claim.token or None,
+                show_within=self.seen_timeout_s,
             )
             await sock.send(p.Offer(offer=body))
             sock.armed = None
@@ -178,23 +247,107 @@ class OfferEngine:
         sock: OfferSocket,
         decision: Decision,
         state: VisitorState,
+        signal: Signal,
+        site: SitePolicy,
         message_id: str,
         now: float,
     ) -> tuple[Candidate | None, ClaimResult | None, list[Rejection]]:
+        """Reserve and claim the best candidate that both the site and its campaign allow."""
         late: list[Rejection] = []
         for candidate in decision.eligible:
+            token = secrets.token_hex(8)
             try:
-                claim = await self.claim(sock.site, sock.visitor, state, candidate, message_id, now)
+                refused = await self.reserve(sock, state, candidate, signal, site, token, now)
+                if refused is not None:
+                    late.append(refused)
+                    if candidate.variant == HOLDOUT:
+                        break
+                    continue
+                claim = await self.claim(
+                    sock.site, sock.visitor, state, candidate, message_id, now, token
+                )
+                if claim.status == "ok":
+                    return candidate, claim, late
+                await self.release(sock.site, sock.visitor, token)
+                if claim.status == "replay":  # the earlier claim stands
+                    return candidate, claim, late
             except RedisError as exc:
                 self._metrics.redis_errors.inc()
                 log.warning("claim failed", extra={"error": str(exc), "site": sock.site})
                 return None, None, late
-            if claim.status in ("ok", "replay"):
-                return candidate, claim, late
             late.append(Rejection(candidate.campaign.id, Reason(claim.reason), "at claim time"))
             if candidate.variant == HOLDOUT:
                 break
         return None, None, late
+
+    async def _earlier_claim(
+        self, sock: OfferSocket, decision: Decision, message_id: str
+    ) -> tuple[Candidate, ClaimResult] | None:
+        """The claim an earlier copy of this message made, if any (one pipelined read)."""
+        if not decision.eligible:
+            return None
+        field = f"m:{sock.last_view.session_id if sock.last_view else ''}:{message_id}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for candidate in decision.eligible:
+                pipe.hget(
+                    self._keys.campaign_visitor(sock.site, candidate.campaign.id, sock.visitor),
+                    field,
+                )
+            found = await pipe.execute()
+        for candidate, raw in zip(decision.eligible, found, strict=True):
+            if raw:
+                variant, code, expires, *rest = json.loads(raw)
+                token = str(rest[0]) if rest else ""
+                claimed = dataclasses.replace(candidate, variant=str(variant))
+                result = ClaimResult("replay", str(variant), str(code), int(float(expires or 0)),
+                                     "", token)  # fmt: skip
+                return claimed, result
+        return None
+
+    async def reserve(
+        self,
+        sock: OfferSocket,
+        state: VisitorState,
+        candidate: Candidate,
+        signal: Signal,
+        site: SitePolicy,
+        token: str,
+        now: float,
+    ) -> Rejection | None:
+        """Step 1: a place under the site's frequency policy, held until the offer is seen or
+        ``seen_timeout_s`` runs out (the holdout is checked the same way and holds nothing)."""
+        k, campaign = self._keys, candidate.campaign
+        variant = campaign.variant(candidate.variant)
+        shows_discount = variant is not None and variant.discount is not None
+        policy = site.frequency
+        result = await self._scripts.offer_reserve(
+            keys=[
+                k.held(sock.site, sock.visitor),
+                k.session(sock.site, sock.visitor, state.session_id),
+                k.profile(sock.site, sock.visitor),
+            ],
+            args=[
+                repr(now),
+                token,
+                repr(now + self.seen_timeout_s),
+                "live" if isinstance(signal, LiveSignal) else "overlay",
+                "1" if offers_discount(campaign) else "0",
+                period_keys(now, site.timezone)[0],
+                msgspec.json.encode(policy),
+                candidate.offer_id,
+                state.session_id,
+                "1" if candidate.variant == HOLDOUT else "0",
+                "1" if shows_discount else "0",
+            ],
+        )
+        if reply_text(result[0]) == "ok":
+            return None
+        reason = SITE_REFUSALS[reply_text(result[1])]
+        return Rejection(campaign.id, reason, str(int(result[2])))
+
+    async def release(self, site: str, visitor: str, token: str) -> None:
+        """Step 2, refused: give the place reserved in step 1 back."""
+        await self._scripts.offer_release(keys=[self._keys.held(site, visitor)], args=[token])
 
     async def claim(
         self,
@@ -204,8 +357,9 @@ class OfferEngine:
         candidate: Candidate,
         message_id: str,
         now: float,
+        token: str = "",
     ) -> ClaimResult:
-        """Run the claim script for one candidate (atomic on the campaign's slot)."""
+        """Step 2: the claim script for one candidate (atomic on the campaign's slot)."""
         campaign = candidate.campaign
         k = self._keys
         day, week = period_keys(now, campaign.schedule.timezone)
@@ -221,6 +375,7 @@ class OfferEngine:
                 k.code_pool(site, campaign.id),
                 k.issued_codes(site, campaign.id),
                 k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
+                k.campaign_pending(site, campaign.id),
             ],
             [
                 repr(now),
@@ -246,6 +401,10 @@ class OfferEngine:
                 visitor,
                 "1" if campaign.uses_pool else "0",
                 campaign.experiment_version,
+                token or secrets.token_hex(8),
+                # The campaign's reservation outlives the visitor's by a minute, so that an
+                # offer the visitor's slot saw in time is never refused as late by the campaign.
+                repr(now + self.seen_timeout_s + CONFIRM_GRACE_S),
             ],
         )
         if strategy in ("pool", "generated"):  # a unique code: a replica must have it
@@ -261,9 +420,52 @@ class OfferEngine:
         else:
             result = await self._scripts.offer_claim(keys=claim_keys, args=claim_args)
         status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
-        if strategy == "pool" and len(result) > 5:
-            self._pool_level(site, campaign.id, int(result[5]))
-        return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason)
+        left = int(result[5]) if len(result) > 5 else -1
+        if strategy == "pool" and left >= 0:
+            self._pool_level(site, campaign.id, left)
+        token_out = reply_text(result[6]) if len(result) > 6 else ""
+        return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason, token_out)
+
+    # --- what the visitor saw ----------------------------------------------------------------
+    async def on_shown(self, sock: OfferSocket, message: p.OfferShown, view: SessionView) -> None:
+        """Step 4: the widget painted an offer. The visitor's slot has judged the report (the
+        view's note); a seen offer is now confirmed on the campaign's slot."""
+        if view.duplicate:
+            # Sent again after a failure: finish the campaign's step if the visitor's was done.
+            if not message.claim or not await self._redis.hexists(
+                self._keys.held(sock.site, sock.visitor), f"done:{message.claim}"
+            ):
+                return
+        elif view.note != "seen":
+            if view.note:
+                self._metrics.offer_reports_refused.labels(view.note).inc()
+            return
+        campaign_id = message.offer.partition(".")[0]
+        campaign = next(
+            (c for c in await self.campaigns.for_site(sock.site) if c.id == campaign_id), None
+        )
+        if campaign is None:
+            return
+        outcome = await self.confirm(sock.site, sock.visitor, campaign, message.claim, time.time())
+        if outcome == "seen" and not view.duplicate:
+            await self._record_seen(sock, message.offer, time.time())
+
+    async def confirm(
+        self, site: str, visitor: str, campaign: Campaign, token: str, now: float
+    ) -> str:
+        """The campaign's part of step 4: caps and one impression (``lua/offer_confirm.lua``)."""
+        k = self._keys
+        day, _ = period_keys(now, campaign.schedule.timezone)
+        outcome = await self._scripts.offer_confirm(
+            keys=[
+                k.campaign_visitor(site, campaign.id, visitor),
+                k.campaign_impressions(site, campaign.id),
+                k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
+                k.campaign_pending(site, campaign.id),
+            ],
+            args=[repr(now), token, max(8, campaign.attribution_days + 1) * 86_400],
+        )
+        return reply_text(outcome)
 
     def _pool_level(self, site: str, campaign_id: str, left: int) -> None:
         """Export the codes left in a pool; warn once when it runs low."""
@@ -288,7 +490,7 @@ class OfferEngine:
         now: float,
     ) -> None:
         trace = decision.trace()
-        trace["shown"] = chosen.offer_id if chosen and chosen.variant != HOLDOUT else None
+        trace["sent"] = chosen.offer_id if chosen and chosen.variant != HOLDOUT else None
         trace["rejected"] += [  # type: ignore[operator]
             {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
         ]
@@ -302,6 +504,24 @@ class OfferEngine:
                 pipe.ltrim(key, 0, TRACE_LIMIT - 1)
                 pipe.expire(key, TRACE_TTL_S)
                 pipe.set(k.session_owner(sock.site, sock.session_id), sock.visitor, ex=TRACE_TTL_S)
+                pipe.lpush(k.decisions(sock.site), json.dumps(feed))
+                pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
+                await pipe.execute()
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def _record_seen(self, sock: OfferSocket, offer_id: str, now: float) -> None:
+        """A trace entry for an offer the widget painted (the sent one becomes "shown")."""
+        entry = {"at": now, "signal": {"type": "seen", "offer": offer_id}, "shown": offer_id,
+                 "chosen": offer_id, "eligible": [], "rejected": []}  # fmt: skip
+        k = self._keys
+        key = k.trace(sock.site, sock.visitor, sock.session_id)
+        feed = {**entry, "visitor": sock.visitor, "session": sock.session_id}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, json.dumps(entry))
+                pipe.ltrim(key, 0, TRACE_LIMIT - 1)
+                pipe.expire(key, TRACE_TTL_S)
                 pipe.lpush(k.decisions(sock.site), json.dumps(feed))
                 pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
                 await pipe.execute()

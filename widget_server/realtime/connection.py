@@ -286,7 +286,11 @@ class VisitorConnection:
     async def offer_live(self, campaign_id: str) -> None:
         """Offer a running live broadcast (once per session: replays are not sent again)."""
         await self.services.offers.on_signal(
-            self, LiveSignal(campaign_id), f"live:{campaign_id}:{self.session_id}", resend=False
+            self,
+            LiveSignal(campaign_id),
+            f"live:{campaign_id}:{self.session_id}",
+            resend=False,
+            again=True,
         )
 
     async def _start_session(self, resume: str | None) -> SessionView:
@@ -389,11 +393,13 @@ class VisitorConnection:
     async def _after_change(self, message: p.ClientMessage, view: SessionView) -> None:
         offers = self.services.offers
         self.last_view = view
+        if isinstance(message, p.OfferShown):
+            await offers.on_shown(self, message, view)  # a copy sent again may finish its count
         if view.duplicate and not isinstance(message, p.ExitIntent | p.Hesitation):
             return
         signal = signal_for(message)
         if signal is not None:
-            await offers.on_signal(self, signal, message.id)
+            await offers.on_signal(self, signal, message.id, again=view.duplicate)
             return
         state = None
         if isinstance(message, p.ProductView | p.CartAdd):

@@ -53,6 +53,12 @@ class Keys:
         """Hash: connection id -> node id of every live socket of the visitor."""
         return f"{self.tag(site, visitor)}:conns"
 
+    def held(self, site: str, visitor: str) -> str:
+        """Hash: the visitor's offers reserved under the site's frequency policy and not yet
+        seen (token -> JSON, released when their time runs out), and ``done:<token>`` markers
+        of the ones seen (see lua/offer_reserve.lua)."""
+        return f"{self.tag(site, visitor)}:held"
+
     def visitor_keys(self, site: str, visitor: str) -> list[str]:
         """The fixed keys of a visitor (session keys are found through :meth:`sessions`)."""
         return [
@@ -61,6 +67,7 @@ class Keys:
             self.orders(site, visitor),
             self.connections(site, visitor),
             self.opening(site, visitor),
+            self.held(site, visitor),
         ]
 
     def trace(self, site: str, visitor: str, session_id: str) -> str:
@@ -78,6 +85,11 @@ class Keys:
     def campaign_impressions(self, site: str, campaign: str) -> str:
         """String counter: impressions of the campaign (the global cap)."""
         return f"{self.campaign_tag(site, campaign)}:impressions"
+
+    def campaign_pending(self, site: str, campaign: str) -> str:
+        """Sorted set: offers of the campaign reserved and not yet seen (token scored by the
+        time the reservation runs out), counted against the global cap."""
+        return f"{self.campaign_tag(site, campaign)}:pending"
 
     def code_pool(self, site: str, campaign: str) -> str:
         """List: unused codes uploaded for the campaign."""

@@ -38,7 +38,10 @@ class Scripts:
     session_order: AsyncScript
     # offers.engine
     offer_claim: AsyncScript
+    offer_confirm: AsyncScript
     offer_attribute: AsyncScript
+    offer_reserve: AsyncScript
+    offer_release: AsyncScript
     # realtime.erasure
     erasure_index: AsyncScript
     erasure_campaign: AsyncScript

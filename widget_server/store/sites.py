@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from ..errors import WidgetServerError
 from .bus import Bus
+from .frequency import Frequency
 from .keys import Keys
 from .replies import reply_text
 
@@ -36,6 +37,7 @@ class Site(Struct, frozen=True, kw_only=True):
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
     locale: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
     timezone: Annotated[str, Meta(max_length=64)] = "UTC"
+    frequency: Frequency = Frequency()
     secret: str = ""
     created: float = 0.0
 
@@ -84,6 +86,7 @@ def new_site(
     currency: str = "EUR",
     locale: str = "en",
     timezone: str = "UTC",
+    frequency: Frequency | None = None,
 ) -> Site:
     """Validate and build a site; raise SiteError naming the field that is wrong."""
     try:
@@ -99,6 +102,7 @@ def new_site(
                 "currency": currency.upper(),
                 "locale": locale,
                 "timezone": timezone,
+                "frequency": msgspec.to_builtins(frequency or Frequency()),
                 "secret": secrets.token_urlsafe(32),
                 "created": time.time(),
             },

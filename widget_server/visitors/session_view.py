@@ -29,6 +29,7 @@ class SessionView:
     session: dict[str, str]
     profile: dict[str, str]
     duplicate: bool = False
+    note: str = ""  # offer_shown: seen, forged, replayed or late (see lua/session_event.lua)
 
     @property
     def session_id(self) -> str:

@@ -69,6 +69,7 @@ def _view(raw: bytes | str, duplicate: bool | None = None) -> SessionView:
         session=session,
         profile=profile,
         duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
+        note=str(data.get("note") or ""),
     )
 
 
@@ -170,6 +171,7 @@ class SessionStore:
             k.seen(site, visitor, session_id),
             k.profile(site, visitor),
             k.orders(site, visitor),
+            k.held(site, visitor),
         ]
         args: list[Any] = [
             repr(now),

@@ -187,7 +187,11 @@ class Hesitation(_Message, frozen=True, kw_only=True):
 
 
 class OfferShown(_Message, frozen=True, kw_only=True):
+    """The widget painted a claimed offer (``claim``: the token its ``offer`` message carried).
+    Only this counts an impression and spends the caps; see docs/protocol.md."""
+
     offer: MessageId
+    claim: Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] = ""
 
 
 class OfferClicked(_Message, frozen=True, kw_only=True):
@@ -400,6 +404,8 @@ class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     products: list[OfferProduct] | None = None  # similar_products offers (may be empty)
     code: str | None = None  # offer: the code claimed for this visitor
     expires_at: int | None = None  # offer: unix time in milliseconds
+    claim: str | None = None  # offer: the reservation's token, echoed in offer_shown
+    show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
     kinds: list[str] | None = None  # arm: the exit-intent kinds that show it
     not_before: int | None = None  # arm: unix time in milliseconds
 

@@ -6,7 +6,7 @@ import { attrs, el } from "./dom.js";
 import { callToAction, discountCode, emailForm, productGrid } from "./parts.js";
 import { STYLE } from "./style.js";
 
-export let core; // what the core lends the overlay: {send, valid, preview}
+export let core; // what the core lends the overlay: {send, valid, preview, closed}
 export let host; // <exit-widget>, the shadow host
 let shadow;
 export let dialog = null; // the open dialog's element
@@ -85,7 +85,11 @@ const dismiss = (how) => {
   });
   closeDialog();
   if (how != "timeout") teaser(offer);
+  closed();
 };
+
+/** Tell the core the dialog is gone (an offer may be waiting for it). */
+export const closed = () => core.closed && core.closed();
 
 const teaser = (offer) => {
   dropPill();
@@ -160,19 +164,16 @@ export const render = (offer) => {
   }
 };
 
-/** Show an offer sent by the server; true when that opened a dialog (a new exposure). */
+/** Paint an offer sent by the server; true when it is on screen (false: another is open). */
 export const show = (offer) => {
-  if (dialog && current && current.id == offer.id) {
-    // The claimed offer for the armed one already on screen: show it again, with its code.
-    closeDialog();
-    render(offer);
-    return;
-  }
+  // The claimed offer for the armed one already on screen replaces it, with its code.
+  if (dialog && current && current.id == offer.id) closeDialog();
   if (dialog) return; // one dialog at a time
   render(offer);
   return 1;
 };
 
 export const withdraw = (id) => {
-  if (current && (id == "*" || current.id == id)) closeDialog(), dropPill(), (current = null);
+  if (current && (id == "*" || current.id == id))
+    closeDialog(), dropPill(), (current = null), closed();
 };

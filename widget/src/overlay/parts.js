@@ -1,7 +1,7 @@
 // The parts of a dialog that depend on the offer's kind. Each appends to the open dialog.
 
 import { EMAIL, amount, currencyCode, cut, quietly } from "../util.js";
-import { core, dialog, focusables, closeDialog, report } from "./dialog.js";
+import { core, dialog, focusables, closeDialog, closed, report } from "./dialog.js";
 import { attrs, el, httpUrl, money } from "./dom.js";
 
 /** discount: the code in a read-only field, with a copy button. */
@@ -87,5 +87,5 @@ export const callToAction = (cta) => {
   const url = httpUrl(cta.url);
   const button = el(url ? "a" : "button", "c", cut(cta.label, 80), dialog);
   if (url) button.href = url;
-  button.onclick = quietly(() => (report("cta"), url || closeDialog()));
+  button.onclick = quietly(() => (report("cta"), url || (closeDialog(), closed())));
 };

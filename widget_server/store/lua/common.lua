@@ -11,10 +11,10 @@ local function hash_to_table(flat)
   return t
 end
 
-local function view(session_key, profile_key, dup)
+local function view(session_key, profile_key, dup, note)
   local s = hash_to_table(redis.call('HGETALL', session_key))
   local p = hash_to_table(redis.call('HGETALL', profile_key))
-  return cjson.encode({s = s, p = p, dup = dup})
+  return cjson.encode({s = s, p = p, dup = dup, note = note})
 end
 
 -- Keep the last `limit` distinct ids of a JSON list, newest last.

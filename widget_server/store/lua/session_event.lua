@@ -1,7 +1,11 @@
 -- Apply one client message to the session and profile, at most once per message id.
--- KEYS: 1 session, 2 seen message ids, 3 profile, 4 order ids
+-- KEYS: 1 session, 2 seen message ids, 3 profile, 4 order ids, 5 the visitor's reservations
+--       under the site's frequency policy (offer_reserve.lua)
 -- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 message id, 5 message name, 6 payload JSON
--- Returns the session view JSON, or the error reply 'expired' when the session is gone.
+-- Returns the session view JSON, or the error reply 'expired' when the session is gone. For
+-- offer_shown the view's note says what it did: 'seen' (counted), or 'forged' (a claim this
+-- visitor was never given), 'replayed' (already seen), 'late' (its reservation ran out): those
+-- change nothing.
 local now = tonumber(ARGV[1])
 local session_ttl = tonumber(ARGV[2])
 local profile_ttl = tonumber(ARGV[3])
@@ -44,6 +48,7 @@ local function campaign_of(offer_id)
 end
 
 local activity = true
+local note = ''
 if name == 'page_view' then
   local pt = val(m.page_type, 'other')
   redis.call('HINCRBY', s, 'pages', 1)
@@ -137,14 +142,49 @@ elseif name == 'hesitation' then
   redis.call('HSET', s, 'last_hesitation', now, 'last_hesitation_s', m.seconds)
   activity = false
 elseif name == 'offer_shown' then
-  local campaign = campaign_of(m.offer)
-  redis.call('HINCRBY', s, 'offers_shown', 1)
-  redis.call('HINCRBY', s, 'shown:' .. campaign, 1)
-  redis.call('HSET', s, 'last_offer', m.offer, 'last_offer_shown', now)
-  local times = cjson.decode(val(redis.call('HGET', p, 'shown:' .. campaign), '[]'))
-  times[#times + 1] = now
-  while #times > 20 do table.remove(times, 1) end
-  redis.call('HSET', p, 'shown:' .. campaign, cjson.encode(times))
+  -- Counted only against the reservation the claim made for it (see offer_reserve.lua).
+  local held, token = KEYS[5], val(m.claim, '')
+  local raw = token ~= '' and redis.call('HGET', held, token)
+  local r = raw and cjson.decode(raw)
+  note = 'forged'
+  if r and r.o ~= m.offer then
+    note = 'forged'
+  elseif r and r.exp <= now then
+    note = 'late'
+    redis.call('HDEL', held, token)
+    redis.call('HSET', held, 'gone:' .. token, now)
+  elseif r then
+    note = 'seen'
+  elseif token ~= '' and redis.call('HEXISTS', held, 'done:' .. token) == 1 then
+    note = 'replayed'
+  elseif token ~= '' and redis.call('HEXISTS', held, 'gone:' .. token) == 1 then
+    note = 'late'
+  end
+  if note == 'seen' then
+    redis.call('HDEL', held, token)
+    redis.call('HSET', held, 'done:' .. token, now)
+    local live = r.kind == 'live'
+    redis.call('HINCRBY', s, live and 'fq_live' or 'fq_overlays', 1)
+    local counted_day = redis.call('HGET', p, 'fq_day')
+    if not counted_day or r.day > counted_day then
+      redis.call('HSET', p, 'fq_day', r.day, 'fq_day_overlays', 0, 'fq_day_live', 0)
+      counted_day = r.day
+    end
+    if counted_day == r.day then
+      redis.call('HINCRBY', p, live and 'fq_day_live' or 'fq_day_overlays', 1)
+    end
+    if r.disc == 1 then redis.call('HSET', p, 'fq_discount_at', now) end
+    local campaign = campaign_of(m.offer)
+    redis.call('HINCRBY', s, 'offers_shown', 1)
+    redis.call('HINCRBY', s, 'shown:' .. campaign, 1)
+    redis.call('HSET', s, 'last_offer', m.offer, 'last_offer_shown', now)
+    local times = cjson.decode(val(redis.call('HGET', p, 'shown:' .. campaign), '[]'))
+    times[#times + 1] = now
+    while #times > 20 do table.remove(times, 1) end
+    redis.call('HSET', p, 'shown:' .. campaign, cjson.encode(times))
+  else
+    activity = false
+  end
 elseif name == 'offer_clicked' then
   redis.call('HINCRBY', s, 'offers_clicked', 1)
   redis.call('HSET', s, 'last_offer_click', now, 'last_offer_action', val(m.action, 'cta'))
@@ -166,10 +206,12 @@ redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], session_ttl)
 if activity then redis.call('HSET', s, 'last', now) end
 redis.call('HSET', p, 'last_seen', now)
--- Page views, signals and consent changes alone are not worth keeping a visitor for months.
-if name ~= 'page_view' and name ~= 'exit_intent' and name ~= 'hesitation' and name ~= 'consent' then
+-- Page views, signals, consent changes and refused reports alone are not worth keeping a
+-- visitor for months.
+if name ~= 'page_view' and name ~= 'exit_intent' and name ~= 'hesitation' and name ~= 'consent'
+    and (note == '' or note == 'seen') then
   redis.call('HSET', p, 'kept', 1)
 end
 redis.call('EXPIRE', s, session_ttl)
 redis.call('EXPIRE', p, profile_ttl_for(p, profile_ttl))
-return view(s, p, 0)
+return view(s, p, 0, note)
