@@ -75,6 +75,13 @@ LOW_POOL = 100  # codes left in a pool below which a warning is logged
 LIVE_RUNS_KEPT = 500  # live broadcasts remembered per site, for the reports
 CONFIRM_GRACE_S = 60  # the campaign's reservation outlives the visitor's by this much
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
+# Called with the name of each step of an offer as it completes ("reserved", "claimed", "sent",
+# "seen_by_visitor"): the fault-injection point of the tests that kill a process between steps.
+StepHook = Callable[[str], None]
+
+
+def _no_hook(step: str) -> None:
+    return None
 
 
 class OfferSocket(Protocol):
@@ -127,6 +134,8 @@ class OfferEngine:
         sites: SiteRegistry | None = None,
         seen_timeout_s: int = 120,
         products_for: ProductsFor = _no_products,
+        clock: Callable[[], float] = time.time,
+        after_step: StepHook = _no_hook,
     ) -> None:
         self._redis = redis
         self._replicated = ReplicatedCalls(redis)
@@ -138,6 +147,8 @@ class OfferEngine:
         self._products_for = products_for
         self._sites = sites
         self.seen_timeout_s = seen_timeout_s
+        self._clock = clock
+        self._after_step = after_step
         self._live_cache: dict[str, tuple[float, dict[str, float]]] = {}
         self._low_pool_warned: set[tuple[str, str]] = set()
 
@@ -156,7 +167,7 @@ class OfferEngine:
         site = await self.site_policy(sock.site)
         started = time.perf_counter()
         state = state or VisitorState.from_view(sock.visitor, view, sock.country)
-        decision = decide(state, campaigns, ArmProbe(), time.time(), site)
+        decision = decide(state, campaigns, ArmProbe(), self._clock(), site)
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         chosen = decision.chosen
         if chosen is None or chosen.variant == HOLDOUT:
@@ -205,7 +216,7 @@ class OfferEngine:
             return
         campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
         site = await self.site_policy(sock.site)
-        now = time.time()
+        now = self._clock()
         started = time.perf_counter()
         state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
         decision = decide(state, campaigns, signal, now, site)
@@ -235,6 +246,7 @@ class OfferEngine:
                 show_within=self.seen_timeout_s,
             )
             await sock.send(p.Offer(offer=body))
+            self._after_step("sent")
             sock.armed = None
             sock.shown = chosen.offer_id
         elif sock.armed is not None:
@@ -258,6 +270,7 @@ class OfferEngine:
             token = secrets.token_hex(8)
             try:
                 refused = await self.reserve(sock, state, candidate, signal, site, token, now)
+                self._after_step("reserved")
                 if refused is not None:
                     late.append(refused)
                     if candidate.variant == HOLDOUT:
@@ -266,6 +279,7 @@ class OfferEngine:
                 claim = await self.claim(
                     sock.site, sock.visitor, state, candidate, message_id, now, token
                 )
+                self._after_step("claimed")
                 if claim.status == "ok":
                     return candidate, claim, late
                 await self.release(sock.site, sock.visitor, token)
@@ -446,9 +460,11 @@ class OfferEngine:
         )
         if campaign is None:
             return
-        outcome = await self.confirm(sock.site, sock.visitor, campaign, message.claim, time.time())
+        self._after_step("seen_by_visitor")
+        now = self._clock()
+        outcome = await self.confirm(sock.site, sock.visitor, campaign, message.claim, now)
         if outcome == "seen" and not view.duplicate:
-            await self._record_seen(sock, message.offer, time.time())
+            await self._record_seen(sock, message.offer, now)
 
     async def confirm(
         self, site: str, visitor: str, campaign: Campaign, token: str, now: float

@@ -29,16 +29,16 @@ local caps = cjson.decode(ARGV[6])
 local sid_field, day_field, week_field = 's:' .. ARGV[3], 'd:' .. ARGV[4], 'w:' .. ARGV[5]
 local got = redis.call('HMGET', v, sid_field, day_field, week_field)
 local in_session, today, this_week = tonumber(got[1] or 0), tonumber(got[2] or 0), tonumber(got[3] or 0)
--- Reservations not yet seen count like seen ones until they run out; old markers go.
+-- Reservations not yet seen count like seen ones until they run out; old ones go.
 local flat = redis.call('HGETALL', v)
 for i = 1, #flat, 2 do
   local field, value = flat[i], flat[i + 1]
   local marker = string.sub(field, 1, 2)
   if marker == 'p:' then
     local r = cjson.decode(value)
-    if r.exp <= now then
-      redis.call('HDEL', v, field)
-    else
+    if r.exp <= now - 86400 then
+      redis.call('HDEL', v, field)  -- kept a day, for a report the visitor's slot already took
+    elseif r.exp > now then
       if r.sid == ARGV[3] then in_session = in_session + 1 end
       if r.day == ARGV[4] then today = today + 1 end
       if r.week == ARGV[5] then this_week = this_week + 1 end

@@ -2,8 +2,11 @@
 -- KEYS: 1 visitor state for the campaign, 2 impressions counter, 3 stats of the day,
 --       4 pending offers of the campaign (sorted set)
 -- ARGV: 1 now, 2 token, 3 state ttl seconds
--- Returns 'seen', 'replayed' (seen before), 'late' (the reservation ran out: counts nowhere)
--- or 'unknown' (no such reservation for this visitor and campaign).
+-- Called only for a report the visitor's slot has judged seen in time (session_event.lua), so
+-- the reservation's own time does not matter here: one that ran out is kept for a day for a
+-- report sent again after a failure between the two slots.
+-- Returns 'seen', 'replayed' (seen before) or 'unknown' (no such reservation: a report sent
+-- again more than a day later, or for another visitor or campaign).
 local now, token = tonumber(ARGV[1]), ARGV[2]
 local v = KEYS[1]
 local raw = redis.call('HGET', v, 'p:' .. token)
@@ -14,7 +17,6 @@ end
 local r = cjson.decode(raw)
 redis.call('HDEL', v, 'p:' .. token)
 redis.call('ZREM', KEYS[4], token)
-if r.exp <= now then return 'late' end
 redis.call('HSET', v, 'c:' .. token, now)
 redis.call('HINCRBY', v, 's:' .. r.sid, 1)
 redis.call('HINCRBY', v, 'd:' .. r.day, 1)
