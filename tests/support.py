@@ -190,10 +190,11 @@ class Client:
             **kw,  # type: ignore[arg-type]
         )
         self._seq = 0
+        self._page = secrets.token_hex(3)  # like the widget: ids unique to this page
 
     def next_id(self) -> str:
         self._seq += 1
-        return f"m{self._seq}"
+        return f"{self._page}.{self._seq}"
 
     def send(self, message: dict[str, Any]) -> str:
         message.setdefault("id", self.next_id())

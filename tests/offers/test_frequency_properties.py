@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from widget_server.metrics import Metrics
 from widget_server.offers.campaign_store import CampaignStore
 from widget_server.offers.decide import ExitIntentSignal, LiveSignal, period_keys
-from widget_server.offers.engine import CONFIRM_GRACE_S, OfferEngine
+from widget_server.offers.engine import OfferEngine
 from widget_server.store.client import open_store
 from widget_server.store.frequency import Frequency
 from widget_server.store.keys import Keys
@@ -278,7 +278,7 @@ async def _play(
                 tab, (report, claimed_at) = tabs[op[1]], reports[op[1]]
                 counted = report.claim in COUNTED
                 await _report(engines[op[2]], sessions[op[2]], tab, report, None, crash_at)
-                if not counted and CLOCK.now > claimed_at + TIMEOUT_S + CONFIRM_GRACE_S + 86_400:
+                if not counted and CLOCK.now > claimed_at + TIMEOUT_S + 86_400:
                     COUNTED.discard(report.claim)  # too late: the campaign forgot it
         impressions: Counter[str] = Counter()
         for campaign in ("disc", "disc2", "msg", "flash"):

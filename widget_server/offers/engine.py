@@ -73,7 +73,6 @@ TRACE_TTL_S = 7 * 86_400
 SITE_DECISIONS = 50  # the latest decisions of a site, for the admin's live feed
 LOW_POOL = 100  # codes left in a pool below which a warning is logged
 LIVE_RUNS_KEPT = 500  # live broadcasts remembered per site, for the reports
-CONFIRM_GRACE_S = 60  # the campaign's reservation outlives the visitor's by this much
 ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
 # Called with the name of each step of an offer as it completes ("reserved", "claimed", "sent",
 # "seen_by_visitor"): the fault-injection point of the tests that kill a process between steps.
@@ -416,9 +415,7 @@ class OfferEngine:
                 "1" if campaign.uses_pool else "0",
                 campaign.experiment_version,
                 token or secrets.token_hex(8),
-                # The campaign's reservation outlives the visitor's by a minute, so that an
-                # offer the visitor's slot saw in time is never refused as late by the campaign.
-                repr(now + self.seen_timeout_s + CONFIRM_GRACE_S),
+                repr(now + self.seen_timeout_s),
             ],
         )
         if strategy in ("pool", "generated"):  # a unique code: a replica must have it
