@@ -112,6 +112,30 @@ def test_sites_add_and_list(tmp_path: Path, redis_url: str) -> None:
     assert bad_origin.returncode == 2 and "origin" in bad_origin.stderr
 
 
+def test_sites_frequency_shows_and_sets_the_site_wide_limits(
+    tmp_path: Path, redis_url: str
+) -> None:
+    env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
+    key = "cli" + os.urandom(3).hex()
+    assert cli("sites", "add", key, "--origin", "https://x.test", env=env).returncode == 0
+    shown = cli("sites", "frequency", key, env=env)
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == (
+        f"{key}: Offers: 1 per visit, 2 per day, one discount per 7 days, "
+        "live offers: 1 per visit, 2 per day"
+    )
+    changed = cli("sites", "frequency", key, "--per-session", "2", "--discount-days", "0", env=env)
+    assert changed.returncode == 0
+    assert "Offers: 2 per visit, 2 per day, any number of discounts" in changed.stdout
+    for bad in (["--per-day", "101"], ["--live-per-day", "-1"], ["--per-session", "two"]):
+        refused = cli("sites", "frequency", key, *bad, env=env)
+        assert refused.returncode == 2 and bad[0] in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) <= 5
+    assert "2 per visit" in cli("sites", "frequency", key, env=env).stdout  # unchanged
+    missing = cli("sites", "frequency", "nosuch", env=env)
+    assert missing.returncode == 2 and "no site 'nosuch'" in missing.stderr
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

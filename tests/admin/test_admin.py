@@ -481,6 +481,38 @@ def test_site_form_shows_errors_next_to_fields_and_keeps_the_input(
     assert after["name"] == "Renamed" and after["secret"] == site["secret"]
 
 
+def test_the_site_form_sets_the_site_wide_frequency_policy(
+    owner: AdminClient, r: redis.Redis
+) -> None:
+    key = new_site_key(owner)
+    page = owner.get(f"/admin/sites/{key}")
+    assert "Offers: 1 per visit, 2 per day, one discount per 7 days" in page.text
+    form = owner.get(f"/admin/sites/{key}/edit").text
+    assert 'id="f-per_session"' in form and 'name="discount_days" type="number" value="7"' in form
+    base = {"name": key, "origins": "https://shop.test", "currency": "EUR", "locale": "en",
+            "timezone": "Europe/Berlin"}  # fmt: skip
+    bad = owner.post(
+        f"/admin/sites/{key}/edit",
+        {**base, "per_session": "-1", "per_day": "", "discount_days": "400"},
+    )
+    assert bad.status_code == 422
+    for field in ("per_session", "per_day", "discount_days"):
+        assert f'id="err-{field}"' in bad.text, field
+    assert "from 0 (no limit) to 365" in bad.text and 'value="400"' in bad.text
+    assert json.loads(r.get(KEYS.site(key)) or "{}")["frequency"]["per_session"] == 1  # unchanged
+    limits = {"per_session": "2", "per_day": "0", "discount_days": "14",
+              "live_per_session": "1", "live_per_day": "3"}  # fmt: skip
+    assert owner.post(f"/admin/sites/{key}/edit", {**base, **limits}).status_code == 303
+    saved = json.loads(r.get(KEYS.site(key)) or "{}")["frequency"]
+    assert saved == {"per_session": 2, "per_day": 0, "discount_days": 14,
+                     "live_per_session": 1, "live_per_day": 3}  # fmt: skip
+    page = owner.get(f"/admin/sites/{key}").text
+    assert "Offers: 2 per visit, no limit per day, one discount per 14 days" in page
+    # A post without the limits (an older form) keeps them.
+    assert owner.post(f"/admin/sites/{key}/edit", base).status_code == 303
+    assert json.loads(r.get(KEYS.site(key)) or "{}")["frequency"] == saved
+
+
 def test_site_page_snippets_install_check_and_secret_rotation(
     server: ServerProcess, owner: AdminClient, r: redis.Redis
 ) -> None:

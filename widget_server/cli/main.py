@@ -42,6 +42,7 @@ from ..settings import (
 )
 from ..store.client import check_store, open_store
 from ..store.embedded import EmbeddedValkey
+from ..store.frequency import Frequency
 from ..store.keys import Keys
 from ..store.local_cluster import LocalCluster
 from ..store.sites import SiteError, SiteRegistry, new_site
@@ -346,11 +347,41 @@ async def _sites_list(url: str, settings: Settings) -> str:
     return "\n".join(rows)
 
 
+FREQUENCY_FLAGS = ("per_session", "per_day", "discount_days", "live_per_session", "live_per_day")
+
+
+async def _site_frequency(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    """Show the site's frequency policy, changing the limits given first."""
+    client = open_store(url, settings.redis_mode)
+    try:
+        registry = SiteRegistry(client, Keys(settings.redis_prefix))
+        site = await registry.get(args.key)
+        if site is None:
+            raise ConfigurationError(f"no site {args.key!r}")
+        changes = {f: getattr(args, f) for f in FREQUENCY_FLAGS if getattr(args, f) is not None}
+        if changes:
+            try:
+                policy = msgspec.convert(
+                    {**msgspec.to_builtins(site.frequency), **changes}, Frequency
+                )
+            except msgspec.ValidationError as exc:
+                field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+                flag = "--" + field.replace("_", "-")
+                raise ConfigurationError(f"{flag}: {str(exc).split(' - ')[0]}") from None
+            site = msgspec.structs.replace(site, frequency=policy)
+            await registry.save(site)
+    finally:
+        await client.aclose()
+    return f"{site.key}: {site.frequency.describe()}"
+
+
 def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
     settings = _prepare(settings)
     with redis_for(settings) as url:
         if args.sites_command == "add":
             print(asyncio.run(_sites_add(url, settings, args)))
+        elif args.sites_command == "frequency":
+            print(asyncio.run(_site_frequency(url, settings, args)))
         elif args.sites_command == "secret":
             print(asyncio.run(_site_secret(url, settings, args.key)))
         else:
@@ -448,6 +479,19 @@ def build_parser() -> argparse.ArgumentParser:
     sites_sub.add_parser("list", help="list sites")
     secret = sites_sub.add_parser("secret", help="print the site's secret for the shop's backend")
     secret.add_argument("key")
+    frequency = sites_sub.add_parser(
+        "frequency",
+        help="show or set how many offers one visitor sees across every campaign (0: no limit)",
+    )
+    frequency.add_argument("key")
+    for flag, what in (
+        ("per-session", "exit-intent and hesitation offers per visit (default 1)"),
+        ("per-day", "exit-intent and hesitation offers per day, site's time zone (default 2)"),
+        ("discount-days", "at most one discount per this many days (default 7)"),
+        ("live-per-session", "live offers per visit (default 1)"),
+        ("live-per-day", "live offers per day (default 2)"),
+    ):
+        frequency.add_argument(f"--{flag}", type=int, metavar="N", help=what)
     cli_campaigns.add_parsers(sub)
     cli_mail.add_parsers(sub)
     cli_admin.add_parsers(sub)

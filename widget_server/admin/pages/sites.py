@@ -12,6 +12,7 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ...store.frequency import Frequency
 from ...store.sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
 from ..guard import Admin, Guard
 from ..web import redirect
@@ -21,6 +22,14 @@ MAX_ORIGINS = 50
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
 SITE_FIELDS = ("key", "name", "origins", "currency", "locale", "timezone")
+# The site-wide frequency policy: form field -> (largest value, what the error names).
+FREQUENCY_FIELDS = {
+    "per_session": 100,
+    "per_day": 100,
+    "discount_days": 365,
+    "live_per_session": 100,
+    "live_per_day": 100,
+}
 
 
 def routes(guard: Guard) -> list[BaseRoute]:
@@ -108,9 +117,9 @@ def snippets(server: str, key: str) -> list[tuple[str, str, str]]:
 async def create_site(admin: Admin) -> Response:
     if admin.request.method == "GET":
         values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
-                  "timezone": "UTC"}  # fmt: skip
+                  "timezone": "UTC", **frequency_values(Frequency())}  # fmt: skip
         return admin.page("site_form.html", values=values, errors={}, site=None)
-    values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
+    values = form_values(admin, Frequency())
     errors = site_errors(values)
     if not errors and await admin.services.sites.get(values["key"]) is not None:
         errors["key"] = "A site with this key exists already."
@@ -134,9 +143,10 @@ async def edit_site(admin: Admin) -> Response:
             "currency": current.currency,
             "locale": current.locale,
             "timezone": current.timezone,
+            **frequency_values(current.frequency),
         }
         return admin.page("site_form.html", values=values, errors={}, site=current)
-    values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
+    values = form_values(admin, current.frequency)
     values["key"] = current.key
     errors = site_errors(values)
     built = None if errors else _build(values, errors)
@@ -172,6 +182,17 @@ async def rotate_secret(admin: Admin) -> Response:
     return redirect(f"/sites/{site.key}", "rotated")
 
 
+def frequency_values(policy: Frequency) -> dict[str, str]:
+    return {name: str(getattr(policy, name)) for name in FREQUENCY_FIELDS}
+
+
+def form_values(admin: Admin, policy: Frequency) -> dict[str, str]:
+    """The submitted fields; a limit left out of the post (not blanked) keeps its value."""
+    values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
+    kept = frequency_values(policy)
+    return values | {name: admin.form.get(name, kept[name]).strip() for name in FREQUENCY_FIELDS}
+
+
 def site_errors(values: dict[str, str]) -> dict[str, str]:
     """Field errors of a site form, one message per field."""
     errors: dict[str, str] = {}
@@ -199,6 +220,9 @@ def site_errors(values: dict[str, str]) -> dict[str, str]:
         ZoneInfo(values["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
         errors["timezone"] = "Use an IANA time zone such as Europe/Berlin."
+    for name, largest in FREQUENCY_FIELDS.items():
+        if not values[name].isdigit() or int(values[name]) > largest:
+            errors[name] = f"Use a whole number from 0 (no limit) to {largest}."
     return errors
 
 
@@ -215,6 +239,7 @@ def _build(values: dict[str, str], errors: dict[str, str]) -> Site | None:
             currency=values["currency"],
             locale=values["locale"],
             timezone=values["timezone"],
+            frequency=Frequency(**{name: int(values[name]) for name in FREQUENCY_FIELDS}),
         )
     except SiteError as exc:
         field = next((f for f in SITE_FIELDS if f"$.{f}" in str(exc)), "key")
