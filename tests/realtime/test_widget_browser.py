@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -35,7 +38,15 @@ from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
 from widget_server.wire import protocol as p
 
-from ..support import SCREENSHOTS, ServerProcess, add_site, discount_campaign, save_campaigns
+from ..support import (
+    ROOT,
+    SCREENSHOTS,
+    ServerProcess,
+    add_site,
+    discount_campaign,
+    message_campaign,
+    save_campaigns,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -1430,3 +1441,97 @@ def test_real_campaign_arm_claim_code_and_purchase_withdraw(
     )
     tab.wait(lambda: tab.received_of("withdraw"), "the withdraw after the purchase")
     dialog.wait_for(state="detached")
+
+
+def impressions(r: redis.Redis, site: str, campaign: str) -> int:
+    pattern = KEYS.campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")
+    return sum(int(r.hget(key, "impressions:a") or 0) for key in r.scan_iter(pattern))
+
+
+def leave_through_top(page: Page) -> None:
+    """An exit intent the widget accepts: past its minimum dwell time and pointer guard."""
+    page.mouse.move(550, 420)
+    page.wait_for_function("performance.now() > 3300")
+    page.wait_for_timeout(550)
+    exit_through_top(page)
+
+
+def test_two_campaigns_give_one_overlay_per_visit_counted_when_painted(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, r: redis.Redis,
+    redis_url: str,
+) -> None:  # fmt: skip
+    """The site's default policy, one offer per visit: after the first campaign's overlay, the
+    second campaign neither arms nor shows, and the report counts what was painted."""
+    first = discount_campaign("new15", priority=50)
+    first["variants"][0]["offer"]["headline"] = "15% off your first order"
+    second = message_campaign("saver", priority=10)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [first, second]).result()
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    tab.wait(lambda: tab.received_of("arm"), "the armed campaign")
+    assert impressions(r, site, "new15") == 0  # armed is not shown
+    leave_through_top(page)
+    page.get_by_role("dialog", name="15% off your first order").wait_for()
+    tab.wait(lambda: tab.sent_of("offer_shown"), "offer_shown")
+    claim = tab.received_of("offer")[0]["offer"]["claim"]
+    assert [m["claim"] for m in tab.sent_of("offer_shown")] == [claim]
+    tab.wait(lambda: impressions(r, site, "new15") == 1, "the impression")
+    page.keyboard.press("Escape")
+    page.get_by_role("dialog").wait_for(state="detached")
+    arms = len(tab.received_of("arm"))
+    page.reload()  # the next page of the same visit
+    tab.wait(lambda: len(tab.received_of("welcome")) == 2, "the second welcome")
+    leave_through_top(page)
+    wait_session(r, site, tab, lambda s: s.get("signals") == "2", "the second exit intent")
+    page.wait_for_timeout(300)
+    assert page.get_by_role("dialog").count() == 0
+    assert len(tab.received_of("arm")) == arms and len(tab.received_of("offer")) == 1
+    visitor, session = tab.ids()
+    last = json.loads(r.lindex(KEYS.trace(site, visitor, session), 0) or "{}")
+    assert {x["campaign"]: x["reason"] for x in last["rejected"]} == {
+        "new15": "capped_session", "saver": "site_session"
+    }  # fmt: skip
+    assert impressions(r, site, "saver") == 0 and impressions(r, site, "new15") == 1
+
+
+def test_a_live_offer_during_an_open_overlay_shows_after_it_closes_and_counts_once(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, r: redis.Redis,
+    redis_url: str,
+) -> None:  # fmt: skip
+    exit_offer = message_campaign("exit")
+    exit_offer["variants"][0]["offer"]["headline"] = "Before you go"
+    flash = message_campaign("flash", trigger={"exit_intent": [], "live": True})
+    flash["variants"][0]["offer"]["headline"] = "Flash sale: 20% off for an hour"
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [exit_offer, flash]).result()
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    tab.wait(lambda: tab.received_of("arm"), "the armed campaign")
+    leave_through_top(page)
+    page.get_by_role("dialog", name="Before you go").wait_for()
+    tab.wait(lambda: tab.sent_of("offer_shown"), "the exit offer's report")
+    started = subprocess.run(
+        [sys.executable, "-m", "widget_server.cli", "live", "start", "flash", "--site", site,
+         "--minutes", "5"], env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    tab.wait(lambda: len(tab.received_of("offer")) == 2, "the live offer")
+    page.wait_for_timeout(300)
+    # It waits: the visitor is reading the exit offer, which stays.
+    assert page.get_by_role("dialog").count() == 1
+    assert page.get_by_role("dialog", name="Before you go").count() == 1
+    assert len(tab.sent_of("offer_shown")) == 1 and impressions(r, site, "flash") == 0
+    page.keyboard.press("Escape")
+    page.get_by_role("dialog", name="Flash sale: 20% off for an hour").wait_for()
+    tab.wait(lambda: len(tab.sent_of("offer_shown")) == 2, "the live offer's report")
+    assert tab.sent_of("offer_shown")[1]["offer"] == "flash.a"
+    tab.wait(lambda: impressions(r, site, "flash") == 1, "the live offer's impression")
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
+    assert impressions(r, site, "flash") == 1 and impressions(r, site, "exit") == 1
