@@ -119,6 +119,9 @@ export const show = (offer) => {
   loadOverlay();
 };
 
+/** The answer to an email capture: the code (and whether it comes by email too). */
+export const reward = (message) => overlay && overlay.reward(message);
+
 export const withdraw = (id) => {
   const named = (offer) => id == "*" || offer.id == id;
   if (armed && named(armed)) armed = null;

@@ -6,7 +6,7 @@
 
 import { consent } from "./consent.js";
 import { device, origin, site } from "./env.js";
-import { arm, show, withdraw } from "./offers.js";
+import { arm, reward, show, withdraw } from "./offers.js";
 import { page } from "./pages.js";
 import { configure } from "./signals.js";
 import { ID, randomId, store } from "./storage.js";
@@ -141,6 +141,7 @@ export const connect = () => {
       page: page(),
       consent,
       device,
+      lang: lang(),
     })
   );
   current.onmessage = quietly((e) => socket == current && receive(JSON.parse(e.data)));
@@ -183,6 +184,13 @@ const receive = (message) => {
   } else if (type == "arm") arm(message.offer);
   else if (type == "offer") show(message.offer);
   else if (type == "withdraw") withdraw(message.offer);
+  else if (type == "reward") reward(message);
+};
+
+/** The page's language (<html lang>), when it is a plain one: the offers' texts follow it. */
+const lang = () => {
+  const value = (document.documentElement.lang || "").replace("_", "-");
+  return /^[a-z]{2}(-[A-Za-z]{2})?$/.test(value) ? value : undefined;
 };
 
 /** Start tracking: the visitor id (created once, then kept) and the session to resume. */

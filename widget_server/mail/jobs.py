@@ -76,6 +76,18 @@ def marketing_consent(profile: Mapping[str, str]) -> bool:
     return profile.get("email_confirm_required") != "1" or bool(profile.get("email_confirmed_at"))
 
 
+REWARD_FLOW = "@reward"
+
+
+def reward_job_id(site: str, visitor: str, campaign: str) -> str:
+    """The id of the email that brings the code of an email capture (one per campaign)."""
+    return f"{site}:{visitor}:{REWARD_FLOW}:{campaign}"
+
+
+def reward_campaign(job_id: str) -> str:
+    return job_id.rsplit(":", 1)[-1]
+
+
 def confirmation_job_id(site: str, visitor: str) -> str:
     """The id of the visitor's double opt-in confirmation job (one at a time per visitor)."""
     return f"{site}:{visitor}:{CONFIRM_FLOW}"
@@ -431,6 +443,48 @@ class MailScheduler:
                 _JOB_SLACK_S,
                 json.dumps(fields),
             ],
+        )
+        return reply_text(outcome)  # type: ignore[return-value]
+
+    async def reward_requested(
+        self,
+        site: str,
+        visitor: str,
+        email: str,
+        campaign: str,
+        *,
+        now: float,
+        locale: str | None = None,
+    ) -> ConfirmationOutcome:
+        """Queue the email that brings the code of ``campaign``'s email capture, due at once:
+        once per campaign and visitor (the same Lua step as the confirmation's, with the
+        campaign in place of the address)."""
+        try:
+            address = normalize_address(email)
+        except MailAddressError:
+            return "invalid_email"
+        k = self._keys
+        job_id = reward_job_id(site, visitor, campaign)
+        fields = {
+            "site": site,
+            "visitor": visitor,
+            "flow": REWARD_FLOW,
+            "step": "0",
+            "email": address,
+            "locale": locale or "",
+            "scheduled": repr(now),
+            "due": repr(now),
+            "attempts": "0",
+            "claims": "0",
+        }
+        outcome = await Scripts.of(self._redis).optin_schedule(
+            keys=[
+                k.mail_due(),
+                k.mail_leases(),
+                k.mail_job(job_id),
+                k.mail_rewards(site, visitor),
+            ],
+            args=[job_id, campaign, "1", repr(now), _JOB_SLACK_S, json.dumps(fields)],
         )
         return reply_text(outcome)  # type: ignore[return-value]
 

@@ -103,13 +103,13 @@ async def process_confirmation(
     if wait > 0:
         await ctx.scheduler.defer(job, until=now + wait)
         return "deferred"
-    committed = await _mark(ctx, job, "commit", now)
+    committed = await mark(ctx, job, "commit", now)
     if committed == "lost":
         return "lost"
     if committed != "ok":
         return await _drop(ctx, job, committed)
     outcome = await deliver(
-        ctx, transport, job, message, now, release=lambda: _mark(ctx, job, "undo", now)
+        ctx, transport, job, message, now, release=lambda: mark(ctx, job, "undo", now)
     )
     if outcome == "sent":
         ctx.metrics.sent.labels(CONFIRM_FLOW).inc()
@@ -175,7 +175,8 @@ async def compose_confirmation(
     )
 
 
-async def _mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:
+async def mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:
+    """Commit (or undo) a once-only email job: lease held, address not suppressed."""
     k = ctx.keys
     outcome = await Scripts.of(ctx.redis).optin_commit(
         keys=[k.mail_job(job.id), k.mail_leases(), k.mail_suppressed(job.site)],
@@ -214,6 +215,9 @@ async def confirm_address(
     if outcome == "confirmed":
         await _count(ctx, site, "confirmed")
         await _resume_abandonment(ctx, site, visitor, now)
+        from .reward import reward_after_confirmation  # the reward module builds on this one
+
+        await reward_after_confirmation(ctx, site, visitor, now)
     return outcome  # type: ignore[return-value]
 
 
@@ -246,5 +250,7 @@ async def forget_confirmation(ctx: MailContext, site: str, visitor: str) -> None
     async with ctx.redis.pipeline(transaction=True) as pipe:
         pipe.zrem(k.mail_due(), job_id)
         pipe.zrem(k.mail_leases(), job_id)
-        pipe.delete(k.mail_job(job_id), k.mail_confirmations(site, visitor))
+        pipe.delete(
+            k.mail_job(job_id), k.mail_confirmations(site, visitor), k.mail_rewards(site, visitor)
+        )
         await pipe.execute()

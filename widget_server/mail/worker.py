@@ -26,9 +26,10 @@ from ..store.sites import Site
 from .context import MailContext
 from .delivery import deliver
 from .flows import Flow, MailConfig
-from .jobs import CONFIRM_FLOW, MailJob, marketing_consent
+from .jobs import CONFIRM_FLOW, REWARD_FLOW, MailJob, marketing_consent
 from .message import MailAddressError, MailProduct, MailView, TemplateError, build_message
 from .optin import process_confirmation
+from .reward import process_reward
 from .send import MailTransport
 from .tokens import MailLinks, absolute
 
@@ -95,6 +96,8 @@ async def process_job(
     ``uncertain`` or the reason it was skipped."""
     if job.flow == CONFIRM_FLOW:  # double opt-in confirmation emails
         return await process_confirmation(ctx, transport, job, clock)
+    if job.flow == REWARD_FLOW:  # the code of an email capture
+        return await process_reward(ctx, transport, job, clock)
     now = clock()
     site = await ctx.sites.get(job.site)
     config = await ctx.flows.get(job.site)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import WidgetServerError
 from ..links import safe_link
 from ..wire.protocol import ExitIntentKind, PageType
+from .texts import Localized
 
 CampaignStatus = Literal["draft", "active", "paused", "ended"]
 OfferKind = Literal[
@@ -175,8 +176,12 @@ class Offer(_Model):
     cta_url: str | None = None
     free_shipping_threshold: Annotated[float, Field(gt=0)] | None = None
     theme: Theme = Theme()
+    # email_capture: texts by locale (see offers/texts.py; empty: the product's defaults).
+    consent_label: Localized = Field(default_factory=dict)
+    thanks: Localized = Field(default_factory=dict)
+    privacy_url: str | None = None
 
-    @field_validator("cta_url")
+    @field_validator("cta_url", "privacy_url")
     @classmethod
     def _safe_cta(cls, value: str | None) -> str | None:
         return _http_url(value)

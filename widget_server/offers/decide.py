@@ -79,6 +79,7 @@ class VisitorState:
     page_type: str = "other"
     page_url: str = ""
     device: str = ""
+    lang: str = ""  # the page's language, for the offer's texts
     started: float = 0.0
     page_started: float = 0.0
     pages: int = 0
@@ -129,6 +130,7 @@ class VisitorState:
             page_type=s.get("page_type", "other"),
             page_url=s.get("page_url", ""),
             device=s.get("device", ""),
+            lang=s.get("lang", ""),
             started=_f(s.get("started")),
             page_started=_f(s.get("page_started")),
             pages=view.pages,

@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from ..wire import nodes
 from ..wire import protocol as p
 from .assign import HOLDOUT
 from .campaign_store import CampaignStore
-from .campaigns import Campaign
+from .campaigns import Campaign, Variant
 from .codes import code_candidates
 from .decide import (
     ArmProbe,
@@ -66,6 +66,7 @@ from .decide import (
     offers_discount,
     period_keys,
 )
+from .texts import pick, wording_version
 
 log = logging.getLogger("widget_server.offers")
 TRACE_LIMIT = 20
@@ -95,6 +96,15 @@ class OfferSocket(Protocol):
     last_view: SessionView | None
 
     async def send(self, message: p.ServerMessage) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureResult:
+    campaign: Campaign
+    variant: Variant
+    code: str  # "" when the campaign gives no code (or none was left)
+    expires_at_ms: int
+    first: bool  # the visitor's first capture for this campaign
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +390,10 @@ class OfferEngine:
         variant = campaign.variant(candidate.variant)
         discount = variant.discount if variant is not None else None
         strategy = discount.code_strategy if discount is not None else "none"
-        candidates = code_candidates(discount.code_format) if discount is not None else []
+        if variant is not None and variant.offer.kind == "email_capture":
+            strategy = "none"  # its code is given for the address (on_capture), not shown now
+        generated = discount is not None and strategy == "generated"
+        candidates = code_candidates(discount.code_format) if generated and discount else []
         claim_keys, claim_args = (
             [
                 k.campaign_visitor(site, campaign.id, visitor),
@@ -566,6 +579,9 @@ class OfferEngine:
         products = None
         if offer.kind == "similar_products":
             products = await self._products_for(site, state)
+        capture: dict[str, Any] = {}
+        if offer.kind == "email_capture":
+            capture = await self._capture_texts(site, variant, state.lang)
         return p.OfferBody(
             id=candidate.offer_id,
             campaign=campaign.id,
@@ -587,7 +603,102 @@ class OfferEngine:
             ),
             free_shipping=free_shipping,
             products=products,
+            **capture,
         )
+
+    # --- email capture -----------------------------------------------------------------------
+    async def site_locale(self, site: str) -> str:
+        record = await self._sites.get(site) if self._sites is not None else None
+        return record.locale if record is not None else "en"
+
+    async def _capture_texts(self, site: str, variant: Variant, lang: str) -> dict[str, Any]:
+        """The consent sentence, thanks, privacy link and button labels of an email capture,
+        in the page's language (offers/texts.py)."""
+        offer, locale = variant.offer, await self.site_locale(site)
+
+        def text(field: str, texts: Mapping[str, str] | None = None) -> str:
+            return pick(texts, lang, locale, field)
+
+        reward = p.OfferReward(
+            code=variant.discount is not None,
+            submit_with_email=offer.cta_label or text("submit_with_email"),
+            submit_on_screen=text("submit_on_screen"),
+            privacy_label=text("privacy_link"),
+        )
+        if variant.discount is None:
+            reward = msgspec.structs.replace(
+                reward, submit_with_email=offer.cta_label or text("submit")
+            )
+        return {
+            "consent_label": text("consent_label", offer.consent_label),
+            "thanks": text("thanks", offer.thanks),
+            "privacy_url": offer.privacy_url,
+            "reward": reward,
+        }
+
+    async def consent_wording(self, site: str, offer_id: str, lang: str, now: float) -> str | None:
+        """The version of the consent sentence an email capture showed (kept with its text in
+        the site's wordings, so a consent record says what was agreed to)."""
+        campaign_id, _, variant_key = offer_id.partition(".")
+        campaign = next(
+            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
+        )
+        variant = campaign.variant(variant_key) if campaign is not None else None
+        if variant is None or variant.offer.kind != "email_capture":
+            return None
+        text = pick(
+            variant.offer.consent_label, lang, await self.site_locale(site), "consent_label"
+        )
+        version = wording_version(text, lang or await self.site_locale(site))
+        record = json.dumps({"text": text, "campaign": campaign_id, "first": now})
+        await self._redis.hsetnx(self._keys.consent_wordings(site), version, record)
+        return version
+
+    async def on_capture(
+        self, sock: OfferSocket, message: p.OfferCapture, view: SessionView, now: float
+    ) -> CaptureResult | None:
+        """An address submitted in a painted email capture (the identify is recorded already):
+        count it, give the campaign's code for it, and answer with a ``reward``."""
+        campaign_id, _, variant_key = message.offer.partition(".")
+        campaign = next(
+            (c for c in await self.campaigns.for_site(sock.site) if c.id == campaign_id), None
+        )
+        variant = campaign.variant(variant_key) if campaign is not None else None
+        if campaign is None or variant is None or variant.offer.kind != "email_capture":
+            self._metrics.offer_reports_refused.labels("forged").inc()
+            return None
+        k = self._keys
+        discount = variant.discount
+        strategy = discount.code_strategy if discount is not None else "none"
+        day, _ = period_keys(now, campaign.schedule.timezone)
+        keys = [
+            k.campaign_visitor(sock.site, campaign.id, sock.visitor),
+            k.code_pool(sock.site, campaign.id),
+            k.issued_codes(sock.site, campaign.id),
+            k.campaign_stats(sock.site, campaign.id, day, campaign.experiment_version),
+        ]
+        args: list[str | int] = [
+            repr(now),
+            message.claim,
+            strategy,
+            (discount.static_code or "") if discount is not None else "",
+            json.dumps(code_candidates(discount.code_format) if discount is not None else []),
+            (discount.valid_minutes * 60) if discount is not None else 0,
+            sock.visitor,
+            variant.key,
+            "1" if message.consent else "0",
+            max(8, campaign.attribution_days + 1) * 86_400,
+            view.session_id,
+        ]
+        if strategy in ("pool", "generated"):
+            result, _ = await self._replicated.call(self._scripts.offer_reward, keys, args)
+        else:
+            result = await self._scripts.offer_reward(keys=keys, args=args)
+        status, code = reply_text(result[0]), reply_text(result[1])
+        if status == "unseen":
+            self._metrics.offer_reports_refused.labels("forged").inc()
+            return None
+        return CaptureResult(campaign, variant, code, int(float(result[2] or 0)), status == "ok")
 
     # --- purchases ---------------------------------------------------------------------------
     async def on_purchase(

@@ -17,10 +17,14 @@ from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
 from ..mail.context import MailContext
+from ..mail.jobs import marketing_consent
 from ..mail.optin import awaiting_confirmation, forget_confirmation
+from ..offers.engine import OfferSocket
+from ..offers.texts import pick
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionStore
 from ..wire import protocol as p
+from .services import Services
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
 # Codes proxies use for "no country" (Cloudflare: XX unknown, T1 Tor).
@@ -80,3 +84,46 @@ async def forget(mail: MailContext, site: str, visitor: str) -> int:
     cancelled = await mail.scheduler.forget(site, visitor)
     await forget_confirmation(mail, site, visitor)
     return cancelled
+
+
+async def reward_capture(
+    services: Services,
+    sock: OfferSocket,
+    message: p.OfferCapture,
+    view: SessionView,
+    lang: str,
+    now: float,
+) -> None:
+    """After an email capture's address is recorded: count it, give its code, and answer with a
+    ``reward``. With consent the code is emailed too: now, or once the address is confirmed
+    where the site asks for double opt-in (the profile keeps ``reward_pending`` until then).
+    Raises RedisError or StoreUnavailable."""
+    result = await services.offers.on_capture(sock, message, view, now)
+    if result is None:
+        return
+    locale = await services.offers.site_locale(sock.site)
+    thanks = pick(result.variant.offer.thanks, lang, locale, "thanks")
+    note = ""
+    if result.code:
+        if not any(result.variant.offer.thanks.values()):
+            thanks = pick(None, lang, locale, "thanks_with_code")
+        if message.consent and marketing_consent(view.profile):
+            await services.mail.scheduler.reward_requested(
+                sock.site, sock.visitor, message.email, result.campaign.id, now=now, locale=lang
+            )
+            note = pick(None, lang, locale, "code_emailed")
+        elif message.consent and awaiting_confirmation(view.profile):
+            await services.redis.hset(
+                services.keys.profile(sock.site, sock.visitor),
+                mapping={"reward_pending": result.campaign.id, "reward_lang": lang},
+            )
+            note = pick(None, lang, locale, "code_after_confirmation")
+    await sock.send(
+        p.Reward(
+            offer=message.offer,
+            code=result.code or None,
+            expires_at=result.expires_at_ms or None,
+            text=thanks,
+            note=note.replace("{email}", message.email),
+        )
+    )

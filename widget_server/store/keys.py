@@ -144,6 +144,11 @@ class Keys:
         """Hash: code -> campaign id, to find which campaign issued a redeemed code."""
         return f"{self.prefix}:code-index:{site}"
 
+    def consent_wordings(self, site: str) -> str:
+        """Hash: consent wording version (``en:3f9a0c1d2b4e``) -> JSON {text, campaign, first}:
+        the exact sentence each recorded consent agreed to."""
+        return f"{self.prefix}:consent-wordings:{site}"
+
     def email_index(self, site: str) -> str:
         """Hash: lower-cased email -> visitor id, for orders reported by the shop's backend."""
         return f"{self.prefix}:emails:{site}"
@@ -310,6 +315,11 @@ class Keys:
     # --- consent -----------------------------------------------------------------------------
     # Double opt-in confirmation emails ride the mail queue, so their keys share its ``{mail}``
     # tag. Email addresses never appear in key names: callers pass a digest.
+    def mail_rewards(self, site: str, visitor: str) -> str:
+        """Hash: campaign id -> "1" once the email with the code of that campaign's email
+        capture was queued for the visitor (once per campaign, kept two days)."""
+        return f"{self.mail_tag()}:reward:{site}:{visitor}"
+
     def mail_confirmations(self, site: str, visitor: str) -> str:
         """Hash: email digest -> UTC day a confirmation email to that address was last queued
         for the visitor (at most one per address, visitor and day)."""

@@ -39,6 +39,7 @@ class Scripts:
     # offers.engine
     offer_claim: AsyncScript
     offer_confirm: AsyncScript
+    offer_reward: AsyncScript
     offer_attribute: AsyncScript
     offer_reserve: AsyncScript
     offer_release: AsyncScript

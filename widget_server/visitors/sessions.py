@@ -104,6 +104,7 @@ class SessionStore:
         page: p.PageContext | None = None,
         consent: p.Consent | None = None,
         device: str | None = None,
+        lang: str = "",
         connection_id: str = "",
         node_id: str = "",
         channel: str = "ws",
@@ -117,6 +118,7 @@ class SessionStore:
         context: dict[str, Any] = {
             "page": msgspec.to_builtins(page) if page else None,
             "device": device or "",
+            "lang": lang,
             "consent": msgspec.to_builtins(consent) if consent else None,
             "landing": landing_context(page),
         }

@@ -70,6 +70,7 @@ ConsentSource: TypeAlias = Literal["widget", "datalayer", "shop"]
 # The version of the consent text the visitor saw, as the shop names it (``2026-10-newsletter``).
 ConsentWording = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Country = Annotated[str, Meta(max_length=2, pattern=r"^([A-Z]{2})?$")]
+Lang = Annotated[str, Meta(max_length=5, pattern=r"^([a-z]{2}(-[A-Za-z]{2})?)?$")]
 
 
 class _Message(Struct, frozen=True, kw_only=True):
@@ -124,6 +125,7 @@ class Hello(_Message, frozen=True, kw_only=True):
     page: PageContext | None = None
     consent: Consent | None = None  # None: unchanged
     device: Device | None = None
+    lang: Lang = ""  # the page's language (<html lang>), for offer texts
 
 
 class PageView(_Message, frozen=True, kw_only=True):
@@ -194,6 +196,17 @@ class OfferShown(_Message, frozen=True, kw_only=True):
     claim: Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] = ""
 
 
+class OfferCapture(_Message, frozen=True, kw_only=True):
+    """An address submitted in an ``email_capture`` offer that was painted (``claim``): the
+    server records it with the consent given (an ``identify``), counts the capture, and answers
+    with a ``reward`` (the campaign's code, if it has one)."""
+
+    offer: MessageId
+    claim: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    email: Email
+    consent: bool = False
+
+
 class OfferClicked(_Message, frozen=True, kw_only=True):
     offer: MessageId
     action: ClickAction = "cta"
@@ -218,7 +231,7 @@ EventMessage: TypeAlias = (
     PageView | ProductView | CartAdd | CartRemove | CartUpdate | CheckoutStart | Purchase | Identify
 )
 SignalMessage: TypeAlias = ExitIntent | Hesitation
-OfferMessage: TypeAlias = OfferShown | OfferClicked | OfferDismissed
+OfferMessage: TypeAlias = OfferShown | OfferClicked | OfferDismissed | OfferCapture
 ClientMessage: TypeAlias = (
     Hello | EventMessage | SignalMessage | OfferMessage | ConsentUpdate | Ping
 )
@@ -239,6 +252,7 @@ _MESSAGE_TYPES: dict[tuple[str, str | None], type[Struct]] = {
     ("offer_shown", None): OfferShown,
     ("offer_clicked", None): OfferClicked,
     ("offer_dismissed", None): OfferDismissed,
+    ("offer_capture", None): OfferCapture,
     ("consent", None): ConsentUpdate,
     ("ping", None): Ping,
 }
@@ -390,6 +404,16 @@ class OfferProduct(Struct, frozen=True, kw_only=True):
     image: str
 
 
+class OfferReward(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What an email capture gives, so the form can say what will happen: a code (shown at once,
+    emailed with consent) and the button labels for both choices."""
+
+    code: bool = False
+    submit_with_email: str = ""  # the button when the consent box is ticked
+    submit_on_screen: str = ""  # the button when it is not (the code on screen only)
+    privacy_label: str = ""
+
+
 class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str  # "<campaign>.<variant>", echoed in offer reports and matched by withdraw
     campaign: str
@@ -405,6 +429,10 @@ class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     code: str | None = None  # offer: the code claimed for this visitor
     expires_at: int | None = None  # offer: unix time in milliseconds
     claim: str | None = None  # offer: the reservation's token, echoed in offer_shown
+    consent_label: str | None = None  # email_capture: the consent sentence, in the page's language
+    thanks: str | None = None  # email_capture: shown after submitting
+    privacy_url: str | None = None  # email_capture: the shop's privacy policy
+    reward: OfferReward | None = None  # email_capture: what submitting gives
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
     kinds: list[str] | None = None  # arm: the exit-intent kinds that show it
     not_before: int | None = None  # arm: unix time in milliseconds
@@ -422,6 +450,17 @@ class Offer(Struct, frozen=True, kw_only=True, tag="offer", tag_field="type"):
     offer: OfferBody
 
 
+class Reward(Struct, frozen=True, kw_only=True, tag="reward", tag_field="type"):
+    """The answer to ``offer_capture``: the code for the address (if the campaign gives one)
+    and what happens by email."""
+
+    offer: str
+    code: str | None = None
+    expires_at: int | None = None  # unix time in milliseconds
+    text: str = ""  # "Thank you! Here is your code:", in the page's language
+    note: str = ""  # whether and when the code comes by email, in the page's language
+
+
 ALL_OFFERS = "*"
 
 
@@ -433,7 +472,7 @@ class Withdraw(Struct, frozen=True, kw_only=True, tag="withdraw", tag_field="typ
 
 # The pushes of the offers engine: what may reach a visitor's sockets from any node.
 Push: TypeAlias = Arm | Offer | Withdraw
-ServerMessage: TypeAlias = Welcome | Ack | Error | Pong | Push
+ServerMessage: TypeAlias = Welcome | Ack | Error | Pong | Reward | Push
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -18,6 +18,9 @@ let countdownTimer;
 
 export const lend = (lent) => (core = lent);
 
+/** The offer of the open dialog (or of the pill). */
+export const currentOffer = () => current;
+
 /** The shadow host with its stylesheet, attached once (again if the page removed it). */
 export const mount = () => {
   if (host && host.isConnected) return;

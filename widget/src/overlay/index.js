@@ -16,6 +16,7 @@ import {
   show,
   withdraw,
 } from "./dialog.js";
+import { reward } from "./parts.js";
 
 const create = (lent) => {
   lend(lent);
@@ -27,6 +28,7 @@ const create = (lent) => {
     show, // an offer sent by the server; true when it opened a dialog
     open: () => !!dialog,
     withdraw,
+    reward, // the code an email capture gives, once the server has it
     clear: () => (closeDialog(), dropPill()),
   };
 };

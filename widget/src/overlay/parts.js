@@ -1,7 +1,7 @@
 // The parts of a dialog that depend on the offer's kind. Each appends to the open dialog.
 
 import { EMAIL, amount, currencyCode, cut, quietly } from "../util.js";
-import { core, dialog, focusables, closeDialog, closed, report } from "./dialog.js";
+import { core, currentOffer, dialog, focusables, closeDialog, closed, report } from "./dialog.js";
 import { attrs, el, httpUrl, money } from "./dom.js";
 
 /** discount: the code in a read-only field, with a copy button. */
@@ -46,8 +46,10 @@ export const productGrid = (products) => {
 };
 
 /**
- * email_capture: an address and a consent checkbox (never ticked in advance). Submitting sends
- * `identify` and replaces the form with the thanks.
+ * email_capture: an address and a consent checkbox (never ticked in advance). The button says
+ * what will happen: with a code to give, "Email me my code" when the box is ticked and "Show my
+ * code" when it is not; without one, consent is required. Submitting sends `offer_capture` and
+ * replaces the form with the thanks; the code follows in a `reward` (see `reward` below).
  */
 export const emailForm = (offer, cta) => {
   const form = el("form", "f", null, dialog);
@@ -62,25 +64,50 @@ export const emailForm = (offer, cta) => {
   const label = el("label", 0, null, form);
   const checkbox = attrs(el("input", 0, null, label), { type: "checkbox" });
   label.append(cut(offer.consent_label || "Email me offers. I can unsubscribe at any time.", 300));
-  attrs(el("button", "c", cut(cta.label || "Subscribe", 80), form), { type: "submit" });
+  const gift = offer.reward || {};
+  const privacy = httpUrl(offer.privacy_url);
+  if (privacy)
+    attrs(el("a", 0, cut(gift.privacy_label || "Privacy policy", 80), form), {
+      href: privacy,
+      target: "_blank",
+      rel: "noopener",
+    });
+  if (!gift.code) checkbox.required = true; // nothing to give without consent
+  const button = attrs(el("button", "c", null, form), { type: "submit" });
+  const say = () =>
+    (button.textContent = cut(
+      (gift.code && !checkbox.checked ? gift.submit_on_screen : gift.submit_with_email) ||
+        cta.label ||
+        "Subscribe",
+      80
+    ));
+  checkbox.onchange = quietly(say);
+  say();
   form.onsubmit = (e) => {
     e.preventDefault(); // whatever happens next, the page is not submitted
     quietly(() => {
       const email = input.value.trim();
       if (!EMAIL.test(email)) return input.focus();
-      core.send({
-        type: "event",
-        name: "identify",
-        email,
-        consent: checkbox.checked,
-        source: "widget",
-      });
+      const consent = checkbox.checked;
+      if (offer.claim)
+        core.send({ type: "offer_capture", offer: offer.id, claim: offer.claim, email, consent });
+      else core.send({ type: "event", name: "identify", email, consent, source: "widget" });
       report("email_submit");
-      form.replaceWith(el("p", 0, cut(offer.thanks || "Thank you!", 300)));
+      form.replaceWith(attrs(el("p", "r", cut(offer.thanks || "Thank you!", 300)), { role: "status" }));
       focusables()[0].focus();
     })();
   };
 };
+
+/** The server's answer to a capture: its thanks, the code (with a copy button), the note. */
+export const reward = quietly((message) => {
+  const thanks = dialog && currentOffer().id == message.offer && dialog.querySelector(".r");
+  if (!thanks) return;
+  if (message.text) thanks.textContent = cut(message.text, 300);
+  let last = thanks;
+  if (message.code) discountCode(message.code), thanks.after((last = dialog.lastChild));
+  if (message.note) last.after(el("p", 0, cut(message.note, 300)));
+});
 
 /** The call to action: a link when it has an http(s) URL, else a button that closes the dialog. */
 export const callToAction = (cta) => {

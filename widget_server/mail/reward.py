@@ -1,0 +1,182 @@
+"""The email that brings the code of an email capture.
+
+A visitor who gives their address in an ``email_capture`` offer and ticks the consent box gets
+the campaign's code on screen at once, and by email: queued right away
+(:meth:`~widget_server.mail.jobs.MailScheduler.reward_requested`), or, where the site asks for
+double opt-in, once the address is confirmed (:func:`reward_after_confirmation`). Without consent
+no email goes out. The worker hands jobs of :data:`~widget_server.mail.jobs.REWARD_FLOW` to
+:func:`process_reward`: the same queue, lease, transport, rate and once-only commit as the
+confirmation email; right before sending, the profile must still allow marketing email to the
+same address, and the code must still be the visitor's and valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from email.message import EmailMessage
+from typing import Any
+
+from jinja2 import TemplateNotFound
+from redis.exceptions import RedisError
+
+from ..store.replies import reply_text
+from ..store.sites import Site
+from .context import MailContext
+from .delivery import deliver
+from .jobs import REWARD_FLOW, MailJob, marketing_consent, reward_campaign
+from .message import (
+    MailAddressError,
+    RenderedEmail,
+    TemplateError,
+    build_message,
+    format_time,
+    one_line,
+)
+from .optin import MAX_CLAIMS, mark
+from .send import MailTransport
+from .tokens import MailLinks
+
+
+def reward_veto(job: MailJob, profile: Mapping[str, str], code: str, expires_ms: float,
+                now: float) -> str | None:  # fmt: skip
+    """Why the code's email must not go out now, or None."""
+    if not profile:
+        return "no_profile"
+    if not marketing_consent(profile):
+        return "no_consent"
+    if profile.get("email", "").strip().lower() != job.email.lower():
+        return "email_changed"
+    if not code:
+        return "no_code"
+    if expires_ms and expires_ms <= now * 1000:
+        return "code_expired"
+    return None
+
+
+async def process_reward(
+    ctx: MailContext, transport: MailTransport, job: MailJob, clock: Callable[[], float] = time.time
+) -> str:
+    """Handle one claimed reward job; returns ``sent``, ``deferred``, ``retry``, ``lost``,
+    ``failed``, ``uncertain`` or the reason it was dropped."""
+    now = clock()
+    site = await ctx.sites.get(job.site)
+    if site is None:
+        return await _drop(ctx, job, "no_site")
+    if job.claims > MAX_CLAIMS:
+        return await _drop(ctx, job, "poison")
+    k, campaign = ctx.keys, reward_campaign(job.id)
+    raw = await ctx.redis.hgetall(k.profile(job.site, job.visitor))
+    profile = {reply_text(a): reply_text(b) for a, b in raw.items()}
+    code, expires = await ctx.redis.hmget(
+        k.campaign_visitor(job.site, campaign, job.visitor), ["code", "code_expires"]
+    )
+    code_text, expires_ms = reply_text(code or b""), float(reply_text(expires or b"0") or 0)
+    if (reason := reward_veto(job, profile, code_text, expires_ms, now)) is not None:
+        return await _drop(ctx, job, reason)
+    try:
+        message = await compose_reward(ctx, site, job, campaign, code_text, expires_ms, now)
+    except (TemplateError, MailAddressError):
+        return await _drop(ctx, job, "unrenderable")
+    wait = await ctx.rate.acquire(job.email.rpartition("@")[2], now)
+    if wait > 0:
+        await ctx.scheduler.defer(job, until=now + wait)
+        return "deferred"
+    committed = await mark(ctx, job, "commit", now)
+    if committed == "lost":
+        return "lost"
+    if committed != "ok":
+        return await _drop(ctx, job, committed)
+    outcome = await deliver(
+        ctx, transport, job, message, now, release=lambda: mark(ctx, job, "undo", now)
+    )
+    if outcome == "sent":
+        ctx.metrics.sent.labels(REWARD_FLOW).inc()
+        await _count(ctx, job.site, "sent")
+    return outcome
+
+
+async def compose_reward(
+    ctx: MailContext,
+    site: Site,
+    job: MailJob,
+    campaign: str,
+    code: str,
+    expires_ms: float,
+    now: float,
+) -> EmailMessage:
+    """The email with the code, its validity and a link to the shop. Raises TemplateError or
+    MailAddressError."""
+    config = await ctx.flows.get(site.key)
+    shop = one_line(config.sender_name or site.name, 100)
+    locale = job.locale or site.locale
+    links = MailLinks(
+        signer=ctx.signer,
+        public_url=ctx.settings.public_url,
+        site=site.key,
+        flow=REWARD_FLOW,
+        step=0,
+        now=now,
+        utm_source="",
+        utm_medium="",
+    )
+    unsubscribe = links.unsubscribe(job.email)
+    until = format_time(expires_ms / 1000, locale, site.timezone) if expires_ms else ""
+    texts = ctx.renderer.texts(locale, shop=shop, email=job.email, date=until, code=code)
+    texts["footer"] = texts["reward_footer"]
+    shop_url = (site.origins[0] if site.origins and "*" not in site.origins[0] else "") or ""
+    context: dict[str, Any] = {
+        "t": texts,
+        "shop": shop,
+        "shop_url": shop_url,
+        "similar": [],
+        "lang": locale.split("-")[0],
+        "email": job.email,
+        "code": code,
+        "valid_until": until,
+        "unsubscribe_url": unsubscribe,
+    }
+    try:
+        html = ctx.renderer.render_page("reward.html", **context)
+        text = ctx.renderer.render_page("reward.txt", **context)
+    except TemplateNotFound as exc:
+        raise TemplateError(f"email template {exc.name} not found") from None
+    except Exception as exc:  # a template bug must not stop the worker
+        raise TemplateError(f"reward template failed: {exc}") from exc
+    return build_message(
+        from_address=ctx.settings.from_address,
+        from_name=shop,
+        to=job.email,
+        rendered=RenderedEmail(one_line(texts["reward_subject"], 200) or shop, html, text),
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
+        now=now,
+    )
+
+
+async def reward_after_confirmation(ctx: MailContext, site: str, visitor: str, now: float) -> None:
+    """The address was just confirmed: queue the code's email the capture promised."""
+    k = ctx.keys
+    raw = await ctx.redis.hgetall(k.profile(site, visitor))
+    profile = {reply_text(a): reply_text(b) for a, b in raw.items()}
+    campaign = profile.get("reward_pending", "")
+    if not campaign or not marketing_consent(profile):
+        return
+    await ctx.scheduler.reward_requested(
+        site, visitor, profile.get("email", ""), campaign, now=now,
+        locale=profile.get("reward_lang") or None,
+    )  # fmt: skip
+    await ctx.redis.hdel(k.profile(site, visitor), "reward_pending", "reward_lang")
+
+
+async def _drop(ctx: MailContext, job: MailJob, reason: str) -> str:
+    await ctx.scheduler.complete(job)
+    ctx.metrics.skipped.labels(reason).inc()
+    await _count(ctx, job.site, f"skipped:{reason}")
+    return reason
+
+
+async def _count(ctx: MailContext, site: str, field: str) -> None:
+    with contextlib.suppress(RedisError):
+        await ctx.redis.hincrby(ctx.keys.mail_stats(site, REWARD_FLOW), field, 1)
