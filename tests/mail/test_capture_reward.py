@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -22,7 +25,7 @@ from widget_server.offers.campaign_store import CampaignStore
 from widget_server.store.client import open_store
 
 from ..mail_support import IsolatedShop, fast_config, isolated_shop
-from ..support import Client, new_visitor
+from ..support import ROOT, Client, new_visitor
 
 EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
 CONFIRM_LINK = re.compile(r"https?://[^\s]+/v1/mail/confirm\?t=[A-Za-z0-9_.%-]+")
@@ -143,6 +146,20 @@ def test_a_capture_shows_its_code_and_emails_it_only_with_consent(
         assert stats(r, shop, site) == {"exposures:a": 2.0, "impressions:a": 2.0,
                                         "captures:a": 2.0, "consented_captures:a": 1.0}  # fmt: skip
         assert mails_to(shop, silent) == []
+        # The report says both numbers (JSON, CSV and text alike).
+        env = {**os.environ, "REDIS_URL": redis_url, "WIDGET_REDIS_PREFIX": shop.keys.prefix}
+
+        def report(*flags: str) -> str:
+            run = subprocess.run(
+                [sys.executable, "-m", "widget_server.cli", "report", "news", "--site", site,
+                 *flags], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            return run.stdout
+
+        row = json.loads(report("--json"))["report"]["variants"][0]
+        assert (row["captures"], row["consented_captures"], row["impressions"]) == (2, 1, 2)
+        assert "a: 2 email addresses captured, 1 with consent to email" in report()
 
 
 def test_under_double_opt_in_the_code_follows_the_confirmation(

@@ -154,6 +154,12 @@ async def _report(client: Redis, keys: Keys, store: CampaignStore, args: argpars
         return json.dumps(document, indent=2)
     lines = [f"{campaign.name} ({campaign.id}, experiment version {campaign.experiment_version})"]
     lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
+    for row in document["report"]["variants"]:
+        if row["captures"]:
+            lines.append(
+                f"  {row['variant']}: {row['captures']} email addresses captured, "
+                f"{row['consented_captures']} with consent to email"
+            )
     for run in document["live_offers"]:
         started = datetime.fromtimestamp(run["started"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines.append(

@@ -46,6 +46,8 @@ _INTEGER_METRICS = (
     "clicks",
     "dismissals",
     "redemptions",
+    "captures",
+    "consented_captures",
 )
 _FLOAT_METRICS = ("revenue", "revenue_sq")
 
@@ -82,6 +84,8 @@ def _counts(variant: str, values: dict[str, float]) -> VariantCounts:
         clicks=whole("clicks"),
         dismissals=whole("dismissals"),
         redemptions=whole("redemptions"),
+        captures=whole("captures"),
+        consented_captures=whole("consented_captures"),
     )
 
 
@@ -371,7 +375,7 @@ CSV_COLUMNS = (
     "uplift_high", "p_value", "sequential_p_value", "chance_to_beat_control", "revenue",
     "revenue_per_exposure", "revenue_difference", "revenue_difference_low",
     "revenue_difference_high", "revenue_p_value", "incremental_revenue",
-    "incremental_revenue_low", "incremental_revenue_high",
+    "incremental_revenue_low", "incremental_revenue_high", "captures", "consented_captures",
 )  # fmt: skip
 
 
@@ -387,7 +391,7 @@ def report_csv(report: Report) -> str:
             _cell(row.p_value), _cell(row.sequential_p_value), _cell(row.chance_to_beat_control),
             _cell(row.revenue), _cell(row.revenue_per_exposure),
             *_interval(row.revenue_difference), _cell(row.revenue_p_value),
-            *_interval(row.incremental_revenue),
+            *_interval(row.incremental_revenue), row.captures, row.consented_captures,
         ]  # fmt: skip
         writer.writerow(cells)
     return out.getvalue()

@@ -48,6 +48,8 @@ class VariantCounts:
     clicks: int = 0
     dismissals: int = 0
     redemptions: int = 0
+    captures: int = 0  # email captures: visitors who gave their address
+    consented_captures: int = 0  # of them, with consent to marketing email
 
     def plus(self, other: VariantCounts) -> VariantCounts:
         """Field-wise sum (the variant name of ``self`` is kept)."""
@@ -61,6 +63,8 @@ class VariantCounts:
             self.clicks + other.clicks,
             self.dismissals + other.dismissals,
             self.redemptions + other.redemptions,
+            self.captures + other.captures,
+            self.consented_captures + other.consented_captures,
         )
 
     @property
@@ -364,6 +368,8 @@ class VariantResult:
     revenue_difference: Interval | None
     revenue_p_value: float | None
     incremental_revenue: Interval | None
+    captures: int = 0
+    consented_captures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,8 +447,9 @@ def _variant_result(
     rpv = arm.revenue_sample.mean
     plain = (arm.variant, arm.variant == control.variant, arm.exposures, arm.impressions,
              arm.conversions, arm.redemptions, arm.revenue, rate)  # fmt: skip
+    captured = (arm.captures, arm.consented_captures)
     if arm.variant == control.variant:
-        return VariantResult(*plain, None, None, None, None, rpv, None, None, None)
+        return VariantResult(*plain, None, None, None, None, rpv, None, None, None, *captured)
     welch = welch_t_test(control.revenue_sample, arm.revenue_sample, confidence)
     incremental = None
     if control.variant == HOLDOUT:
@@ -457,6 +464,7 @@ def _variant_result(
         Interval(welch.difference, welch.low, welch.high),
         welch.p_value,
         incremental,
+        *captured,
     )
 
 
