@@ -608,6 +608,35 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
     assert {**resaved, "version": 1} == campaign and resaved["version"] == 2
 
 
+def test_the_editor_sets_an_email_captures_texts_by_language(
+    owner: AdminClient, r: redis.Redis
+) -> None:
+    site = new_site_key(owner)  # a site in English: the editor offers English
+    fields = editor_fields(owner, site)
+    assert "variants.0.offer.consent_label.en" in fields
+    fields.update({
+        "id": "news", "name": "Newsletter", "variants.0.offer.kind": "email_capture",
+        "variants.0.offer.headline": "Get 5 EUR off", "variants.0.discount.type": "fixed",
+        "variants.0.discount.amount": "5",
+        "variants.0.offer.consent_label.en": "Yes, email me offers.",
+        "variants.0.offer.thanks.en": "Welcome aboard!",
+        "variants.0.offer.privacy_url": "javascript:alert(1)",
+    })  # fmt: skip
+    page = owner.post(f"/admin/sites/{site}/campaigns/new", fields)
+    assert page.status_code == 422
+    assert 'id="err-variants.0.offer.privacy_url"' in page.text
+    assert 'value="Yes, email me offers."' in page.text  # kept as typed
+    fields["variants.0.offer.privacy_url"] = "/privacy"
+    fields["variants.0.offer.consent_label.de"] = "Ja, schickt mir Angebote."  # any language
+    assert owner.post(f"/admin/sites/{site}/campaigns/new", fields).status_code == 303
+    offer = stored_campaign(r, site, "news")["variants"][0]["offer"]
+    assert offer["consent_label"] == {"en": "Yes, email me offers.",
+                                      "de": "Ja, schickt mir Angebote."}  # fmt: skip
+    assert offer["thanks"] == {"en": "Welcome aboard!"} and offer["privacy_url"] == "/privacy"
+    again = owner.get(f"/admin/sites/{site}/campaigns/news/edit").text
+    assert 'name="variants.0.offer.consent_label.de"' in again  # a language in use stays
+
+
 def test_every_demo_campaign_survives_the_editor_unchanged(
     owner: AdminClient, redis_url: str, r: redis.Redis
 ) -> None:

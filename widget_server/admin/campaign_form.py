@@ -75,6 +75,9 @@ def blank_variant(key: str) -> State:
             "cta_url": "",
             "free_shipping_threshold": "",
             "theme": Theme().model_dump(),
+            "consent_label": {},
+            "thanks": {},
+            "privacy_url": "",
         },
         "discount": blank_discount("percent"),
     }
@@ -107,6 +110,7 @@ def state_from_campaign(campaign: Campaign) -> State:
     for variant in data["variants"]:
         offer = variant["offer"]
         offer["cta_url"] = offer.get("cta_url") or ""
+        offer["privacy_url"] = offer.get("privacy_url") or ""
         if offer.get("free_shipping_threshold") is None:
             offer["free_shipping_threshold"] = ""
         discount = variant.get("discount")
@@ -245,6 +249,20 @@ def _walk(state: State, parts: list[str]) -> Any:
 def _free_key(variants: list[Any]) -> str:
     used = {str(as_dict(v).get("key", "")) for v in variants}
     return next(k for k in "abcdefghijklmnop" if k not in used)
+
+
+LOCALIZED = ("consent_label", "thanks")
+
+
+def text_locales(state: State, site_locale: str) -> list[str]:
+    """The languages the editor offers for the localized texts: the site's, English, and any a
+    variant already has (plain language codes: a form field name holds no region)."""
+    found = {site_locale.split("-")[0], "en"}
+    for variant in as_list(state.get("variants")):
+        offer = as_dict(as_dict(variant).get("offer"))
+        for field in LOCALIZED:
+            found.update(k for k in as_dict(offer.get(field)) if re.fullmatch(r"[a-z]{2}", k))
+    return sorted(found, key=lambda code: (code != site_locale.split("-")[0], code))
 
 
 # --- from state to campaign data ----------------------------------------------------------------

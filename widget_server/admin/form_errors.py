@@ -19,7 +19,7 @@ TRIGGER_FIELDS = ("exit_intent", "hesitation", "live", "min_time_on_site_s", "mi
 CAPS_FIELDS = tuple(Caps.model_fields)
 OFFER_FIELDS = ("kind", "headline", "body", "cta_label", "cta_url", "free_shipping_threshold",
                 "theme", "theme.accent", "theme.background", "theme.text",
-                "theme.radius")  # fmt: skip
+                "theme.radius", "privacy_url", "consent_label", "thanks")  # fmt: skip
 DISCOUNT_FIELDS = ("type", "amount", "min_cart_value", "valid_minutes", "code_strategy",
                    "static_code", "code_format")  # fmt: skip
 CONDITION_PARTS = ("field", "op", "value")
@@ -43,6 +43,7 @@ LABELS = {
     "quiet_days_after_purchase": "Quiet days after a purchase",
     "never_on_payment": "Never on the payment step", "variants": "Variants", "key": "Key",
     "weight": "Weight", "offer": "Offer", "kind": "Kind", "headline": "Headline",
+    "privacy_url": "Privacy policy link", "consent_label": "Consent sentence", "thanks": "Thanks",
     "body": "Text", "cta_label": "Button label", "cta_url": "Button link",
     "free_shipping_threshold": "Free shipping from", "theme": "Theme", "accent": "Accent colour",
     "background": "Background colour", "text": "Text colour", "radius": "Corner radius (px)",
@@ -69,10 +70,13 @@ def anchors(state: State) -> set[str]:
         for r, _ in enumerate(as_list(as_dict(group).get("all"))):
             found.update(f"targeting.any.{g}.all.{r}.{part}" for part in CONDITION_PARTS)
             found.add(f"targeting.any.{g}.all.{r}")
-    for v, _ in enumerate(as_list(state.get("variants"))):
+    for v, variant in enumerate(as_list(state.get("variants"))):
         prefix = f"variants.{v}"
         found.update((prefix, f"{prefix}.key", f"{prefix}.weight", f"{prefix}.offer"))
         found.update(f"{prefix}.offer.{name}" for name in OFFER_FIELDS)
+        offer = as_dict(as_dict(variant).get("offer"))
+        for name in ("consent_label", "thanks"):  # by language
+            found.update(f"{prefix}.offer.{name}.{code}" for code in as_dict(offer.get(name)))
         found.add(f"{prefix}.discount")
         found.update(f"{prefix}.discount.{name}" for name in DISCOUNT_FIELDS)
     return found

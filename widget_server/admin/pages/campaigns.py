@@ -205,6 +205,7 @@ def _editor(
         condition_fields=cf.CONDITION_FIELDS,
         condition_ops=cf.CONDITION_OPS,
         statuses=STATUSES,
+        text_locales=cf.text_locales(state, site.locale),
     )
 
 
