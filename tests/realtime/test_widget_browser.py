@@ -32,6 +32,7 @@ from playwright.sync_api import (
 from redis.asyncio import Redis
 
 from widget_server.metrics import Metrics
+from widget_server.offers.campaign_store import CampaignStore
 from widget_server.realtime.hub import Hub
 from widget_server.shipped import STATIC_DIR
 from widget_server.store.embedded import free_port
@@ -1535,3 +1536,75 @@ def test_a_live_offer_during_an_open_overlay_shows_after_it_closes_and_counts_on
     page.keyboard.press("Escape")
     page.wait_for_timeout(300)
     assert impressions(r, site, "flash") == 1 and impressions(r, site, "exit") == 1
+
+
+def test_an_email_capture_shows_its_code_and_emails_it_with_consent(
+    new_tab: Callable[..., Tab], shop: StaticSite, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """The demo's promise, kept: "Get 5 EUR off / Send me the code" shows the code right after
+    submitting and emails it (a real SMTP server); an address given without consent gets the
+    code on screen and no email, and the report counts the two apart."""
+    from ..mail.test_capture_reward import capture_campaign, mails_to, stats, text_of
+    from ..mail_support import isolated_shop
+
+    with isolated_shop(redis_url, tmp_path) as mail_shop, ThreadPoolExecutor(1) as pool:
+
+        def prepare() -> str:
+            key = add_site(redis_url, [shop.origin], keys=mail_shop.keys)
+            mail_shop.sites.add(key)
+
+            async def save() -> None:
+                client = Redis.from_url(redis_url)
+                try:
+                    await CampaignStore(client, mail_shop.keys).save(
+                        key, capture_campaign("news", privacy_url="/privacy"), author="tests"
+                    )
+                finally:
+                    await client.aclose()
+
+            asyncio.run(save())
+            return key
+
+        site = pool.submit(prepare).result()
+        for n, consent in enumerate((True, False)):
+            address = f"visitor{n}@{site}.test"
+            code = _capture_in_the_browser(new_tab(), shop, mail_shop.server, site, address,
+                                           consent)  # fmt: skip
+            if consent:
+                mail = new_tab().wait(
+                    functools.partial(mails_to, mail_shop, address), "the code's email"
+                )
+                assert code in text_of(mail[0])
+        assert mails_to(mail_shop, f"visitor1@{site}.test") == []
+        counts = stats(r, mail_shop, site)
+        assert (counts["captures:a"], counts["consented_captures:a"]) == (2, 1)
+
+
+def _capture_in_the_browser(
+    tab: Tab, shop: StaticSite, server: ServerProcess, site: str, address: str, consent: bool
+) -> str:
+    """A visitor leaves, sees the capture, gives ``address``; returns the code on screen."""
+    page = tab.page
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    tab.wait(lambda: tab.received_of("arm"), "the armed capture")
+    leave_through_top(page)
+    page.get_by_role("dialog", name="Get 5 EUR off").wait_for()
+    tab.wait(lambda: tab.sent_of("offer_shown"), "offer_shown")  # the claimed copy
+    button = page.locator("exit-widget button[type=submit]")
+    assert button.inner_text() == "Show my code"  # the box is never ticked in advance
+    if consent:
+        page.locator("exit-widget input[type=checkbox]").check()
+        assert button.inner_text() == "Send me the code"
+    policy = page.locator("exit-widget a", has_text="Privacy policy")
+    assert policy.get_attribute("href") == f"{shop.origin}/privacy"
+    page.locator("exit-widget input[type=email]").fill(address)
+    button.click()
+    code_box = page.locator("exit-widget [role=dialog] input[readonly]")
+    code_box.wait_for()
+    code = code_box.input_value()
+    assert code.startswith("HELLO-")
+    assert page.locator("exit-widget p", has_text="Here is your code").count() == 1
+    emailed = page.locator("exit-widget p", has_text=f"We have also sent it to {address}")
+    assert emailed.count() == (1 if consent else 0)
+    return code

@@ -116,6 +116,7 @@ class _DemoShop:
             Route("/cart", self.cart),
             Route("/checkout", self.checkout),
             Route("/thank-you", self.thank_you, methods=["GET", "POST"]),
+            Route("/privacy", self.privacy),
             Route("/img/{product_id}.svg", self.image),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR)),
             Route("/{unknown:path}", self.not_found),
@@ -227,6 +228,9 @@ class _DemoShop:
         if product is None:
             return self._not_found_page()
         return Response(placeholder_svg(product), media_type="image/svg+xml", headers=IMAGE_HEADERS)
+
+    async def privacy(self, request: Request) -> Response:
+        return self._page("privacy.html", "other", title="Privacy")
 
     async def not_found(self, request: Request) -> Response:
         return self._not_found_page()

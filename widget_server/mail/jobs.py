@@ -66,12 +66,27 @@ def utc_day(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
+def banner_refused(profile: Mapping[str, str]) -> bool:
+    """Whether the visitor refused marketing in the consent banner after opting in to email.
+    The banner's state alone is not a refusal: a page without a consent manager reports
+    marketing as not granted, and the later, specific opt-in to email wins over an earlier
+    banner choice."""
+    if profile.get("consent_marketing") != "0":
+        return False
+    try:
+        return float(profile.get("consent_changed") or 0) > float(
+            profile.get("email_consent_at") or 0
+        )
+    except ValueError:
+        return True
+
+
 def marketing_consent(profile: Mapping[str, str]) -> bool:
     """Whether a profile allows marketing email: opted in with the address, not withdrawn
-    through the consent banner, and confirmed when the consent was given under double opt-in
-    (the profile records that requirement with the consent, and resets both when the address
-    changes)."""
-    if profile.get("email_consent") != "1" or profile.get("consent_marketing") == "0":
+    through the consent banner since, and confirmed when the consent was given under double
+    opt-in (the profile records that requirement with the consent, and resets both when the
+    address changes)."""
+    if profile.get("email_consent") != "1" or banner_refused(profile):
         return False
     return profile.get("email_confirm_required") != "1" or bool(profile.get("email_confirmed_at"))
 

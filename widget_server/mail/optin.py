@@ -36,7 +36,7 @@ from ..store.sites import Site
 from ..visitors.session_view import SessionView
 from .context import MailContext
 from .delivery import deliver
-from .jobs import CONFIRM_FLOW, MailJob, confirmation_job_id
+from .jobs import CONFIRM_FLOW, MailJob, banner_refused, confirmation_job_id
 from .message import (
     MailAddressError,
     RenderedEmail,
@@ -67,7 +67,7 @@ def confirmation_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
     """Why the confirmation email must not go out now, or None."""
     if not profile:
         return "no_profile"
-    if profile.get("email_consent") != "1" or profile.get("consent_marketing") == "0":
+    if profile.get("email_consent") != "1" or banner_refused(profile):
         return "no_consent"
     if profile.get("email", "").strip().lower() != job.email.lower():
         return "email_changed"
