@@ -134,6 +134,13 @@ def test_sites_frequency_shows_and_sets_the_site_wide_limits(
     assert "2 per visit" in cli("sites", "frequency", key, env=env).stdout  # unchanged
     missing = cli("sites", "frequency", "nosuch", env=env)
     assert missing.returncode == 2 and "no site 'nosuch'" in missing.stderr
+    assert "codes applied by none" in cli("sites", "apply-code", key, env=env).stdout
+    shopify = cli("sites", "apply-code", key, "--mode", "shopify", env=env)
+    assert shopify.returncode == 0 and "codes applied by shopify" in shopify.stdout
+    url = cli("sites", "apply-code", key, "--mode", "url", "--param", "coupon_code", env=env)
+    assert "codes applied by url (parameter coupon_code)" in url.stdout
+    bad = cli("sites", "apply-code", key, "--param", "no spaces", env=env)
+    assert bad.returncode == 2 and "--param" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

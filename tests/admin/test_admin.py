@@ -513,6 +513,23 @@ def test_the_site_form_sets_the_site_wide_frequency_policy(
     assert json.loads(r.get(KEYS.site(key)) or "{}")["frequency"] == saved
 
 
+def test_the_site_form_sets_how_the_shop_applies_codes(owner: AdminClient, r: redis.Redis) -> None:
+    key = new_site_key(owner)
+    assert "none: the visitor copies the code" in owner.get(f"/admin/sites/{key}").text
+    base = {"name": key, "origins": "https://shop.test", "currency": "EUR", "locale": "en",
+            "timezone": "UTC"}  # fmt: skip
+    bad = owner.post(f"/admin/sites/{key}/edit",
+                     {**base, "apply_mode": "magic", "apply_param": "a b"})  # fmt: skip
+    assert bad.status_code == 422
+    assert 'id="err-apply_mode"' in bad.text and 'id="err-apply_param"' in bad.text
+    done = owner.post(f"/admin/sites/{key}/edit",
+                      {**base, "apply_mode": "url", "apply_param": "coupon_code"})  # fmt: skip
+    assert done.status_code == 303
+    saved = json.loads(r.get(KEYS.site(key)) or "{}")["apply_code"]
+    assert saved == {"mode": "url", "param": "coupon_code"}
+    assert "the URL parameter <code>coupon_code</code>" in owner.get(f"/admin/sites/{key}").text
+
+
 def test_site_page_snippets_install_check_and_secret_rotation(
     server: ServerProcess, owner: AdminClient, r: redis.Redis
 ) -> None:

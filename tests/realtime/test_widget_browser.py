@@ -19,6 +19,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import redis
 from playwright.sync_api import (
@@ -1452,7 +1453,8 @@ def impressions(r: redis.Redis, site: str, campaign: str) -> int:
 def leave_through_top(page: Page) -> None:
     """An exit intent the widget accepts: past its minimum dwell time and pointer guard."""
     page.mouse.move(550, 420)
-    page.wait_for_function("performance.now() > 3300")
+    while page.evaluate("() => performance.now()") < 3300:  # no eval: pages may forbid it
+        page.wait_for_timeout(50)
     page.wait_for_timeout(550)
     exit_through_top(page)
 
@@ -1608,3 +1610,113 @@ def _capture_in_the_browser(
     emailed = page.locator("exit-widget p", has_text=f"We have also sent it to {address}")
     assert emailed.count() == (1 if consent else 0)
     return code
+
+
+def test_the_demo_shop_applies_the_code_it_is_given(
+    new_tab: Callable[..., Tab], tmp_path: Path
+) -> None:
+    """The demo site applies codes through its own script: "Back to my cart" on the cart page
+    closes the overlay (no reload) and the cart shows the code and the discounted total; the
+    checkout has it in its coupon field. The copy button stays."""
+    from widget_server.offers.assign import assign
+    from widget_server.offers.campaigns import parse_campaign
+    from widget_server.shipped import EXAMPLES_DIR
+
+    from ..support import new_visitor
+
+    saver = parse_campaign(json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())[0])
+    visitor = next(v for v in (new_visitor() for _ in range(200)) if assign(saver, v) == "ten")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(base):
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo did not start"
+            time.sleep(0.2)
+        tab = new_tab()
+        page = tab.page
+        page.add_init_script(f"localStorage.setItem('exw_v', {json.dumps(visitor)})")
+        page.goto(base + "/demo/p/P1002")
+        welcomed(tab)
+        page.get_by_role("button", name="Add to cart").click()
+        page.get_by_text("Added to cart").wait_for()
+        tab.wait(lambda: tab.sent_of("event", "cart_add"), "the cart_add")
+        page.goto(base + "/demo/cart")
+        tab.wait(lambda: any(m["offer"]["campaign"] == "cart-saver"
+                             for m in tab.received_of("arm")), "the cart saver armed")  # fmt: skip
+        subtotal = page.locator("[data-cart-subtotal]").inner_text()
+        leave_through_top(page)
+        dialog = page.get_by_role("dialog")
+        dialog.wait_for()
+        code_box = page.locator("exit-widget [role=dialog] input[readonly]")
+        tab.wait(lambda: code_box.count() and code_box.input_value().startswith("SAVE10-"),
+                 "the claimed code")  # fmt: skip
+        code = code_box.input_value()
+        assert page.locator("exit-widget button", has_text="Copy").count() == 1
+        page.evaluate("window.__sameDocument = 1")
+        page.locator("exit-widget [role=dialog] .c", has_text="Back to my cart").click()
+        dialog.wait_for(state="detached")
+        assert page.evaluate("window.__sameDocument") == 1  # closed, not reloaded
+        assert page.locator("[data-discount-code]").first.inner_text() == code
+        amount = float(subtotal.replace("€", "").replace(",", ""))
+        total = page.locator("[data-cart-total]").inner_text()
+        assert total == f"€{amount - round(amount * 0.10, 2):,.2f}"
+        page.goto(base + "/demo/checkout")
+        assert page.locator("#coupon").input_value() == code
+        assert page.locator("[data-summary-total]").inner_text() == total
+    finally:
+        demo.terminate()
+        demo.wait(20)
+
+
+def _ready(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(base + "/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_codes_are_applied_the_shops_way(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, redis_url: str
+) -> None:
+    """Shopify's /discount/CODE link, a URL parameter, or the shop's own function."""
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site, body="""<script>
+      window.exitwidget = window.exitwidget || [];
+      exitwidget.push(["on", "code", (d) => { window.applied = d; }]);
+    </script>"""))  # fmt: skip
+    welcomed(tab)
+    visitor, _ = tab.ids()
+    cart = p.OfferCta(label="Back to my cart", url=f"{shop.origin}/cart?step=1")
+    for n, (apply, href) in enumerate([
+        (p.OfferApply(mode="shopify"),
+         f"{shop.origin}/discount/SAVE10-K7Q2?redirect=%2Fcart%3Fstep%3D1"),
+        (p.OfferApply(mode="url", param="coupon_code"),
+         f"{shop.origin}/cart?step=1&coupon_code=SAVE10-K7Q2"),
+        (None, f"{shop.origin}/cart?step=1"),
+    ]):  # fmt: skip
+        body = msgspec.structs.replace(discount(shop), id=f"d{n}", cta=cart, apply=apply,
+                                       claim=f"claim-{n}")  # fmt: skip
+        deliver(redis_url, site, visitor, p.Offer(offer=body))
+        link = page.locator("exit-widget [role=dialog] a.c")
+        link.wait_for()
+        assert link.get_attribute("href") == href
+        page.keyboard.press("Escape")
+        page.get_by_role("dialog").wait_for(state="detached")
+    body = msgspec.structs.replace(discount(shop), id="d9", claim="claim-9",
+                                   apply=p.OfferApply(mode="callback"),
+                                   discount=p.OfferDiscount(type="percent", amount=10))  # fmt: skip
+    deliver(redis_url, site, visitor, p.Offer(offer=body))
+    page.locator("exit-widget button", has_text="Copy").click()
+    applied = tab.wait(lambda: page.evaluate("() => window.applied"), "the shop's function")
+    assert applied == {"code": "SAVE10-K7Q2", "offer": "d9", "campaign": "test",
+                       "discount": {"type": "percent", "amount": 10}}  # fmt: skip

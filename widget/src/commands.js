@@ -2,6 +2,7 @@
 // loaded (see core.js for the list).
 
 import { setConsent } from "./consent.js";
+import { onCode } from "./offers.js";
 import { navigated } from "./pages.js";
 import { sendEvent } from "./transport.js";
 import { EMAIL } from "./util.js";
@@ -20,6 +21,7 @@ export const command = (args) => {
   if (!args || typeof args[0] != "string") return;
   const [name, first, second] = args;
   if (name == "consent" && first) setConsent(!!first.analytics, first.marketing);
+  else if (name == "on" && first == "code" && typeof second == "function") onCode(second);
   else if (name == "page") navigated(1);
   else if (
     name == "identify" &&

@@ -10,6 +10,8 @@
  *   exitwidget.push(["track", "cart_add", {item: {id: "sku1", quantity: 1, price: 9.5}}]);
  *   exitwidget.push(["consent", {analytics: true, marketing: false}]);
  *   exitwidget.push(["page"]);   // report a page view now (SPA routers)
+ *   exitwidget.push(["on", "code", ({code, offer, campaign, discount}) => applyCoupon(code)]);
+ *                                // the shop applies codes itself (site setting: callback)
  *
  * Offer object, as sent by the server in `offer` (show now) and `arm` (show on the next exit
  * intent without a round trip) messages; `withdraw` {offer: id} removes it:

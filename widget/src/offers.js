@@ -30,6 +30,11 @@ let waiting = []; // offers to show once the overlay is there, in their order of
 let queued = []; // claimed offers that arrived while a dialog was open: shown when it closes
 let previewing = 0; // the admin's campaign preview: render the offer, report nothing
 const seen = {}; // claims reported shown on this page: reopening one is not a new exposure
+const codeHandlers = []; // the shop's functions that apply a code: exitwidget.push(["on", "code", fn])
+
+/** The shop's script will apply codes: `fn({code, offer, campaign, discount})`. */
+export const onCode = (fn) => codeHandlers.push(fn);
+const applied = (detail) => codeHandlers.forEach((fn) => quietly(fn)(detail));
 
 /** An offer object the widget can show: an object with a valid id that has not expired. */
 export const validOffer = (offer) =>
@@ -40,7 +45,7 @@ export const validOffer = (offer) =>
 
 const register = quietly((create) => {
   if (!loading || overlay) return;
-  overlay = create({ send, valid: validOffer, preview: previewing, closed: next });
+  overlay = create({ send, valid: validOffer, preview: previewing, closed: next, applied });
   if (armed) overlay.mount();
   const offers = waiting;
   waiting = [];

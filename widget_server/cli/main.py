@@ -45,7 +45,7 @@ from ..store.embedded import EmbeddedValkey
 from ..store.frequency import Frequency
 from ..store.keys import Keys
 from ..store.local_cluster import LocalCluster
-from ..store.sites import SiteError, SiteRegistry, new_site
+from ..store.sites import CodeApply, SiteError, SiteRegistry, new_site
 from . import admin as cli_admin
 from . import campaigns as cli_campaigns
 from . import mail as cli_mail
@@ -191,10 +191,12 @@ async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> None
     try:
         registry = SiteRegistry(client, Keys(settings.redis_prefix))
         existing = await registry.get(DEMO_SITE)
+        # The demo shop applies codes itself (shop.js: exitwidget.push(["on", "code", fn])).
+        applies = CodeApply(mode="callback")
         if existing is None:
-            site = new_site(DEMO_SITE, name="Demo shop", origins=origins)
+            site = new_site(DEMO_SITE, name="Demo shop", origins=origins, apply_code=applies)
         else:  # keep the site's secret across restarts; follow the port we run on now
-            site = msgspec.structs.replace(existing, origins=origins)
+            site = msgspec.structs.replace(existing, origins=origins, apply_code=applies)
         await registry.save(site)
         flows = load_config((settings.examples_dir / "demo-mail-flows.json").read_text())
         base = f"http://127.0.0.1:{settings.port}"
@@ -375,6 +377,32 @@ async def _site_frequency(url: str, settings: Settings, args: argparse.Namespace
     return f"{site.key}: {site.frequency.describe()}"
 
 
+async def _site_apply_code(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    """Show how the shop applies the widget's codes, changing it first when asked."""
+    client = open_store(url, settings.redis_mode)
+    try:
+        registry = SiteRegistry(client, Keys(settings.redis_prefix))
+        site = await registry.get(args.key)
+        if site is None:
+            raise ConfigurationError(f"no site {args.key!r}")
+        if args.mode is not None or args.param is not None:
+            current = msgspec.to_builtins(site.apply_code)
+            changes = {k: v for k, v in (("mode", args.mode), ("param", args.param)) if v}
+            try:
+                apply = msgspec.convert({**current, **changes}, CodeApply)
+            except msgspec.ValidationError:
+                raise ConfigurationError(
+                    "--param: use 1 to 40 letters, digits, - or _ (like coupon)"
+                ) from None
+            site = msgspec.structs.replace(site, apply_code=apply)
+            await registry.save(site)
+    finally:
+        await client.aclose()
+    mode = site.apply_code.mode
+    how = f"{mode} (parameter {site.apply_code.param})" if mode == "url" else mode
+    return f"{site.key}: codes applied by {how}"
+
+
 def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
     settings = _prepare(settings)
     with redis_for(settings) as url:
@@ -382,6 +410,8 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
             print(asyncio.run(_sites_add(url, settings, args)))
         elif args.sites_command == "frequency":
             print(asyncio.run(_site_frequency(url, settings, args)))
+        elif args.sites_command == "apply-code":
+            print(asyncio.run(_site_apply_code(url, settings, args)))
         elif args.sites_command == "secret":
             print(asyncio.run(_site_secret(url, settings, args.key)))
         else:
@@ -492,6 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("live-per-day", "live offers per day (default 2)"),
     ):
         frequency.add_argument(f"--{flag}", type=int, metavar="N", help=what)
+    apply = sites_sub.add_parser(
+        "apply-code", help="show or set how the shop applies the codes the widget shows"
+    )
+    apply.add_argument("key")
+    apply.add_argument(
+        "--mode",
+        choices=["none", "shopify", "url", "callback"],
+        help="shopify: /discount/CODE links; url: a query parameter; callback: the shop's "
+        'script, exitwidget.push(["on", "code", fn]); none: the visitor copies it',
+    )
+    apply.add_argument("--param", help="the query parameter of --mode url (default coupon)")
     cli_campaigns.add_parsers(sub)
     cli_mail.add_parsers(sub)
     cli_admin.add_parsers(sub)

@@ -582,6 +582,8 @@ class OfferEngine:
         capture: dict[str, Any] = {}
         if offer.kind == "email_capture":
             capture = await self._capture_texts(site, variant, state.lang)
+        if discount is not None:
+            capture["apply"] = await self._apply(site)
         return p.OfferBody(
             id=candidate.offer_id,
             campaign=campaign.id,
@@ -607,6 +609,12 @@ class OfferEngine:
         )
 
     # --- email capture -----------------------------------------------------------------------
+    async def _apply(self, site: str) -> p.OfferApply | None:
+        record = await self._sites.get(site) if self._sites is not None else None
+        if record is None or record.apply_code.mode == "none":
+            return None
+        return p.OfferApply(mode=record.apply_code.mode, param=record.apply_code.param)
+
     async def site_locale(self, site: str) -> str:
         record = await self._sites.get(site) if self._sites is not None else None
         return record.locale if record is not None else "en"

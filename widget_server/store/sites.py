@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -30,6 +30,19 @@ class SiteError(WidgetServerError):
     """A site definition that cannot be saved; the message says which field and why."""
 
 
+ApplyMode = Literal["none", "shopify", "url", "callback"]
+
+
+class CodeApply(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the shop applies a code the widget shows, so the visitor need not copy it:
+    ``shopify`` (the shop's ``/discount/CODE?redirect=PATH`` link), ``url`` (a query parameter
+    named ``param`` on the call to action's page, as WooCommerce coupon plugins read it),
+    ``callback`` (the shop's own script: ``exitwidget.push(["on", "code", fn])``) or ``none``."""
+
+    mode: ApplyMode = "none"
+    param: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,40}$")] = "coupon"
+
+
 class Site(Struct, frozen=True, kw_only=True):
     key: Annotated[str, Meta(pattern=SITE_KEY_PATTERN)]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
@@ -38,6 +51,7 @@ class Site(Struct, frozen=True, kw_only=True):
     locale: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
     timezone: Annotated[str, Meta(max_length=64)] = "UTC"
     frequency: Frequency = Frequency()
+    apply_code: CodeApply = CodeApply()
     secret: str = ""
     created: float = 0.0
 
@@ -87,6 +101,7 @@ def new_site(
     locale: str = "en",
     timezone: str = "UTC",
     frequency: Frequency | None = None,
+    apply_code: CodeApply | None = None,
 ) -> Site:
     """Validate and build a site; raise SiteError naming the field that is wrong."""
     try:
@@ -103,6 +118,7 @@ def new_site(
                 "locale": locale,
                 "timezone": timezone,
                 "frequency": msgspec.to_builtins(frequency or Frequency()),
+                "apply_code": msgspec.to_builtins(apply_code or CodeApply()),
                 "secret": secrets.token_urlsafe(32),
                 "created": time.time(),
             },

@@ -414,6 +414,13 @@ class OfferReward(Struct, frozen=True, kw_only=True, omit_defaults=True):
     privacy_label: str = ""
 
 
+class OfferApply(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How the shop applies the offer's code (see the site's ``apply_code``)."""
+
+    mode: str  # shopify | url | callback
+    param: str = "coupon"  # url: the query parameter
+
+
 class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str  # "<campaign>.<variant>", echoed in offer reports and matched by withdraw
     campaign: str
@@ -433,6 +440,7 @@ class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     thanks: str | None = None  # email_capture: shown after submitting
     privacy_url: str | None = None  # email_capture: the shop's privacy policy
     reward: OfferReward | None = None  # email_capture: what submitting gives
+    apply: OfferApply | None = None  # offers with a code: how the shop applies it
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
     kinds: list[str] | None = None  # arm: the exit-intent kinds that show it
     not_before: int | None = None  # arm: unix time in milliseconds

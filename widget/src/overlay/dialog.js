@@ -6,7 +6,7 @@ import { attrs, el } from "./dom.js";
 import { callToAction, discountCode, emailForm, productGrid } from "./parts.js";
 import { STYLE } from "./style.js";
 
-export let core; // what the core lends the overlay: {send, valid, preview, closed}
+export let core; // what the core lends the overlay: {send, valid, preview, closed, applied}
 export let host; // <exit-widget>, the shadow host
 let shadow;
 export let dialog = null; // the open dialog's element
@@ -142,11 +142,11 @@ export const render = (offer) => {
     quietly(() => dismiss("close_button"));
   el("h2", 0, cut(offer.headline, 300), dialog).id = "exw-h";
   if (offer.body) el("p", 0, cut(offer.body, 1000), dialog);
-  if (offer.kind == "discount" && offer.code) discountCode(offer.code);
+  if (offer.kind == "discount" && offer.code) discountCode(offer.code, offer);
   if (offer.kind == "similar_products" && Array.isArray(offer.products))
     productGrid(offer.products);
   if (offer.kind == "email_capture") emailForm(offer, cta);
-  else if (cta.label) callToAction(cta);
+  else if (cta.label) callToAction(cta, offer);
   if (offer.expires_at) countdown(offer.expires_at);
   // The focus trap: Tab and Shift+Tab cycle inside the dialog; Escape dismisses it.
   dialog.onkeydown = quietly((e) => {

@@ -4,14 +4,39 @@ import { EMAIL, amount, currencyCode, cut, quietly } from "../util.js";
 import { core, currentOffer, dialog, focusables, closeDialog, closed, report } from "./dialog.js";
 import { attrs, el, httpUrl, money } from "./dom.js";
 
-/** discount: the code in a read-only field, with a copy button. */
-export const discountCode = (code) => {
+/** Hand a code to the shop's own script, when that is how the site applies codes. */
+const applyCode = (offer, code) =>
+  (offer.apply || {}).mode == "callback" &&
+  core.applied({ code, offer: offer.id, campaign: offer.campaign, discount: offer.discount });
+
+/**
+ * The call to action's link with the code applied the shop's way: Shopify's /discount/CODE
+ * link redirecting to it, or a query parameter. Without a link: the page the visitor is on.
+ */
+const applying = (offer, url) => {
+  const apply = offer.apply || {};
+  const code = offer.code;
+  if (!code || !/^(shopify|url)$/.test(apply.mode)) return url;
+  const target = new URL(url || location.href);
+  if (apply.mode == "url") return target.searchParams.set(apply.param, code), target.href;
+  return (
+    target.origin +
+    "/discount/" +
+    encodeURIComponent(code) +
+    "?redirect=" +
+    encodeURIComponent(target.pathname + target.search)
+  );
+};
+
+/** discount: the code in a read-only field, with a copy button (copying applies it too). */
+export const discountCode = (code, offer) => {
   const box = el("div", "k", null, dialog);
   const input = attrs(el("input", 0, null, box), { readonly: "", "aria-label": "Discount code" });
   input.value = cut(code, 64);
   const button = attrs(el("button", 0, "Copy", box), { type: "button" });
   button.onclick = quietly(() => {
     report("code_copy");
+    applyCode(offer, code);
     const copied = quietly(() => (button.textContent = "Copied"));
     const fallback = quietly(() => {
       input.select();
@@ -105,14 +130,28 @@ export const reward = quietly((message) => {
   if (!thanks) return;
   if (message.text) thanks.textContent = cut(message.text, 300);
   let last = thanks;
-  if (message.code) discountCode(message.code), thanks.after((last = dialog.lastChild));
+  const offer = currentOffer();
+  if (message.code)
+    discountCode(message.code, offer),
+      thanks.after((last = dialog.lastChild)),
+      applyCode(offer, message.code);
   if (message.note) last.after(el("p", 0, cut(message.note, 300)));
 });
 
-/** The call to action: a link when it has an http(s) URL, else a button that closes the dialog. */
-export const callToAction = (cta) => {
-  const url = httpUrl(cta.url);
-  const button = el(url ? "a" : "button", "c", cut(cta.label, 80), dialog);
-  if (url) button.href = url;
-  button.onclick = quietly(() => (report("cta"), url || (closeDialog(), closed())));
+/**
+ * The call to action: a link when it has an http(s) URL (or leads to the code's application),
+ * else a button that closes the dialog. With the shop's script applying codes, a link to the
+ * page the visitor is on only closes the dialog: the code is applied, nothing to reload.
+ */
+export const callToAction = (cta, offer) => {
+  const url = httpUrl(applying(offer, httpUrl(cta.url)));
+  const here = url && url.split("#")[0] == location.href.split("#")[0];
+  const stay = !url || (here && (offer.apply || {}).mode == "callback");
+  const button = el(stay ? "button" : "a", "c", cut(cta.label, 80), dialog);
+  if (!stay) button.href = url;
+  button.onclick = quietly(() => {
+    report("cta");
+    if (offer.code) applyCode(offer, offer.code);
+    if (stay) closeDialog(), closed();
+  });
 };

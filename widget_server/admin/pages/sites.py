@@ -13,7 +13,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ...store.frequency import Frequency
-from ...store.sites import SITE_KEY_PATTERN, Site, SiteError, new_site, normalize_origin
+from ...store.sites import (
+    SITE_KEY_PATTERN,
+    CodeApply,
+    Site,
+    SiteError,
+    new_site,
+    normalize_origin,
+)
 from ..guard import Admin, Guard
 from ..web import redirect
 
@@ -117,15 +124,25 @@ def snippets(server: str, key: str) -> list[tuple[str, str, str]]:
 async def create_site(admin: Admin) -> Response:
     if admin.request.method == "GET":
         values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
-                  "timezone": "UTC", **frequency_values(Frequency())}  # fmt: skip
-        return admin.page("site_form.html", values=values, errors={}, site=None)
-    values = form_values(admin, Frequency())
+                  "timezone": "UTC", **frequency_values(Frequency()),
+                  **apply_values(CodeApply())}  # fmt: skip
+        return admin.page(
+            "site_form.html", apply_modes=APPLY_MODES, values=values, errors={}, site=None
+        )
+    values = form_values(admin, Frequency(), CodeApply())
     errors = site_errors(values)
     if not errors and await admin.services.sites.get(values["key"]) is not None:
         errors["key"] = "A site with this key exists already."
     site = None if errors else _build(values, errors)
     if site is None:
-        return admin.page("site_form.html", status=422, values=values, errors=errors, site=None)
+        return admin.page(
+            "site_form.html",
+            apply_modes=APPLY_MODES,
+            status=422,
+            values=values,
+            errors=errors,
+            site=None,
+        )
     await admin.services.sites.save(site)
     await admin.record("site.create", site.key, site=site.key, after=public_fields(site))
     return redirect(f"/sites/{site.key}", "created")
@@ -144,14 +161,24 @@ async def edit_site(admin: Admin) -> Response:
             "locale": current.locale,
             "timezone": current.timezone,
             **frequency_values(current.frequency),
+            **apply_values(current.apply_code),
         }
-        return admin.page("site_form.html", values=values, errors={}, site=current)
-    values = form_values(admin, current.frequency)
+        return admin.page(
+            "site_form.html", apply_modes=APPLY_MODES, values=values, errors={}, site=current
+        )
+    values = form_values(admin, current.frequency, current.apply_code)
     values["key"] = current.key
     errors = site_errors(values)
     built = None if errors else _build(values, errors)
     if built is None:
-        return admin.page("site_form.html", status=422, values=values, errors=errors, site=current)
+        return admin.page(
+            "site_form.html",
+            apply_modes=APPLY_MODES,
+            status=422,
+            values=values,
+            errors=errors,
+            site=current,
+        )
     site = msgspec.structs.replace(built, secret=current.secret, created=current.created)
     await admin.services.sites.save(site)
     await admin.record(
@@ -182,15 +209,29 @@ async def rotate_secret(admin: Admin) -> Response:
     return redirect(f"/sites/{site.key}", "rotated")
 
 
+APPLY_MODES = {
+    "none": "The visitor copies the code",
+    "shopify": "Shopify: a /discount/CODE link applies it",
+    "url": "A URL parameter (WooCommerce coupon plugins and others)",
+    "callback": 'The shop\'s own script (exitwidget.push(["on", "code", fn]))',
+}
+_PARAM = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
 def frequency_values(policy: Frequency) -> dict[str, str]:
     return {name: str(getattr(policy, name)) for name in FREQUENCY_FIELDS}
 
 
-def form_values(admin: Admin, policy: Frequency) -> dict[str, str]:
+def apply_values(apply: CodeApply) -> dict[str, str]:
+    return {"apply_mode": apply.mode, "apply_param": apply.param}
+
+
+def form_values(admin: Admin, policy: Frequency, apply: CodeApply) -> dict[str, str]:
     """The submitted fields; a limit left out of the post (not blanked) keeps its value."""
     values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
-    kept = frequency_values(policy)
-    return values | {name: admin.form.get(name, kept[name]).strip() for name in FREQUENCY_FIELDS}
+    kept = frequency_values(policy) | apply_values(apply)
+    names = (*FREQUENCY_FIELDS, "apply_mode", "apply_param")
+    return values | {name: admin.form.get(name, kept[name]).strip() for name in names}
 
 
 def site_errors(values: dict[str, str]) -> dict[str, str]:
@@ -223,6 +264,10 @@ def site_errors(values: dict[str, str]) -> dict[str, str]:
     for name, largest in FREQUENCY_FIELDS.items():
         if not values[name].isdigit() or int(values[name]) > largest:
             errors[name] = f"Use a whole number from 0 (no limit) to {largest}."
+    if values["apply_mode"] not in APPLY_MODES:
+        errors["apply_mode"] = "Choose one of the ways listed."
+    if not _PARAM.match(values["apply_param"]):
+        errors["apply_param"] = "Use 1 to 40 letters, digits, - or _, like coupon."
     return errors
 
 
@@ -240,6 +285,10 @@ def _build(values: dict[str, str], errors: dict[str, str]) -> Site | None:
             locale=values["locale"],
             timezone=values["timezone"],
             frequency=Frequency(**{name: int(values[name]) for name in FREQUENCY_FIELDS}),
+            apply_code=CodeApply(
+                mode=values["apply_mode"],  # type: ignore[arg-type]
+                param=values["apply_param"],
+            ),
         )
     except SiteError as exc:
         field = next((f for f in SITE_FIELDS if f"$.{f}" in str(exc)), "key")

@@ -5,6 +5,7 @@
 
   const CART_KEY = "demo-shop:cart";
   const COUPON_KEY = "demo-shop:coupon";
+  const DISCOUNT_KEY = "demo-shop:discount"; // what the code applied from the widget gives
   const CURRENCY = document.body.dataset.currency || "EUR";
   const MAX_QUANTITY = 10;
   const REDIRECT_DELAY_MS = 300;
@@ -185,6 +186,54 @@
     return element;
   }
 
+  /* ---------- codes applied from the widget ---------- */
+
+  // The site applies codes through the shop's script (admin: "Applying codes"): the widget
+  // hands over the code the visitor took and what it gives; the cart and checkout show it.
+  function appliedDiscount(lines) {
+    const code = load("sessionStorage", COUPON_KEY, "");
+    const discount = load("sessionStorage", DISCOUNT_KEY, null);
+    if (typeof code !== "string" || !code || !discount || typeof discount !== "object") {
+      return null;
+    }
+    const subtotal = cartValue(lines);
+    let amount = 0;
+    if (discount.type === "percent") amount = roundMoney((subtotal * discount.amount) / 100);
+    else if (discount.type === "fixed") amount = Math.min(subtotal, Number(discount.amount) || 0);
+    const label = discount.type === "free_shipping" ? "free shipping" : `−${formatMoney(amount)}`;
+    return { code, amount, label, total: roundMoney(subtotal - amount) };
+  }
+
+  function renderDiscount(lines, totalSelector) {
+    const applied = lines.length ? appliedDiscount(lines) : null;
+    for (const element of document.querySelectorAll("[data-discount]")) {
+      element.hidden = !applied;
+    }
+    if (!applied) return null;
+    for (const element of document.querySelectorAll("[data-discount-code]")) {
+      element.textContent = applied.code;
+    }
+    for (const element of document.querySelectorAll("[data-discount-amount]")) {
+      element.textContent = applied.label;
+    }
+    const total = document.querySelector(totalSelector);
+    if (total) total.textContent = formatMoney(applied.total);
+    return applied;
+  }
+
+  function applyCode(detail) {
+    if (!detail || typeof detail.code !== "string" || !/^[\w-]{1,40}$/.test(detail.code)) return;
+    save("sessionStorage", COUPON_KEY, detail.code);
+    save("sessionStorage", DISCOUNT_KEY, detail.discount || null);
+    const page = document.body.dataset.pageType;
+    if (page === "cart") renderCartPage();
+    if (page === "checkout" || page === "payment") renderSummary();
+    const field = document.getElementById("coupon");
+    if (field) field.value = detail.code;
+  }
+
+  (window.exitwidget = window.exitwidget || []).push(["on", "code", applyCode]);
+
   function renderCartPage() {
     const lines = readCart();
     const list = document.querySelector("[data-cart-lines]");
@@ -195,6 +244,7 @@
     setHidden("[data-cart-summary]", lines.length === 0);
     const subtotal = document.querySelector("[data-cart-subtotal]");
     if (subtotal) subtotal.textContent = formatMoney(cartValue(lines));
+    renderDiscount(lines, "[data-cart-total]");
   }
 
   function renderSummary() {
@@ -218,6 +268,7 @@
     setHidden("[data-cart-empty]", lines.length > 0);
     const total = document.querySelector("[data-summary-total]");
     if (total) total.textContent = formatMoney(cartValue(lines));
+    renderDiscount(lines, "[data-summary-total]");
     for (const button of document.querySelectorAll("[data-submit-order]")) {
       button.disabled = lines.length === 0;
     }
@@ -295,21 +346,26 @@
     if (lines.length === 0) return;
     for (const button of form.querySelectorAll("[data-submit-order]")) button.disabled = true;
     const transactionId = newTransactionId();
+    const applied = appliedDiscount(lines);
     track("purchase", {
       transaction_id: transactionId,
-      value: cartValue(lines),
+      value: applied && applied.code === coupon ? applied.total : cartValue(lines),
       currency: CURRENCY,
       coupon,
       items: lines.map((line) => gaItem(line)),
     });
     writeCart([]);
     forget("sessionStorage", COUPON_KEY);
+    forget("sessionStorage", DISCOUNT_KEY);
     const target = `/demo/thank-you?order=${encodeURIComponent(transactionId)}`;
     window.setTimeout(() => window.location.assign(target), REDIRECT_DELAY_MS);
   }
 
   function initCheckoutPage() {
     const lines = renderSummary();
+    const savedCoupon = load("sessionStorage", COUPON_KEY, "");
+    const couponField = document.getElementById("coupon");
+    if (couponField && typeof savedCoupon === "string") couponField.value = savedCoupon;
     if (lines.length > 0) {
       track("begin_checkout", {
         currency: CURRENCY,
