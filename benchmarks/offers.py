@@ -168,7 +168,8 @@ async def bench_round_trips(url: str, site: str, signals: int) -> dict[str, floa
     return {
         "round_trips_per_event_with_rearm": events / signals,
         "round_trips_per_exit_signal": exits / signals,
-        "note": "exit signal = record the signal + claim + write the decision trace",
+        "note": "exit signal = record the signal + reserve under the site policy + claim + "
+        "write the decision trace",
     }
 
 
