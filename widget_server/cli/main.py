@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -45,7 +45,7 @@ from ..store.embedded import EmbeddedValkey
 from ..store.frequency import Frequency
 from ..store.keys import Keys
 from ..store.local_cluster import LocalCluster
-from ..store.sites import CodeApply, SiteError, SiteRegistry, new_site
+from ..store.sites import CodeApply, Site, SiteError, SiteRegistry, new_site
 from . import admin as cli_admin
 from . import campaigns as cli_campaigns
 from . import mail as cli_mail
@@ -352,52 +352,57 @@ async def _sites_list(url: str, settings: Settings) -> str:
 FREQUENCY_FLAGS = ("per_session", "per_day", "discount_days", "live_per_session", "live_per_day")
 
 
-async def _site_frequency(url: str, settings: Settings, args: argparse.Namespace) -> str:
-    """Show the site's frequency policy, changing the limits given first."""
+async def _edit_site(
+    url: str, settings: Settings, key: str, change: Callable[[Site], Site | None]
+) -> Site:
+    """The site ``key`` after ``change`` (None: unchanged, nothing saved)."""
     client = open_store(url, settings.redis_mode)
     try:
         registry = SiteRegistry(client, Keys(settings.redis_prefix))
-        site = await registry.get(args.key)
+        site = await registry.get(key)
         if site is None:
-            raise ConfigurationError(f"no site {args.key!r}")
+            raise ConfigurationError(f"no site {key!r}")
+        changed = change(site)
+        if changed is not None:
+            await registry.save(changed)
+            return changed
+        return site
+    finally:
+        await client.aclose()
+
+
+def _frequency_change(args: argparse.Namespace) -> Callable[[Site], Site | None]:
+    def change(site: Site) -> Site | None:
         changes = {f: getattr(args, f) for f in FREQUENCY_FLAGS if getattr(args, f) is not None}
-        if changes:
-            try:
-                policy = msgspec.convert(
-                    {**msgspec.to_builtins(site.frequency), **changes}, Frequency
-                )
-            except msgspec.ValidationError as exc:
-                field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
-                flag = "--" + field.replace("_", "-")
-                raise ConfigurationError(f"{flag}: {str(exc).split(' - ')[0]}") from None
-            site = msgspec.structs.replace(site, frequency=policy)
-            await registry.save(site)
-    finally:
-        await client.aclose()
-    return f"{site.key}: {site.frequency.describe()}"
+        if not changes:
+            return None
+        try:
+            policy = msgspec.convert({**msgspec.to_builtins(site.frequency), **changes}, Frequency)
+        except msgspec.ValidationError as exc:
+            flag = "--" + str(exc).rsplit("$.", 1)[-1].rstrip("`").replace("_", "-")
+            raise ConfigurationError(f"{flag}: {str(exc).split(' - ')[0]}") from None
+        return msgspec.structs.replace(site, frequency=policy)
+
+    return change
 
 
-async def _site_apply_code(url: str, settings: Settings, args: argparse.Namespace) -> str:
-    """Show how the shop applies the widget's codes, changing it first when asked."""
-    client = open_store(url, settings.redis_mode)
-    try:
-        registry = SiteRegistry(client, Keys(settings.redis_prefix))
-        site = await registry.get(args.key)
-        if site is None:
-            raise ConfigurationError(f"no site {args.key!r}")
-        if args.mode is not None or args.param is not None:
-            current = msgspec.to_builtins(site.apply_code)
-            changes = {k: v for k, v in (("mode", args.mode), ("param", args.param)) if v}
-            try:
-                apply = msgspec.convert({**current, **changes}, CodeApply)
-            except msgspec.ValidationError:
-                raise ConfigurationError(
-                    "--param: use 1 to 40 letters, digits, - or _ (like coupon)"
-                ) from None
-            site = msgspec.structs.replace(site, apply_code=apply)
-            await registry.save(site)
-    finally:
-        await client.aclose()
+def _apply_code_change(args: argparse.Namespace) -> Callable[[Site], Site | None]:
+    def change(site: Site) -> Site | None:
+        changes = {k: v for k, v in (("mode", args.mode), ("param", args.param)) if v}
+        if not changes:
+            return None
+        try:
+            apply = msgspec.convert({**msgspec.to_builtins(site.apply_code), **changes}, CodeApply)
+        except msgspec.ValidationError:
+            raise ConfigurationError(
+                "--param: use 1 to 40 letters, digits, - or _ (like coupon)"
+            ) from None
+        return msgspec.structs.replace(site, apply_code=apply)
+
+    return change
+
+
+def _applies(site: Site) -> str:
     mode = site.apply_code.mode
     how = f"{mode} (parameter {site.apply_code.param})" if mode == "url" else mode
     return f"{site.key}: codes applied by {how}"
@@ -409,9 +414,11 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
         if args.sites_command == "add":
             print(asyncio.run(_sites_add(url, settings, args)))
         elif args.sites_command == "frequency":
-            print(asyncio.run(_site_frequency(url, settings, args)))
+            site = asyncio.run(_edit_site(url, settings, args.key, _frequency_change(args)))
+            print(f"{site.key}: {site.frequency.describe()}")
         elif args.sites_command == "apply-code":
-            print(asyncio.run(_site_apply_code(url, settings, args)))
+            site = asyncio.run(_edit_site(url, settings, args.key, _apply_code_change(args)))
+            print(_applies(site))
         elif args.sites_command == "secret":
             print(asyncio.run(_site_secret(url, settings, args.key)))
         else:

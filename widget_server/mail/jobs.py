@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -425,41 +425,17 @@ class MailScheduler:
         mark and the job. ``pending`` means a worker is sending the visitor's previous one right
         now; an unclaimed older one (another address, or a retry) is replaced.
         """
-        try:
-            address = normalize_address(email)
-        except MailAddressError:
-            return "invalid_email"
-        k = self._keys
-        job_id = confirmation_job_id(site, visitor)
-        fields = {
-            "site": site,
-            "visitor": visitor,
-            "flow": CONFIRM_FLOW,
-            "step": "0",
-            "email": address,
-            "locale": locale or "",
-            "scheduled": repr(now),
-            "due": repr(now),
-            "attempts": "0",
-            "claims": "0",
-        }
-        outcome = await Scripts.of(self._redis).optin_schedule(
-            keys=[
-                k.mail_due(),
-                k.mail_leases(),
-                k.mail_job(job_id),
-                k.mail_confirmations(site, visitor),
-            ],
-            args=[
-                job_id,
-                email_digest(address),
-                utc_day(now),
-                repr(now),
-                _JOB_SLACK_S,
-                json.dumps(fields),
-            ],
+        return await self._once(
+            confirmation_job_id(site, visitor),
+            CONFIRM_FLOW,
+            site,
+            visitor,
+            email,
+            self._keys.mail_confirmations(site, visitor),
+            lambda address: (email_digest(address), utc_day(now)),
+            now=now,
+            locale=locale,
         )
-        return reply_text(outcome)  # type: ignore[return-value]
 
     async def reward_requested(
         self,
@@ -474,16 +450,42 @@ class MailScheduler:
         """Queue the email that brings the code of ``campaign``'s email capture, due at once:
         once per campaign and visitor (the same Lua step as the confirmation's, with the
         campaign in place of the address)."""
+        return await self._once(
+            reward_job_id(site, visitor, campaign),
+            REWARD_FLOW,
+            site,
+            visitor,
+            email,
+            self._keys.mail_rewards(site, visitor),
+            lambda address: (campaign, "1"),
+            now=now,
+            locale=locale,
+        )
+
+    async def _once(
+        self,
+        job_id: str,
+        flow: str,
+        site: str,
+        visitor: str,
+        email: str,
+        marks: str,
+        mark: Callable[[str], tuple[str, str]],
+        *,
+        now: float,
+        locale: str | None,
+    ) -> ConfirmationOutcome:
+        """Queue a once-only email due at once (``lua/optin_schedule.lua``): not when ``marks``
+        already holds the ``(field, value)`` that ``mark`` gives for the address."""
         try:
             address = normalize_address(email)
         except MailAddressError:
             return "invalid_email"
         k = self._keys
-        job_id = reward_job_id(site, visitor, campaign)
         fields = {
             "site": site,
             "visitor": visitor,
-            "flow": REWARD_FLOW,
+            "flow": flow,
             "step": "0",
             "email": address,
             "locale": locale or "",
@@ -492,14 +494,10 @@ class MailScheduler:
             "attempts": "0",
             "claims": "0",
         }
+        field, value = mark(address)
         outcome = await Scripts.of(self._redis).optin_schedule(
-            keys=[
-                k.mail_due(),
-                k.mail_leases(),
-                k.mail_job(job_id),
-                k.mail_rewards(site, visitor),
-            ],
-            args=[job_id, campaign, "1", repr(now), _JOB_SLACK_S, json.dumps(fields)],
+            keys=[k.mail_due(), k.mail_leases(), k.mail_job(job_id), marks],
+            args=[job_id, field, value, repr(now), _JOB_SLACK_S, json.dumps(fields)],
         )
         return reply_text(outcome)  # type: ignore[return-value]
 

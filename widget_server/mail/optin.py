@@ -20,38 +20,32 @@ never lifted by a confirmation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from typing import Any, Literal
 
-from jinja2 import TemplateNotFound
-from redis.exceptions import RedisError
-
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from ..store.sites import Site
 from ..visitors.session_view import SessionView
 from .context import MailContext
-from .delivery import deliver
 from .jobs import CONFIRM_FLOW, MailJob, banner_refused, confirmation_job_id
 from .message import (
-    MailAddressError,
     RenderedEmail,
-    TemplateError,
     build_message,
     format_time,
     one_line,
 )
+from .once import count, process_once, render_pair
+from .reward import reward_after_confirmation
 from .send import MailTransport
 from .tokens import CONFIRM_TTL_S, MailLinks, confirm_link
 
 log = logging.getLogger("widget_server.mail")
 
 ConfirmOutcome = Literal["confirmed", "already", "stale", "gone"]
-MAX_CLAIMS = 10
 
 
 def awaiting_confirmation(profile: Mapping[str, str]) -> bool:
@@ -82,39 +76,13 @@ def confirmation_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
 async def process_confirmation(
     ctx: MailContext, transport: MailTransport, job: MailJob, clock: Callable[[], float] = time.time
 ) -> str:
-    """Handle one claimed confirmation job; returns ``sent``, ``deferred``, ``retry``, ``lost``,
-    ``failed``, ``uncertain`` or the reason it was dropped."""
-    now = clock()
-    site = await ctx.sites.get(job.site)
-    if site is None:
-        return await _drop(ctx, job, "no_site")
-    if job.claims > MAX_CLAIMS:
-        return await _drop(ctx, job, "poison")
-    raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
-    profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
-    if (reason := confirmation_veto(job, profile)) is not None:
-        return await _drop(ctx, job, reason)
-    try:
-        message = await compose_confirmation(ctx, site, job, profile, now)
-    except (TemplateError, MailAddressError) as exc:
-        log.error("confirmation job %s cannot be rendered: %s", job.id, exc)
-        return await _drop(ctx, job, "unrenderable")
-    wait = await ctx.rate.acquire(job.email.rpartition("@")[2], now)
-    if wait > 0:
-        await ctx.scheduler.defer(job, until=now + wait)
-        return "deferred"
-    committed = await mark(ctx, job, "commit", now)
-    if committed == "lost":
-        return "lost"
-    if committed != "ok":
-        return await _drop(ctx, job, committed)
-    outcome = await deliver(
-        ctx, transport, job, message, now, release=lambda: mark(ctx, job, "undo", now)
-    )
-    if outcome == "sent":
-        ctx.metrics.sent.labels(CONFIRM_FLOW).inc()
-        await _count(ctx, job.site, "sent")
-    return outcome
+    """Handle one claimed confirmation job (see :func:`.once.process_once`)."""
+
+    async def prepare(site: Site, profile: Mapping[str, str], now: float) -> EmailMessage | str:
+        reason = confirmation_veto(job, profile)
+        return reason or await compose_confirmation(ctx, site, job, profile, now)
+
+    return await process_once(ctx, transport, job, CONFIRM_FLOW, prepare, clock())
 
 
 async def compose_confirmation(
@@ -157,13 +125,7 @@ async def compose_confirmation(
         "confirm_url": link,
         "unsubscribe_url": unsubscribe,
     }
-    try:
-        html = ctx.renderer.render_page("confirm.html", **context)
-        text = ctx.renderer.render_page("confirm.txt", **context)
-    except TemplateNotFound as exc:
-        raise TemplateError(f"email template {exc.name} not found") from None
-    except Exception as exc:  # a template bug must not stop the worker
-        raise TemplateError(f"confirmation template failed: {exc}") from exc
+    html, text = render_pair(ctx, "confirm", context)
     return build_message(
         from_address=ctx.settings.from_address,
         from_name=shop,
@@ -173,28 +135,6 @@ async def compose_confirmation(
         unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
         now=now,
     )
-
-
-async def mark(ctx: MailContext, job: MailJob, mode: str, now: float) -> str:
-    """Commit (or undo) a once-only email job: lease held, address not suppressed."""
-    k = ctx.keys
-    outcome = await Scripts.of(ctx.redis).optin_commit(
-        keys=[k.mail_job(job.id), k.mail_leases(), k.mail_suppressed(job.site)],
-        args=[job.id, job.token, mode, job.email.lower(), repr(now)],
-    )
-    return reply_text(outcome)
-
-
-async def _drop(ctx: MailContext, job: MailJob, reason: str) -> str:
-    await ctx.scheduler.complete(job)
-    ctx.metrics.skipped.labels(reason).inc()
-    await _count(ctx, job.site, f"skipped:{reason}")
-    return reason
-
-
-async def _count(ctx: MailContext, site: str, field: str) -> None:
-    with contextlib.suppress(RedisError):
-        await ctx.redis.hincrby(ctx.keys.mail_stats(site, CONFIRM_FLOW), field, 1)
 
 
 # --- the link's side ---------------------------------------------------------------------------
@@ -213,10 +153,8 @@ async def confirm_address(
         )
     )
     if outcome == "confirmed":
-        await _count(ctx, site, "confirmed")
+        await count(ctx, site, CONFIRM_FLOW, "confirmed")
         await _resume_abandonment(ctx, site, visitor, now)
-        from .reward import reward_after_confirmation  # the reward module builds on this one
-
         await reward_after_confirmation(ctx, site, visitor, now)
     return outcome  # type: ignore[return-value]
 

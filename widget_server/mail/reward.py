@@ -12,29 +12,22 @@ same address, and the code must still be the visitor's and valid.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from typing import Any
 
-from jinja2 import TemplateNotFound
-from redis.exceptions import RedisError
-
 from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
-from .delivery import deliver
 from .jobs import REWARD_FLOW, MailJob, marketing_consent, reward_campaign
 from .message import (
-    MailAddressError,
     RenderedEmail,
-    TemplateError,
     build_message,
     format_time,
     one_line,
 )
-from .optin import MAX_CLAIMS, mark
+from .once import process_once, render_pair
 from .send import MailTransport
 from .tokens import MailLinks
 
@@ -58,50 +51,24 @@ def reward_veto(job: MailJob, profile: Mapping[str, str], code: str, expires_ms:
 async def process_reward(
     ctx: MailContext, transport: MailTransport, job: MailJob, clock: Callable[[], float] = time.time
 ) -> str:
-    """Handle one claimed reward job; returns ``sent``, ``deferred``, ``retry``, ``lost``,
-    ``failed``, ``uncertain`` or the reason it was dropped."""
-    now = clock()
-    site = await ctx.sites.get(job.site)
-    if site is None:
-        return await _drop(ctx, job, "no_site")
-    if job.claims > MAX_CLAIMS:
-        return await _drop(ctx, job, "poison")
-    k, campaign = ctx.keys, reward_campaign(job.id)
-    raw = await ctx.redis.hgetall(k.profile(job.site, job.visitor))
-    profile = {reply_text(a): reply_text(b) for a, b in raw.items()}
-    code, expires = await ctx.redis.hmget(
-        k.campaign_visitor(job.site, campaign, job.visitor), ["code", "code_expires"]
-    )
-    code_text, expires_ms = reply_text(code or b""), float(reply_text(expires or b"0") or 0)
-    if (reason := reward_veto(job, profile, code_text, expires_ms, now)) is not None:
-        return await _drop(ctx, job, reason)
-    try:
-        message = await compose_reward(ctx, site, job, campaign, code_text, expires_ms, now)
-    except (TemplateError, MailAddressError):
-        return await _drop(ctx, job, "unrenderable")
-    wait = await ctx.rate.acquire(job.email.rpartition("@")[2], now)
-    if wait > 0:
-        await ctx.scheduler.defer(job, until=now + wait)
-        return "deferred"
-    committed = await mark(ctx, job, "commit", now)
-    if committed == "lost":
-        return "lost"
-    if committed != "ok":
-        return await _drop(ctx, job, committed)
-    outcome = await deliver(
-        ctx, transport, job, message, now, release=lambda: mark(ctx, job, "undo", now)
-    )
-    if outcome == "sent":
-        ctx.metrics.sent.labels(REWARD_FLOW).inc()
-        await _count(ctx, job.site, "sent")
-    return outcome
+    """Handle one claimed reward job (see :func:`.once.process_once`)."""
+    campaign = reward_campaign(job.id)
+
+    async def prepare(site: Site, profile: Mapping[str, str], now: float) -> EmailMessage | str:
+        code, expires = await ctx.redis.hmget(
+            ctx.keys.campaign_visitor(job.site, campaign, job.visitor), ["code", "code_expires"]
+        )
+        text, expires_ms = reply_text(code or b""), float(reply_text(expires or b"0") or 0)
+        reason = reward_veto(job, profile, text, expires_ms, now)
+        return reason or await compose_reward(ctx, site, job, text, expires_ms, now)
+
+    return await process_once(ctx, transport, job, REWARD_FLOW, prepare, clock())
 
 
 async def compose_reward(
     ctx: MailContext,
     site: Site,
     job: MailJob,
-    campaign: str,
     code: str,
     expires_ms: float,
     now: float,
@@ -137,13 +104,7 @@ async def compose_reward(
         "valid_until": until,
         "unsubscribe_url": unsubscribe,
     }
-    try:
-        html = ctx.renderer.render_page("reward.html", **context)
-        text = ctx.renderer.render_page("reward.txt", **context)
-    except TemplateNotFound as exc:
-        raise TemplateError(f"email template {exc.name} not found") from None
-    except Exception as exc:  # a template bug must not stop the worker
-        raise TemplateError(f"reward template failed: {exc}") from exc
+    html, text = render_pair(ctx, "reward", context)
     return build_message(
         from_address=ctx.settings.from_address,
         from_name=shop,
@@ -168,15 +129,3 @@ async def reward_after_confirmation(ctx: MailContext, site: str, visitor: str, n
         locale=profile.get("reward_lang") or None,
     )  # fmt: skip
     await ctx.redis.hdel(k.profile(site, visitor), "reward_pending", "reward_lang")
-
-
-async def _drop(ctx: MailContext, job: MailJob, reason: str) -> str:
-    await ctx.scheduler.complete(job)
-    ctx.metrics.skipped.labels(reason).inc()
-    await _count(ctx, job.site, f"skipped:{reason}")
-    return reason
-
-
-async def _count(ctx: MailContext, site: str, field: str) -> None:
-    with contextlib.suppress(RedisError):
-        await ctx.redis.hincrby(ctx.keys.mail_stats(site, REWARD_FLOW), field, 1)

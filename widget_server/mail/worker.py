@@ -28,6 +28,7 @@ from .delivery import deliver
 from .flows import Flow, MailConfig
 from .jobs import CONFIRM_FLOW, REWARD_FLOW, MailJob, marketing_consent
 from .message import MailAddressError, MailProduct, MailView, TemplateError, build_message
+from .once import MAX_CLAIMS
 from .optin import process_confirmation
 from .reward import process_reward
 from .send import MailTransport
@@ -35,7 +36,6 @@ from .tokens import MailLinks, absolute
 
 log = logging.getLogger("widget_server.mail")
 
-MAX_CLAIMS = 10
 Clock = Callable[[], float]
 
 

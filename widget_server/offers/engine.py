@@ -464,10 +464,7 @@ class OfferEngine:
             if view.note:
                 self._metrics.offer_reports_refused.labels(view.note).inc()
             return
-        campaign_id = message.offer.partition(".")[0]
-        campaign = next(
-            (c for c in await self.campaigns.for_site(sock.site) if c.id == campaign_id), None
-        )
+        campaign, _ = await self.offer_of(sock.site, message.offer)
         if campaign is None:
             return
         self._after_step("seen_by_visitor")
@@ -608,6 +605,14 @@ class OfferEngine:
             **capture,
         )
 
+    async def offer_of(self, site: str, offer_id: str) -> tuple[Campaign | None, Variant | None]:
+        """The campaign and variant an offer id (``campaign.variant``) names, if they exist."""
+        campaign_id, _, variant_key = offer_id.partition(".")
+        campaign = next(
+            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
+        )
+        return campaign, campaign.variant(variant_key) if campaign is not None else None
+
     # --- email capture -----------------------------------------------------------------------
     async def _apply(self, site: str) -> p.OfferApply | None:
         record = await self._sites.get(site) if self._sites is not None else None
@@ -647,18 +652,14 @@ class OfferEngine:
     async def consent_wording(self, site: str, offer_id: str, lang: str, now: float) -> str | None:
         """The version of the consent sentence an email capture showed (kept with its text in
         the site's wordings, so a consent record says what was agreed to)."""
-        campaign_id, _, variant_key = offer_id.partition(".")
-        campaign = next(
-            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
-        )
-        variant = campaign.variant(variant_key) if campaign is not None else None
-        if variant is None or variant.offer.kind != "email_capture":
+        campaign, variant = await self.offer_of(site, offer_id)
+        if campaign is None or variant is None or variant.offer.kind != "email_capture":
             return None
         text = pick(
             variant.offer.consent_label, lang, await self.site_locale(site), "consent_label"
         )
         version = wording_version(text, lang or await self.site_locale(site))
-        record = json.dumps({"text": text, "campaign": campaign_id, "first": now})
+        record = json.dumps({"text": text, "campaign": campaign.id, "first": now})
         await self._redis.hsetnx(self._keys.consent_wordings(site), version, record)
         return version
 
@@ -667,11 +668,7 @@ class OfferEngine:
     ) -> CaptureResult | None:
         """An address submitted in a painted email capture (the identify is recorded already):
         count it, give the campaign's code for it, and answer with a ``reward``."""
-        campaign_id, _, variant_key = message.offer.partition(".")
-        campaign = next(
-            (c for c in await self.campaigns.for_site(sock.site) if c.id == campaign_id), None
-        )
-        variant = campaign.variant(variant_key) if campaign is not None else None
+        campaign, variant = await self.offer_of(sock.site, message.offer)
         if campaign is None or variant is None or variant.offer.kind != "email_capture":
             self._metrics.offer_reports_refused.labels("forged").inc()
             return None
@@ -747,12 +744,10 @@ class OfferEngine:
         self, site: str, message: p.OfferClicked | p.OfferDismissed, now: float
     ) -> None:
         """Count a click, code copy, email capture or dismissal for the offer's variant."""
-        campaign_id, _, variant = message.offer.partition(".")
-        campaign = next(
-            (c for c in await self.campaigns.for_site(site) if c.id == campaign_id), None
-        )
-        if campaign is None or not variant:
+        campaign, chosen = await self.offer_of(site, message.offer)
+        if campaign is None or chosen is None:
             return
+        variant = chosen.key
         if isinstance(message, p.OfferDismissed):
             metric = "dismissals"
         else:

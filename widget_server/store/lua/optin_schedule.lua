@@ -1,6 +1,8 @@
--- Queue a double opt-in confirmation email, at most one per address, visitor and UTC day.
--- KEYS: 1 due, 2 leases, 3 the visitor's confirmation job, 4 confirmations (digest -> day)
--- ARGV: 1 job id, 2 email digest, 3 UTC day, 4 now, 5 job TTL seconds, 6 job fields JSON
+-- Queue a once-only email (the double opt-in confirmation: at most one per address, visitor and
+-- UTC day; an email capture's code: one per campaign and visitor) unless KEYS[4] holds the mark.
+-- KEYS: 1 due, 2 leases, 3 the job, 4 the marks (confirmations: digest -> day; rewards:
+--       campaign -> 1)
+-- ARGV: 1 job id, 2 mark field, 3 mark value, 4 now, 5 job TTL seconds, 6 job fields JSON
 -- Returns 'scheduled', 'already_sent' (one was queued for this address today) or 'pending'
 -- (a worker holds the visitor's previous confirmation job right now).
 if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[3] then return 'already_sent' end
