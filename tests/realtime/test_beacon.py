@@ -10,7 +10,9 @@ import redis
 
 from widget_server.store.keys import Keys
 
-from ..support import Client, ServerProcess, new_visitor
+from ..support import Client, ServerProcess, new_visitor, save_campaigns
+
+KEYS = Keys()
 
 ORIGIN = "https://shop.test"
 
@@ -136,3 +138,39 @@ def test_consent_withdrawal_in_a_batch_erases_the_visitor(
     }
     assert post(server, body, site=site).json()["acks"] == ["c"]
     assert not r.exists(Keys().profile(site, visitor))
+
+
+def test_offer_reports_in_a_batch_count_like_on_the_socket(
+    server: ServerProcess, site: str, r: redis.Redis
+) -> None:
+    """A tab closing right after painting sends its report with sendBeacon: the impression
+    counts once, a copy sent again changes nothing, clicks count, and a capture is counted and
+    rewarded (its answer cannot reach the page)."""
+    from ..offers.test_frequency import stats
+
+    save_campaigns(server.redis_url, site, [{
+        "id": "news", "name": "Newsletter", "status": "active",
+        "variants": [{"key": "a", "offer": {"kind": "email_capture", "headline": "5 EUR off"},
+                      "discount": {"type": "fixed", "amount": 5, "code_strategy": "generated"}}],
+    }])  # fmt: skip
+    visitor = new_visitor()
+    with Client(server.ws_url) as c:
+        sid = c.hello(site, visitor)["session"]
+        offer = c.signal_answer({"type": "signal", "name": "exit_intent", "kind": "top_edge"})
+    assert offer is not None
+    shown = {"id": "b.1", "type": "offer_shown", "offer": offer["id"], "claim": offer["claim"]}
+    body = {"site": site, "visitor": visitor, "session": sid, "messages": [shown]}
+    for _ in range(2):  # sent again: the same message id
+        answer = post(server, body, site=site)
+        assert answer.status_code == 200 and answer.json()["acks"] == ["b.1"]
+    capture = {"id": "b.2", "type": "offer_capture", "offer": offer["id"],
+               "claim": offer["claim"], "email": "ada@example.com", "consent": True}  # fmt: skip
+    clicked = {"id": "b.3", "type": "offer_clicked", "offer": offer["id"], "action": "cta"}
+    answer = post(server, {**body, "messages": [capture, clicked]}, site=site)
+    assert answer.status_code == 200 and answer.json()["acks"] == ["b.2", "b.3"]
+    assert stats(r, site, "news") == {"exposures:a": 1.0, "impressions:a": 1.0, "clicks:a": 1.0,
+                                      "captures:a": 1.0, "consented_captures:a": 1.0}  # fmt: skip
+    profile = r.hgetall(KEYS.profile(site, visitor))
+    assert profile["email"] == "ada@example.com" and profile["email_consent_source"] == "widget"
+    held = r.hget(KEYS.campaign_visitor(site, "news", visitor), "code") or ""
+    assert held.startswith("SAVE-")

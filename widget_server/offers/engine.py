@@ -84,6 +84,24 @@ def _no_hook(step: str) -> None:
     return None
 
 
+class Visit(Protocol):
+    """Whose visit: a connection, or a batch of messages sent over HTTP."""
+
+    @property
+    def site(self) -> str: ...
+    @property
+    def visitor(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRef:
+    site: str
+    visitor: str
+    session_id: str
+
+
 class OfferSocket(Protocol):
     """What the offer engine needs from a visitor connection."""
 
@@ -451,7 +469,7 @@ class OfferEngine:
         return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason, token_out)
 
     # --- what the visitor saw ----------------------------------------------------------------
-    async def on_shown(self, sock: OfferSocket, message: p.OfferShown, view: SessionView) -> None:
+    async def on_shown(self, sock: Visit, message: p.OfferShown, view: SessionView) -> None:
         """Step 4: the widget painted an offer. The visitor's slot has judged the report (the
         view's note); a seen offer is now confirmed on the campaign's slot."""
         if view.duplicate:
@@ -533,7 +551,7 @@ class OfferEngine:
         except RedisError:
             self._metrics.redis_errors.inc()
 
-    async def _record_seen(self, sock: OfferSocket, offer_id: str, now: float) -> None:
+    async def _record_seen(self, sock: Visit, offer_id: str, now: float) -> None:
         """A trace entry for an offer the widget painted (the sent one becomes "shown")."""
         entry = {"at": now, "signal": {"type": "seen", "offer": offer_id}, "shown": offer_id,
                  "chosen": offer_id, "eligible": [], "rejected": []}  # fmt: skip
@@ -664,7 +682,7 @@ class OfferEngine:
         return version
 
     async def on_capture(
-        self, sock: OfferSocket, message: p.OfferCapture, view: SessionView, now: float
+        self, sock: Visit, message: p.OfferCapture, view: SessionView, now: float
     ) -> CaptureResult | None:
         """An address submitted in a painted email capture (the identify is recorded already):
         count it, give the campaign's code for it, and answer with a ``reward``."""

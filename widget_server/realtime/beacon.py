@@ -20,11 +20,19 @@ from starlette.responses import JSONResponse, Response
 
 from ..bodies import read_bounded
 from ..errors import ProtocolError, StoreUnavailable
+from ..offers.engine import VisitRef
 from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionExpired
 from ..wire import protocol as p
-from .consent import after_identify, forget, recorded_identify, trusted_country
+from .consent import (
+    after_identify,
+    capture_identify,
+    forget,
+    recorded_identify,
+    reward_capture,
+    trusted_country,
+)
 from .services import Services
 
 MAX_BATCH_MESSAGES = 100
@@ -121,6 +129,7 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
     acks: list[str] = []
     errors: list[dict[str, Any]] = []
     to_apply: list[p.ClientMessage] = []
+    captures: dict[str, p.OfferCapture] = {}  # recorded as identify, then counted and rewarded
     erase = False
     for raw in batch.messages:
         try:
@@ -136,6 +145,11 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
             acks.append(message.id)
         elif isinstance(message, p.Identify):
             to_apply.append(await recorded_identify(services.mail, batch.site, message, country))
+        elif isinstance(message, p.OfferCapture):
+            captures[message.id] = message
+            to_apply.append(
+                await capture_identify(services, batch.site, message, "", country, time.time())
+            )
         else:
             to_apply.append(message)
     sessions = services.sessions
@@ -167,7 +181,29 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
             services.hub.count(batch.site, "signals" if signal else "events")
             if isinstance(message, p.Identify) and not result.duplicate:
                 await _after_identify(services, batch, message, result, now)
+            visit = VisitRef(batch.site, batch.visitor, opened.session_id)
+            await _offer_report(services, visit, captures.get(message.id, message), result, now)
     return {"session": opened.session_id, "acks": acks, "errors": errors}
+
+
+async def _offer_report(
+    services: Services, visit: VisitRef, message: p.ClientMessage, view: SessionView, now: float
+) -> None:
+    """What the offer engine does with a report that came in a batch (a tab closing right after
+    painting an offer, a capture sent as the page went away): the same as on a socket, but no
+    answer can reach the page. Follow-up failures are logged: the message itself is recorded."""
+    offers = services.offers
+    try:
+        if isinstance(message, p.OfferShown):
+            await offers.on_shown(visit, message, view)
+        elif isinstance(message, p.OfferClicked | p.OfferDismissed) and not view.duplicate:
+            await offers.count_interaction(visit.site, message, now)
+        elif isinstance(message, p.OfferCapture):
+            lang = view.session.get("lang", "")
+            await reward_capture(services, visit, message, view, lang, now)
+    except (RedisError, StoreUnavailable) as exc:
+        services.metrics.redis_errors.inc()
+        log.warning("offer follow-up failed", extra={"error": str(exc), "site": visit.site})
 
 
 async def _after_identify(

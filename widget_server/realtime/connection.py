@@ -33,7 +33,13 @@ from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionExpired
 from ..wire import protocol as p
-from .consent import after_identify, recorded_identify, reward_capture, trusted_country
+from .consent import (
+    after_identify,
+    capture_identify,
+    recorded_identify,
+    reward_capture,
+    trusted_country,
+)
 from .erasure import erase_visitor
 from .ratelimit import TokenBucket
 from .services import Services
@@ -437,28 +443,19 @@ class VisitorConnection:
     async def _capture(self, message: p.OfferCapture) -> None:
         """An address from an email capture: recorded as an ``identify`` with the consent
         sentence shown (its version), then counted and rewarded by the offer engine."""
-        offers, now = self.services.offers, time.time()
+        now = time.time()
         lang = self.last_view.session.get("lang", "") if self.last_view else ""
-        wording = await self._store_call(
-            _unavailable_on_error(offers.consent_wording(self.site, message.offer, lang, now)),
-            message.id,
-        )
-        identify = p.Identify(
-            id=message.id,
-            email=message.email,
-            consent=message.consent,
-            source="widget",
-            wording=wording,
-        )
         recorded = await self._store_call(
-            recorded_identify(self.services.mail, self.site, identify, self.consent_country),
+            capture_identify(self.services, self.site, message, lang, self.consent_country, now),
             message.id,
         )
         view = await self._apply(recorded)
         if view is None:
             return
         try:
-            await reward_capture(self.services, self, message, view, lang, now)
+            reward = await reward_capture(self.services, self, message, view, lang, now)
+            if reward is not None:
+                await self.send(reward)
         except (RedisError, StoreUnavailable) as exc:  # the address itself is recorded
             self.services.metrics.redis_errors.inc()
             log.warning("capture step failed", extra={"error": str(exc), "site": self.site})
@@ -539,14 +536,6 @@ class VisitorConnection:
         with contextlib.suppress(*_GONE):
             await self.ws.close(code, reason[:120])
         raise _Closed
-
-
-async def _unavailable_on_error(call: Awaitable[T]) -> T:
-    """``call``, with a Redis failure reported as StoreUnavailable (the message is sent again)."""
-    try:
-        return await call
-    except RedisError as exc:
-        raise StoreUnavailable(str(exc)) from exc
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:

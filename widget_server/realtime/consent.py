@@ -19,7 +19,7 @@ from ..errors import StoreUnavailable
 from ..mail.context import MailContext
 from ..mail.jobs import marketing_consent
 from ..mail.optin import awaiting_confirmation, forget_confirmation
-from ..offers.engine import OfferSocket
+from ..offers.engine import Visit
 from ..offers.texts import pick
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionStore
@@ -86,21 +86,37 @@ async def forget(mail: MailContext, site: str, visitor: str) -> int:
     return cancelled
 
 
+async def capture_identify(
+    services: Services, site: str, message: p.OfferCapture, lang: str, country: str, now: float
+) -> p.RecordedIdentify:
+    """The ``identify`` an email capture records: the address and consent, from the widget, with
+    the version of the consent sentence the offer showed. Raises StoreUnavailable."""
+    try:
+        wording = await services.offers.consent_wording(site, message.offer, lang, now)
+    except RedisError as exc:
+        raise StoreUnavailable(f"could not record the consent wording: {exc}") from exc
+    identify = p.Identify(
+        id=message.id, email=message.email, consent=message.consent, source="widget",
+        wording=wording,
+    )  # fmt: skip
+    return await recorded_identify(services.mail, site, identify, country)
+
+
 async def reward_capture(
     services: Services,
-    sock: OfferSocket,
+    sock: Visit,
     message: p.OfferCapture,
     view: SessionView,
     lang: str,
     now: float,
-) -> None:
-    """After an email capture's address is recorded: count it, give its code, and answer with a
-    ``reward``. With consent the code is emailed too: now, or once the address is confirmed
-    where the site asks for double opt-in (the profile keeps ``reward_pending`` until then).
-    Raises RedisError or StoreUnavailable."""
+) -> p.Reward | None:
+    """After an email capture's address is recorded: count it, give its code, and return the
+    ``reward`` to answer with. With consent the code is emailed too: now, or once the address is
+    confirmed where the site asks for double opt-in (the profile keeps ``reward_pending`` until
+    then). Raises RedisError or StoreUnavailable."""
     result = await services.offers.on_capture(sock, message, view, now)
     if result is None:
-        return
+        return None
     locale = await services.offers.site_locale(sock.site)
     thanks = pick(result.variant.offer.thanks, lang, locale, "thanks")
     note = ""
@@ -118,12 +134,10 @@ async def reward_capture(
                 mapping={"reward_pending": result.campaign.id, "reward_lang": lang},
             )
             note = pick(None, lang, locale, "code_after_confirmation")
-    await sock.send(
-        p.Reward(
-            offer=message.offer,
-            code=result.code or None,
-            expires_at=result.expires_at_ms or None,
-            text=thanks,
-            note=note.replace("{email}", message.email),
-        )
+    return p.Reward(
+        offer=message.offer,
+        code=result.code or None,
+        expires_at=result.expires_at_ms or None,
+        text=thanks,
+        note=note.replace("{email}", message.email),
     )
