@@ -15,7 +15,7 @@ JOBS       ?= auto
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo demo-cluster test lint typecheck unit bench soak format lock upgrade widget clean
+.PHONY: demo demo-cluster test lint typecheck unit bench profile soak format lock upgrade widget clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -53,6 +53,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/realtime.py
 	$(BIN)/python benchmarks/offers.py
 	$(BIN)/python benchmarks/cluster.py
+
+# A py-spy flame graph of a server process while a live offer reaches 2,000 visitors.
+profile: $(STAMP)
+	$(BIN)/python benchmarks/profile.py
 
 # Minutes of visitors under store crashes and node restarts (not part of `make test`).
 soak: $(STAMP)

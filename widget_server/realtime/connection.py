@@ -289,14 +289,19 @@ class VisitorConnection:
                 self.shown = None
         await self.services.offers.rearm(self, self.last_view)
 
-    async def offer_live(self, campaign_id: str) -> None:
-        """Offer a running live broadcast (once per session: replays are not sent again)."""
+    async def offer_live(self, campaign_id: str, started: str = "") -> None:
+        """Offer a running live broadcast (once per session: replays are not sent again).
+
+        ``started``: the broadcast has just started, so this session cannot have claimed it yet
+        and the look for an earlier claim (a round trip per visitor) is skipped. Should it have
+        (the same broadcast stopped and started again), the claim script still refuses a second
+        claim and nothing is sent twice."""
         await self.services.offers.on_signal(
             self,
             LiveSignal(campaign_id),
             f"live:{campaign_id}:{self.session_id}",
             resend=False,
-            again=True,
+            again=not started,
         )
 
     async def _start_session(self, resume: str | None) -> SessionView:

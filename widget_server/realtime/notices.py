@@ -26,7 +26,9 @@ class Notices:
             await self._for_each_socket(services, notice.site, "refresh_offers")
         elif isinstance(notice, nodes.LiveStarted):
             services.offers.live_started(notice.site)
-            await self._for_each_socket(services, notice.site, "offer_live", notice.campaign)
+            await self._for_each_socket(
+                services, notice.site, "offer_live", notice.campaign, "started"
+            )
 
     async def catch_up(self) -> None:
         """What another node may have broadcast while this one was not listening: campaigns and
