@@ -22,13 +22,14 @@ the policy allows (docs/frequency.md).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -40,7 +41,7 @@ from ..store.bus import Bus
 from ..store.keys import Keys
 from ..store.replicated import ReplicatedCalls
 from ..store.replies import reply_text
-from ..store.scripts import Scripts
+from ..store.scripts import ScriptCall, Scripts, pipelined
 from ..store.sites import SiteRegistry
 from ..visitors.session_view import SessionView
 from ..visitors.sessions import SessionStore
@@ -114,6 +115,23 @@ class OfferSocket(Protocol):
     last_view: SessionView | None
 
     async def send(self, message: p.ServerMessage) -> None: ...
+
+
+@dataclass(slots=True)
+class _Live:
+    """One visitor of a live broadcast being claimed in a batch."""
+
+    sock: OfferSocket
+    state: VisitorState
+    decision: Decision | None = None
+    candidate: Candidate | None = None
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    claim: ClaimResult | None = None
+    late: list[Rejection] = field(default_factory=list)
+
+
+# Offer kinds whose content does not depend on the visitor: rendered once per batch.
+_SAME_FOR_EVERYONE = frozenset({"discount", "message"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +278,26 @@ class OfferEngine:
             )
         if claim is not None and claim.status == "replay" and not resend:
             return
+        await self._deliver(sock, signal, state, chosen, claim)
+        await self._record_trace(sock, signal, decision, chosen, late, now)
+
+    async def _deliver(
+        self,
+        sock: OfferSocket,
+        signal: Signal,
+        state: VisitorState,
+        chosen: Candidate | None,
+        claim: ClaimResult | None,
+        body: p.OfferBody | None = None,
+    ) -> None:
+        """Send the claimed offer (``body``: already rendered), or take the armed one away when
+        an exit signal gets nothing. A live offer leaves the armed exit offer where it is."""
+        exit_signal = not isinstance(signal, LiveSignal)
         if chosen is not None and claim is not None and chosen.variant != HOLDOUT:
-            if sock.armed is not None and sock.armed != chosen.offer_id:
+            if exit_signal and sock.armed is not None and sock.armed != chosen.offer_id:
                 # The armed offer the widget may have painted lost its claim: take it away first.
                 await sock.send(p.Withdraw(offer=sock.armed))
-            body = await self.render(sock.site, chosen, state)
+            body = body or await self.render(sock.site, chosen, state)
             body = msgspec.structs.replace(
                 body,
                 code=claim.code or None,
@@ -274,12 +307,136 @@ class OfferEngine:
             )
             await sock.send(p.Offer(offer=body))
             self._after_step("sent")
-            sock.armed = None
+            if exit_signal:
+                sock.armed = None
             sock.shown = chosen.offer_id
-        elif sock.armed is not None:
+        elif exit_signal and sock.armed is not None:
             await sock.send(p.Withdraw(offer=sock.armed))
             sock.armed = None
-        await self._record_trace(sock, signal, decision, chosen, late, now)
+
+    async def offer_live_many(self, socks: Sequence[OfferSocket], campaign_id: str) -> None:
+        """A live broadcast that has just started, for many connections of one site at once:
+        what :meth:`on_signal` does for each (decide, reserve, claim, send, trace), with each step
+        one pipelined round trip for the whole batch instead of one per visitor. Every script
+        still runs atomically on its own slot, so caps, the global cap and the site's limits hold
+        exactly as one by one. Claims that hand out unique codes go one by one, each waiting for a
+        replica (:class:`ReplicatedCalls`)."""
+        ready = [sock for sock in socks if sock.last_view is not None]
+        if not ready or not await self.campaigns.active(ready[0].site):
+            return
+        site_key = ready[0].site
+        campaigns = await self.campaigns.for_site(site_key)
+        site = await self.site_policy(site_key)
+        signal, now = LiveSignal(campaign_id), self._clock()
+        started = time.perf_counter()
+        work = [_Live(sock, VisitorState.from_view(sock.visitor, sock.last_view, sock.country))
+                for sock in ready if sock.last_view is not None]  # fmt: skip
+        for item in work:
+            item.decision = decide(item.state, campaigns, signal, now, site)
+            item.candidate = item.decision.eligible[0] if item.decision.eligible else None
+        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        try:
+            await self._reserve_many(work, signal, site, now)
+            self._after_step("reserved")
+            await self._claim_many(work, now)
+            self._after_step("claimed")
+        except RedisError as exc:
+            self._metrics.redis_errors.inc()
+            log.warning("live offer claims failed", extra={"error": str(exc), "site": site_key})
+            return
+        bodies: dict[str, p.OfferBody] = {}
+        for item in work:
+            candidate, claim = item.candidate, item.claim
+            if candidate is not None and claim is not None and claim.status == "ok":
+                variant = candidate.campaign.variant(candidate.variant)
+                same = variant is not None and variant.offer.kind in _SAME_FOR_EVERYONE
+                if same and candidate.offer_id not in bodies:
+                    bodies[candidate.offer_id] = await self.render(site_key, candidate, item.state)
+        await asyncio.gather(
+            *(self._deliver(item.sock, signal, item.state, item.candidate, item.claim,
+                            bodies.get(item.candidate.offer_id) if item.candidate else None)
+              for item in work if item.claim is None or item.claim.status != "replay"),
+            return_exceptions=True,
+        )  # fmt: skip
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item in work:
+                    if item.decision is not None and (
+                        item.claim is None or item.claim.status != "replay"
+                    ):
+                        chosen = item.candidate if item.claim is not None else None
+                        entry = _trace_entry(signal, item.decision, chosen, item.late, now)
+                        self._trace_commands(pipe, item.sock, entry)
+                await pipe.execute()
+        except RedisError:
+            self._metrics.redis_errors.inc()
+
+    async def _reserve_many(
+        self, work: list[_Live], signal: Signal, site: SitePolicy, now: float
+    ) -> None:
+        todo = [item for item in work if item.candidate is not None]
+        calls: list[ScriptCall] = []
+        for item in todo:
+            assert item.candidate is not None
+            keys, args = self._reserve_call(
+                item.sock, item.state, item.candidate, signal, site, item.token, now
+            )
+            calls.append((self._scripts.offer_reserve, keys, args))
+        results = await pipelined(self._redis, calls)
+        for item, result in zip(todo, results, strict=True):
+            assert item.candidate is not None
+            if isinstance(result, Exception):
+                item.candidate = None  # not reserved: nothing for this visitor now
+                continue
+            refused = _refusal(item.candidate, result)
+            if refused is not None:
+                item.late.append(refused)
+                item.candidate = None
+
+    async def _claim_many(self, work: list[_Live], now: float) -> None:
+        todo = [item for item in work if item.candidate is not None]
+        batched: list[tuple[_Live, str]] = []
+        one_by_one: list[_Live] = []
+        calls: list[ScriptCall] = []
+        for item in todo:
+            assert item.candidate is not None
+            keys, args, strategy = self._claim_call(
+                item.sock.site, item.sock.visitor, item.state, item.candidate,
+                f"live:{item.candidate.campaign.id}:{item.state.session_id}", now, item.token,
+            )  # fmt: skip
+            if strategy in ("pool", "generated"):
+                one_by_one.append(item)
+                continue
+            calls.append((self._scripts.offer_claim, keys, args))
+            batched.append((item, strategy))
+        results = await pipelined(self._redis, calls)
+        for (item, strategy), result in zip(batched, results, strict=True):
+            assert item.candidate is not None
+            if not isinstance(result, Exception):
+                item.claim = self._claim_result(
+                    item.sock.site, item.candidate.campaign.id, strategy, result
+                )
+        for item in one_by_one:
+            assert item.candidate is not None
+            item.claim = await self.claim(
+                item.sock.site, item.sock.visitor, item.state, item.candidate,
+                f"live:{item.candidate.campaign.id}:{item.state.session_id}", now, item.token,
+            )  # fmt: skip
+        refused = [item for item in todo if item.claim is None or item.claim.status != "ok"]
+        await pipelined(
+            self._redis,
+            [(self._scripts.offer_release, [self._keys.held(i.sock.site, i.sock.visitor)],
+              [i.token]) for i in refused],
+        )  # fmt: skip
+        for item in refused:
+            assert item.candidate is not None
+            if item.claim is not None and item.claim.status == "rejected":
+                item.late.append(
+                    Rejection(
+                        item.candidate.campaign.id, Reason(item.claim.reason), "at claim time"
+                    )
+                )
+                item.claim = None
 
     async def _claim_first(
         self,
@@ -357,34 +514,42 @@ class OfferEngine:
     ) -> Rejection | None:
         """Step 1: a place under the site's frequency policy, held until the offer is seen or
         ``seen_timeout_s`` runs out (the holdout is checked the same way and holds nothing)."""
+        keys, args = self._reserve_call(sock, state, candidate, signal, site, token, now)
+        return _refusal(candidate, await self._scripts.offer_reserve(keys=keys, args=args))
+
+    def _reserve_call(
+        self,
+        sock: Visit,
+        state: VisitorState,
+        candidate: Candidate,
+        signal: Signal,
+        site: SitePolicy,
+        token: str,
+        now: float,
+    ) -> tuple[list[str], list[Any]]:
         k, campaign = self._keys, candidate.campaign
         variant = campaign.variant(candidate.variant)
         shows_discount = variant is not None and variant.discount is not None
-        policy = site.frequency
-        result = await self._scripts.offer_reserve(
-            keys=[
+        return (
+            [
                 k.held(sock.site, sock.visitor),
                 k.session(sock.site, sock.visitor, state.session_id),
                 k.profile(sock.site, sock.visitor),
             ],
-            args=[
+            [
                 repr(now),
                 token,
                 repr(now + self.seen_timeout_s),
                 "live" if isinstance(signal, LiveSignal) else "overlay",
                 "1" if offers_discount(campaign) else "0",
                 period_keys(now, site.timezone)[0],
-                msgspec.json.encode(policy),
+                msgspec.json.encode(site.frequency),
                 candidate.offer_id,
                 state.session_id,
                 "1" if candidate.variant == HOLDOUT else "0",
                 "1" if shows_discount else "0",
             ],
         )
-        if reply_text(result[0]) == "ok":
-            return None
-        reason = SITE_REFUSALS[reply_text(result[1])]
-        return Rejection(campaign.id, reason, str(int(result[2])))
 
     async def release(self, site: str, visitor: str, token: str) -> None:
         """Step 2, refused: give the place reserved in step 1 back."""
@@ -401,6 +566,41 @@ class OfferEngine:
         token: str = "",
     ) -> ClaimResult:
         """Step 2: the claim script for one candidate (atomic on the campaign's slot)."""
+        claim_keys, claim_args, strategy = self._claim_call(
+            site, visitor, state, candidate, message_id, now, token
+        )
+        if strategy in ("pool", "generated"):  # a unique code: a replica must have it
+            result, acked = await self._replicated.call(
+                self._scripts.offer_claim, claim_keys, claim_args
+            )
+            if acked == 0 and reply_text(result[0]) == "ok" and reply_text(result[2]):
+                self._metrics.codes_unreplicated.inc()
+                log.warning(
+                    "a code was handed out before a replica had it",
+                    extra={"site": site, "campaign": candidate.campaign.id},
+                )
+        else:
+            result = await self._scripts.offer_claim(keys=claim_keys, args=claim_args)
+        return self._claim_result(site, candidate.campaign.id, strategy, result)
+
+    def _claim_result(self, site: str, campaign_id: str, strategy: str, result: Any) -> ClaimResult:
+        status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
+        left = int(result[5]) if len(result) > 5 else -1
+        if strategy == "pool" and left >= 0:
+            self._pool_level(site, campaign_id, left)
+        token_out = reply_text(result[6]) if len(result) > 6 else ""
+        return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason, token_out)
+
+    def _claim_call(
+        self,
+        site: str,
+        visitor: str,
+        state: VisitorState,
+        candidate: Candidate,
+        message_id: str,
+        now: float,
+        token: str,
+    ) -> tuple[list[str], list[Any], str]:
         campaign = candidate.campaign
         k = self._keys
         day, week = period_keys(now, campaign.schedule.timezone)
@@ -449,24 +649,7 @@ class OfferEngine:
                 repr(now + self.seen_timeout_s),
             ],
         )
-        if strategy in ("pool", "generated"):  # a unique code: a replica must have it
-            result, acked = await self._replicated.call(
-                self._scripts.offer_claim, claim_keys, claim_args
-            )
-            if acked == 0 and reply_text(result[0]) == "ok" and reply_text(result[2]):
-                self._metrics.codes_unreplicated.inc()
-                log.warning(
-                    "a code was handed out before a replica had it",
-                    extra={"site": site, "campaign": campaign.id},
-                )
-        else:
-            result = await self._scripts.offer_claim(keys=claim_keys, args=claim_args)
-        status, variant_key, code, expires, reason = (reply_text(x) for x in result[:5])
-        left = int(result[5]) if len(result) > 5 else -1
-        if strategy == "pool" and left >= 0:
-            self._pool_level(site, campaign.id, left)
-        token_out = reply_text(result[6]) if len(result) > 6 else ""
-        return ClaimResult(status, variant_key, code, int(float(expires or 0)), reason, token_out)
+        return claim_keys, claim_args, strategy
 
     # --- what the visitor saw ----------------------------------------------------------------
     async def on_shown(self, sock: Visit, message: p.OfferShown, view: SessionView) -> None:
@@ -530,26 +713,25 @@ class OfferEngine:
         late: list[Rejection],
         now: float,
     ) -> None:
-        trace = decision.trace()
-        trace["sent"] = chosen.offer_id if chosen and chosen.variant != HOLDOUT else None
-        trace["rejected"] += [  # type: ignore[operator]
-            {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
-        ]
-        entry = {"at": now, "signal": _describe(signal), **trace}
-        k = self._keys
-        key = k.trace(sock.site, sock.visitor, sock.session_id)
-        feed = {**entry, "visitor": sock.visitor, "session": sock.session_id}
+        entry = _trace_entry(signal, decision, chosen, late, now)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(key, json.dumps(entry))
-                pipe.ltrim(key, 0, TRACE_LIMIT - 1)
-                pipe.expire(key, TRACE_TTL_S)
-                pipe.set(k.session_owner(sock.site, sock.session_id), sock.visitor, ex=TRACE_TTL_S)
-                pipe.lpush(k.decisions(sock.site), json.dumps(feed))
-                pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
+                self._trace_commands(pipe, sock, entry)
                 await pipe.execute()
         except RedisError:
             self._metrics.redis_errors.inc()
+
+    def _trace_commands(self, pipe: Any, sock: Visit, entry: dict[str, Any]) -> None:
+        """Add a decision trace entry to ``pipe``: the session's trace and the site's feed."""
+        k = self._keys
+        key = k.trace(sock.site, sock.visitor, sock.session_id)
+        feed = {**entry, "visitor": sock.visitor, "session": sock.session_id}
+        pipe.lpush(key, json.dumps(entry))
+        pipe.ltrim(key, 0, TRACE_LIMIT - 1)
+        pipe.expire(key, TRACE_TTL_S)
+        pipe.set(k.session_owner(sock.site, sock.session_id), sock.visitor, ex=TRACE_TTL_S)
+        pipe.lpush(k.decisions(sock.site), json.dumps(feed))
+        pipe.ltrim(k.decisions(sock.site), 0, SITE_DECISIONS - 1)
 
     async def _record_seen(self, sock: Visit, offer_id: str, now: float) -> None:
         """A trace entry for an offer the widget painted (the sent one becomes "shown")."""
@@ -806,6 +988,25 @@ class OfferEngine:
 
     def live_started(self, site: str) -> None:
         self._live_cache.pop(site, None)
+
+
+def _trace_entry(
+    signal: Signal, decision: Decision, chosen: Candidate | None, late: list[Rejection], now: float
+) -> dict[str, Any]:
+    trace = decision.trace()
+    trace["sent"] = chosen.offer_id if chosen and chosen.variant != HOLDOUT else None
+    trace["rejected"] += [  # type: ignore[operator]
+        {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
+    ]
+    return {"at": now, "signal": _describe(signal), **trace}
+
+
+def _refusal(candidate: Candidate, result: Any) -> Rejection | None:
+    """The site's refusal in a reservation script's reply, or None when it holds a place."""
+    if reply_text(result[0]) == "ok":
+        return None
+    reason = SITE_REFUSALS[reply_text(result[1])]
+    return Rejection(candidate.campaign.id, reason, str(int(result[2])))
 
 
 def _describe(signal: Signal) -> dict[str, Any]:

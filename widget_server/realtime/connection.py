@@ -289,19 +289,17 @@ class VisitorConnection:
                 self.shown = None
         await self.services.offers.rearm(self, self.last_view)
 
-    async def offer_live(self, campaign_id: str, started: str = "") -> None:
-        """Offer a running live broadcast (once per session: replays are not sent again).
-
-        ``started``: the broadcast has just started, so this session cannot have claimed it yet
-        and the look for an earlier claim (a round trip per visitor) is skipped. Should it have
-        (the same broadcast stopped and started again), the claim script still refuses a second
-        claim and nothing is sent twice."""
+    async def offer_live(self, campaign_id: str) -> None:
+        """Offer a running live broadcast to this connection, which may have had it already
+        (a new page, a node catching up): once per session, replays are not sent again. A
+        broadcast that has just started goes to many connections at once
+        (:meth:`~widget_server.offers.engine.OfferEngine.offer_live_many`)."""
         await self.services.offers.on_signal(
             self,
             LiveSignal(campaign_id),
             f"live:{campaign_id}:{self.session_id}",
             resend=False,
-            again=not started,
+            again=True,
         )
 
     async def _start_session(self, resume: str | None) -> SessionView:

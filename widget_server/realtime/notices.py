@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import cast
 
+from ..offers.engine import OfferSocket
 from ..wire import nodes
 from .services import Services
 
@@ -25,10 +26,14 @@ class Notices:
             services.offers.campaigns.invalidate(notice.site)
             await self._for_each_socket(services, notice.site, "refresh_offers")
         elif isinstance(notice, nodes.LiveStarted):
+            # Just started: no session can have claimed it yet, so no look for earlier claims
+            # (should one have, the same broadcast stopped and started again, the claim script
+            # refuses a second claim). Each batch of connections is claimed in a few pipelines.
             services.offers.live_started(notice.site)
-            await self._for_each_socket(
-                services, notice.site, "offer_live", notice.campaign, "started"
-            )
+            sockets = services.hub.local_sockets(notice.site)
+            for start in range(0, len(sockets), _FAN_OUT_BATCH):
+                batch = [cast(OfferSocket, s) for s in sockets[start : start + _FAN_OUT_BATCH]]
+                await services.offers.offer_live_many(batch, notice.campaign)
 
     async def catch_up(self) -> None:
         """What another node may have broadcast while this one was not listening: campaigns and

@@ -12,11 +12,13 @@ the server has not cached sends its source once (EVALSHA falls back to EVAL).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 LUA = resources.files(__package__) / "lua"
 COMMON = "common"
@@ -73,6 +75,34 @@ class Scripts:
             scripts = cls(**{f.name: redis.register_script(source(f.name)) for f in fields(cls)})
             _REGISTERED[redis] = scripts
         return scripts
+
+
+ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[Any]]
+
+
+async def pipelined(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run many script calls in one pipelined round trip (non-transactional: each call is atomic
+    on its own slot). Each result is the call's reply or its error. A cluster pipeline does not
+    load scripts a node has not seen yet: the calls answered NOSCRIPT are run again once their
+    scripts are loaded on every master."""
+    if not calls:
+        return []
+    results = await _pipeline(redis, calls)
+    missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {id(calls[n][0]): calls[n][0] for n in missing}.values():
+            await redis.script_load(script.script)
+        again = await _pipeline(redis, [calls[n] for n in missing])
+        for n, result in zip(missing, again, strict=True):
+            results[n] = result
+    return results
+
+
+async def _pipeline(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            await script(keys=list(keys), args=list(args), client=pipe)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def names() -> list[str]:
