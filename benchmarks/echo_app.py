@@ -3,6 +3,9 @@ the options ``widget-server serve`` uses, so that the difference to the visitor 
 product's own work (validation, the Lua call, bookkeeping), not the transport.
 
 Every text frame is answered like the product answers an event: ``{"type":"ack","ids":[id]}``.
+``POST /broadcast`` is the fixed yardstick of a live offer: one prepared offer payload sent to every
+connected socket, nothing decided or claimed (``benchmarks/offers.py`` compares the product's live
+offer with it).
 
 Run: ``python benchmarks/echo_app.py --port 8765 [--ws auto|websockets|websockets-sansio|wsproto]``
 """
@@ -37,8 +40,29 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+SOCKETS: set[WebSocket] = set()
+OFFER = _encode({"type": "offer", "offer": {
+    "id": "flash-sale.a", "campaign": "flash-sale", "variant": "a", "kind": "message",
+    "headline": "Flash sale: 20% off everything for one hour",
+    "body": "Starts now, ends at the top of the hour.",
+    "cta": {"label": "Shop the sale", "url": "/demo/"},
+    "theme": {"accent": "#7c3aed", "background": "#faf5ff", "text": "#1e1b4b", "radius": 14},
+}}).decode()  # fmt: skip
+
+
+async def broadcast(request: Request) -> Response:
+    """Send the prepared offer to every connected socket, one after the other."""
+    for ws in list(SOCKETS):
+        try:
+            await ws.send_text(OFFER)
+        except Exception:  # a socket that went away
+            SOCKETS.discard(ws)
+    return PlainTextResponse(str(len(SOCKETS)))
+
+
 async def echo(ws: WebSocket) -> None:
     await ws.accept()
+    SOCKETS.add(ws)
     try:
         while True:
             text = await ws.receive_text()
@@ -50,6 +74,8 @@ async def echo(ws: WebSocket) -> None:
             await ws.send_text(_encode({"type": "ack", "ids": [msg_id]}).decode())
     except WebSocketDisconnect:
         pass
+    finally:
+        SOCKETS.discard(ws)
 
 
 async def ready(request: Request) -> Response:
@@ -60,6 +86,7 @@ app = Starlette(
     routes=[
         Route("/readyz", ready),
         Route("/healthz", ready),
+        Route("/broadcast", broadcast, methods=["POST"]),
         WebSocketRoute("/v1/ws", echo),
     ]
 )

@@ -13,12 +13,14 @@ import asyncio
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import websockets
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, ConnectionPool
@@ -34,7 +36,7 @@ from widget_server.offers.decide import ExitIntentSignal, VisitorState, decide  
 from widget_server.offers.engine import OfferEngine  # noqa: E402
 from widget_server.realtime.hub import Hub  # noqa: E402
 from widget_server.shipped import EXAMPLES_DIR  # noqa: E402
-from widget_server.store.embedded import EmbeddedValkey  # noqa: E402
+from widget_server.store.embedded import EmbeddedValkey, free_port  # noqa: E402
 from widget_server.store.keys import Keys  # noqa: E402
 from widget_server.store.scripts import Scripts  # noqa: E402
 from widget_server.visitors.session_view import SessionView  # noqa: E402
@@ -252,6 +254,87 @@ async def bench_fan_out(
     }
 
 
+async def _live_on_product(url: str, server: ServerProcess, site: str, n: int) -> float:
+    client = Redis.from_url(url)
+    try:
+        conns = await _connect_all([server.ws_url], site, n)
+        keys, scripts = Keys(), Scripts.of(client)
+        sessions = SessionStore(
+            client, scripts, keys, session_ttl_s=1800, profile_ttl_s=86400, presence_ttl_s=90
+        )
+        engine = OfferEngine(
+            client, scripts, keys, CampaignStore(client, keys), sessions, Metrics()
+        )
+        try:
+            return await _time_until_all(
+                conns, "offer", lambda: engine.start_live(site, "flash-sale", 5), 300
+            )
+        finally:
+            await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+    finally:
+        await client.aclose()
+
+
+async def _broadcast_on_bare_app(port: int, n: int) -> float:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        conns = await _connect_all([f"ws://127.0.0.1:{port}/v1/ws"], "bare", n)
+        try:
+
+            async def start() -> None:
+                await http.post("/broadcast", timeout=120)
+
+            return await _time_until_all(conns, "offer", start, 120)
+        finally:
+            await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+
+
+def bench_live_vs_bare(url: str, n: int, tmp: Path) -> dict[str, Any]:
+    """The goal's yardstick: a live offer to ``n`` visitors on one product process, first to
+    last visitor served, against a bare Starlette app with the same WebSocket stack sending one
+    prepared payload to as many sockets (``benchmarks/echo_app.py``), measured in the same run."""
+    site = add_site(url, origins=["*"])
+    flash = dict(EXAMPLES[-1])
+    flash.pop("caps", None)
+    save_campaigns(url, site, [flash])
+    log(f"live offer to {n} visitors on one process, then a bare broadcast")
+    server = ServerProcess(
+        url, tmp / "live-node", WIDGET_LOG_LEVEL="error", WIDGET_MAX_CONNECTIONS_PER_IP="0"
+    ).start()
+    try:
+        live = asyncio.run(_live_on_product(url, server, site, n))
+    finally:
+        server.stop()
+    port = free_port()
+    with (tmp / "bare.log").open("wb") as log_file:
+        app = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "echo_app.py"), "--port", str(port),
+             "--ws", "websockets-sansio"], stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(f"http://127.0.0.1:{port}/readyz"):
+                assert app.poll() is None and time.monotonic() < deadline, "bare app did not start"
+                time.sleep(0.1)
+            bare = asyncio.run(_broadcast_on_bare_app(port, n))
+        finally:
+            app.terminate()
+            app.wait(15)
+    return {
+        "sessions": n,
+        "live_offer_s": round(live, 3),
+        "bare_app_broadcast_s": round(bare, 3),
+        "live_over_bare_app": round(live / bare, 2),
+        "goal": "live_over_bare_app <= 2",
+    }
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
@@ -269,6 +352,9 @@ def main() -> None:
         save_campaigns(valkey.url, site, [saver, flash])
         result["round_trips"] = asyncio.run(
             bench_round_trips(valkey.url, site, 20 if args.quick else 200)
+        )
+        result["live_vs_bare_app"] = bench_live_vs_bare(
+            valkey.url, 200 if args.quick else 2000, Path(tmp)
         )
         servers = [
             # Every session comes from 127.0.0.1: the per-address connection limit is lifted.

@@ -16,3 +16,6 @@ def test_offers_benchmark_quick_run_reports_its_numbers() -> None:
     assert result["decision"]["decision_us"] > 0 and result["decision"]["campaigns"] == 20
     assert result["round_trips"]["round_trips_per_exit_signal"] >= 2
     assert result["fan_out"]["sessions"] == 200 and result["fan_out"]["live_offer_s"] > 0
+    yardstick = result["live_vs_bare_app"]
+    assert yardstick["sessions"] == 200 and yardstick["bare_app_broadcast_s"] > 0
+    assert yardstick["live_over_bare_app"] > 0 and "<= 2" in yardstick["goal"]
