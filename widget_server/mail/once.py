@@ -25,8 +25,9 @@ from ..store.sites import Site
 from .context import MailContext
 from .delivery import deliver
 from .jobs import MailJob
-from .message import MailAddressError, TemplateError
+from .message import MailAddressError, RenderedEmail, TemplateError, build_message, one_line
 from .send import MailTransport
+from .tokens import MailLinks
 
 log = logging.getLogger("widget_server.mail")
 
@@ -75,6 +76,61 @@ async def process_once(
         ctx.metrics.sent.labels(flow).inc()
         await count(ctx, job.site, flow, "sent")
     return outcome
+
+
+async def once_message(
+    ctx: MailContext,
+    site: Site,
+    job: MailJob,
+    flow: str,
+    template: str,
+    now: float,
+    *,
+    date: Callable[[str], str] = lambda locale: "",
+    values: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> EmailMessage:
+    """A once-only email from ``template``.html/.txt in the job's language: its texts are the
+    ``<template>_*`` messages (subject, footer), filled with the shop, the address, ``date(locale)``
+    and ``values``; it carries the one-click unsubscribe. Raises TemplateError or
+    MailAddressError."""
+    config = await ctx.flows.get(site.key)
+    shop = one_line(config.sender_name or site.name, 100)
+    locale = job.locale or site.locale
+    unsubscribe = MailLinks(
+        signer=ctx.signer,
+        public_url=ctx.settings.public_url,
+        site=site.key,
+        flow=flow,
+        step=0,
+        now=now,
+        utm_source="",
+        utm_medium="",
+    ).unsubscribe(job.email)
+    texts = ctx.renderer.texts(
+        locale, shop=shop, email=job.email, date=date(locale), **(values or {})
+    )
+    texts["footer"] = texts[f"{template}_footer"]
+    page: dict[str, Any] = {
+        "t": texts,
+        "shop": shop,
+        "shop_url": "",
+        "similar": [],
+        "lang": locale.split("-")[0],
+        "email": job.email,
+        "unsubscribe_url": unsubscribe,
+        **(context or {}),
+    }
+    html, text = render_pair(ctx, template, page)
+    return build_message(
+        from_address=ctx.settings.from_address,
+        from_name=shop,
+        to=job.email,
+        rendered=RenderedEmail(one_line(texts[f"{template}_subject"], 200) or shop, html, text),
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
+        now=now,
+    )
 
 
 def render_pair(ctx: MailContext, name: str, context: Mapping[str, Any]) -> tuple[str, str]:

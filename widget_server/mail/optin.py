@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Literal
 
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
@@ -33,15 +33,12 @@ from ..visitors.session_view import SessionView
 from .context import MailContext
 from .jobs import CONFIRM_FLOW, MailJob, banner_refused, confirmation_job_id
 from .message import (
-    RenderedEmail,
-    build_message,
     format_time,
-    one_line,
 )
-from .once import count, process_once, render_pair
+from .once import count, once_message, process_once
 from .reward import reward_after_confirmation
 from .send import MailTransport
-from .tokens import CONFIRM_TTL_S, MailLinks, confirm_link
+from .tokens import CONFIRM_TTL_S, confirm_link
 
 log = logging.getLogger("widget_server.mail")
 
@@ -90,9 +87,6 @@ async def compose_confirmation(
 ) -> EmailMessage:
     """The confirmation email: a signed link for the profile's current consent, an unsubscribe
     link for whoever did not ask for it. Raises TemplateError or MailAddressError."""
-    config = await ctx.flows.get(site.key)
-    shop = one_line(config.sender_name or site.name, 100)
-    locale = job.locale or site.locale
     link = confirm_link(
         ctx.signer,
         ctx.settings.public_url,
@@ -102,39 +96,11 @@ async def compose_confirmation(
         consent_at=profile.get("email_consent_at", ""),
         now=now,
     )
-    unsubscribe = MailLinks(
-        signer=ctx.signer,
-        public_url=ctx.settings.public_url,
-        site=site.key,
-        flow=CONFIRM_FLOW,
-        step=0,
-        now=now,
-        utm_source="",
-        utm_medium="",
-    ).unsubscribe(job.email)
-    until = format_time(now + CONFIRM_TTL_S, locale, site.timezone)
-    texts = ctx.renderer.texts(locale, shop=shop, email=job.email, date=until)
-    texts["footer"] = texts["confirm_footer"]
-    context: dict[str, Any] = {
-        "t": texts,
-        "shop": shop,
-        "shop_url": "",
-        "similar": [],
-        "lang": locale.split("-")[0],
-        "email": job.email,
-        "confirm_url": link,
-        "unsubscribe_url": unsubscribe,
-    }
-    html, text = render_pair(ctx, "confirm", context)
-    return build_message(
-        from_address=ctx.settings.from_address,
-        from_name=shop,
-        to=job.email,
-        rendered=RenderedEmail(one_line(texts["confirm_subject"], 200) or shop, html, text),
-        unsubscribe_url=unsubscribe,
-        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
-        now=now,
-    )
+    return await once_message(
+        ctx, site, job, CONFIRM_FLOW, "confirm", now,
+        date=lambda locale: format_time(now + CONFIRM_TTL_S, locale, site.timezone),
+        context={"confirm_url": link},
+    )  # fmt: skip
 
 
 # --- the link's side ---------------------------------------------------------------------------

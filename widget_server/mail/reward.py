@@ -15,21 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
-from typing import Any
 
 from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
 from .jobs import REWARD_FLOW, MailJob, marketing_consent, reward_campaign
 from .message import (
-    RenderedEmail,
-    build_message,
     format_time,
-    one_line,
 )
-from .once import process_once, render_pair
+from .once import once_message, process_once
 from .send import MailTransport
-from .tokens import MailLinks
 
 
 def reward_veto(job: MailJob, profile: Mapping[str, str], code: str, expires_ms: float,
@@ -75,45 +70,16 @@ async def compose_reward(
 ) -> EmailMessage:
     """The email with the code, its validity and a link to the shop. Raises TemplateError or
     MailAddressError."""
-    config = await ctx.flows.get(site.key)
-    shop = one_line(config.sender_name or site.name, 100)
-    locale = job.locale or site.locale
-    links = MailLinks(
-        signer=ctx.signer,
-        public_url=ctx.settings.public_url,
-        site=site.key,
-        flow=REWARD_FLOW,
-        step=0,
-        now=now,
-        utm_source="",
-        utm_medium="",
-    )
-    unsubscribe = links.unsubscribe(job.email)
-    until = format_time(expires_ms / 1000, locale, site.timezone) if expires_ms else ""
-    texts = ctx.renderer.texts(locale, shop=shop, email=job.email, date=until, code=code)
-    texts["footer"] = texts["reward_footer"]
-    shop_url = (site.origins[0] if site.origins and "*" not in site.origins[0] else "") or ""
-    context: dict[str, Any] = {
-        "t": texts,
-        "shop": shop,
-        "shop_url": shop_url,
-        "similar": [],
-        "lang": locale.split("-")[0],
-        "email": job.email,
-        "code": code,
-        "valid_until": until,
-        "unsubscribe_url": unsubscribe,
-    }
-    html, text = render_pair(ctx, "reward", context)
-    return build_message(
-        from_address=ctx.settings.from_address,
-        from_name=shop,
-        to=job.email,
-        rendered=RenderedEmail(one_line(texts["reward_subject"], 200) or shop, html, text),
-        unsubscribe_url=unsubscribe,
-        unsubscribe_mailto=ctx.settings.unsubscribe_mailto,
-        now=now,
-    )
+
+    def until(locale: str) -> str:
+        return format_time(expires_ms / 1000, locale, site.timezone) if expires_ms else ""
+
+    shop_url = site.origins[0] if site.origins and "*" not in site.origins[0] else ""
+    page = {"code": code, "shop_url": shop_url, "valid_until": bool(expires_ms)}
+    return await once_message(
+        ctx, site, job, REWARD_FLOW, "reward", now, date=until, values={"code": code},
+        context=page,
+    )  # fmt: skip
 
 
 async def reward_after_confirmation(ctx: MailContext, site: str, visitor: str, now: float) -> None:

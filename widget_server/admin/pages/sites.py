@@ -126,23 +126,14 @@ async def create_site(admin: Admin) -> Response:
         values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
                   "timezone": "UTC", **frequency_values(Frequency()),
                   **apply_values(CodeApply())}  # fmt: skip
-        return admin.page(
-            "site_form.html", apply_modes=APPLY_MODES, values=values, errors={}, site=None
-        )
+        return _form(admin, values, {}, None)
     values = form_values(admin, Frequency(), CodeApply())
     errors = site_errors(values)
     if not errors and await admin.services.sites.get(values["key"]) is not None:
         errors["key"] = "A site with this key exists already."
     site = None if errors else _build(values, errors)
     if site is None:
-        return admin.page(
-            "site_form.html",
-            apply_modes=APPLY_MODES,
-            status=422,
-            values=values,
-            errors=errors,
-            site=None,
-        )
+        return _form(admin, values, errors, None, status=422)
     await admin.services.sites.save(site)
     await admin.record("site.create", site.key, site=site.key, after=public_fields(site))
     return redirect(f"/sites/{site.key}", "created")
@@ -163,22 +154,13 @@ async def edit_site(admin: Admin) -> Response:
             **frequency_values(current.frequency),
             **apply_values(current.apply_code),
         }
-        return admin.page(
-            "site_form.html", apply_modes=APPLY_MODES, values=values, errors={}, site=current
-        )
+        return _form(admin, values, {}, current)
     values = form_values(admin, current.frequency, current.apply_code)
     values["key"] = current.key
     errors = site_errors(values)
     built = None if errors else _build(values, errors)
     if built is None:
-        return admin.page(
-            "site_form.html",
-            apply_modes=APPLY_MODES,
-            status=422,
-            values=values,
-            errors=errors,
-            site=current,
-        )
+        return _form(admin, values, errors, current, status=422)
     site = msgspec.structs.replace(built, secret=current.secret, created=current.created)
     await admin.services.sites.save(site)
     await admin.record(
@@ -189,6 +171,25 @@ async def edit_site(admin: Admin) -> Response:
         after=public_fields(site),
     )
     return redirect(f"/sites/{site.key}", "saved")
+
+
+def _form(
+    admin: Admin,
+    values: dict[str, str],
+    errors: dict[str, str],
+    site: Site | None,
+    *,
+    status: int = 200,
+) -> Response:
+    """The site form (new when ``site`` is None), with the values typed and their errors."""
+    return admin.page(
+        "site_form.html",
+        status=status,
+        apply_modes=APPLY_MODES,
+        values=values,
+        errors=errors,
+        site=site,
+    )
 
 
 async def rotate_secret(admin: Admin) -> Response:
