@@ -123,8 +123,8 @@ class _Live:
 
     sock: OfferSocket
     state: VisitorState
-    decision: Decision | None = None
-    candidate: Candidate | None = None
+    decision: Decision
+    candidate: Candidate | None  # the live campaign's arm; None once refused
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     claim: ClaimResult | None = None
     late: list[Rejection] = field(default_factory=list)
@@ -321,19 +321,20 @@ class OfferEngine:
         still runs atomically on its own slot, so caps, the global cap and the site's limits hold
         exactly as one by one. Claims that hand out unique codes go one by one, each waiting for a
         replica (:class:`ReplicatedCalls`)."""
-        ready = [sock for sock in socks if sock.last_view is not None]
-        if not ready or not await self.campaigns.active(ready[0].site):
+        if not socks or not await self.campaigns.active(socks[0].site):
             return
-        site_key = ready[0].site
+        site_key = socks[0].site
         campaigns = await self.campaigns.for_site(site_key)
         site = await self.site_policy(site_key)
         signal, now = LiveSignal(campaign_id), self._clock()
         started = time.perf_counter()
-        work = [_Live(sock, VisitorState.from_view(sock.visitor, sock.last_view, sock.country))
-                for sock in ready if sock.last_view is not None]  # fmt: skip
-        for item in work:
-            item.decision = decide(item.state, campaigns, signal, now, site)
-            item.candidate = item.decision.eligible[0] if item.decision.eligible else None
+        work: list[_Live] = []
+        for sock in socks:
+            if sock.last_view is not None:
+                state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
+                decision = decide(state, campaigns, signal, now, site)
+                first = decision.eligible[0] if decision.eligible else None
+                work.append(_Live(sock, state, decision, first))
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         try:
             await self._reserve_many(work, signal, site, now)
@@ -361,9 +362,7 @@ class OfferEngine:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for item in work:
-                    if item.decision is not None and (
-                        item.claim is None or item.claim.status != "replay"
-                    ):
+                    if item.claim is None or item.claim.status != "replay":
                         chosen = item.candidate if item.claim is not None else None
                         entry = _trace_entry(signal, item.decision, chosen, item.late, now)
                         self._trace_commands(pipe, item.sock, entry)
