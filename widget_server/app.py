@@ -32,6 +32,7 @@ from .realtime.hub import Hub
 from .realtime.notices import Notices
 from .realtime.services import Services
 from .realtime.shop_api import code_lookup, erase_request, orders_webhook
+from .realtime.transport import SEND_BUFFER_STATE
 from .realtime.widget_asset import widget_routes
 from .settings import Settings, settings_from_env
 from .store.client import open_store
@@ -93,7 +94,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
     mail_config = mail_settings or MailSettings(secret_key=settings.secret_key)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         redis = open_store(redis_url, settings.redis_mode)
         keys = Keys(settings.redis_prefix)
         metrics = Metrics()
@@ -169,7 +170,9 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         await hub.start()
         log.info("node started", extra={"node": hub.node_id})
         try:
-            yield
+            # The visitor sockets' transport reads its send buffer bound here (uvicorn hands
+            # every connection the lifespan state).
+            yield {SEND_BUFFER_STATE: settings.send_buffer_bytes}
         finally:
             await hub.stop()
             await redis.aclose()

@@ -14,6 +14,8 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+# Private range (4000-4999): the visitor stopped reading and its send buffer filled up.
+CLOSE_SLOW_READER = 4008
 
 
 class WidgetServerError(Exception):

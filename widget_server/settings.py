@@ -43,6 +43,9 @@ class Settings:
     rate_per_second: float = 20.0
     rate_burst: int = 40
     hello_timeout_s: float = 10.0
+    # Unread data a visitor's socket may hold (kernel and server buffers) before the visitor
+    # counts as a slow reader and is closed with 4008.
+    send_buffer_bytes: int = 64 * 1024
     session_ttl_s: int = 30 * 60
     profile_ttl_s: int = 180 * 24 * 3600
     # How long a claimed offer may take to be painted; unseen by then, it counts nowhere.
@@ -207,6 +210,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         rate_per_second=env_float(env, "WIDGET_RATE_PER_SECOND", 20.0, low=0.1, high=10_000),
         rate_burst=_int(env, "WIDGET_RATE_BURST", 40, low=1, high=100_000),
         hello_timeout_s=env_float(env, "WIDGET_HELLO_TIMEOUT", 10.0, low=0.1, high=600),
+        send_buffer_bytes=_int(
+            env, "WIDGET_SEND_BUFFER_BYTES", 64 * 1024, low=4096, high=64 * 1024 * 1024
+        ),
         embedded_restarts=_int(env, "WIDGET_EMBEDDED_RESTARTS", 8, low=0, high=1000),
         max_connections_per_ip=_int(env, "WIDGET_MAX_CONNECTIONS_PER_IP", 1000, low=0, high=10**7),
         max_connections_per_site=_int(env, "WIDGET_MAX_CONNECTIONS_PER_SITE", 0, low=0, high=10**7),
@@ -239,6 +245,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "WIDGET_RATE_PER_SECOND": str(settings.rate_per_second),
         "WIDGET_RATE_BURST": str(settings.rate_burst),
         "WIDGET_HELLO_TIMEOUT": str(settings.hello_timeout_s),
+        "WIDGET_SEND_BUFFER_BYTES": str(settings.send_buffer_bytes),
         "WIDGET_SESSION_TTL": str(settings.session_ttl_s),
         "WIDGET_PROFILE_TTL": str(settings.profile_ttl_s),
         "WIDGET_HEARTBEAT": str(settings.heartbeat_s),

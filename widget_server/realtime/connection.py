@@ -22,6 +22,7 @@ from ..errors import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_SLOW_READER,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     ProtocolError,
@@ -179,6 +180,8 @@ class VisitorConnection:
     async def _receive_text(self) -> str:
         message = await self.ws.receive()
         if message["type"] == "websocket.disconnect":
+            if message.get("code") == CLOSE_SLOW_READER:  # closed by the transport, not the peer
+                self.services.metrics.closes.labels(str(CLOSE_SLOW_READER)).inc()
             raise _Closed
         text = message.get("text")
         if text is None:
