@@ -54,15 +54,18 @@ async def profile_live_offer(
     engine = OfferEngine(client, scripts, keys, CampaignStore(client, keys), sessions, Metrics())
     sampler = await asyncio.create_subprocess_exec(
         py_spy, "record", "--pid", str(_pid(server)), "--subprocesses", "--rate", "250",
-        "--format", "flamegraph", "--output", str(out), "--nonblocking",
+        "--format", "raw" if out.suffix == ".txt" else "flamegraph",  # .txt: collapsed stacks
+        "--output", str(out), "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    await client.config_resetstat()
     try:
         await asyncio.sleep(1.0)  # py-spy attached and sampling
         log("live offer")
         live = await _time_until_all(
             conns, "offer", lambda: engine.start_live(site, "flash-sale", 5), 300
         )
+        store = await _store_time(client)
     finally:
         sampler.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(sampler.communicate(), 60)
@@ -70,7 +73,23 @@ async def profile_live_offer(
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
     if sampler.returncode not in (0, -signal.SIGINT):
         raise SystemExit(f"py-spy failed: {err.decode().strip()}")
-    return {"sessions": n, "live_offer_s": round(live, 3), "flame_graph": str(out)}
+    return {"sessions": n, "live_offer_s": round(live, 3), "store": store, "flame_graph": str(out)}
+
+
+async def _store_time(client: Redis) -> dict[str, Any]:
+    """What the store spent on the live offer (``INFO commandstats`` since the reset), the
+    commands run inside scripts included in their script's time."""
+    stats = await client.info("commandstats")
+    top = {
+        name.removeprefix("cmdstat_"): {"calls": v["calls"], "ms": round(v["usec"] / 1000, 1)}
+        for name, v in stats.items()
+        if name.startswith("cmdstat_")
+    }
+    scripts = {n: v for n, v in top.items() if n in ("evalsha", "eval")}
+    return {
+        "script_ms": round(sum(v["ms"] for v in scripts.values()), 1),
+        "commands": dict(sorted(top.items(), key=lambda kv: -kv[1]["ms"])[:8]),
+    }
 
 
 def _pid(server: ServerProcess) -> int:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
 
+import pytest
 import redis
 from redis.commands.core import Script
+from redis.exceptions import ResponseError
 
-from widget_server.store.scripts import COMMON, LUA, Scripts, names, source
+from widget_server.store.client import open_store
+from widget_server.store.scripts import COMMON, LUA, Scripts, names, pipelined, source
 
 # Commands whose first argument is not a key.
 NOT_A_KEY = {"PUBLISH", "SPUBLISH", "TIME", "INFO"}
@@ -64,3 +69,44 @@ def test_one_registration_per_client() -> None:
     assert isinstance(claim, Script)
     assert claim.script == source("offer_claim")
     assert source("offer_claim").startswith((LUA / "common.lua").read_text())
+
+
+@pytest.mark.parametrize("store", ["single", pytest.param("cluster", marks=pytest.mark.cluster)])
+def test_calls_sent_together_answer_as_one_by_one(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """Calls of one script on one slot go as one call of its batch form; each still gets its
+    own reply, a failing call its own error, and the others still run."""
+    if store == "cluster":
+        url = request.getfixturevalue("valkey_cluster").seed_url
+    else:
+        url = request.getfixturevalue("valkey").url
+    run = secrets.token_hex(4)
+    # Four traces on one slot (one hash tag), three on slots of their own, one on a key that
+    # holds a string: the script fails there.
+    keys = [f"t:{{{run}}}:trace:{n}" for n in range(4)] + [
+        f"t:{{{run}{n}}}:trace" for n in range(3)
+    ]
+    wrong = f"t:{{{run}}}:string"
+
+    async def calls() -> tuple[list[object], list[object]]:
+        client = open_store(url)
+        try:
+            scripts = Scripts.of(client)
+            await client.set(wrong, "x")
+            together = await pipelined(client, [
+                (scripts.offer_trace, [key], [f"entry {n}", 2, 60])
+                for n, key in enumerate([*keys, wrong, keys[0], keys[0]])
+            ])  # fmt: skip
+            lists = [await client.lrange(key, 0, -1) for key in keys]
+            return together, lists
+        finally:
+            await client.aclose()
+
+    together, lists = asyncio.run(calls())
+    assert together[:7] == [1] * 7
+    assert isinstance(together[7], ResponseError) and "WRONGTYPE" in str(together[7])
+    # The calls on keys[0] after the failing one ran, in order, and the script's trim held.
+    assert together[8:] == [2, 2]
+    assert lists[0] == [b"entry 9", b"entry 8"]
+    assert lists[1:] == [[f"entry {n}".encode()] for n in range(1, 7)]

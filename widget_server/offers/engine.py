@@ -359,13 +359,39 @@ class OfferEngine:
               for item in work if item.claim is None or item.claim.status != "replay"),
             return_exceptions=True,
         )  # fmt: skip
+        traced = [item for item in work if item.claim is None or item.claim.status != "replay"]
+        entries = [
+            _trace_entry(signal, item.decision,
+                         item.candidate if item.claim is not None else None, item.late, now)
+            for item in traced
+        ]  # fmt: skip
+        await self._trace_many([item.sock for item in traced], entries)
+
+    async def _trace_many(self, socks: list[OfferSocket], entries: list[dict[str, Any]]) -> None:
+        """What :meth:`_trace_commands` writes, for a batch: each session's trace in one call of
+        the trace script per visitor (one batch call per slot), and the site's feed once with
+        the newest entries only (it keeps :data:`SITE_DECISIONS`)."""
+        if not socks:
+            return
+        k, site = self._keys, socks[0].site
+        encoded = [msgspec.json.encode(entry) for entry in entries]
+        calls: list[ScriptCall] = [
+            (self._scripts.offer_trace, [k.trace(site, s.visitor, s.session_id)],
+             [entry, TRACE_LIMIT, TRACE_TTL_S])
+            for s, entry in zip(socks, encoded, strict=True)
+        ]  # fmt: skip
+        newest = list(zip(socks, entries, strict=True))[-SITE_DECISIONS:]
+        feed = [
+            msgspec.json.encode({**entry, "visitor": s.visitor, "session": s.session_id})
+            for s, entry in newest
+        ]
         try:
+            await pipelined(self._redis, calls)
             async with self._redis.pipeline(transaction=False) as pipe:
-                for item in work:
-                    if item.claim is None or item.claim.status != "replay":
-                        chosen = item.candidate if item.claim is not None else None
-                        entry = _trace_entry(signal, item.decision, chosen, item.late, now)
-                        self._trace_commands(pipe, item.sock, entry)
+                for s in socks:
+                    pipe.set(k.session_owner(site, s.session_id), s.visitor, ex=TRACE_TTL_S)
+                pipe.lpush(k.decisions(site), *feed)
+                pipe.ltrim(k.decisions(site), 0, SITE_DECISIONS - 1)
                 await pipe.execute()
         except RedisError:
             self._metrics.redis_errors.inc()

@@ -12,6 +12,7 @@ from ..wire import nodes
 from .services import Services
 
 _FAN_OUT_BATCH = 200
+_BATCHES_AT_ONCE = 3
 
 
 class Notices:
@@ -28,12 +29,21 @@ class Notices:
         elif isinstance(notice, nodes.LiveStarted):
             # Just started: no session can have claimed it yet, so no look for earlier claims
             # (should one have, the same broadcast stopped and started again, the claim script
-            # refuses a second claim). Each batch of connections is claimed in a few pipelines.
+            # refuses a second claim). Each batch of connections is claimed in a few pipelines;
+            # a few batches are under way at once, so that the store works on one while this
+            # process decides and sends another.
             services.offers.live_started(notice.site)
-            sockets = services.hub.local_sockets(notice.site)
-            for start in range(0, len(sockets), _FAN_OUT_BATCH):
-                batch = [cast(OfferSocket, s) for s in sockets[start : start + _FAN_OUT_BATCH]]
-                await services.offers.offer_live_many(batch, notice.campaign)
+            sockets = [cast(OfferSocket, s) for s in services.hub.local_sockets(notice.site)]
+            under_way = asyncio.Semaphore(_BATCHES_AT_ONCE)
+
+            async def one_batch(batch: list[OfferSocket]) -> None:
+                async with under_way:
+                    await services.offers.offer_live_many(batch, notice.campaign)
+
+            await asyncio.gather(*(
+                one_batch(sockets[start : start + _FAN_OUT_BATCH])
+                for start in range(0, len(sockets), _FAN_OUT_BATCH)
+            ))  # fmt: skip
 
     async def catch_up(self) -> None:
         """What another node may have broadcast while this one was not listening: campaigns and

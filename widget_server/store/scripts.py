@@ -17,7 +17,9 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 LUA = resources.files(__package__) / "lua"
@@ -45,6 +47,7 @@ class Scripts:
     offer_attribute: AsyncScript
     offer_reserve: AsyncScript
     offer_release: AsyncScript
+    offer_trace: AsyncScript
     # realtime.erasure
     erasure_index: AsyncScript
     erasure_campaign: AsyncScript
@@ -79,14 +82,83 @@ class Scripts:
 
 ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[Any]]
 
+# The batch form of a script: the script as a function, called once per (keys, args) slice of
+# one call. ARGV[1] is the number of calls, then each call's key and argument counts, then every
+# call's arguments; KEYS are every call's keys in order. A call that fails gives its error in its
+# place and the others go on, as they would one by one.
+_BATCH_DRIVER = """
+local calls = tonumber(ARGV[1])
+local out, ki, pos = {}, 1, 2 + 2 * calls
+for i = 1, calls do
+  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[ki]; ki = ki + 1 end
+  for j = 1, na do args[j] = ARGV[pos]; pos = pos + 1 end
+  local ok, result = pcall(one, keys, args)
+  if not ok then
+    result = redis.error_reply(type(result) == 'table' and result.err or tostring(result))
+  elseif result == nil then
+    result = false
+  end
+  out[i] = result
+end
+return out
+"""
+
+
+def batch_source(script_source: str) -> str:
+    """The batch form of a script (see :data:`_BATCH_DRIVER`)."""
+    return f"local function one(KEYS, ARGV)\n{script_source}\nend\n{_BATCH_DRIVER}"
+
+
+def batched(redis: Any, calls: Sequence[ScriptCall]) -> ScriptCall:
+    """Many calls of one script whose keys share one hash slot, as one call of its batch form:
+    one command to pack, send and run instead of one per call. Its reply is the list of the
+    calls' replies (an error in the place of a call that failed)."""
+    script = calls[0][0]
+    forms = _BATCHED.setdefault(redis, {})
+    batch = forms.get(script.sha)
+    if batch is None:
+        text = script.script if isinstance(script.script, str) else bytes(script.script).decode()
+        batch = forms[script.sha] = redis.register_script(batch_source(text))
+    keys: list[str] = []
+    counts: list[Any] = [len(calls)]
+    args: list[Any] = []
+    for _, call_keys, call_args in calls:
+        keys.extend(call_keys)
+        args.extend(call_args)
+        counts += (len(call_keys), len(call_args))
+    return batch, keys, counts + args
+
 
 async def pipelined(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     """Run many script calls in one pipelined round trip (non-transactional: each call is atomic
-    on its own slot). Each result is the call's reply or its error. A cluster pipeline does not
-    load scripts a node has not seen yet: the calls answered NOSCRIPT are run again once their
-    scripts are loaded on every master."""
+    on its own slot). Calls of one script on one hash slot go as one call of its batch form
+    (:func:`batched`): on one server that is every call of a script; on a cluster, the calls
+    that share a slot (the claims of one campaign). Each result is the call's reply or its error.
+    A cluster pipeline does not load scripts a node has not seen yet: the calls answered
+    NOSCRIPT are run again once their scripts are loaded on every master."""
     if not calls:
         return []
+    groups: dict[tuple[str, int], list[int]] = {}
+    cluster = isinstance(redis, RedisCluster)
+    for n, (script, keys, _) in enumerate(calls):
+        slot = key_slot(str(keys[0]).encode()) if cluster and keys else 0
+        groups.setdefault((script.sha, slot), []).append(n)
+    members = list(groups.values())
+    sent = [calls[m[0]] if len(m) == 1 else batched(redis, [calls[n] for n in m]) for m in members]
+    replies = await _with_scripts_loaded(redis, sent)
+    results: list[Any] = [None] * len(calls)
+    for group, reply in zip(members, replies, strict=True):
+        if len(group) == 1:
+            results[group[0]] = reply
+            continue
+        for position, n in enumerate(group):
+            results[n] = reply if isinstance(reply, Exception) else reply[position]
+    return results
+
+
+async def _with_scripts_loaded(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
     results = await _pipeline(redis, calls)
     missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
@@ -110,3 +182,4 @@ def names() -> list[str]:
 
 
 _REGISTERED: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
+_BATCHED: weakref.WeakKeyDictionary[Any, dict[str, AsyncScript]] = weakref.WeakKeyDictionary()
