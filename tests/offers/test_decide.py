@@ -19,6 +19,7 @@ from widget_server.offers.decide import (
     Reason,
     VisitorState,
     decide,
+    prejudge,
 )
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC).timestamp()  # a Monday
@@ -251,6 +252,29 @@ def test_every_campaign_is_chosen_or_has_a_reason(
         assert s.last_purchase is None or not quiet or NOW - s.last_purchase >= quiet
         assert not (c.caps.per_session and s.shown_in_session.get(c.id, 0) >= c.caps.per_session)
         assert not (c.caps.never_on_payment and s.page_type == "payment")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(campaign_specs, st.booleans()), min_size=1, max_size=5),
+    st.lists(states, min_size=1, max_size=6),
+    signals | st.sampled_from([LiveSignal("c0"), LiveSignal("c1")]),
+)
+def test_deciding_for_many_visitors_at_once_decides_as_one_by_one(
+    specs: list[tuple[dict[str, Any], bool]], visitors: list[VisitorState], signal: Any
+) -> None:
+    """A live offer judges what does not depend on the visitor once per batch (prejudge);
+    every visitor's decision, trace included, is the one they would get alone."""
+    campaigns = [
+        campaign(f"c{i}", **{**spec, "trigger": {**spec["trigger"], "live": live}})
+        for i, (spec, live) in enumerate(specs)
+    ]
+    once = prejudge(campaigns, signal, NOW)
+    for n, visitor in enumerate(visitors):
+        alone = replace(visitor, visitor=f"v{n}")
+        assert decide(alone, campaigns, signal, NOW, prejudged=once) == decide(
+            alone, campaigns, signal, NOW
+        )
 
 
 def test_a_live_offer_skips_the_holdout_of_a_running_experiment() -> None:

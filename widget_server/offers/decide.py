@@ -223,18 +223,23 @@ def decide(
     signal: Signal,
     now: float,
     site: SitePolicy = UNLIMITED,
+    prejudged: Sequence[Rejection | None] | None = None,
 ) -> Decision:
     """Choose the offer for ``signal``: priority first, then expected value, then id.
 
     The site's frequency policy is checked here against the offers the visitor has seen; the
     reservation script checks it again atomically, counting offers sent and not yet seen.
+    ``prejudged``: :func:`prejudge` of the same campaigns, signal and time, when many visitors
+    are decided for at once.
     """
     campaigns = tuple(campaigns)
+    if prejudged is None:
+        prejudged = prejudge(campaigns, signal, now)
     eligible: list[Candidate] = []
     rejections: list[Rejection] = []
     day = period_keys(now, site.timezone)[0]
-    for campaign in campaigns:
-        outcome = evaluate(state, campaign, signal, now)
+    for campaign, refused in zip(campaigns, prejudged, strict=True):
+        outcome = refused or _evaluate_visitor(state, campaign, signal, now)
         if not isinstance(outcome, Rejection):
             outcome = site_refusal(state, outcome, signal, site.frequency, day, now) or outcome
         if isinstance(outcome, Rejection):
@@ -305,6 +310,21 @@ def evaluate(
     state: VisitorState, campaign: Campaign, signal: Signal, now: float
 ) -> Candidate | Rejection:
     """Whether one campaign may fire for ``signal`` now, and in which variant."""
+    return _refusal_for_all(campaign, signal, now) or _evaluate_visitor(
+        state, campaign, signal, now
+    )
+
+
+def prejudge(
+    campaigns: Sequence[Campaign], signal: Signal, now: float
+) -> tuple[Rejection | None, ...]:
+    """What each campaign answers every visitor before looking at them (not active, out of
+    schedule, another trigger): worked out once for a live offer to many visitors, where
+    usually one campaign of many is left to evaluate per visitor."""
+    return tuple(_refusal_for_all(campaign, signal, now) for campaign in campaigns)
+
+
+def _refusal_for_all(campaign: Campaign, signal: Signal, now: float) -> Rejection | None:
     cid = campaign.id
     if campaign.status != "active":
         return Rejection(cid, Reason.NOT_ACTIVE, campaign.status)
@@ -313,6 +333,14 @@ def evaluate(
     trigger_miss = _trigger_miss(campaign, signal)
     if trigger_miss:
         return Rejection(cid, Reason.WRONG_TRIGGER, trigger_miss)
+    return None
+
+
+def _evaluate_visitor(
+    state: VisitorState, campaign: Campaign, signal: Signal, now: float
+) -> Candidate | Rejection:
+    """:func:`evaluate` once the campaign is active, in schedule and triggered by ``signal``."""
+    cid = campaign.id
     not_before, threshold_miss = _thresholds(state, campaign, now, signal)
     if threshold_miss:
         return Rejection(cid, Reason.THRESHOLD, threshold_miss)

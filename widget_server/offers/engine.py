@@ -66,6 +66,7 @@ from .decide import (
     decide,
     offers_discount,
     period_keys,
+    prejudge,
 )
 from .texts import pick, wording_version
 
@@ -329,10 +330,11 @@ class OfferEngine:
         signal, now = LiveSignal(campaign_id), self._clock()
         started = time.perf_counter()
         work: list[_Live] = []
+        prejudged = prejudge(campaigns, signal, now)
         for sock in socks:
             if sock.last_view is not None:
                 state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
-                decision = decide(state, campaigns, signal, now, site)
+                decision = decide(state, campaigns, signal, now, site, prejudged)
                 first = decision.eligible[0] if decision.eligible else None
                 work.append(_Live(sock, state, decision, first))
         self._metrics.decision_seconds.observe(time.perf_counter() - started)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
 
+import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
@@ -82,19 +83,16 @@ class Scripts:
 
 ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[Any]]
 
-# The batch form of a script: the script as a function, called once per (keys, args) slice of
-# one call. ARGV[1] is the number of calls, then each call's key and argument counts, then every
-# call's arguments; KEYS are every call's keys in order. A call that fails gives its error in its
-# place and the others go on, as they would one by one.
+# The batch form of a script: the script as a function, called once per call. KEYS are every
+# call's keys in order; ARGV[1] is a JSON array with, per call, its number of keys and its
+# arguments (strings, as ARGV always holds): one argument to pack and send, decoded in C. A call
+# that fails gives its error in its place and the others go on, as they would one by one.
 _BATCH_DRIVER = """
-local calls = tonumber(ARGV[1])
-local out, ki, pos = {}, 1, 2 + 2 * calls
-for i = 1, calls do
-  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[ki]; ki = ki + 1 end
-  for j = 1, na do args[j] = ARGV[pos]; pos = pos + 1 end
-  local ok, result = pcall(one, keys, args)
+local out, ki = {}, 1
+for i, call in ipairs(cjson.decode(ARGV[1])) do
+  local keys = {}
+  for j = 1, call[1] do keys[j] = KEYS[ki]; ki = ki + 1 end
+  local ok, result = pcall(one, keys, call[2])
   if not ok then
     result = redis.error_reply(type(result) == 'table' and result.err or tostring(result))
   elseif result == nil then
@@ -122,13 +120,22 @@ def batched(redis: Any, calls: Sequence[ScriptCall]) -> ScriptCall:
         text = script.script if isinstance(script.script, str) else bytes(script.script).decode()
         batch = forms[script.sha] = redis.register_script(batch_source(text))
     keys: list[str] = []
-    counts: list[Any] = [len(calls)]
-    args: list[Any] = []
+    spec: list[tuple[int, list[str]]] = []
     for _, call_keys, call_args in calls:
         keys.extend(call_keys)
-        args.extend(call_args)
-        counts += (len(call_keys), len(call_args))
-    return batch, keys, counts + args
+        spec.append((len(call_keys), [_as_text(arg) for arg in call_args]))
+    return batch, keys, [msgspec.json.encode(spec)]
+
+
+def _as_text(arg: Any) -> str:
+    """An argument as Redis would hand it to a script: its text."""
+    if isinstance(arg, str):
+        return arg
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return bytes(arg).decode()
+    if isinstance(arg, float):
+        return repr(arg)
+    return str(arg)
 
 
 async def pipelined(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
