@@ -123,7 +123,7 @@ def batched(redis: Any, calls: Sequence[ScriptCall]) -> ScriptCall:
     spec: list[tuple[int, list[str]]] = []
     for _, call_keys, call_args in calls:
         keys.extend(call_keys)
-        spec.append((len(call_keys), [_as_text(arg) for arg in call_args]))
+        spec.append((len(call_keys), [a if type(a) is str else _as_text(a) for a in call_args]))
     return batch, keys, [msgspec.json.encode(spec)]
 
 
