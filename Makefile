@@ -50,8 +50,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -n $(JOBS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/realtime.py
-	$(BIN)/python benchmarks/offers.py
+	$(BIN)/python benchmarks/goals.py
 	$(BIN)/python benchmarks/cluster.py
 
 # A py-spy flame graph of a server process while a live offer reaches 2,000 visitors.

@@ -19,7 +19,7 @@ SERVER_KEYS = (
     "max_msgs_per_s",
     "rss_kib_per_idle_conn",
 )
-TARGET_KEYS = ("ratio", "p99_ms_at_1000", "rss_kib_per_idle_conn")
+TARGET_KEYS = ("ratio", "cpu_ratio", "p99_over_echo", "rss_over_echo")
 
 
 def _run_quick() -> dict[str, Any]:
