@@ -8,9 +8,10 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from widget_server.offers.assign import HOLDOUT, assign, bucket
-from widget_server.offers.campaigns import Campaign, parse_campaign
+from widget_server.offers.campaigns import Campaign, Condition, parse_campaign
 from widget_server.offers.decide import (
     ArmProbe,
     ExitIntentSignal,
@@ -18,6 +19,8 @@ from widget_server.offers.decide import (
     LiveSignal,
     Reason,
     VisitorState,
+    compiled,
+    condition_holds,
     decide,
     prejudge,
 )
@@ -275,6 +278,78 @@ def test_deciding_for_many_visitors_at_once_decides_as_one_by_one(
         assert decide(alone, campaigns, signal, NOW, prejudged=once) == decide(
             alone, campaigns, signal, NOW
         )
+
+
+texts = st.sampled_from(
+    [
+        "",
+        "Shoes",
+        "shoes",
+        "https://shop.test/p/1",
+        "*/p/*",
+        "S[h]oe?",
+        "DE",
+        "de",
+        "new",
+        "yes",
+        "bags*",
+        "[!a]*",
+        "Ümlaut",
+        "ümlaut",
+    ]
+)
+text_fields = st.sampled_from(
+    [
+        "url",
+        "page_type",
+        "device",
+        "visitor",
+        "identified",
+        "utm_source",
+        "referrer",
+        "landing_url",
+        "country",
+        "cart_category",
+        "cart_brand",
+        "cart_product",
+        "viewed_count",
+    ]
+)
+single_ops = st.sampled_from(
+    ["is", "is_not", "contains", "not_contains", "matches", "not_matches", "gte", "lte"]
+)
+
+
+def _condition(field: str, op: str, value: Any) -> Condition | None:
+    """The condition, or None where the campaign form would refuse it (gte on text...)."""
+    try:
+        return Condition(field=field, op=op, value=value)  # type: ignore[arg-type]
+    except ValidationError:
+        return None
+
+
+conditions = st.one_of(
+    st.builds(
+        _condition, text_fields, st.sampled_from(["in", "not_in"]), st.lists(texts, max_size=3)
+    ),
+    st.builds(_condition, text_fields, single_ops, texts | st.integers(-1, 5).map(float)),
+).filter(lambda c: c is not None)
+visitors_for_targeting = st.builds(
+    lambda url, country, cats, visits, viewed, ident: state(
+        page_url=url, country=country, cart_categories=frozenset(cats), visits=visits,
+        viewed_count=viewed, identified=ident, cart_brands=frozenset(cats[:1]),
+        cart_products=frozenset(cats[1:])),
+    texts, texts, st.lists(texts, max_size=3), st.integers(1, 3), st.integers(0, 5),
+    st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(conditions, visitors_for_targeting)
+def test_a_compiled_condition_holds_exactly_when_the_rule_does(
+    condition: Condition, s: VisitorState
+) -> None:
+    assert compiled(condition)(s) == condition_holds(s, condition)
 
 
 def test_a_live_offer_skips_the_holdout_of_a_running_experiment() -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -425,17 +426,87 @@ _TEXT_FIELDS = {
 
 
 def targeting_miss(state: VisitorState, campaign: Campaign) -> str:
-    """Empty when the visitor matches the targeting, else the first group's failing condition."""
+    """Empty when the visitor matches the targeting, else the first group's failing condition.
+    Each condition runs as its compiled predicate (:func:`compiled`), which holds exactly when
+    :func:`condition_holds` does."""
     groups = campaign.targeting.any
     if not groups:
         return ""
     first_miss = ""
     for group in groups:
-        miss = next((c for c in group.all if not condition_holds(state, c)), None)
+        miss = next((c for c in group.all if not compiled(c)(state)), None)
         if miss is None:
             return ""
         first_miss = first_miss or f"{miss.field} {miss.op} {miss.value!r}"
     return first_miss
+
+
+Predicate = Callable[[VisitorState], bool]
+# Compiled predicates by condition, with the condition itself so that a recycled id never finds
+# another condition's predicate. Campaigns live as long as their site's cache entry; the table
+# starts again when it grows past its bound.
+_COMPILED: dict[int, tuple[Condition, Predicate]] = {}
+_COMPILED_MAX = 8192
+_SETS = {"cart_category": "cart_categories", "cart_brand": "cart_brands",
+         "cart_product": "cart_products"}  # fmt: skip
+
+
+def compiled(condition: Condition) -> Predicate:
+    """``condition`` as a plain predicate on the visitor's state, built once per condition:
+    the field looked up, the value lowered, the wildcard turned into a regular expression ahead
+    of time. Holds exactly when :func:`condition_holds` does (a property test checks it)."""
+    known = _COMPILED.get(id(condition))
+    if known is not None and known[0] is condition:
+        return known[1]
+    predicate = _compile(condition)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(condition)] = (condition, predicate)
+    return predicate
+
+
+def _compile(condition: Condition) -> Predicate:
+    name, op, want = condition.field, condition.op, condition.value
+    if name == "viewed_count":
+        number = float(want) if isinstance(want, int | float) else math.nan
+        if op == "gte":
+            return lambda s: s.viewed_count >= number
+        if op == "lte":
+            return lambda s: s.viewed_count <= number
+        return lambda s: False
+    if op in ("gte", "lte"):
+        return lambda s: False
+    values = _lowered(name)
+    positive = op in ("is", "contains", "matches", "in")
+    hit: Callable[[list[str]], bool]
+    if isinstance(want, list):
+        wanted = frozenset(w.lower() for w in want)
+        hit = lambda vs: any(v in wanted for v in vs)  # noqa: E731
+    else:
+        target = str(want).lower()
+        if op in ("is", "is_not"):
+            hit = lambda vs: target in vs  # noqa: E731
+        elif op in ("contains", "not_contains"):
+            hit = lambda vs: any(target in v for v in vs)  # noqa: E731
+        else:
+            match = re.compile(fnmatch.translate(target)).match
+            hit = lambda vs: any(match(v) is not None for v in vs)  # noqa: E731
+    if positive:
+        return lambda s: hit(values(s))
+    return lambda s: not hit(values(s))
+
+
+def _lowered(name: str) -> Callable[[VisitorState], list[str]]:
+    """The state's values for a text field, lowered."""
+    if name in _TEXT_FIELDS:
+        attribute = _TEXT_FIELDS[name]
+        return lambda s: [str(getattr(s, attribute)).lower()]
+    if name == "visitor":
+        return lambda s: ["returning" if s.visits > 1 else "new"]
+    if name == "identified":
+        return lambda s: ["yes" if s.identified else "no"]
+    attribute = _SETS[name]
+    return lambda s: [v.lower() for v in getattr(s, attribute)]
 
 
 def _values(state: VisitorState, name: str) -> Sequence[str] | float:
