@@ -258,13 +258,14 @@ class OfferEngine:
         offer on a reconnect). Its earlier claim is returned then, and ``resend`` says whether
         to send it again.
         """
-        if sock.last_view is None or not await self.campaigns.active(sock.site):
+        view = sock.last_view
+        if view is None or not await self.campaigns.active(sock.site):
             return
         campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
         site = await self.site_policy(sock.site)
         now = self._clock()
         started = time.perf_counter()
-        state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
+        state = VisitorState.from_view(sock.visitor, view, sock.country)
         decision = decide(state, campaigns, signal, now, site)
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
         earlier = await self._earlier_claim(sock, decision, message_id) if again else None
@@ -332,8 +333,9 @@ class OfferEngine:
         work: list[_Live] = []
         prejudged = prejudge(campaigns, signal, now)
         for sock in socks:
-            if sock.last_view is not None:
-                state = VisitorState.from_view(sock.visitor, sock.last_view, sock.country)
+            view = sock.last_view
+            if view is not None:
+                state = VisitorState.from_view(sock.visitor, view, sock.country)
                 decision = decide(state, campaigns, signal, now, site, prejudged)
                 first = decision.eligible[0] if decision.eligible else None
                 work.append(_Live(sock, state, decision, first))
@@ -511,7 +513,7 @@ class OfferEngine:
         """The claim an earlier copy of this message made, if any (one pipelined read)."""
         if not decision.eligible:
             return None
-        field = f"m:{sock.last_view.session_id if sock.last_view else ''}:{message_id}"
+        field = f"m:{sock.session_id}:{message_id}"
         async with self._redis.pipeline(transaction=False) as pipe:
             for candidate in decision.eligible:
                 pipe.hget(

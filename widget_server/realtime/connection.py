@@ -66,9 +66,9 @@ class VisitorConnection:
     Slotted: a node holds tens of thousands of these, mostly idle."""
 
     __slots__ = (
-        "_attached", "_bucket", "_counted_site", "_forgotten", "_hello", "_max_frame", "address",
-        "armed", "connection_id", "consent_country", "country", "last_view", "services",
-        "session_id", "shown", "site", "visitor", "ws",
+        "_attached", "_bucket", "_counted_site", "_forgotten", "_hello", "_last_view",
+        "_max_frame", "address", "armed", "connection_id", "consent_country", "country",
+        "services", "session_id", "shown", "site", "visitor", "ws",
     )  # fmt: skip
 
     def __init__(self, ws: WebSocket, services: Services) -> None:
@@ -82,7 +82,7 @@ class VisitorConnection:
         self.consent_country = trusted_country(ws.headers, services.settings.consent_country_header)
         self.armed: str | None = None
         self.shown: str | None = None
-        self.last_view: SessionView | None = None
+        self._last_view: bytes | None = None
         self._hello: p.Hello | None = None
         self._forgotten = False
         self._attached = False
@@ -92,6 +92,17 @@ class VisitorConnection:
         settings = services.settings
         self._bucket = TokenBucket(rate=settings.rate_per_second, burst=settings.rate_burst)
         self._max_frame = settings.max_frame_bytes
+
+    @property
+    def last_view(self) -> SessionView | None:
+        """The visitor's state after this socket's last message. Kept as JSON: an idle socket
+        holds it for minutes, and its dictionaries would cost more than the socket itself."""
+        raw = self._last_view
+        return None if raw is None else SessionView.from_json(raw)
+
+    @last_view.setter
+    def last_view(self, view: SessionView | None) -> None:
+        self._last_view = None if view is None else view.to_json()
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:

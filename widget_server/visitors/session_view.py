@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import msgspec
 
 _json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,24 @@ class SessionView:
     profile: dict[str, str]
     duplicate: bool = False
     note: str = ""  # offer_shown: seen, forged, replayed or late (see lua/session_event.lua)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, duplicate: bool | None = None) -> SessionView:
+        """A view from the JSON the session scripts return (``{"s": {...}, "p": {...}, "dup":
+        0|1, "note": ...}``) or that :meth:`to_json` wrote."""
+        data = _json.decode(raw)
+        return cls(
+            session=data.get("s") or {},  # hash fields are strings already
+            profile=data.get("p") or {},
+            duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
+            note=str(data.get("note") or ""),
+        )
+
+    def to_json(self) -> bytes:
+        """The view as compact JSON (about a quarter of the memory of its dictionaries, for a
+        connection that keeps its visitor's last view while idle)."""
+        return _encode({"s": self.session, "p": self.profile, "dup": int(self.duplicate),
+                        "note": self.note})  # fmt: skip
 
     @property
     def session_id(self) -> str:

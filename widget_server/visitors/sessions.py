@@ -25,7 +25,6 @@ from ..store.scripts import Scripts
 from ..wire import protocol as p
 from .session_view import SessionView
 
-_json = msgspec.json.Decoder()
 # A hello and a beacon of one visitor without a session id this close together are one visit:
 # the page was left before the hello's welcome arrived, and the widget sent its queue by beacon.
 OPENING_WINDOW_MS = 5000
@@ -61,16 +60,7 @@ def landing_context(page: p.PageContext | None) -> dict[str, str]:
 
 
 def _view(raw: bytes | str, duplicate: bool | None = None) -> SessionView:
-    data = _json.decode(raw)
-    session = data.get("s") or {}
-    profile = data.get("p") or {}
-    # Hash fields come back from HGETALL as strings already: no per-field conversion.
-    return SessionView(
-        session=session,
-        profile=profile,
-        duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
-        note=str(data.get("note") or ""),
-    )
+    return SessionView.from_json(raw, duplicate)
 
 
 class SessionStore:
