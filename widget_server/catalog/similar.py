@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..offers.decide import VisitorState
+from ..visitors.session_view import SessionView
 from ..wire import protocol as p
 from .recommend import behaviour_weights
 from .store import CatalogStore, SimilarityIndexCache
@@ -65,14 +66,14 @@ class SimilarProducts:
             for s in scored
         ]
 
-    def observe(self, site: str, message: p.ClientMessage, state: VisitorState) -> None:
+    def observe(self, site: str, message: p.ClientMessage, view: SessionView) -> None:
         """Learn from a product view or a cart add, in the background."""
         if isinstance(message, p.ProductView):
-            self._count(site, "coview", state.viewed_ids)
+            self._count(site, "coview", view.viewed_ids)
             if self._worth_learning(site, message.product):
                 self._spawn(self.store.learn_from_product_view(site, message.product))
         elif isinstance(message, p.CartAdd):
-            cart = [pid for pid in state.cart_products if pid != message.item.id]
+            cart = [pid for pid in view.cart_products if pid != message.item.id]
             self._count(site, "cocart", [*sorted(cart), message.item.id])
 
     def _worth_learning(self, site: str, product: p.Product) -> bool:

@@ -149,7 +149,7 @@ class VisitorState:
             referrer=s.get("referrer", ""),
             landing_url=s.get("landing", ""),
             viewed_count=int(_f(s.get("products_viewed"))),
-            viewed_ids=tuple(str(v) for v in json.loads(s.get("viewed") or "[]") or ()),
+            viewed_ids=view.viewed_ids,
             country=country,
             last_purchase=_f(p.get("last_purchase")) or None,
             shown_in_session=shown_in_session,

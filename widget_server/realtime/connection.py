@@ -28,7 +28,7 @@ from ..errors import (
     ProtocolError,
     StoreUnavailable,
 )
-from ..offers.decide import LiveSignal, VisitorState
+from ..offers.decide import LiveSignal
 from ..offers.engine import signal_for
 from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
@@ -435,10 +435,8 @@ class VisitorConnection:
         if signal is not None:
             await offers.on_signal(self, signal, message.id, again=view.duplicate)
             return
-        state = None
         if isinstance(message, p.ProductView | p.CartAdd):
-            state = VisitorState.from_view(self.visitor, view, self.country)
-            self.services.similar.observe(self.site, message, state)
+            self.services.similar.observe(self.site, message, view)
         if isinstance(message, p.OfferClicked | p.OfferDismissed):
             await offers.count_interaction(self.site, message, time.time())
         if isinstance(message, p.Identify):
@@ -462,7 +460,7 @@ class VisitorConnection:
                 await self.services.mail.scheduler.purchased(
                     self.site, self.visitor, value=message.value, now=now
                 )
-        await offers.rearm(self, view, state)
+        await offers.rearm(self, view)
 
     async def _capture(self, message: p.OfferCapture) -> None:
         """An address from an email capture: recorded as an ``identify`` with the consent

@@ -5,7 +5,7 @@ offer and email code read visitors through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -31,6 +31,8 @@ class SessionView:
     profile: dict[str, str]
     duplicate: bool = False
     note: str = ""  # offer_shown: seen, forged, replayed or late (see lua/session_event.lua)
+    # The JSON this view was read from, when it says exactly what the view holds.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str, duplicate: bool | None = None) -> SessionView:
@@ -42,13 +44,27 @@ class SessionView:
             profile=data.get("p") or {},
             duplicate=bool(data.get("dup")) if duplicate is None else duplicate,
             note=str(data.get("note") or ""),
+            raw=raw if isinstance(raw, bytes) and duplicate is None else None,
         )
 
     def to_json(self) -> bytes:
         """The view as compact JSON (about a quarter of the memory of its dictionaries, for a
-        connection that keeps its visitor's last view while idle)."""
+        connection that keeps its visitor's last view while idle): the JSON it was read from
+        when there is one, so keeping it costs nothing."""
+        if self.raw is not None:
+            return self.raw
         return _encode({"s": self.session, "p": self.profile, "dup": int(self.duplicate),
                         "note": self.note})  # fmt: skip
+
+    @property
+    def viewed_ids(self) -> tuple[str, ...]:
+        """The products viewed in the session, oldest first."""
+        viewed = _json.decode(self.session.get("viewed") or "[]") or ()
+        return tuple(str(v) for v in viewed)
+
+    @property
+    def cart_products(self) -> frozenset[str]:
+        return frozenset(line.id for line in self.cart)
 
     @property
     def session_id(self) -> str:
