@@ -16,12 +16,12 @@ from urllib.parse import parse_qs, urlparse
 import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ..errors import StoreUnavailable, WidgetServerError
 from ..store.keys import Keys
 from ..store.replies import reply_text
-from ..store.scripts import Scripts
+from ..store.scripts import Scripts, pipelined
 from ..wire import protocol as p
 from .session_view import SessionView
 
@@ -282,7 +282,8 @@ class SessionStore:
 
 
 class _ApplyBatcher:
-    """Sends every ``apply_event`` call made in one event-loop turn as one pipeline.
+    """Sends every ``apply_event`` call made in one event-loop turn as one pipeline, the calls
+    on one slot as one call of the script's batch form (``store/scripts.pipelined``).
 
     A busy node applies messages from many sockets at once; one pipeline instead of one
     connection checkout and write per message cuts the client-side cost per message. A caller
@@ -321,14 +322,6 @@ class _ApplyBatcher:
     async def _execute(
         self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
     ) -> list[Any]:
-        sha = self._script.sha
-        for attempt in (1, 2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                await self._redis.script_load(self._script.script)  # after a restart or flush
-                continue
-            return results
-        return results
+        # One call of the script's batch form per slot (on one server: per batch), the
+        # script loaded again after a restart or a flush.
+        return await pipelined(self._redis, [(self._script, keys, args) for keys, args, _ in batch])
