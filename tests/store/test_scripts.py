@@ -76,7 +76,8 @@ def test_calls_sent_together_answer_as_one_by_one(
     store: str, request: pytest.FixtureRequest
 ) -> None:
     """Calls of one script on one slot go as one call of its batch form; each still gets its
-    own reply, a failing call its own error, and the others still run."""
+    own reply, a failing call its own error, and the others still run; scripts the store has
+    forgotten are loaded again."""
     if store == "cluster":
         url = request.getfixturevalue("valkey_cluster").seed_url
     else:
@@ -94,6 +95,7 @@ def test_calls_sent_together_answer_as_one_by_one(
         try:
             scripts = Scripts.of(client)
             await client.set(wrong, "x")
+            await client.script_flush()  # as after a restart: the scripts are loaded again
             together = await pipelined(client, [
                 (scripts.offer_trace, [key], [f"entry {n}", 2, 60])
                 for n, key in enumerate([*keys, wrong, keys[0], keys[0]])

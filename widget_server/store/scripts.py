@@ -178,9 +178,12 @@ async def _with_scripts_loaded(redis: Any, calls: Sequence[ScriptCall]) -> list[
 
 
 async def _pipeline(redis: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+    # EVALSHA itself: a script called on a pipeline makes redis-py ask SCRIPT EXISTS first, a
+    # round trip more per pipeline. A script the server does not know is answered NOSCRIPT and
+    # loaded then (_with_scripts_loaded).
     async with redis.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
-            await script(keys=list(keys), args=list(args), client=pipe)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
 
