@@ -22,7 +22,7 @@ from msgspec import Struct
 from .protocol import Push
 
 
-class Erased(Struct, frozen=True, kw_only=True, tag="erased", tag_field="type"):
+class Erased(Struct, frozen=True, gc=False, kw_only=True, tag="erased", tag_field="type"):
     """Relayed to a visitor's sockets when the visitor is erased: each withdraws every offer and
     closes. A node instruction, never sent to a widget."""
 
@@ -30,7 +30,7 @@ class Erased(Struct, frozen=True, kw_only=True, tag="erased", tag_field="type"):
 Relayed: TypeAlias = Push | Erased
 
 
-class Delivery(Struct, frozen=True, kw_only=True):
+class Delivery(Struct, frozen=True, gc=False, kw_only=True):
     """A message for some sockets of one node (``{"to": [connection ids], "msg": ...}``)."""
 
     to: list[str]
@@ -45,21 +45,23 @@ class CampaignsChanged(
     site: str
 
 
-class SiteChanged(Struct, frozen=True, kw_only=True, tag="site_changed", tag_field="kind"):
+class SiteChanged(
+    Struct, frozen=True, gc=False, kw_only=True, tag="site_changed", tag_field="kind"
+):
     """A site's settings changed: drop the cached site. Published by ``store/sites.py``, which
     sits below this layer and writes the same JSON itself."""
 
     site: str
 
 
-class LiveStarted(Struct, frozen=True, kw_only=True, tag="live", tag_field="kind"):
+class LiveStarted(Struct, frozen=True, gc=False, kw_only=True, tag="live", tag_field="kind"):
     """A live broadcast of a campaign started: offer it to the site's sockets."""
 
     site: str
     campaign: str
 
 
-class SitePush(Struct, frozen=True, kw_only=True, tag="push", tag_field="kind"):
+class SitePush(Struct, frozen=True, gc=False, kw_only=True, tag="push", tag_field="kind"):
     """A push for every socket of a site."""
 
     site: str

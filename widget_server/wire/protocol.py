@@ -73,23 +73,25 @@ Country = Annotated[str, Meta(max_length=2, pattern=r"^([A-Z]{2})?$")]
 Lang = Annotated[str, Meta(max_length=5, pattern=r"^([a-z]{2}(-[A-Za-z]{2})?)?$")]
 
 
-class _Message(Struct, frozen=True, kw_only=True):
+# Every struct of the protocol is plain data that never refers back to itself: gc=False keeps
+# them out of the cyclic garbage collector (tens of them per message, otherwise all tracked).
+class _Message(Struct, frozen=True, gc=False, kw_only=True):
     id: MessageId
 
 
-class PageContext(Struct, frozen=True, kw_only=True):
+class PageContext(Struct, frozen=True, gc=False, kw_only=True):
     url: Url
     title: ShortText = ""
     referrer: Url = ""
     page_type: PageType = "other"
 
 
-class Consent(Struct, frozen=True, kw_only=True):
+class Consent(Struct, frozen=True, gc=False, kw_only=True):
     analytics: bool = False
     marketing: bool = False
 
 
-class Product(Struct, frozen=True, kw_only=True):
+class Product(Struct, frozen=True, gc=False, kw_only=True):
     id: ProductId
     title: ShortText = ""
     price: Money | None = None
@@ -100,7 +102,7 @@ class Product(Struct, frozen=True, kw_only=True):
     image: Url = ""
 
 
-class CartItem(Struct, frozen=True, kw_only=True):
+class CartItem(Struct, frozen=True, gc=False, kw_only=True):
     id: ProductId
     quantity: Quantity = 1
     price: Money = 0.0
@@ -109,7 +111,7 @@ class CartItem(Struct, frozen=True, kw_only=True):
     brand: ShortText = ""
 
 
-class CartItemRef(Struct, frozen=True, kw_only=True):
+class CartItemRef(Struct, frozen=True, gc=False, kw_only=True):
     id: ProductId
     quantity: Quantity | None = None  # None removes the whole line
 
@@ -318,7 +320,7 @@ def message_from_object(raw: Any) -> ClientMessage:
 # --- server -> client --------------------------------------------------------------------------
 
 
-class ExitIntentConfig(Struct, frozen=True, kw_only=True):
+class ExitIntentConfig(Struct, frozen=True, gc=False, kw_only=True):
     """Thresholds the widget uses to detect exit intent (sent in ``welcome``)."""
 
     min_dwell_ms: int = 3000
@@ -330,7 +332,7 @@ class ExitIntentConfig(Struct, frozen=True, kw_only=True):
     tab_switch: bool = True
 
 
-class HesitationConfig(Struct, frozen=True, kw_only=True):
+class HesitationConfig(Struct, frozen=True, gc=False, kw_only=True):
     """Idle seconds per page type before the widget reports hesitation."""
 
     product: int = 20
@@ -338,14 +340,14 @@ class HesitationConfig(Struct, frozen=True, kw_only=True):
     checkout: int = 40
 
 
-class WidgetConfig(Struct, frozen=True, kw_only=True):
+class WidgetConfig(Struct, frozen=True, gc=False, kw_only=True):
     exit_intent: ExitIntentConfig = ExitIntentConfig()
     hesitation: HesitationConfig = HesitationConfig()
     heartbeat_s: int = 25
     max_frame_bytes: int = 16384
 
 
-class Welcome(Struct, frozen=True, kw_only=True, tag="welcome", tag_field="type"):
+class Welcome(Struct, frozen=True, gc=False, kw_only=True, tag="welcome", tag_field="type"):
     v: int
     session: str
     visitor: str
@@ -353,17 +355,19 @@ class Welcome(Struct, frozen=True, kw_only=True, tag="welcome", tag_field="type"
     config: WidgetConfig
 
 
-class Ack(Struct, frozen=True, kw_only=True, tag="ack", tag_field="type"):
+class Ack(Struct, frozen=True, gc=False, kw_only=True, tag="ack", tag_field="type"):
     ids: list[str]
 
 
-class Error(Struct, frozen=True, kw_only=True, tag="error", tag_field="type", omit_defaults=True):
+class Error(
+    Struct, frozen=True, gc=False, kw_only=True, tag="error", tag_field="type", omit_defaults=True
+):
     code: str
     message: str
     id: str | None = None
 
 
-class Pong(Struct, frozen=True, kw_only=True, tag="pong", tag_field="type"):
+class Pong(Struct, frozen=True, gc=False, kw_only=True, tag="pong", tag_field="type"):
     id: str
 
 
@@ -373,29 +377,29 @@ class Pong(Struct, frozen=True, kw_only=True, tag="pong", tag_field="type"):
 # (``omit_defaults``), so an absent field means "not part of this offer", never null.
 
 
-class OfferCta(Struct, frozen=True, kw_only=True):
+class OfferCta(Struct, frozen=True, gc=False, kw_only=True):
     label: str
     url: str  # "" when the call to action only closes the overlay
 
 
-class OfferTheme(Struct, frozen=True, kw_only=True):
+class OfferTheme(Struct, frozen=True, gc=False, kw_only=True):
     accent: str
     background: str
     text: str
     radius: int
 
 
-class OfferDiscount(Struct, frozen=True, kw_only=True):
+class OfferDiscount(Struct, frozen=True, gc=False, kw_only=True):
     type: str  # percent | fixed | free_shipping
     amount: float
 
 
-class FreeShipping(Struct, frozen=True, kw_only=True):
+class FreeShipping(Struct, frozen=True, gc=False, kw_only=True):
     threshold: float
     remaining: float  # what the cart still lacks, rounded to cents
 
 
-class OfferProduct(Struct, frozen=True, kw_only=True):
+class OfferProduct(Struct, frozen=True, gc=False, kw_only=True):
     id: str
     title: str
     price: float
@@ -404,7 +408,7 @@ class OfferProduct(Struct, frozen=True, kw_only=True):
     image: str
 
 
-class OfferReward(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class OfferReward(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """What an email capture gives, so the form can say what will happen: a code (shown at once,
     emailed with consent) and the button labels for both choices."""
 
@@ -414,14 +418,14 @@ class OfferReward(Struct, frozen=True, kw_only=True, omit_defaults=True):
     privacy_label: str = ""
 
 
-class OfferApply(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class OfferApply(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """How the shop applies the offer's code (see the site's ``apply_code``)."""
 
     mode: str  # shopify | url | callback
     param: str = "coupon"  # url: the query parameter
 
 
-class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class OfferBody(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     id: str  # "<campaign>.<variant>", echoed in offer reports and matched by withdraw
     campaign: str
     variant: str
@@ -446,19 +450,19 @@ class OfferBody(Struct, frozen=True, kw_only=True, omit_defaults=True):
     not_before: int | None = None  # arm: unix time in milliseconds
 
 
-class Arm(Struct, frozen=True, kw_only=True, tag="arm", tag_field="type"):
+class Arm(Struct, frozen=True, gc=False, kw_only=True, tag="arm", tag_field="type"):
     """Keep this offer ready; show it on the next exit intent (no code claimed yet)."""
 
     offer: OfferBody
 
 
-class Offer(Struct, frozen=True, kw_only=True, tag="offer", tag_field="type"):
+class Offer(Struct, frozen=True, gc=False, kw_only=True, tag="offer", tag_field="type"):
     """Show this offer now (with the code claimed for the visitor, if any)."""
 
     offer: OfferBody
 
 
-class Reward(Struct, frozen=True, kw_only=True, tag="reward", tag_field="type"):
+class Reward(Struct, frozen=True, gc=False, kw_only=True, tag="reward", tag_field="type"):
     """The answer to ``offer_capture``: the code for the address (if the campaign gives one)
     and what happens by email."""
 
@@ -472,7 +476,7 @@ class Reward(Struct, frozen=True, kw_only=True, tag="reward", tag_field="type"):
 ALL_OFFERS = "*"
 
 
-class Withdraw(Struct, frozen=True, kw_only=True, tag="withdraw", tag_field="type"):
+class Withdraw(Struct, frozen=True, gc=False, kw_only=True, tag="withdraw", tag_field="type"):
     """Remove the offer with this id, or every offer (:data:`ALL_OFFERS`)."""
 
     offer: str
