@@ -140,6 +140,14 @@ ops = st.lists(
 @example(ops=[("signal", 0, 0, "exit", "sent", False), ("signal", 1, 1, "exit", None, True),
               ("paint", 0, 0, None), ("wait", TIMEOUT_S + 1), ("signal", 1, 1, "exit", None, True)],
          per_session=1, per_day=2, live_per_session=1, visitor="v-0000")  # fmt: skip
+# A report whose campaign step a crash cut short, sent again once the next visit has begun
+# (it counts), and sent again days later (the campaign has forgotten it: it does not).
+@example(ops=[("signal", 0, 0, "exit", None, True), ("signal", 1, 0, "live", None, False),
+              ("paint", 0, 0, "seen_by_visitor"), ("new_visit",), ("resend", 1, 0)],
+         per_session=1, per_day=1, live_per_session=0, visitor="v-0000")  # fmt: skip
+@example(ops=[("signal", 0, 0, "exit", None, True), ("signal", 1, 0, "live", None, False),
+              ("paint", 0, 0, "seen_by_visitor"), ("wait", 4 * 86400), ("resend", 1, 0)],
+         per_session=1, per_day=1, live_per_session=0, visitor="v-0000")  # fmt: skip
 @given(
     ops=ops,
     per_session=st.integers(1, 2),

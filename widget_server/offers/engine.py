@@ -683,16 +683,21 @@ class OfferEngine:
     # --- what the visitor saw ----------------------------------------------------------------
     async def on_shown(self, sock: Visit, message: p.OfferShown, view: SessionView) -> None:
         """Step 4: the widget painted an offer. The visitor's slot has judged the report (the
-        view's note); a seen offer is now confirmed on the campaign's slot."""
-        if view.duplicate:
-            # Sent again after a failure: finish the campaign's step if the visitor's was done.
+        view's note); a seen offer is now confirmed on the campaign's slot.
+
+        A report sent again after a failure between the two slots finishes the campaign's step
+        if the visitor's was done: in the same session (a duplicate message id) or, when the
+        visit ended meanwhile, in the next one (the visitor's slot calls it ``replayed``).
+        Confirming is idempotent, so a true replay counts nothing twice."""
+        again = view.duplicate or view.note == "replayed"
+        if again:
             if not message.claim or not await self._redis.hexists(
                 self._keys.held(sock.site, sock.visitor), f"done:{message.claim}"
             ):
+                self._refused(view.note)
                 return
         elif view.note != "seen":
-            if view.note:
-                self._metrics.offer_reports_refused.labels(view.note).inc()
+            self._refused(view.note)
             return
         campaign, _ = await self.offer_of(sock.site, message.offer)
         if campaign is None:
@@ -700,8 +705,16 @@ class OfferEngine:
         self._after_step("seen_by_visitor")
         now = self._clock()
         outcome = await self.confirm(sock.site, sock.visitor, campaign, message.claim, now)
-        if outcome == "seen" and not view.duplicate:
+        if again:
+            if outcome != "seen":
+                self._refused(view.note)  # the campaign had it already: a replay
+            return
+        if outcome == "seen":
             await self._record_seen(sock, message.offer, now)
+
+    def _refused(self, note: str) -> None:
+        if note and note != "seen":
+            self._metrics.offer_reports_refused.labels(note).inc()
 
     async def confirm(
         self, site: str, visitor: str, campaign: Campaign, token: str, now: float

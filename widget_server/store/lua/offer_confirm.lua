@@ -6,7 +6,7 @@
 -- the reservation's own time does not matter here: one that ran out is kept for a day for a
 -- report sent again after a failure between the two slots.
 -- Returns 'seen', 'replayed' (seen before) or 'unknown' (no such reservation: a report sent
--- again more than a day later, or for another visitor or campaign).
+-- again more than a day after the reservation ran out, or for another visitor or campaign).
 local now, token = tonumber(ARGV[1]), ARGV[2]
 local v = KEYS[1]
 local raw = redis.call('HGET', v, 'p:' .. token)
@@ -17,6 +17,9 @@ end
 local r = cjson.decode(raw)
 redis.call('HDEL', v, 'p:' .. token)
 redis.call('ZREM', KEYS[4], token)
+if r.exp and r.exp < now - 86400 then
+  return 'unknown'  -- kept a day after it ran out, as offer_claim.lua prunes it: forgotten now
+end
 redis.call('HSET', v, 'c:' .. token, now)
 redis.call('HINCRBY', v, 's:' .. r.sid, 1)
 redis.call('HINCRBY', v, 'd:' .. r.day, 1)
