@@ -26,42 +26,39 @@ def run(script: str, *args: str) -> dict[str, Any]:
     return result
 
 
+def row(figure: str, product: Any, baseline: Any, baseline_is: str | None, ratio: Any,
+        goal: str, met: bool) -> dict[str, Any]:  # fmt: skip
+    return {"figure": figure, "product": product, "baseline": baseline,
+            "baseline_is": baseline_is, "ratio": ratio, "goal": goal, "met": met}  # fmt: skip
+
+
 def table(realtime: dict[str, Any], offers: dict[str, Any]) -> list[dict[str, Any]]:
     product, echo = realtime["product"], realtime["echo"]
     cpu = [r["closed_loop_cpu"].get("server_cpu_us_per_msg") for r in (product, echo)]
-    live = offers["live_vs_bare_app"]
+    live, decision = offers["live_vs_bare_app"], offers["decision"]
     met_rt, met_offers = realtime["met"], offers["goals"]
+    echo_app = "bare echo app"
     return [
-        {"figure": "live offer to visitors on one process, first to last served (s)",
-         "product": live["live_offer_s"], "baseline": live["bare_app_broadcast_s"],
-         "baseline_is": "bare Starlette app sending one prepared payload to as many sockets",
-         "ratio": live["live_over_bare_app"], "goal": "ratio <= 2",
-         "met": met_offers["live_over_bare_app"]["met"]},
-        {"figure": "server CPU per message, closed loop (us)", "product": cpu[0],
-         "baseline": cpu[1], "baseline_is": "bare echo app",
-         "ratio": realtime["ratio_server_cpu_per_msg"], "goal": "echo / product >= 0.4",
-         "met": met_rt["cpu_ratio"]},
-        {"figure": "max messages/s, closed loop", "product": product["max_msgs_per_s"],
-         "baseline": echo["max_msgs_per_s"], "baseline_is": "bare echo app",
-         "ratio": realtime["ratio_msgs_per_s"], "goal": "product / echo >= 0.4",
-         "met": met_rt["ratio"]},
-        {"figure": "RSS per idle connection (KiB)", "product": product["rss_kib_per_idle_conn"],
-         "baseline": echo["rss_kib_per_idle_conn"], "baseline_is": "bare echo app",
-         "ratio": realtime["rss_over_echo"], "goal": "product / echo <= 1.1",
-         "met": met_rt["rss_over_echo"]},
-        {"figure": "event -> ack p99 at the offered rate (ms)", "product": product["p99_ms"],
-         "baseline": echo["p99_ms"], "baseline_is": "bare echo app",
-         "ratio": realtime["p99_over_echo"], "goal": "product / echo <= 1.5",
-         "met": met_rt["p99_over_echo"]},
-        {"figure": "decision for 20 campaigns, pure CPU (us)",
-         "product": offers["decision"]["decision_us"],
-         "baseline": offers["decision"]["parse_frame_us"], "baseline_is": "parsing one frame",
-         "ratio": offers["decision"]["decision_over_parse"], "goal": "product <= 25 us",
-         "met": met_offers["decision_us"]["met"]},
-        {"figure": "store round trips per exit-intent signal",
-         "product": offers["round_trips"]["round_trips_per_exit_signal"], "baseline": None,
-         "baseline_is": None, "ratio": None, "goal": "<= 2",
-         "met": met_offers["round_trips_per_exit_signal"]["met"]},
+        row("live offer to visitors on one process, first to last served (s)",
+            live["live_offer_s"], live["bare_app_broadcast_s"],
+            "bare Starlette app sending one prepared payload to as many sockets",
+            live["live_over_bare_app"], "ratio <= 2", met_offers["live_over_bare_app"]["met"]),
+        row("server CPU per message, closed loop (us)", cpu[0], cpu[1], echo_app,
+            realtime["ratio_server_cpu_per_msg"], "echo / product >= 0.4", met_rt["cpu_ratio"]),
+        row("max messages/s, closed loop", product["max_msgs_per_s"], echo["max_msgs_per_s"],
+            echo_app, realtime["ratio_msgs_per_s"], "product / echo >= 0.4", met_rt["ratio"]),
+        row("RSS per idle connection (KiB)", product["rss_kib_per_idle_conn"],
+            echo["rss_kib_per_idle_conn"], echo_app, realtime["rss_over_echo"],
+            "product / echo <= 1.1", met_rt["rss_over_echo"]),
+        row("event -> ack p99 at the offered rate (ms)", product["p99_ms"], echo["p99_ms"],
+            echo_app, realtime["p99_over_echo"], "product / echo <= 1.5",
+            met_rt["p99_over_echo"]),
+        row("decision for 20 campaigns, pure CPU (us)", decision["decision_us"],
+            decision["parse_frame_us"], "parsing one frame", decision["decision_over_parse"],
+            "product <= 25 us", met_offers["decision_us"]["met"]),
+        row("store round trips per exit-intent signal",
+            offers["round_trips"]["round_trips_per_exit_signal"], None, None, None, "<= 2",
+            met_offers["round_trips_per_exit_signal"]["met"]),
     ]  # fmt: skip
 
 
