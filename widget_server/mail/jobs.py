@@ -287,7 +287,6 @@ class MailScheduler:
         self, site: str, visitor: str, view: SessionView, *, now: float, locale: str | None = None
     ) -> ScheduleResult:
         """:meth:`visitor_left` with everything taken from the session view the store returned."""
-        viewed = json.loads(view.session.get("viewed") or "[]")
         return await self.visitor_left(
             site,
             visitor,
@@ -297,7 +296,7 @@ class MailScheduler:
             consent=marketing_consent(view.profile),
             locale=locale,
             product_views=int(view.session.get("products_viewed") or 0),
-            viewed=[str(v) for v in viewed] if isinstance(viewed, list) else [],
+            viewed=list(view.viewed_ids),
             checkout=view.session.get("checkout") == "1",
         )
 

@@ -59,7 +59,9 @@ class SessionView:
     @property
     def viewed_ids(self) -> tuple[str, ...]:
         """The products viewed in the session, oldest first."""
-        viewed = _json.decode(self.session.get("viewed") or "[]") or ()
+        viewed = _json.decode(self.session.get("viewed") or "[]")
+        if not isinstance(viewed, list):  # Lua's cjson writes an empty table as {}
+            return ()
         return tuple(str(v) for v in viewed)
 
     @property

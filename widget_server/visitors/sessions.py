@@ -59,10 +59,6 @@ def landing_context(page: p.PageContext | None) -> dict[str, str]:
     return context
 
 
-def _view(raw: bytes | str, duplicate: bool | None = None) -> SessionView:
-    return SessionView.from_json(raw, duplicate)
-
-
 class SessionStore:
     """The Redis adapter for sessions, profiles and visitor erasure."""
 
@@ -135,7 +131,7 @@ class SessionStore:
         except RedisError as exc:
             raise StoreUnavailable(f"could not open the session: {exc}") from exc
         session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
-        return OpenedSession(session_id, bool(resumed), _view(raw))
+        return OpenedSession(session_id, bool(resumed), SessionView.from_json(raw))
 
     async def _open(
         self, site: str, visitor: str, resume: str, new_id: str, args: list[Any]
@@ -189,7 +185,7 @@ class SessionStore:
             raise SessionExpired(session_id)
         if isinstance(result, Exception):
             raise StoreUnavailable(f"could not apply {message.id}: {result}")
-        return _view(result)
+        return SessionView.from_json(result)
 
     async def apply_batch(
         self,
@@ -218,7 +214,7 @@ class SessionStore:
             elif isinstance(result, Exception):
                 raise StoreUnavailable(f"could not apply the batch: {result}")
             else:
-                out.append(_view(result))
+                out.append(SessionView.from_json(result))
         return out
 
     async def snapshot(self, site: str, visitor: str, session_id: str) -> SessionView | None:
