@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,16 +15,29 @@ from widget_server.offers.assign import HOLDOUT, assign, bucket
 from widget_server.offers.campaigns import Campaign, Condition, parse_campaign
 from widget_server.offers.decide import (
     ArmProbe,
+    Candidate,
+    Decision,
     ExitIntentSignal,
     HesitationSignal,
     LiveSignal,
     Reason,
+    Rejection,
+    SitePolicy,
     VisitorState,
+    _cap_rejection,
+    _refusal_for_all,
+    _thresholds,
     compiled,
     condition_holds,
     decide,
+    holding_out,
+    offers_discount,
+    period_keys,
     prejudge,
+    site_limit,
+    targeting_miss,
 )
+from widget_server.store.frequency import Frequency
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC).timestamp()  # a Monday
 
@@ -280,6 +294,132 @@ def test_deciding_for_many_visitors_at_once_decides_as_one_by_one(
         )
 
 
+def reference_decision(
+    s: VisitorState, campaigns: tuple[Campaign, ...], signal: Any, now: float, site: SitePolicy
+) -> Decision:
+    """The decision as its rules read, one check after another for every campaign, with
+    nothing worked out ahead or kept between calls."""
+    eligible: list[Candidate] = []
+    rejections: list[Rejection] = []
+    live = isinstance(signal, LiveSignal)
+    for c in campaigns:
+        outcome: Candidate | Rejection | None = _refusal_for_all(c, signal, now)
+        not_before, miss = _thresholds(s, c, now, signal)
+        if outcome is None and miss:
+            outcome = Rejection(c.id, Reason.THRESHOLD, miss)
+        if outcome is None and targeting_miss(s, c):
+            outcome = Rejection(c.id, Reason.TARGETING, targeting_miss(s, c))
+        outcome = outcome or _cap_rejection(s, c, now)
+        if outcome is None and s.cart_value < c.min_cart_value:
+            detail = f"cart {s.cart_value:g} < {c.min_cart_value:g}"
+            outcome = Rejection(c.id, Reason.MIN_CART, detail)
+        if outcome is None and site.frequency.limits:
+            limit = site_limit(s, live, offers_discount(c), site.frequency, site.timezone, now)
+            outcome = Rejection(c.id, *limit) if limit else None
+        if outcome is None:
+            eligible.append(Candidate(c, assign(c, s.visitor), not_before))
+        else:
+            assert isinstance(outcome, Rejection)
+            rejections.append(outcome)
+    eligible.sort(key=lambda e: (-e.campaign.priority, -e.campaign.expected_value, e.campaign.id))
+    rejections += [Rejection(e.campaign.id, Reason.LOWER_PRIORITY) for e in eligible[1:]]
+    chosen = eligible[0] if eligible else None
+    if chosen is not None and chosen.variant == HOLDOUT:
+        rejections.append(Rejection(chosen.campaign.id, Reason.HOLDOUT, "control group"))
+    elif chosen is not None and live:
+        held = holding_out(s.visitor, campaigns, chosen.campaign.id)
+        if held is not None:
+            rejections.append(Rejection(chosen.campaign.id, Reason.EXPERIMENT_HOLDOUT, held))
+            return Decision(None, (), tuple(rejections))
+    return Decision(chosen, tuple(eligible), tuple(rejections))
+
+
+full_specs = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["active", "active", "paused"]),
+        "priority": st.integers(0, 3),
+        "expected_value": st.sampled_from([0.0, 1.0]),
+        "holdout": st.sampled_from([0.0, 0.3]),
+        "trigger": st.fixed_dictionaries(
+            {"exit_intent": st.lists(kinds, unique=True), "live": st.booleans(),
+             "hesitation": st.dictionaries(page_types, st.integers(1, 120), max_size=2),
+             "min_time_on_site_s": st.sampled_from([0, 0, 120, 900]),
+             "min_time_on_page_s": st.sampled_from([0, 0, 90]),
+             "min_cart_value": st.sampled_from([0, 20]),
+             "min_pages": st.sampled_from([0, 0, 4])},
+        ).filter(lambda t: t["exit_intent"] or t["live"] or t["hesitation"]),
+        "schedule": st.sampled_from([{}, {"hours": [9, 17]}, {"weekdays": [0, 1, 2]}]),
+        "caps": st.fixed_dictionaries(
+            {"per_session": st.integers(0, 2), "per_visitor_day": st.integers(0, 2),
+             "per_visitor_week": st.integers(0, 3), "dismiss_cooldown_minutes": st.integers(0, 60),
+             "quiet_days_after_purchase": st.integers(0, 10),
+             "never_on_payment": st.booleans()}
+        ),
+        "targeting": st.sampled_from([
+            {}, {"any": [{"all": [{"field": "url", "op": "not_matches", "value": "*/sale/*"}]}]},
+            {"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]},
+                     {"all": [{"field": "viewed_count", "op": "gte", "value": 2}]}]},
+        ]),
+        "variants": st.sampled_from([
+            [{"key": "a", "offer": {"kind": "message", "headline": "Hi"}}],
+            [{"key": "a", "offer": {"kind": "message", "headline": "Hi"}},
+             {"key": "b", "offer": {"kind": "discount", "headline": "10%"},
+              "discount": {"type": "percent", "amount": 10, "code_strategy": "static",
+                           "static_code": "TEN",
+                           "min_cart_value": 10}}],
+        ]),
+    }
+)  # fmt: skip
+visits = st.builds(
+    lambda n, pt, url, device, cart, pages, viewed, since, shown, seen_ago, dismissed, bought,
+    site_seen: state(
+        visitor=f"v{n}", page_type=pt, page_url=url, device=device, cart_value=cart,
+        pages=pages, viewed_count=viewed, started=NOW - since, page_started=NOW - since / 2,
+        shown_in_session={"c0": shown, "c1": shown},
+        shown_at={"c0": (NOW - seen_ago,), "c2": (NOW - seen_ago, NOW - 2 * seen_ago)},
+        dismissals={"c1": (dismissed, NOW - 600)} if dismissed else {},
+        last_purchase=None if bought is None else NOW - bought,
+        site_overlays=site_seen, site_live=site_seen, site_day="20261123",
+        site_day_overlays=site_seen, site_day_live=site_seen,
+        site_discount_at=NOW - 86400 * site_seen),
+    st.integers(0, 3), page_types, st.sampled_from(["https://shop.test/sale/1", "https://s.t/p"]),
+    st.sampled_from(["mobile", "desktop"]), st.sampled_from([0.0, 15.0, 80.0]),
+    st.integers(0, 5), st.integers(0, 3), st.sampled_from([30.0, 600.0, 3600.0]),
+    st.integers(0, 2), st.sampled_from([60.0, 3 * 86400.0]), st.integers(0, 2),
+    st.none() | st.sampled_from([3600.0, 20 * 86400.0]), st.integers(0, 2),
+)  # fmt: skip
+policies = st.builds(
+    lambda per_session, per_day, discount_days, live: SitePolicy(
+        Frequency(per_session=per_session, per_day=per_day, discount_days=discount_days,
+                  live_per_session=live, live_per_day=live), "Europe/Berlin"),
+    st.integers(0, 2), st.integers(0, 2), st.sampled_from([0, 1, 7]), st.integers(0, 2),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(full_specs, min_size=1, max_size=5),
+    st.lists(
+        st.tuples(visits, signals | st.sampled_from([LiveSignal("c0"), LiveSignal("c1")]),
+                  st.sampled_from([0, 600, 8 * 3600, 3 * 86400]), policies),
+        min_size=1, max_size=6,
+    ),
+)  # fmt: skip
+def test_a_decision_is_the_one_its_rules_give_one_check_after_another(
+    specs: list[dict[str, Any]], calls: list[tuple[VisitorState, Any, int, SitePolicy]]
+) -> None:
+    """What the decision works out once per campaign and keeps between calls (what each
+    campaign answers every visitor, compiled targeting, the arm of recent visitors, the
+    site's limits once per call) never changes a decision or its reasons: visitors, signals,
+    times and site policies one after another on the same campaigns, as a node decides."""
+    campaigns = tuple(campaign(f"c{i}", **spec) for i, spec in enumerate(specs))
+    for s, signal, later, site in calls:
+        now = NOW + later
+        assert decide(s, campaigns, signal, now, site) == reference_decision(
+            s, campaigns, signal, now, site
+        )
+
+
 texts = st.sampled_from(
     [
         "",
@@ -382,3 +522,20 @@ def test_no_live_offer_ever_reaches_a_holdout_visitor(share: float, n: int) -> N
     visitor = f"v{n}"
     chosen = decide(state(visitor=visitor), [experiment, live], LiveSignal("flash"), NOW).chosen
     assert (chosen is None) == (assign(experiment, visitor) == HOLDOUT)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.floats(datetime(1980, 1, 1, tzinfo=UTC).timestamp(),
+              datetime(2100, 1, 1, tzinfo=UTC).timestamp()),
+    st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "America/St_Johns",
+                     "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kolkata"]),
+)  # fmt: skip
+def test_cap_periods_are_the_local_day_and_iso_week_of_the_moment(
+    moment: float, timezone: str
+) -> None:
+    """Keys are worked out once per quarter of an hour; every moment still gets its own local
+    day and week, across changes of offset (half-hour and 45-minute zones included)."""
+    local = datetime.fromtimestamp(moment, ZoneInfo(timezone))
+    year, week, _ = local.isocalendar()
+    assert period_keys(moment, timezone) == (local.strftime("%Y%m%d"), f"{year}w{week:02d}")

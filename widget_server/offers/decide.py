@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from ..store.frequency import Frequency
@@ -183,8 +184,9 @@ UNLIMITED = SitePolicy(Frequency(per_session=0, per_day=0, discount_days=0,
                                  live_per_session=0, live_per_day=0))  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(NamedTuple):
+    """Why a campaign was not chosen (a tuple: decisions make many, and cheaply)."""
+
     campaign_id: str
     reason: Reason
     detail: str = ""
@@ -233,28 +235,39 @@ def decide(
     ``prejudged``: :func:`prejudge` of the same campaigns, signal and time, when many visitors
     are decided for at once.
     """
-    campaigns = tuple(campaigns)
+    deck = deck_of(campaigns)
     if prejudged is None:
-        prejudged = prejudge(campaigns, signal, now)
-    eligible: list[Candidate] = []
+        prejudged = deck.prejudge(signal, now)
+    ranked: list[tuple[int, Candidate, _Plan]] = []
     rejections: list[Rejection] = []
-    day = period_keys(now, site.timezone)[0]
-    for campaign, refused in zip(campaigns, prejudged, strict=True):
-        outcome = refused or _evaluate_visitor(state, campaign, signal, now)
-        if not isinstance(outcome, Rejection):
-            outcome = site_refusal(state, outcome, signal, site.frequency, day, now) or outcome
+    policy = site.frequency if site.frequency.limits else None
+    live = isinstance(signal, LiveSignal)
+    limits: dict[bool, tuple[Reason, str] | None] = {}  # by "offers a discount"
+    for plan, refused, rank in zip(deck.plans, prejudged, deck.ranks, strict=True):
+        if refused is not None:
+            rejections.append(refused)
+            continue
+        outcome = plan.evaluate(state, signal, now)
         if isinstance(outcome, Rejection):
             rejections.append(outcome)
-        else:
-            eligible.append(outcome)
-    eligible.sort(key=lambda c: (-c.campaign.priority, -c.campaign.expected_value, c.campaign.id))
+            continue
+        if policy is not None:
+            discount = plan.discount
+            if discount not in limits:
+                limits[discount] = site_limit(state, live, discount, policy, site.timezone, now)
+            limit = limits[discount]
+            if limit is not None:
+                rejections.append(Rejection(plan.campaign.id, *limit))
+                continue
+        ranked.append((rank, outcome, plan))
+    ranked.sort()  # ranks are unique within a deck: candidates are never compared
+    eligible = [candidate for _, candidate, _ in ranked]
+    rejections.extend(plan.lower for _, _, plan in ranked[1:])
     chosen = eligible[0] if eligible else None
-    for other in eligible[1:]:
-        rejections.append(Rejection(other.campaign.id, Reason.LOWER_PRIORITY))
     if chosen is not None and chosen.variant == HOLDOUT:
         rejections.append(Rejection(chosen.campaign.id, Reason.HOLDOUT, "control group"))
-    elif chosen is not None and isinstance(signal, LiveSignal):
-        experiment = holding_out(state.visitor, campaigns, chosen.campaign.id)
+    elif chosen is not None and live:
+        experiment = holding_out(state.visitor, deck.campaigns, chosen.campaign.id)
         if experiment is not None:
             rejections.append(Rejection(chosen.campaign.id, Reason.EXPERIMENT_HOLDOUT, experiment))
             return Decision(None, (), tuple(rejections))
@@ -268,30 +281,32 @@ def offers_discount(campaign: Campaign) -> bool:
     return any(v.discount is not None for v in campaign.variants)
 
 
-def site_refusal(
+def site_limit(
     state: VisitorState,
-    candidate: Candidate,
-    signal: Signal,
+    live: bool,
+    discount: bool,
     policy: Frequency,
-    day: str,
+    timezone: str,
     now: float,
-) -> Rejection | None:
-    """The site's frequency policy against what the visitor has seen (every arm alike)."""
-    cid = candidate.campaign.id
-    same_day = state.site_day == day
-    if isinstance(signal, LiveSignal):
+) -> tuple[Reason, str] | None:
+    """The site's frequency policy against what the visitor has seen, for a live offer or an
+    overlay, from a campaign that offers a discount or not (every arm alike: it depends on
+    nothing else). ``timezone``: the site's, where its days start."""
+    if live:
         if policy.live_per_session and state.site_live >= policy.live_per_session:
-            return Rejection(cid, Reason.SITE_LIVE_SESSION, str(policy.live_per_session))
-        if policy.live_per_day and same_day and state.site_day_live >= policy.live_per_day:
-            return Rejection(cid, Reason.SITE_LIVE_DAY, str(policy.live_per_day))
+            return Reason.SITE_LIVE_SESSION, str(policy.live_per_session)
+        if (policy.live_per_day and state.site_day_live >= policy.live_per_day
+                and state.site_day == period_keys(now, timezone)[0]):  # fmt: skip
+            return Reason.SITE_LIVE_DAY, str(policy.live_per_day)
         return None
     if policy.per_session and state.site_overlays >= policy.per_session:
-        return Rejection(cid, Reason.SITE_SESSION, str(policy.per_session))
-    if policy.per_day and same_day and state.site_day_overlays >= policy.per_day:
-        return Rejection(cid, Reason.SITE_DAY, str(policy.per_day))
+        return Reason.SITE_SESSION, str(policy.per_session)
+    if (policy.per_day and state.site_day_overlays >= policy.per_day
+            and state.site_day == period_keys(now, timezone)[0]):  # fmt: skip
+        return Reason.SITE_DAY, str(policy.per_day)
     window = policy.discount_days * 86_400
-    if window and offers_discount(candidate.campaign) and now - state.site_discount_at < window:
-        return Rejection(cid, Reason.SITE_DISCOUNT, str(policy.discount_days))
+    if window and discount and now - state.site_discount_at < window:
+        return Reason.SITE_DISCOUNT, str(policy.discount_days)
     return None
 
 
@@ -311,9 +326,8 @@ def evaluate(
     state: VisitorState, campaign: Campaign, signal: Signal, now: float
 ) -> Candidate | Rejection:
     """Whether one campaign may fire for ``signal`` now, and in which variant."""
-    return _refusal_for_all(campaign, signal, now) or _evaluate_visitor(
-        state, campaign, signal, now
-    )
+    plan = plan_of(campaign)
+    return plan.refusal_for_all(signal, now) or plan.evaluate(state, signal, now)
 
 
 def prejudge(
@@ -322,7 +336,7 @@ def prejudge(
     """What each campaign answers every visitor before looking at them (not active, out of
     schedule, another trigger): worked out once for a live offer to many visitors, where
     usually one campaign of many is left to evaluate per visitor."""
-    return tuple(_refusal_for_all(campaign, signal, now) for campaign in campaigns)
+    return deck_of(campaigns).prejudge(signal, now)
 
 
 def _refusal_for_all(campaign: Campaign, signal: Signal, now: float) -> Rejection | None:
@@ -337,24 +351,163 @@ def _refusal_for_all(campaign: Campaign, signal: Signal, now: float) -> Rejectio
     return None
 
 
-def _evaluate_visitor(
-    state: VisitorState, campaign: Campaign, signal: Signal, now: float
-) -> Candidate | Rejection:
-    """:func:`evaluate` once the campaign is active, in schedule and triggered by ``signal``."""
-    cid = campaign.id
-    not_before, threshold_miss = _thresholds(state, campaign, now, signal)
-    if threshold_miss:
-        return Rejection(cid, Reason.THRESHOLD, threshold_miss)
-    missed = targeting_miss(state, campaign)
-    if missed:
-        return Rejection(cid, Reason.TARGETING, missed)
-    cap = _cap_rejection(state, campaign, now)
-    if cap is not None:
-        return cap
-    minimum = campaign.min_cart_value
-    if state.cart_value < minimum:
-        return Rejection(cid, Reason.MIN_CART, f"cart {state.cart_value:g} < {minimum:g}")
-    return Candidate(campaign, assign(campaign, state.visitor), not_before)
+class _Plan:
+    """What the decision reads of one campaign, worked out once (campaigns are immutable; a
+    change is a new object): what it answers every visitor for a signal (cached when its
+    schedule does not depend on the time), its compiled targeting, which thresholds and caps
+    it sets at all, one shared candidate per arm (recent visitors' arms are kept in
+    :data:`_ARMS`). The checks themselves are the functions below, so a plan decides exactly
+    as they do."""
+
+    __slots__ = ("campaign", "candidates", "caps", "cid", "discount", "groups",
+                 "lower", "min_cart", "on_page", "on_site", "refusals", "thresholds",
+                 "timeless")  # fmt: skip
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign, self.cid = campaign, campaign.id
+        sched, t, caps = campaign.schedule, campaign.trigger, campaign.caps
+        self.timeless = campaign.status != "active" or (
+            sched.start is None and sched.end is None and sched.hours is None
+            and len(sched.weekdays) == 7
+        )  # fmt: skip
+        self.refusals: dict[Signal, Rejection | None] = {}
+        # Whether any threshold other than time is set (the time ones are cheap to check).
+        self.thresholds = bool(
+            t.min_pages or t.min_cart_value or t.max_cart_value is not None
+            or t.min_cart_items or t.left_checkout or t.returning_visitor is not None
+        )  # fmt: skip
+        self.on_site, self.on_page = t.min_time_on_site_s, t.min_time_on_page_s
+        self.groups = tuple(
+            tuple(compiled(c) for c in group.all) for group in campaign.targeting.any
+        )
+        self.caps = bool(
+            caps.never_on_payment or caps.quiet_days_after_purchase or caps.per_session
+            or caps.per_visitor_day or caps.per_visitor_week or caps.dismiss_cooldown_minutes
+        )  # fmt: skip
+        self.min_cart = campaign.min_cart_value
+        self.discount = offers_discount(campaign)
+        self.lower = Rejection(campaign.id, Reason.LOWER_PRIORITY)
+        self.candidates = {key: Candidate(campaign, key)
+                           for key in (HOLDOUT, *(v.key for v in campaign.variants))}  # fmt: skip
+
+    def refusal_for_all(self, signal: Signal, now: float) -> Rejection | None:
+        if not self.timeless:
+            return _refusal_for_all(self.campaign, signal, now)
+        try:
+            return self.refusals[signal]
+        except KeyError:
+            refused = _refusal_for_all(self.campaign, signal, now)
+            if len(self.refusals) < _SIGNALS_KEPT:  # hesitation signals carry their seconds
+                self.refusals[signal] = refused
+            return refused
+
+    def evaluate(self, state: VisitorState, signal: Signal, now: float) -> Candidate | Rejection:
+        """:func:`evaluate` once the campaign is active, in schedule and triggered by
+        ``signal``."""
+        campaign, cid = self.campaign, self.cid
+        if self.thresholds:
+            not_before, threshold_miss = _thresholds(state, campaign, now, signal)
+            if threshold_miss:
+                return Rejection(cid, Reason.THRESHOLD, threshold_miss)
+        else:  # what _thresholds checks when only the times are set
+            on_site, on_page = state.started + self.on_site, state.page_started + self.on_page
+            ready = on_site if on_site > on_page else on_page
+            not_before = 0.0
+            if ready > now:
+                if not isinstance(signal, ArmProbe):
+                    return Rejection(cid, Reason.THRESHOLD, _too_soon(ready, now))
+                not_before = ready
+        for predicates in self.groups:
+            for predicate in predicates:
+                if not predicate(state):
+                    break
+            else:
+                break  # this group holds
+        else:
+            if self.groups:
+                return Rejection(cid, Reason.TARGETING, targeting_miss(state, campaign))
+        if self.caps and (
+            state.last_purchase is not None or state.page_type == "payment"
+            or cid in state.shown_in_session or cid in state.shown_at or cid in state.dismissals
+        ):  # fmt: skip
+            cap = _cap_rejection(state, campaign, now)
+            if cap is not None:
+                return cap
+        if state.cart_value < self.min_cart:
+            detail = f"cart {state.cart_value:g} < {self.min_cart:g}"
+            return Rejection(cid, Reason.MIN_CART, detail)
+        key = (self, state.visitor)
+        arm = _ARMS.get(key)
+        if arm is None:
+            if len(_ARMS) >= _ARMS_KEPT:
+                _ARMS.clear()
+            arm = _ARMS[key] = self.candidates[assign(campaign, state.visitor)]
+        return arm if not not_before else Candidate(campaign, arm.variant, not_before)
+
+
+_SIGNALS_KEPT = 64
+# The arm (a shared candidate) of recent visitors, by plan and visitor; starts again when full.
+_ARMS: dict[tuple[_Plan, str], Candidate] = {}
+_ARMS_KEPT = 65_536
+# Plans by campaign, with the campaign itself so that a recycled id never finds another
+# campaign's plan. The table starts again when it grows past its bound.
+_PLANS: dict[int, _Plan] = {}
+_PLANS_MAX = 4096
+_DECKS_MAX = 1024
+
+
+class _Deck:
+    """The plans of a site's campaigns, in order, and what each answers every visitor for a
+    signal, kept when no schedule depends on the time."""
+
+    __slots__ = ("campaigns", "plans", "prejudged", "ranks", "timeless")
+
+    def __init__(self, campaigns: tuple[Campaign, ...]) -> None:
+        self.campaigns = campaigns
+        self.plans = tuple(plan_of(campaign) for campaign in campaigns)
+        # Each campaign's place in the order of choice: priority, then expected value, then id.
+        order = sorted(
+            range(len(campaigns)),
+            key=lambda i: (-campaigns[i].priority, -campaigns[i].expected_value, campaigns[i].id),
+        )
+        self.ranks = tuple(sorted(range(len(campaigns)), key=order.__getitem__))
+        self.timeless = all(plan.timeless for plan in self.plans)
+        self.prejudged: dict[Signal, tuple[Rejection | None, ...]] = {}
+
+    def prejudge(self, signal: Signal, now: float) -> tuple[Rejection | None, ...]:
+        known = self.prejudged.get(signal) if self.timeless else None
+        if known is None:
+            known = tuple(plan.refusal_for_all(signal, now) for plan in self.plans)
+            if self.timeless and len(self.prejudged) < _SIGNALS_KEPT:
+                self.prejudged[signal] = known
+        return known
+
+
+_DECKS: dict[int, _Deck] = {}
+
+
+def deck_of(campaigns: Iterable[Campaign]) -> _Deck:
+    """The deck of a tuple of campaigns (the campaign store's cached tuple is the same object
+    until the site's campaigns change); a new one for anything else."""
+    if not isinstance(campaigns, tuple):
+        return _Deck(tuple(campaigns))
+    deck = _DECKS.get(id(campaigns))
+    if deck is not None and deck.campaigns is campaigns:
+        return deck
+    if len(_DECKS) >= _DECKS_MAX:
+        _DECKS.clear()
+    deck = _DECKS[id(campaigns)] = _Deck(campaigns)
+    return deck
+
+
+def plan_of(campaign: Campaign) -> _Plan:
+    plan = _PLANS.get(id(campaign))
+    if plan is not None and plan.campaign is campaign:
+        return plan
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    plan = _PLANS[id(campaign)] = _Plan(campaign)
+    return plan
 
 
 def in_schedule(campaign: Campaign, now: float) -> bool:
@@ -414,8 +567,12 @@ def _thresholds(
         return 0.0, "returning visitor" if state.visits > 1 else "new visitor"
     ready = max(state.started + t.min_time_on_site_s, state.page_started + t.min_time_on_page_s)
     if now < ready and not isinstance(signal, ArmProbe):
-        return 0.0, f"{ready - now:.0f}s before the time on site/page is reached"
+        return 0.0, _too_soon(ready, now)
     return (ready if ready > now else 0.0), ""
+
+
+def _too_soon(ready: float, now: float) -> str:
+    return f"{ready - now:.0f}s before the time on site/page is reached"
 
 
 _TEXT_FIELDS = {
@@ -476,37 +633,38 @@ def _compile(condition: Condition) -> Predicate:
         return lambda s: False
     if op in ("gte", "lte"):
         return lambda s: False
-    values = _lowered(name)
     positive = op in ("is", "contains", "matches", "in")
-    hit: Callable[[list[str]], bool]
+    one: Callable[[str], bool]  # the test on one lowered value
     if isinstance(want, list):
-        wanted = frozenset(w.lower() for w in want)
-        hit = lambda vs: any(v in wanted for v in vs)  # noqa: E731
+        one = frozenset(w.lower() for w in want).__contains__
     else:
         target = str(want).lower()
         if op in ("is", "is_not"):
-            hit = lambda vs: target in vs  # noqa: E731
+            one = target.__eq__
         elif op in ("contains", "not_contains"):
-            hit = lambda vs: any(target in v for v in vs)  # noqa: E731
+            one = lambda v: target in v  # noqa: E731
         else:
             match = re.compile(fnmatch.translate(target)).match
-            hit = lambda vs: any(match(v) is not None for v in vs)  # noqa: E731
+            one = lambda v: match(v) is not None  # noqa: E731
+    if name in _SETS:  # several values: a hit when any of them passes
+        attribute = _SETS[name]
+        if positive:
+            return lambda s: any(one(v.lower()) for v in getattr(s, attribute))
+        return lambda s: not any(one(v.lower()) for v in getattr(s, attribute))
+    value = _lowered(name)
     if positive:
-        return lambda s: hit(values(s))
-    return lambda s: not hit(values(s))
+        return lambda s: one(value(s))
+    return lambda s: not one(value(s))
 
 
-def _lowered(name: str) -> Callable[[VisitorState], list[str]]:
-    """The state's values for a text field, lowered."""
-    if name in _TEXT_FIELDS:
-        attribute = _TEXT_FIELDS[name]
-        return lambda s: [str(getattr(s, attribute)).lower()]
+def _lowered(name: str) -> Callable[[VisitorState], str]:
+    """The state's value for a single-valued text field, lowered."""
     if name == "visitor":
-        return lambda s: ["returning" if s.visits > 1 else "new"]
+        return lambda s: "returning" if s.visits > 1 else "new"
     if name == "identified":
-        return lambda s: ["yes" if s.identified else "no"]
-    attribute = _SETS[name]
-    return lambda s: [v.lower() for v in getattr(s, attribute)]
+        return lambda s: "yes" if s.identified else "no"
+    attribute = _TEXT_FIELDS[name]
+    return lambda s: str(getattr(s, attribute)).lower()
 
 
 def _values(state: VisitorState, name: str) -> Sequence[str] | float:
@@ -550,6 +708,9 @@ def condition_holds(state: VisitorState, condition: Condition) -> bool:
 
 
 def _cap_rejection(state: VisitorState, campaign: Campaign, now: float) -> Rejection | None:
+    """The first of the campaign's caps that refuses the visitor. Each needs one of: a last
+    purchase, the payment page, or the campaign among those the visitor saw or dismissed
+    (:meth:`_Plan.evaluate` calls this only then)."""
     caps, cid = campaign.caps, campaign.id
     if caps.never_on_payment and state.page_type == "payment":
         return Rejection(cid, Reason.PAYMENT_STEP)
@@ -579,9 +740,19 @@ def _cap_rejection(state: VisitorState, campaign: Campaign, now: float) -> Rejec
     return None
 
 
-@lru_cache(maxsize=4096)
 def period_keys(moment: float, timezone: str) -> tuple[str, str]:
-    """The (day, ISO week) a moment falls in, in the campaign's time zone: cap counter keys."""
-    local = datetime.fromtimestamp(moment, ZoneInfo(timezone))
+    """The (day, ISO week) a moment falls in, in the campaign's time zone: cap counter keys.
+
+    Worked out once per quarter of an hour: every time zone's offset and changes of offset are
+    whole quarters of an hour (since the 1970s), so its days and weeks start on such a
+    boundary and every moment of one quarter has the same keys."""
+    fraction, whole = math.modf(moment)
+    whole += round(fraction * 1e6) // 1_000_000  # whole seconds as datetime rounds them
+    return _period_keys(int(whole // 900), timezone)
+
+
+@lru_cache(maxsize=4096)
+def _period_keys(quarter: int, timezone: str) -> tuple[str, str]:
+    local = datetime.fromtimestamp(quarter * 900, ZoneInfo(timezone))
     year, week, _ = local.isocalendar()
     return local.strftime("%Y%m%d"), f"{year}w{week:02d}"

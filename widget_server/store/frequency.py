@@ -29,6 +29,12 @@ class Frequency(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     live_per_session: Count = 1
     live_per_day: Count = 2
 
+    @property
+    def limits(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.per_session or self.per_day or self.discount_days
+                    or self.live_per_session or self.live_per_day)  # fmt: skip
+
     def describe(self) -> str:
         """The policy in words, for the admin and the command line."""
 
