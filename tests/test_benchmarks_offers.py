@@ -14,7 +14,9 @@ from .support import run_benchmark
 def test_offers_benchmark_quick_run_reports_its_numbers() -> None:
     result = json.loads(run_benchmark("offers.py", timeout=240))
     assert result["decision"]["decision_us"] > 0 and result["decision"]["campaigns"] == 20
-    assert result["round_trips"]["round_trips_per_exit_signal"] >= 2
+    trips = result["round_trips"]
+    # The signal's slot and the campaign's slot: at least two before the offer goes out.
+    assert trips["round_trips_per_exit_signal"] >= trips["round_trips_before_the_offer"] >= 2
     assert result["fan_out"]["sessions"] == 200 and result["fan_out"]["live_offer_s"] > 0
     yardstick = result["live_vs_bare_app"]
     assert yardstick["sessions"] == 200 and yardstick["bare_app_broadcast_s"] > 0

@@ -103,6 +103,33 @@ def test_decision_trace_says_why_each_campaign_was_not_chosen(
     }
 
 
+def test_an_exit_signal_follows_what_another_tab_changed_meanwhile(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    """The offer for an exit signal is chosen from what its tab last knew, and its place under
+    the site's policy is reserved as the signal is recorded. When another tab of the visit
+    changed the cart in between, the signal's own view decides, and the place reserved for
+    the earlier choice is given back: the site allows one offer per visit, so a place kept
+    would refuse the right offer."""
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [
+        message_campaign("anyone", priority=10),
+        message_campaign("big-carts", priority=50, trigger={"min_cart_value": 30}),
+    ])  # fmt: skip
+    visitor = new_visitor()
+    with Client(server.ws_url) as a, Client(server.ws_url) as b:
+        sid = a.hello(site, visitor)["session"]
+        assert a.recv_until("arm")["offer"]["id"] == "anyone.a"
+        b.hello(site, visitor, session=sid)
+        added = b.event("cart_add", item={"id": "P1", "price": 50, "quantity": 1})
+        assert added["type"] == "ack"
+        offer = exit_intent(a)
+    assert offer is not None and offer["id"] == "big-carts.a"
+    held = r.hgetall(Keys().held(site, visitor))
+    places = [json.loads(value)["o"] for field, value in held.items() if ":" not in field]
+    assert places == ["big-carts.a"]
+
+
 def test_caps_hold_across_tabs_and_processes(two_nodes: Nodes, redis_url: str) -> None:
     a, b = two_nodes
     site = add_site(redis_url)

@@ -262,11 +262,14 @@ async def _play(
                 crash_at[0] = crash
                 try:
                     if what == "exit":
+                        # As a connection does: the offer's place is reserved as the signal
+                        # is recorded, from what this tab last knew.
                         message = p.ExitIntent(id=f"m{next(ids)}", kind="top_edge")
-                        tab.last_view = await sessions[n].apply(
-                            site, visitor, tab.session_id, message, now=CLOCK.now
+                        tab.last_view, prepared, places = await engine.record_signal(
+                            tab, message, now=CLOCK.now
                         )
-                        await engine.on_signal(tab, ExitIntentSignal("top_edge"), message.id)
+                        await engine.on_signal(tab, ExitIntentSignal("top_edge"), message.id,
+                                               prepared=prepared, places=places)  # fmt: skip
                     else:
                         await engine.on_signal(tab, LiveSignal("flash"),
                                                f"live:flash:{tab.session_id}", resend=False,

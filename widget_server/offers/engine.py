@@ -36,6 +36,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ..errors import StoreUnavailable
 from ..metrics import Metrics
 from ..store.bus import Bus
 from ..store.keys import Keys
@@ -44,7 +45,7 @@ from ..store.replies import reply_text
 from ..store.scripts import ScriptCall, Scripts, pipelined
 from ..store.sites import SiteRegistry
 from ..visitors.session_view import SessionView
-from ..visitors.sessions import SessionStore
+from ..visitors.sessions import Places, SessionStore
 from ..wire import nodes
 from ..wire import protocol as p
 from .assign import HOLDOUT
@@ -154,6 +155,31 @@ class ClaimResult:
     token: str = ""  # the reservation to confirm when the offer is seen ("" for the holdout)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSignal:
+    """The decision for an exit signal, made before the signal is recorded from the visitor's
+    last view, and the places the signal's own script is to reserve for its offers
+    (:meth:`OfferEngine.prepare`): the signal and the reservation go in one round trip."""
+
+    signal: Signal
+    state: VisitorState
+    decision: Decision
+    site: SitePolicy
+    now: float
+    tokens: tuple[str, ...]  # a reservation token per eligible offer, best first
+    places: bytes | None  # the request (lua/session_event.lua); None: nothing to reserve
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    """Where the claim starts: eligible offer ``start`` holds a place under ``token`` (""
+    when it is past the last), the ones before it were refused (``late``)."""
+
+    start: int
+    token: str
+    late: list[Rejection]
+
+
 SITE_REFUSALS = {
     "site_session": Reason.SITE_SESSION,
     "site_day": Reason.SITE_DAY,
@@ -243,6 +269,61 @@ class OfferEngine:
             return SitePolicy()
         return SitePolicy(record.frequency, record.timezone)
 
+    async def record_signal(
+        self, sock: OfferSocket, message: p.ExitIntent | p.Hesitation, *, now: float
+    ) -> tuple[SessionView, PreparedSignal | None, Places | None]:
+        """Apply an exit signal to the session, reserving its offer's place in the same script
+        call when a decision could be made first (:meth:`prepare`). Pass what it returns to
+        :meth:`on_signal`. Raises what :meth:`SessionStore.apply` raises."""
+        signal = signal_for(message)
+        assert signal is not None
+        try:
+            prepared = await self.prepare(sock, signal)
+        except (RedisError, StoreUnavailable):  # decided again after the signal is recorded
+            prepared = None
+        sessions = self._sessions
+        if prepared is None or prepared.places is None:
+            view = await sessions.apply(sock.site, sock.visitor, sock.session_id, message, now=now)
+            return view, prepared, None
+        view, places = await sessions.apply_signal(
+            sock.site, sock.visitor, sock.session_id, message, prepared.places, now=now
+        )
+        return view, prepared, places
+
+    async def prepare(self, sock: OfferSocket, signal: Signal) -> PreparedSignal | None:
+        """Decide for an exit signal before it is recorded, from the visitor's last view (an
+        exit signal changes nothing the decision reads). :meth:`on_signal` uses the decision
+        when the view the signal's script returns gives the same state, so the reservation
+        the script made holds; else it decides again and gives the place back."""
+        view = sock.last_view
+        if view is None or not await self.campaigns.active(sock.site):
+            return None
+        campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
+        site = await self.site_policy(sock.site)
+        now = self._clock()
+        started = time.perf_counter()
+        state = VisitorState.from_view(sock.visitor, view, sock.country)
+        decision = decide(state, campaigns, signal, now, site)
+        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        tokens = tuple(secrets.token_hex(8) for _ in decision.eligible)
+        places = None
+        if decision.eligible:
+            places = msgspec.json.encode(
+                {
+                    "sid": state.session_id,
+                    "day": period_keys(now, site.timezone)[0],
+                    "until": now + self.seen_timeout_s,
+                    "policy": site.frequency,
+                    "offers": [
+                        {"token": token, "offer": c.offer_id,
+                         "rule": int(offers_discount(c.campaign)),
+                         "check": int(c.variant == HOLDOUT), "disc": int(_shows_discount(c))}
+                        for token, c in zip(tokens, decision.eligible, strict=True)
+                    ],
+                }
+            )  # fmt: skip
+        return PreparedSignal(signal, state, decision, site, now, tokens, places)
+
     async def on_signal(
         self,
         sock: OfferSocket,
@@ -251,23 +332,37 @@ class OfferEngine:
         *,
         resend: bool = True,
         again: bool = False,
+        prepared: PreparedSignal | None = None,
+        places: Places | None = None,
     ) -> None:
         """Decide and claim for a signal; send ``offer`` (or ``withdraw`` if nothing may show).
 
         ``again``: the message id may have been claimed before (a signal sent again, a live
         offer on a reconnect). Its earlier claim is returned then, and ``resend`` says whether
-        to send it again.
+        to send it again. ``prepared`` and ``places``: the decision made before the signal was
+        recorded, and what its script reserved (:meth:`prepare`).
         """
         view = sock.last_view
         if view is None or not await self.campaigns.active(sock.site):
+            await self._give_back(sock, prepared, places)
             return
-        campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
-        site = await self.site_policy(sock.site)
-        now = self._clock()
-        started = time.perf_counter()
         state = VisitorState.from_view(sock.visitor, view, sock.country)
-        decision = decide(state, campaigns, signal, now, site)
-        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        reserved: _Reserved | None = None
+        if (
+            prepared is not None
+            and state == prepared.state
+            and (places is not None or prepared.places is None)
+        ):
+            decision, site, now = prepared.decision, prepared.site, prepared.now
+            reserved = _reserved(prepared, places)
+        else:  # the view changed meanwhile (another tab), or the signal was recorded before
+            await self._give_back(sock, prepared, places)
+            campaigns = await self.campaigns.for_site(sock.site)  # paused ones too
+            site = await self.site_policy(sock.site)
+            now = self._clock()
+            started = time.perf_counter()
+            decision = decide(state, campaigns, signal, now, site)
+            self._metrics.decision_seconds.observe(time.perf_counter() - started)
         earlier = await self._earlier_claim(sock, decision, message_id) if again else None
         chosen: Candidate | None
         claim: ClaimResult | None
@@ -276,12 +371,19 @@ class OfferEngine:
             chosen, claim = earlier
         else:
             chosen, claim, late = await self._claim_first(
-                sock, decision, state, signal, site, message_id, now
+                sock, decision, state, signal, site, message_id, now, reserved
             )
         if claim is not None and claim.status == "replay" and not resend:
             return
         await self._deliver(sock, signal, state, chosen, claim)
         await self._record_trace(sock, signal, decision, chosen, late, now)
+
+    async def _give_back(
+        self, sock: OfferSocket, prepared: PreparedSignal | None, places: Places | None
+    ) -> None:
+        """Release the place a signal's script reserved for a decision that no longer holds."""
+        if prepared is not None and places is not None and places.chosen:
+            await self.release(sock.site, sock.visitor, prepared.tokens[places.chosen - 1])
 
     async def _deliver(
         self,
@@ -476,13 +578,20 @@ class OfferEngine:
         site: SitePolicy,
         message_id: str,
         now: float,
+        reserved: _Reserved | None = None,
     ) -> tuple[Candidate | None, ClaimResult | None, list[Rejection]]:
-        """Reserve and claim the best candidate that both the site and its campaign allow."""
-        late: list[Rejection] = []
-        for candidate in decision.eligible:
-            token = secrets.token_hex(8)
+        """Reserve and claim the best candidate that both the site and its campaign allow
+        (``reserved``: where the signal's script left the reservation)."""
+        late: list[Rejection] = list(reserved.late) if reserved is not None else []
+        eligible = decision.eligible
+        for n in range(reserved.start if reserved is not None else 0, len(eligible)):
+            candidate = eligible[n]
             try:
-                refused = await self.reserve(sock, state, candidate, signal, site, token, now)
+                if reserved is not None and n == reserved.start:
+                    token, refused = reserved.token, None  # reserved by the signal's script
+                else:
+                    token = secrets.token_hex(8)
+                    refused = await self.reserve(sock, state, candidate, signal, site, token, now)
                 self._after_step("reserved")
                 if refused is not None:
                     late.append(refused)
@@ -557,8 +666,6 @@ class OfferEngine:
         now: float,
     ) -> tuple[list[str], list[Any]]:
         k, campaign = self._keys, candidate.campaign
-        variant = campaign.variant(candidate.variant)
-        shows_discount = variant is not None and variant.discount is not None
         return (
             [
                 k.held(sock.site, sock.visitor),
@@ -576,7 +683,7 @@ class OfferEngine:
                 candidate.offer_id,
                 state.session_id,
                 "1" if candidate.variant == HOLDOUT else "0",
-                "1" if shows_discount else "0",
+                "1" if _shows_discount(candidate) else "0",
             ],
         )
 
@@ -1041,6 +1148,25 @@ def _trace_entry(
         {"campaign": r.campaign_id, "reason": str(r.reason), "detail": r.detail} for r in late
     ]
     return {"at": now, "signal": _describe(signal), **trace}
+
+
+def _shows_discount(candidate: Candidate) -> bool:
+    variant = candidate.campaign.variant(candidate.variant)
+    return variant is not None and variant.discount is not None
+
+
+def _reserved(prepared: PreparedSignal, places: Places | None) -> _Reserved:
+    """Where the claim of a prepared signal starts, from what its script reserved."""
+    eligible = prepared.decision.eligible
+    if places is None:  # nothing to reserve
+        return _Reserved(len(eligible), "", [])
+    late = [
+        Rejection(eligible[number - 1].campaign.id, SITE_REFUSALS[reason], str(int(limit)))
+        for number, reason, limit in places.refused
+    ]
+    if not places.chosen:
+        return _Reserved(len(eligible), "", late)
+    return _Reserved(places.chosen - 1, prepared.tokens[places.chosen - 1], late)
 
 
 def _refusal(candidate: Candidate, result: Any) -> Rejection | None:

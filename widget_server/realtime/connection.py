@@ -29,10 +29,10 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..offers.decide import LiveSignal
-from ..offers.engine import signal_for
+from ..offers.engine import PreparedSignal, signal_for
 from ..store.sites import Site, origin_allowed
 from ..visitors.session_view import SessionView
-from ..visitors.sessions import SessionExpired
+from ..visitors.sessions import Places, SessionExpired
 from ..wire import protocol as p
 from .consent import (
     after_identify,
@@ -406,26 +406,42 @@ class VisitorConnection:
 
     async def _apply(self, message: p.ClientMessage) -> SessionView | None:
         sessions = self.services.sessions
+        prepared: PreparedSignal | None = None
+        places: Places | None = None
         try:
-            view = await self._store_call(
-                sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
-                message.id,
-            )
-        except SessionExpired:
+            if isinstance(message, p.ExitIntent | p.Hesitation):
+                view, prepared, places = await self._store_call(
+                    self.services.offers.record_signal(self, message, now=time.time()),
+                    message.id,
+                )
+            else:
+                view = await self._store_call(
+                    sessions.apply(self.site, self.visitor, self.session_id, message,
+                                   now=time.time()),
+                    message.id,
+                )  # fmt: skip
+        except SessionExpired:  # nothing was recorded or reserved
             await self._start_session(resume=None)
+            prepared = None
             view = await self._store_call(
                 sessions.apply(self.site, self.visitor, self.session_id, message, now=time.time()),
                 message.id,
             )
         await self.send(p.Ack(ids=[message.id]))
         try:
-            await self._after_change(message, view)
+            await self._after_change(message, view, prepared, places)
         except (RedisError, StoreUnavailable) as exc:  # the state change itself is recorded
             self.services.metrics.redis_errors.inc()
             log.warning("offer step failed", extra={"error": str(exc), "site": self.site})
         return view
 
-    async def _after_change(self, message: p.ClientMessage, view: SessionView) -> None:
+    async def _after_change(
+        self,
+        message: p.ClientMessage,
+        view: SessionView,
+        prepared: PreparedSignal | None = None,
+        places: Places | None = None,
+    ) -> None:
         offers = self.services.offers
         self.last_view = view
         if isinstance(message, p.OfferShown):
@@ -434,7 +450,9 @@ class VisitorConnection:
             return
         signal = signal_for(message)
         if signal is not None:
-            await offers.on_signal(self, signal, message.id, again=view.duplicate)
+            await offers.on_signal(
+                self, signal, message.id, again=view.duplicate, prepared=prepared, places=places
+            )
             return
         if isinstance(message, p.ProductView | p.CartAdd):
             self.services.similar.observe(self.site, message, view)

@@ -36,6 +36,19 @@ class SessionExpired(WidgetServerError):
     """The session a message refers to no longer exists (TTL ran out or it was erased)."""
 
 
+_json = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Places:
+    """What an exit signal's script reserved (:meth:`SessionStore.apply_signal`): the number of
+    the offer a place was reserved for, counting from 1 (0: none), and the offers refused
+    before it as ``[number, reason, limit]``."""
+
+    chosen: int
+    refused: list[list[Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class OpenedSession:
     session_id: str
@@ -180,12 +193,39 @@ class SessionStore:
         round trip (see :class:`_ApplyBatcher`); each still runs as its own atomic script.
         """
         keys, args = self._apply_call(site, visitor, session_id, message, now)
+        return SessionView.from_json(await self._run(keys, args, session_id, message))
+
+    async def apply_signal(
+        self,
+        site: str,
+        visitor: str,
+        session_id: str,
+        message: p.ExitIntent | p.Hesitation,
+        places: bytes,
+        *,
+        now: float,
+    ) -> tuple[SessionView, Places | None]:
+        """:meth:`apply` for an exit signal, reserving in the same script call a place under the
+        site's frequency policy for the first of the offers it may show that the policy
+        allows (``places``: the request, see ``lua/session_event.lua``). The reservations
+        made, or None when the message was applied before (nothing is reserved then)."""
+        keys, args = self._apply_call(site, visitor, session_id, message, now)
+        args.append(places)
+        result = await self._run(keys, args, session_id, message)
+        if not isinstance(result, list):
+            return SessionView.from_json(result), None
+        raw, chosen, refused = result
+        return SessionView.from_json(raw), Places(int(chosen), _json.decode(refused))
+
+    async def _run(
+        self, keys: list[str], args: list[Any], session_id: str, message: p.ClientMessage
+    ) -> Any:
         result = await self._batcher.run(keys, args)
         if isinstance(result, ResponseError) and "expired" in str(result):
             raise SessionExpired(session_id)
         if isinstance(result, Exception):
             raise StoreUnavailable(f"could not apply {message.id}: {result}")
-        return SessionView.from_json(result)
+        return result
 
     async def apply_batch(
         self,

@@ -1,11 +1,17 @@
 -- Apply one client message to the session and profile, at most once per message id.
 -- KEYS: 1 session, 2 seen message ids, 3 profile, 4 order ids, 5 the visitor's reservations
 --       under the site's frequency policy (offer_reserve.lua)
--- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 message id, 5 message name, 6 payload JSON
+-- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 message id, 5 message name, 6 payload JSON,
+--       7 (exit_intent and hesitation, optional) the places to reserve for the offers the
+--       signal may show, best first: JSON {sid, day, until, policy, offers = [{token, offer,
+--       rule, check, disc}]} (the arguments of offer_reserve.lua)
 -- Returns the session view JSON, or the error reply 'expired' when the session is gone. For
 -- offer_shown the view's note says what it did: 'seen' (counted), or 'forged' (a claim this
 -- visitor was never given), 'replayed' (already seen), 'late' (its reservation ran out): those
--- change nothing.
+-- change nothing. With ARGV[7], and the message not applied before: {view JSON, the number of
+-- the offer a place was reserved for (0: none), JSON [[number, reason, limit], ...] of the
+-- offers refused before it}. As offer_reserve.lua would one after another: a place for the
+-- first offer the policy allows; a holdout (check) holds nothing and ends the search.
 local now = tonumber(ARGV[1])
 local session_ttl = tonumber(ARGV[2])
 local profile_ttl = tonumber(ARGV[3])
@@ -214,4 +220,23 @@ if name ~= 'page_view' and name ~= 'exit_intent' and name ~= 'hesitation' and na
 end
 redis.call('EXPIRE', s, session_ttl)
 redis.call('EXPIRE', p, profile_ttl_for(p, profile_ttl))
+if ARGV[7] and (name == 'exit_intent' or name == 'hesitation') then
+  local r = cjson.decode(ARGV[7])
+  local pending = pending_places(KEYS[5], now, r.sid, r.day, false)
+  local chosen, refused = 0, {}
+  for i, o in ipairs(r.offers) do
+    local no = place_refused(s, p, now, false, r.day, r.policy, o.rule == 1, pending)
+    if no then
+      refused[#refused + 1] = {i, no[1], no[2]}
+      if o.check == 1 then break end
+    else
+      if o.check ~= 1 then
+        hold_place(KEYS[5], o.token, o.offer, 'overlay', o.disc, r.sid, r.day, r['until'])
+      end
+      chosen = i
+      break
+    end
+  end
+  return {view(s, p, 0, note), chosen, encode_list(refused)}
+end
 return view(s, p, 0, note)
