@@ -30,6 +30,7 @@ from widget_server.offers.campaigns import parse_campaign
 from widget_server.store.keys import Keys
 from widget_server.store.sites import SiteRegistry, new_site
 
+from ..experiments.test_stats import VERDICT_CASES
 from ..support import (
     NO_SITE_LIMITS,
     Client,
@@ -442,6 +443,62 @@ def test_report_page_exports_and_declaring_a_winner(
     assert without_time(closed_json) == without_time(closed_document)
     assert "No visitors in this experiment yet" in editor.get(base).text
     assert editor.get(base + "?version=7").status_code == 404
+
+
+@pytest.mark.parametrize("rule", ["sequential", "fixed_horizon"])
+def test_the_report_page_tells_one_story_in_every_verdict(
+    server: ServerProcess, redis_url: str, r: redis.Redis, rule: str
+) -> None:
+    """For each verdict the headline, the winner badge, the decision row's "significant"
+    marks and the declare-a-winner section say the same thing, by the experiment's rule; the
+    figures that are not the decision sit in the folded "more statistics"."""
+    editor = signed_in(server, redis_url, "editor")
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    for verdict, counts in VERDICT_CASES.items():
+        site = add_site(redis_url)
+        save_campaigns(redis_url, site, [message_campaign("ab", decision_rule=rule,
+            planned_exposures=40_000, variants=[
+                {"key": "a", "offer": {"kind": "message", "headline": "A"}},
+                {"key": "b", "offer": {"kind": "message", "headline": "B"}}])])  # fmt: skip
+        r.hset(KEYS.campaign_stats(site, "ab", today), mapping={
+            f"{metric}:{arm}": value for arm, c in counts.items()
+            for metric, value in (("exposures", c.exposures), ("conversions", c.conversions),
+                                  ("revenue", c.revenue), ("revenue_sq", c.revenue_sq))
+        })  # fmt: skip
+        _, document = expected_report(redis_url, site)
+        report = document["report"]
+        assert report["verdict"] == verdict, (rule, verdict)
+        html = editor.get(f"/admin/sites/{site}/campaigns/ab/report").text
+        assert f'id="verdict" data-verdict="{verdict}"' in html
+        assert f"<strong>{markupsafe.escape(report['headline'])}</strong>" in html
+        badge = '<span class="badge ok">winner</span>'
+        advice = html[html.index('id="winner-advice"') :]
+        checked = re.findall(r'value="(\w+)" required checked', html)
+        start = html.index('id="decision-p"')
+        decision_row = html[start : html.index("</tr>", start)]
+        if verdict == "winner":
+            assert html.count(badge) == 1 and "b " + badge in html
+            assert (
+                "The always-valid rule picked" in advice
+                or "The fixed-horizon rule picked" in advice
+            )
+            assert checked == ["b"] and decision_row.count("significant") == 1
+        else:
+            assert badge not in html and checked == [] and "rule picked" not in advice
+        if verdict == "worse":
+            assert decision_row.count("significant") == 1 and "badge ok" not in decision_row
+            assert "(a does better)" in advice
+        if verdict in ("no_difference", "collecting", "split_broken"):
+            assert "significant" not in decision_row
+        if verdict == "split_broken":
+            assert "The split looks broken" in html and "The split looks healthy" not in html
+        else:
+            assert "The split looks healthy" in html
+        more = html[html.index('id="more-statistics"') :]
+        assert (
+            "Chance to beat" in more
+            and "Chance to beat" not in html[: html.index('id="more-statistics"')]
+        )
 
 
 # --- in a browser ---------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ def test_campaign_report_json_shape(redis_url: str, stats_site: str) -> None:
     json.dumps(data, allow_nan=False)
     assert data["campaign"] == "exit1"
     assert data["site"] == stats_site
-    assert data["days"] == {"from": "20241213", "to": "20250312"}
+    # A campaign saved before experiments recorded their start: from its first day with data.
+    assert data["days"] == {"from": "20250310", "to": "20250312"}
     assert [point["day"] for point in data["series"]] == list(DAYS)
     assert data["series"][-1]["variants"]["a"]["exposures"] == 370
     report = data["report"]
@@ -147,6 +148,21 @@ def test_campaign_report_json_shape(redis_url: str, stats_site: str) -> None:
     expected = {"uplift", "p_value", "sequential_p_value", "chance_to_beat_control",
                 "revenue_per_exposure", "incremental_revenue"}  # fmt: skip
     assert expected <= set(report["variants"][1])
+
+
+def test_the_period_starts_when_the_experiment_version_started(
+    redis_url: str, stats_site: str
+) -> None:
+    started = datetime(2025, 3, 11, 9, 30, tzinfo=ZoneInfo(ZONE)).timestamp()
+    later = campaign(experiment_started=started)
+    data = run(lambda c: campaign_report(c, KEYS, stats_site, later, NOW), redis_url)
+    assert data["days"] == {"from": "20250311", "to": "20250312"}
+    assert [point["day"] for point in data["series"]] == ["20250311", "20250312"]
+    fixed = campaign(decision_rule="fixed_horizon", planned_exposures=1000)
+    data = run(lambda c: campaign_report(c, KEYS, stats_site, fixed, NOW), redis_url)
+    assert data["report"]["decision"] == "fixed_horizon"
+    assert data["report"]["verdict"] == "collecting"
+    assert data["report"]["headline"].startswith("Fixed-horizon test: ")
 
 
 def test_report_without_data_or_holdout(redis_url: str) -> None:

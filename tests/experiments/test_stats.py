@@ -15,8 +15,11 @@ from scipy import stats as sps  # type: ignore[import-untyped]
 from scipy.stats.contingency import relative_risk  # type: ignore[import-untyped]
 
 from widget_server.experiments.stats import (
+    VERDICTS,
     ExperimentSettings,
+    Interval,
     Proportion,
+    Report,
     Sample,
     VariantCounts,
     always_valid_p_value,
@@ -276,26 +279,147 @@ def test_empty_and_extreme_counts_are_defined() -> None:
 
 
 # --- sentences and decisions -----------------------------------------------------------------
-def test_sentences_say_what_happened() -> None:
+def test_sentences_say_what_happened_by_the_experiments_rule() -> None:
     counts = {
         "a": VariantCounts("a", 20_000, 1000, 50_000.0, 50_000.0 * 80),
         "b": VariantCounts("b", 20_000, 1120, 56_000.0, 56_000.0 * 80),
     }
     report = experiment_report("c", counts, "a", {"a": 0.5, "b": 0.5})
-    first = next(s for s in report.sentences if s.startswith("b converts"))
-    assert re.fullmatch(
-        r"b converts 12% better than a \(95% CI \+[\d.]+% to \+[\d.]+%\);"
-        r" [<>]?\d+% chance b is better\.",
-        first,
-    ), first
-    # One look is weak evidence for the always-valid p-value; a fixed-horizon test calls it.
-    assert report.winner is None
-    assert any(s.startswith("Not significant yet (always-valid p = ") for s in report.sentences)
-    fixed = experiment_report(
-        "c", counts, "a", {"a": 0.5, "b": 0.5}, ExperimentSettings(sequential=False)
+    # One look is weak evidence for the always-valid rule: no verdict yet, and nothing on the
+    # page claims one (no fixed-horizon interval or chance to beat in the sentences).
+    assert report.winner is None and report.verdict == "no_difference" and not report.final
+    assert (
+        report.headline
+        == report.sentences[0]
+        == (
+            "No variant beats a yet. Keep the test running: with the always-valid rule you may look"
+            " any day."
+        )
     )
-    assert fixed.winner == "b"
-    assert "b is the winner against a." in fixed.sentences
+    arm = next(s for s in report.sentences if s.startswith("b: "))
+    assert re.fullmatch(
+        r"b: \+12% conversion against a \(95% always-valid interval -[\d.]+% to \+[\d.]+%;"
+        r" always-valid p = 0\.\d{3}, no difference shown\)\.",
+        arm,
+    ), arm
+    assert not any("chance" in s or "CI" in s for s in report.sentences)
+    fixed = experiment_report(
+        "c", counts, "a", {"a": 0.5, "b": 0.5}, rule="fixed_horizon", planned_exposures=20_000
+    )
+    assert fixed.winner == "b" and fixed.verdict == "winner" and fixed.final
+    assert re.fullmatch(
+        r"b beats a: \+12% conversion \(95% fixed-horizon interval \+[\d.]+% to \+[\d.]+%\)\.",
+        fixed.headline,
+    ), fixed.headline
+    early = experiment_report(
+        "c", counts, "a", {"a": 0.5, "b": 0.5}, rule="fixed_horizon", planned_exposures=30_000
+    )
+    assert early.verdict == "collecting" and early.winner is None
+    assert early.headline == (
+        "Fixed-horizon test: 20,000 of 30,000 exposures in the smallest arm so far. The verdict"
+        " comes once every arm has 30,000; until then nothing here is a result."
+    )
+    assert all(row.decision_p is None and row.difference is None for row in early.variants)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[dict[str, VariantCounts]]:
+    """Cumulative daily counts of a holdout and two variants, 1 to 6 looks."""
+    days = draw(st.integers(1, 6))
+    base = draw(st.floats(0.01, 0.2))
+    # Effects near what the tests can tell apart, where a rule's boundary lies.
+    rates = {"holdout": base, **{arm: base * (1 + draw(st.floats(-0.4, 0.4))) for arm in "ab"}}
+    size = draw(st.integers(100, 3000))
+    per_day = {"holdout": size * 2 // 9, "a": size, "b": size}  # about the split below
+    looks: list[dict[str, VariantCounts]] = []
+    running = {arm: VariantCounts(arm) for arm in rates}
+    for _ in range(days):
+        for arm, rate in rates.items():
+            n = per_day[arm] + draw(st.integers(0, 50))
+            c = round(n * rate) + draw(st.integers(-3, 3))
+            orders = max(0, min(n, c))
+            value = orders * draw(st.floats(20, 90))
+            spread = value * draw(st.floats(30, 200))
+            running[arm] = running[arm].plus(VariantCounts(arm, n, orders, value, spread))
+        looks.append(dict(running))
+    return looks
+
+
+def _excludes_zero(interval: Interval) -> bool:
+    return interval.low > 0 or interval.high < 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.sampled_from(["sequential", "fixed_horizon"]), st.integers(100, 8000))
+def test_the_table_and_the_verdict_cannot_disagree(
+    looks: list[dict[str, VariantCounts]], rule: Any, planned: int
+) -> None:
+    """Under either rule the decision's interval leaves out 0 exactly when its p-value is small
+    enough (conversion and revenue), the headline is the verdict, and a winner is named exactly
+    when a variant's decision says it converts better."""
+    report = experiment_report(
+        "c", looks[-1], "holdout", SPLIT, history=looks[:-1], rule=rule, planned_exposures=planned
+    )
+    assert report.verdict in VERDICTS and report.sentences[0] == report.headline
+    alpha = report.decision_alpha
+    for row in report.variants[1:]:
+        for interval, p in ((row.difference, row.decision_p),
+                            (row.revenue_decision, row.revenue_decision_p)):  # fmt: skip
+            if interval is None or p is None:
+                continue
+            assert interval.low <= interval.high
+            if abs(p - alpha) > 1e-9:
+                assert _excludes_zero(interval) == (p <= alpha), (interval, p, alpha)
+        if row.change is not None and row.difference is not None:
+            assert (row.change.low > 0) == (row.difference.low > 0)
+    _check_verdict(report)
+
+
+def _check_verdict(report: Report) -> None:
+    """The verdict, the winner and the headline say one thing."""
+    rows, alpha = report.variants[1:], report.decision_alpha
+    better = [r.variant for r in rows
+              if r.decision_p is not None and r.decision_p <= alpha
+              and r.difference is not None and r.difference.estimate > 0]  # fmt: skip
+    if report.verdict == "winner":
+        assert report.winner in better
+        assert report.headline.startswith(f"{report.winner} beats {report.control}")
+    else:
+        assert report.winner is None
+    if report.verdict in ("worse", "no_difference"):
+        assert not better
+    if report.verdict == "collecting":
+        assert "Too early" in report.headline or "Fixed-horizon test:" in report.headline
+    if report.verdict == "split_broken":
+        assert report.headline.startswith("The split looks broken")
+
+
+def _counts(rates: dict[str, tuple[int, int]]) -> dict[str, VariantCounts]:
+    return {arm: VariantCounts(arm, n, c, c * 50.0, c * 50.0**2 * 1.5)
+            for arm, (n, c) in rates.items()}  # fmt: skip
+
+
+# Counts that put a two-arm experiment (control "a") in each verdict, by rule.
+VERDICT_CASES = {
+    "split_broken": _counts({"a": (30_000, 1500), "b": (20_000, 1300)}),
+    "collecting": _counts({"a": (60, 3), "b": (60, 4)}),
+    "winner": _counts({"a": (40_000, 2000), "b": (40_000, 2400)}),
+    "worse": _counts({"a": (40_000, 2400), "b": (40_000, 2000)}),
+    "no_difference": _counts({"a": (40_000, 2000), "b": (40_000, 2010)}),
+}
+
+
+@pytest.mark.parametrize("rule", ["sequential", "fixed_horizon"])
+@pytest.mark.parametrize("verdict", list(VERDICT_CASES))
+def test_every_verdict_has_one_story(verdict: str, rule: Any) -> None:
+    report = experiment_report(
+        "c", VERDICT_CASES[verdict], "a", {"a": 0.5, "b": 0.5}, rule=rule,
+        planned_exposures=40_000,
+    )  # fmt: skip
+    assert report.verdict == verdict
+    _check_verdict(report)
+    final = verdict in ("winner", "worse") or (rule, verdict) == ("fixed_horizon", "no_difference")
+    assert report.final == final
 
 
 def test_not_enough_data_is_said_plainly() -> None:
@@ -314,8 +438,10 @@ def test_no_winner_when_the_split_is_broken() -> None:
     }
     report = experiment_report("c", counts, "a", {"a": 0.5, "b": 0.5})
     assert report.health.srm_flag
-    assert report.winner is None
-    assert report.sentences[0].startswith("The traffic split looks wrong")
+    assert report.winner is None and report.verdict == "split_broken"
+    assert report.sentences[0] == (
+        "The split looks broken (p < 0.001): don't trust these numbers. Find the cause first."
+    )
 
 
 # --- simulations -----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ MULTI_VALUED = ("schedule.weekdays", "trigger.exit_intent")
 CHECKBOXES = ("trigger.live", "trigger.left_checkout", "caps.never_on_payment")
 TOP_LEVEL = ("id", "name", "status", "priority", "schedule", "trigger", "targeting", "variants",
              "holdout", "caps", "goal", "attribution_days", "expected_value",
-             "experiment_version")  # fmt: skip
+             "experiment_version", "decision_rule", "planned_exposures")  # fmt: skip
 MAX_FIELDS = 3000
 MAX_VARIANTS = 10
 MAX_GROUPS = 20
@@ -88,7 +88,8 @@ def blank_state() -> State:
     state: State = {
         "id": "", "name": "", "status": "draft", "priority": "100", "holdout": "0",
         "attribution_days": "7", "expected_value": "0", "experiment_version": "1",
-        "goal": "purchase", "targeting": {"any": []}, "variants": [blank_variant("a")],
+        "decision_rule": "sequential", "planned_exposures": "", "goal": "purchase",
+        "targeting": {"any": []}, "variants": [blank_variant("a")],
     }  # fmt: skip
     state["schedule"] = _schedule_state(json.loads(Schedule().model_dump_json()))
     state["trigger"] = _trigger_state(json.loads(Trigger().model_dump_json()))
@@ -100,6 +101,9 @@ def state_from_campaign(campaign: Campaign) -> State:
     """The editor's state for a stored campaign."""
     data: State = json.loads(campaign.model_dump_json())
     data.pop("version", None)
+    data.pop("experiment_started", None)  # the store's
+    if data.get("planned_exposures") is None:
+        data["planned_exposures"] = ""
     data["schedule"] = _schedule_state(data["schedule"])
     data["trigger"] = _trigger_state(data["trigger"])
     data["caps"] = {k: ("" if v is None else v) for k, v in data["caps"].items()}

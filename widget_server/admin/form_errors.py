@@ -28,6 +28,7 @@ LABELS = {
     "id": "Campaign id", "name": "Name", "status": "Status", "priority": "Priority",
     "holdout": "Holdout share", "attribution_days": "Attribution window (days)",
     "expected_value": "Expected value", "experiment_version": "Experiment version",
+    "decision_rule": "Decision rule", "planned_exposures": "Planned exposures per arm",
     "goal": "Goal", "schedule": "Schedule", "start": "Starts", "end": "Ends",
     "weekdays": "Weekdays", "hours": "Hours", "timezone": "Time zone", "trigger": "Trigger",
     "exit_intent": "Exit-intent signals", "hesitation": "Hesitation (seconds idle)",

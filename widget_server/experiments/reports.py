@@ -150,9 +150,11 @@ def _judged(
     control: str,
     split: Mapping[str, float],
     settings: ExperimentSettings | None,
+    campaign: Campaign | None = None,
 ) -> Report:
-    """The report on the last day of ``series``; every earlier day is one look of the
-    sequential test."""
+    """The report on the last day of ``series``; every earlier day is one look (of the
+    sequential test, or where a fixed-horizon test reached its size). The rule is the
+    campaign's (email flows are judged by the sequential rule)."""
     return experiment_report(
         name,
         series[-1][1] if series else {},
@@ -160,6 +162,8 @@ def _judged(
         split,
         settings or ExperimentSettings(),
         history=[counts for _, counts in series[:-1]],
+        rule=campaign.decision_rule if campaign is not None else "sequential",
+        planned_exposures=campaign.planned_exposures if campaign is not None else None,
     )
 
 
@@ -172,12 +176,15 @@ def _series_json(series: Series) -> list[dict[str, Any]]:
 
 def report_days(campaign: Campaign, now: float, days: int = 90) -> list[str]:
     """The last ``days`` day keys up to today in the campaign's time zone, oldest first, never
-    before the schedule's start (none before it starts)."""
+    before the experiment version started nor before the schedule's start (none before it
+    starts)."""
     zone = ZoneInfo(campaign.schedule.timezone)
     today = datetime.fromtimestamp(now, zone).date()
     first = today - timedelta(days=max(1, days) - 1)
     if campaign.schedule.start is not None:
         first = max(first, _local_date(campaign.schedule.start, zone))
+    if campaign.experiment_started is not None:
+        first = max(first, datetime.fromtimestamp(campaign.experiment_started, zone).date())
     return [(first + timedelta(days=i)).strftime("%Y%m%d") for i in range((today - first).days + 1)]
 
 
@@ -208,7 +215,7 @@ async def build_report(
         await daily_series(redis, keys, site, campaign.id, days_back, campaign.experiment_version)
     )
     control, split = campaign_split(campaign)
-    return _judged(campaign.id, series, control, split, settings), series
+    return _judged(campaign.id, series, control, split, settings, campaign), series
 
 
 async def campaign_report(
@@ -224,6 +231,8 @@ async def campaign_report(
     report, series = await build_report(redis, keys, site, campaign, now, days, settings)
     window = report_days(campaign, now, days)
     since = series[0][0] if series else None
+    if campaign.experiment_started is None and since is not None:
+        window = [day for day in window if day >= since]  # an older campaign: from its data
     return {
         "site": site,
         "channel": "live" if campaign.trigger.live else "onsite",
@@ -376,11 +385,17 @@ CSV_COLUMNS = (
     "revenue_per_exposure", "revenue_difference", "revenue_difference_low",
     "revenue_difference_high", "revenue_p_value", "incremental_revenue",
     "incremental_revenue_low", "incremental_revenue_high", "captures", "consented_captures",
+    "decision_rule", "decision_difference", "decision_difference_low",
+    "decision_difference_high", "decision_change", "decision_change_low", "decision_change_high",
+    "decision_p_value", "decision_revenue_difference", "decision_revenue_difference_low",
+    "decision_revenue_difference_high", "decision_revenue_p_value", "verdict", "winner",
 )  # fmt: skip
 
 
 def report_csv(report: Report) -> str:
-    """One row per arm (the control first); empty cells where a value does not apply."""
+    """One row per arm (the control first); empty cells where a value does not apply. The
+    ``decision_`` columns are the experiment's rule's; ``verdict`` and ``winner`` its
+    conclusion."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -392,6 +407,9 @@ def report_csv(report: Report) -> str:
             _cell(row.revenue), _cell(row.revenue_per_exposure),
             *_interval(row.revenue_difference), _cell(row.revenue_p_value),
             *_interval(row.incremental_revenue), row.captures, row.consented_captures,
+            report.decision, *_interval(row.difference), *_interval(row.change),
+            _cell(row.decision_p), *_interval(row.revenue_decision),
+            _cell(row.revenue_decision_p), report.verdict, int(row.variant == report.winner),
         ]  # fmt: skip
         writer.writerow(cells)
     return out.getvalue()

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from ..offers.assign import HOLDOUT
 
@@ -305,17 +305,8 @@ def msprt_p_value(control: Proportion, treatment: Proportion, mixing_sd: float) 
     mixture over the true difference gives
     ``Λ = sqrt(V/(V + τ²)) · exp(θ̂²τ² / (2V(V + τ²)))``.
     """
-    if control.trials <= 0 or treatment.trials <= 0 or mixing_sd <= 0:
-        return 1.0
-    pooled = (control.successes + treatment.successes) / (control.trials + treatment.trials)
-    variance = pooled * (1 - pooled) * (1 / control.trials + 1 / treatment.trials)
-    if variance <= 0:
-        return 1.0
-    theta, tau2 = treatment.rate - control.rate, mixing_sd**2
-    log_lr = 0.5 * math.log(variance / (variance + tau2)) + theta**2 * tau2 / (
-        2 * variance * (variance + tau2)
-    )
-    return 1.0 if log_lr <= 0 else math.exp(-log_lr)
+    look = conversion_look(control, treatment, 0.0)
+    return _mixture_p(look._replace(mixing_sd=mixing_sd))
 
 
 def always_valid_p_value(
@@ -331,14 +322,132 @@ def always_valid_p_value(
     return best
 
 
+def mixture_half_width(variance: float, mixing_sd: float, alpha: float) -> float:
+    """Half-width of the always-valid interval from one look of the normal-mixture SPRT: the
+    differences ``θ₀`` whose test of ``θ = θ₀`` keeps ``Λ < 1/alpha``,
+
+    ``|θ̂ - θ₀| < sqrt( 2V(V + τ²)/τ² · (log(1/alpha) + ½·log((V + τ²)/V)) )``.
+
+    So the interval leaves out 0 exactly when :func:`msprt_p_value` is at most ``alpha`` (the same
+    ``V`` and ``τ``). Infinite when there is nothing to go on."""
+    ratio = _mixing_ratio(variance, mixing_sd)
+    if ratio is None or not 0 < alpha < 1:
+        return math.inf
+    # 2V(V + τ²)/τ² = 2V(1 + r)/r with r = τ²/V, written so that nothing over- or underflows.
+    return math.sqrt(
+        2 * variance * (1 + ratio) / ratio * (math.log(1 / alpha) + 0.5 * math.log1p(ratio))
+    )
+
+
+def _mixing_ratio(variance: float, mixing_sd: float) -> float | None:
+    """``τ²/V``, or None when the look tells nothing (no variance, no mixing, or either out of
+    floating-point range)."""
+    if not (variance > 0 and mixing_sd > 0):
+        return None
+    ratio = mixing_sd**2 / variance
+    return ratio if 0 < ratio < math.inf else None
+
+
+class Look(NamedTuple):
+    """One look at a difference: its estimate ``θ̂``, the variance ``V`` of the estimate and
+    the mixing standard deviation ``τ`` of the sequential test."""
+
+    estimate: float
+    variance: float
+    mixing_sd: float
+
+
+def always_valid_decision(
+    looks: Sequence[Look], alpha: float, bound: float = math.inf
+) -> tuple[float, Interval | None]:
+    """The always-valid p-value (the running minimum of :func:`msprt_p_value`'s ``1/Λ``) and
+    interval (the running intersection of each look's interval, see
+    :func:`mixture_half_width`, within ``±bound``) after ``looks``, oldest first: the interval
+    leaves out 0 exactly when the p-value is at most ``alpha``. Should the intervals not
+    overlap (a drifting effect), the interval is the look's where the p-value was smallest,
+    which leaves out 0 too. No interval (None) while no look bounds it."""
+    best_p, best_look = 1.0, None
+    low, high = -bound, bound
+    for look in looks:
+        p = _mixture_p(look)
+        half = mixture_half_width(look.variance, look.mixing_sd, alpha)
+        low, high = max(low, look.estimate - half), min(high, look.estimate + half)
+        if best_look is None or p < best_p:
+            best_p, best_look = p, look
+    if best_look is None:
+        return 1.0, None
+    if low > high:
+        half = mixture_half_width(best_look.variance, best_look.mixing_sd, alpha)
+        low, high = best_look.estimate - half, best_look.estimate + half
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return best_p, None
+    return best_p, Interval(looks[-1].estimate, low, high)
+
+
+def _mixture_p(look: Look) -> float:
+    """``min(1, 1/Λ)`` for one look: ``log Λ = -½·log(1 + r) + θ̂²/(2V) · r/(1 + r)`` with
+    ``r = τ²/V``."""
+    ratio = _mixing_ratio(look.variance, look.mixing_sd)
+    if ratio is None:
+        return 1.0
+    log_lr = -0.5 * math.log1p(ratio) + look.estimate**2 / (2 * look.variance) * (
+        ratio / (1 + ratio)
+    )
+    return 1.0 if log_lr <= 0 else math.exp(-min(log_lr, 700.0))
+
+
+def conversion_look(control: Proportion, treatment: Proportion, relative_mixing_sd: float) -> Look:
+    """A look at the difference of conversion rates, as :func:`msprt_p_value` takes it: the
+    pooled variance and ``τ = relative_mixing_sd · p̄``."""
+    trials = control.trials + treatment.trials
+    pooled = (control.successes + treatment.successes) / trials if trials > 0 else 0.0
+    if control.trials <= 0 or treatment.trials <= 0:
+        return Look(0.0, 0.0, 0.0)
+    variance = pooled * (1 - pooled) * (1 / control.trials + 1 / treatment.trials)
+    return Look(treatment.rate - control.rate, variance, relative_mixing_sd * pooled)
+
+
+def revenue_look(control: Sample, treatment: Sample, relative_mixing_sd: float) -> Look:
+    """A look at the difference of revenue per visitor: Welch's variance of the difference and
+    ``τ = relative_mixing_sd ·`` the pooled revenue per visitor."""
+    if control.n < 2 or treatment.n < 2:
+        return Look(treatment.mean - control.mean, 0.0, 0.0)
+    variance = control.variance / control.n + treatment.variance / treatment.n
+    pooled = (control.total + treatment.total) / (control.n + treatment.n)
+    return Look(treatment.mean - control.mean, variance, relative_mixing_sd * abs(pooled))
+
+
+def wald_decision(
+    control: Proportion, treatment: Proportion, alpha: float
+) -> tuple[float, Interval]:
+    """The fixed-horizon test of a difference of conversion rates as one statistic: the
+    unpooled z ``θ̂ / sqrt(p̂_c(1-p̂_c)/n_c + p̂_t(1-p̂_t)/n_t)``, its two-sided p-value and the
+    ``1 - alpha`` interval ``θ̂ ± z·SE``; the interval leaves out 0 exactly when the p-value is
+    at most ``alpha``."""
+    estimate = treatment.rate - control.rate
+    if control.trials <= 0 or treatment.trials <= 0:
+        return 1.0, Interval(estimate, -1.0, 1.0)
+    pc, pt = control.rate, treatment.rate
+    se = math.sqrt(pc * (1 - pc) / control.trials + pt * (1 - pt) / treatment.trials)
+    if se <= 0:
+        return (0.0 if estimate else 1.0), Interval(estimate, estimate, estimate)
+    half = z_quantile(1 - alpha) * se
+    return _two_sided_normal_p(estimate / se), Interval(estimate, estimate - half, estimate + half)
+
+
 def enough_data(counts: VariantCounts, min_exposures: int, min_conversions: int) -> bool:
     return counts.exposures >= min_exposures and counts.conversions >= min_conversions
 
 
 # --- the report ------------------------------------------------------------------------------
+DecisionRule = Literal["sequential", "fixed_horizon"]
+RULE_NAMES: dict[str, str] = {"sequential": "always-valid", "fixed_horizon": "fixed-horizon"}
+
+
 @dataclass(frozen=True, slots=True)
 class ExperimentSettings:
-    """How results are judged. ``sequential`` makes decisions on the always-valid p-value."""
+    """How results are judged, server-wide. The decision rule is each experiment's own
+    (:func:`experiment_report`'s ``rule``)."""
 
     alpha: float = 0.05
     power: float = 0.8
@@ -346,7 +455,6 @@ class ExperimentSettings:
     min_conversions: int = 10
     srm_alpha: float = 0.001
     minimum_detectable_effect: float = 0.10
-    sequential: bool = True
     relative_mixing_sd: float = 0.15
 
 
@@ -370,6 +478,15 @@ class VariantResult:
     incremental_revenue: Interval | None
     captures: int = 0
     consented_captures: int = 0
+    # What the experiment's rule decides on (None until it may speak): the difference of
+    # conversion rates against the control (rate points) with its interval at the decision's
+    # level, the same relative to the control's rate, the p-value, and the same for revenue
+    # per exposed visitor.
+    difference: Interval | None = None
+    change: Interval | None = None
+    decision_p: float | None = None
+    revenue_decision: Interval | None = None
+    revenue_decision_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,11 +503,15 @@ class Health:
     unknown_arms: list[str]
 
 
+# What a report concludes, one state at a time (the headline, the table and the button follow).
+VERDICTS = ("split_broken", "collecting", "winner", "worse", "no_difference")
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     campaign_id: str
     control: str
-    decision: str  # "sequential" (always-valid p) or "fixed_horizon"
+    decision: str  # the rule: "sequential" (always-valid) or "fixed_horizon"
     decision_alpha: float
     winner: str | None
     required_exposures_per_arm: int | None
@@ -398,6 +519,11 @@ class Report:
     health: Health
     sentences: list[str]
     settings: ExperimentSettings
+    verdict: str = "collecting"  # one of VERDICTS
+    headline: str = ""
+    final: bool = False  # the verdict stands (a fixed-horizon test that reached its size)
+    planned_exposures: int | None = None  # per arm, for a fixed-horizon test
+    decided_on: int = 0  # the look the verdict is made on (1 = the first day with data)
 
 
 Counts = Mapping[str, VariantCounts]
@@ -411,36 +537,74 @@ def experiment_report(
     settings: ExperimentSettings = ExperimentSettings(),
     *,
     history: Sequence[Counts] = (),
+    rule: DecisionRule = "sequential",
+    planned_exposures: int | None = None,
 ) -> Report:
-    """Compare every arm of ``split`` with ``control``.
+    """Compare every arm of ``split`` with ``control`` under the experiment's decision rule.
 
-    ``history`` holds the cumulative counts at earlier looks (one per day, oldest first); the
-    always-valid p-value is the minimum over those looks and this one. A variant wins only when
-    every arm has enough data, the split is healthy and its decision p-value (always-valid when
-    ``settings.sequential``) is at most ``alpha / number of treatments`` (Bonferroni).
+    ``history`` holds the cumulative counts at earlier looks (one per day, oldest first).
+    ``rule``: ``sequential`` decides on the always-valid p-value and interval over every look
+    (look any day); ``fixed_horizon`` decides once, on the first look where every arm has
+    ``planned_exposures``, with the fixed-horizon test. Either way a variant wins only when
+    every arm has enough data, the split is healthy and its decision p-value is at most
+    ``alpha / number of treatments`` (Bonferroni); the decision's intervals are at
+    ``1 - alpha / number of treatments``, so an interval leaves out 0 exactly when its p-value
+    is small enough: the table and the verdict cannot disagree.
     """
     arms = [control, *(arm for arm in split if arm != control)]
     counts = {arm: counts_by_variant.get(arm, VariantCounts(arm)) for arm in arms}
     looks = [*history, counts_by_variant]
-    rows = [_variant_result(counts[arm], counts[control], looks, settings) for arm in arms]
-    health = _health(counts, rows, counts_by_variant, dict(split), len(looks), settings)
     decision_alpha = settings.alpha / max(1, len(arms) - 1)
+    horizon = _horizon(looks, arms, planned_exposures) if rule == "fixed_horizon" else None
+    rows = [
+        _variant_result(counts[arm], counts[control], looks, settings, rule, decision_alpha,
+                        horizon)
+        for arm in arms
+    ]  # fmt: skip
+    health = _health(counts, rows, counts_by_variant, dict(split), len(looks), settings)
     needed = sample_size_per_arm(
         counts[control].proportion.rate,
         settings.minimum_detectable_effect,
         decision_alpha,
         settings.power,
     )
+    verdict, winner = _verdict(rows, health, decision_alpha, rule, horizon)
     report = Report(
-        campaign_id, control, "sequential" if settings.sequential else "fixed_horizon",
-        decision_alpha, _winner(rows, health, decision_alpha, settings.sequential), needed, rows,
-        health, [], settings,
+        campaign_id, control, rule, decision_alpha, winner, needed, rows, health, [], settings,
+        verdict, "", _final(verdict, rule), planned_exposures,
+        (horizon + 1) if horizon is not None else len(looks),
     )  # fmt: skip
+    report = replace(report, headline=_headline(report))
     return replace(report, sentences=_sentences(report))
 
 
+def _final(verdict: str, rule: str) -> bool:
+    """Whether the verdict stands: a fixed-horizon test decided at its size; a sequential test
+    that found a difference (it may stop there)."""
+    if rule == "fixed_horizon":
+        return verdict in ("winner", "worse", "no_difference")
+    return verdict in ("winner", "worse")
+
+
+def _horizon(looks: list[Counts], arms: list[str], planned: int | None) -> int | None:
+    """The first look at which every arm has ``planned`` exposures (a fixed-horizon test is
+    decided there, once), or None before it."""
+    if planned is None:
+        return None
+    for n, look in enumerate(looks):
+        if all(arm in look and look[arm].exposures >= planned for arm in arms):
+            return n
+    return None
+
+
 def _variant_result(
-    arm: VariantCounts, control: VariantCounts, looks: list[Counts], settings: ExperimentSettings
+    arm: VariantCounts,
+    control: VariantCounts,
+    looks: list[Counts],
+    settings: ExperimentSettings,
+    rule: str,
+    decision_alpha: float,
+    horizon: int | None,
 ) -> VariantResult:
     confidence = 1 - settings.alpha
     rate = wilson_interval(arm.proportion, confidence)
@@ -454,6 +618,9 @@ def _variant_result(
     incremental = None
     if control.variant == HOLDOUT:
         incremental = incremental_revenue(control.revenue_sample, arm.revenue_sample, confidence)
+    difference, change, p, revenue, revenue_p = _decision(
+        control.variant, arm.variant, looks, settings, rule, decision_alpha, horizon
+    )
     return VariantResult(
         *plain,
         relative_uplift(control.proportion, arm.proportion, confidence),
@@ -465,6 +632,66 @@ def _variant_result(
         welch.p_value,
         incremental,
         *captured,
+        difference,
+        change,
+        p,
+        revenue,
+        revenue_p,
+    )
+
+
+def _decision(
+    control: str,
+    arm: str,
+    looks: list[Counts],
+    settings: ExperimentSettings,
+    rule: str,
+    alpha: float,
+    horizon: int | None,
+) -> tuple[Interval | None, Interval | None, float | None, Interval | None, float | None]:
+    """(difference, change, p, revenue difference, revenue p) by the experiment's rule; all
+    None until the rule may speak (no look with enough data; a fixed horizon not reached)."""
+    if rule == "fixed_horizon":
+        if horizon is None:
+            return None, None, None, None, None
+        at = looks[horizon]
+        c, t = at[control], at[arm]
+        p, difference = wald_decision(c.proportion, t.proportion, alpha)
+        welch = welch_t_test(c.revenue_sample, t.revenue_sample, 1 - alpha)
+        if welch.df <= 0:  # fewer than two visitors or no spread: nothing to test
+            return difference, _relative(difference, c), p, None, None
+        revenue = Interval(welch.difference, welch.low, welch.high)
+        return difference, _relative(difference, c), p, revenue, welch.p_value
+    ready = [look for look in looks if _ready(look, (control, arm), settings)]
+    if not ready:
+        return None, None, None, None, None
+    rho = settings.relative_mixing_sd
+    p, rates = always_valid_decision(
+        [conversion_look(x[control].proportion, x[arm].proportion, rho) for x in ready],
+        alpha,
+        bound=1.0,  # a difference of two rates: always an interval
+    )
+    assert rates is not None
+    revenue_p, per_visitor = always_valid_decision(
+        [revenue_look(x[control].revenue_sample, x[arm].revenue_sample, rho) for x in ready],
+        alpha,
+    )
+    return (rates, _relative(rates, ready[-1][control]), p, per_visitor,
+            revenue_p if per_visitor is not None else None)  # fmt: skip
+
+
+def _relative(difference: Interval, control: VariantCounts) -> Interval | None:
+    """A difference of rates relative to the control's observed rate (None without one)."""
+    base = control.proportion.rate
+    if base <= 0:
+        return None
+    return Interval(difference.estimate / base, difference.low / base, difference.high / base)
+
+
+def _ready(look: Counts, arms: Iterable[str], settings: ExperimentSettings) -> bool:
+    return all(
+        name in look and enough_data(look[name], settings.min_exposures, settings.min_conversions)
+        for name in arms
     )
 
 
@@ -472,15 +699,11 @@ def _sequential_p_value(
     control: str, arm: str, looks: list[Counts], settings: ExperimentSettings
 ) -> float:
     """Looks count once both arms pass the minimum-sample guard (a later start stays valid)."""
-
-    def ready(look: Counts) -> bool:
-        return all(
-            name in look
-            and enough_data(look[name], settings.min_exposures, settings.min_conversions)
-            for name in (control, arm)
-        )
-
-    pairs = [(look[control].proportion, look[arm].proportion) for look in looks if ready(look)]
+    pairs = [
+        (look[control].proportion, look[arm].proportion)
+        for look in looks
+        if _ready(look, (control, arm), settings)
+    ]
     return always_valid_p_value(pairs, settings.relative_mixing_sd)
 
 
@@ -519,33 +742,68 @@ def _health(
     )
 
 
-def _winner(
-    rows: list[VariantResult], health: Health, alpha: float, sequential: bool
-) -> str | None:
-    if not health.min_sample_reached or health.srm_flag:
-        return None
-    winners = [
-        (row.uplift.estimate, row.variant)
-        for row in rows
-        if row.uplift is not None
-        and row.uplift.estimate > 0
-        and (p := row.sequential_p_value if sequential else row.p_value) is not None
-        and p <= alpha
-    ]
-    return max(winners)[1] if winners else None
+def _verdict(
+    rows: list[VariantResult], health: Health, alpha: float, rule: str, horizon: int | None
+) -> tuple[str, str | None]:
+    """The report's one conclusion (see :data:`VERDICTS`) and the winner, if any."""
+    if health.srm_flag:
+        return "split_broken", None
+    treatments = rows[1:]
+    waiting = not health.min_sample_reached or (rule == "fixed_horizon" and horizon is None)
+    if waiting or not treatments or any(r.decision_p is None for r in treatments):
+        return "collecting", None
+    significant = [r for r in treatments if r.decision_p is not None and r.decision_p <= alpha]
+    better = [r for r in significant if r.difference is not None and r.difference.estimate > 0]
+    if better:
+        best = max(better, key=lambda r: r.difference.estimate if r.difference else 0.0)
+        return "winner", best.variant
+    if significant:
+        return "worse", None
+    return "no_difference", None
 
 
 # --- plain language --------------------------------------------------------------------------
+def _headline(report: Report) -> str:
+    """The report's conclusion in one sentence, by its rule (the admin shows it first)."""
+    health, rows, control = report.health, report.variants, report.control
+    rule = RULE_NAMES[report.decision]
+    level = _share(1 - report.decision_alpha)
+    if report.verdict == "split_broken":
+        return (f"The split looks broken ({_p('p', health.srm_p_value)}): don't trust these"
+                " numbers. Find the cause first.")  # fmt: skip
+    if report.verdict == "collecting":
+        if report.decision == "fixed_horizon":
+            planned = report.planned_exposures or 0
+            smallest = min((row.exposures for row in rows), default=0)
+            return (f"Fixed-horizon test: {min(smallest, planned):,} of {planned:,} exposures"
+                    " in the smallest arm so far. The verdict comes once every arm has"
+                    f" {planned:,}; until then nothing here is a result.")  # fmt: skip
+        return ("Too early to call: the always-valid rule needs more data in every arm"
+                " (you may look any day).")  # fmt: skip
+    if report.verdict == "winner":
+        row = next(r for r in rows if r.variant == report.winner)
+        return (f"{row.variant} beats {control}: {_change(row)} conversion"
+                f" ({level} {rule} interval {_interval(row)}).")  # fmt: skip
+    if report.verdict == "worse":
+        row = min(rows[1:], key=lambda r: r.difference.estimate if r.difference else 0.0)
+        return (f"{row.variant} does worse than {control}: {_change(row)} conversion"
+                f" ({level} {rule} interval {_interval(row)}). Keep {control}.")  # fmt: skip
+    if report.decision == "fixed_horizon":
+        return (f"No difference at the planned {report.planned_exposures or 0:,} exposures per"
+                f" arm: no variant beats {control}.")  # fmt: skip
+    return (f"No variant beats {control} yet. Keep the test running: with the always-valid"
+            " rule you may look any day.")  # fmt: skip
+
+
 def _sentences(report: Report) -> list[str]:
+    """The headline, then what the rule's figures say for each arm, then what else to know.
+    Only the rule's own figures are quoted; the others are in the report's "more statistics"."""
     health, rows = report.health, report.variants
-    out: list[str] = []
-    if health.srm_flag:
+    out = [report.headline]
+    if report.verdict == "split_broken":
         expected = " / ".join(f"{a} {_share(s)}" for a, s in health.expected_split.items())
         observed = " / ".join(f"{a} {_share(s)}" for a, s in health.observed_split.items())
-        out.append(
-            f"The traffic split looks wrong (sample ratio mismatch, {_p('p', health.srm_p_value)}):"
-            f" expected {expected}, observed {observed}. Find the cause before trusting results."
-        )
+        out.append(f"Expected {expected}, observed {observed}.")
     out.extend(f"Not enough data yet: {shortfall}." for shortfall in health.shortfalls)
     if health.more_conversions_than_exposures:
         arms = ", ".join(health.more_conversions_than_exposures)
@@ -553,60 +811,62 @@ def _sentences(report: Report) -> list[str]:
     if health.unknown_arms:
         out.append(f"Left out, no longer in the campaign: {', '.join(health.unknown_arms)}.")
     control = rows[0]
-    label = "always-valid p" if report.decision == "sequential" else "p"
-    for row in rows[1:]:
-        out.extend(_arm_sentences(row, control, label, report))
-    if report.winner is not None:
-        out.append(f"{report.winner} is the winner against {control.variant}.")
-    elif len(rows) > 1 and health.min_sample_reached and not health.srm_flag:
-        out.append(f"No variant beats {control.variant} yet.")
-    if report.required_exposures_per_arm is not None:
+    if report.verdict not in ("split_broken", "collecting"):
+        for row in rows[1:]:
+            out.extend(_arm_sentences(row, control, report))
+    if report.decision == "sequential" and report.required_exposures_per_arm is not None:
         smallest = min(row.exposures for row in rows)
         out.append(
             f"To detect a {_share(report.settings.minimum_detectable_effect)} change from"
             f" {control.variant}'s {_share(control.conversion_rate.estimate)} conversion rate,"
-            f" each arm needs about {report.required_exposures_per_arm:,} exposures"
-            f" (the smallest has {smallest:,})."
+            f" a fixed-horizon test would need about {report.required_exposures_per_arm:,}"
+            f" exposures per arm (the smallest has {smallest:,}); the always-valid rule"
+            " usually needs more."
         )
     return out
 
 
-def _arm_sentences(
-    row: VariantResult, control: VariantResult, label: str, report: Report
-) -> list[str]:
+def _arm_sentences(row: VariantResult, control: VariantResult, report: Report) -> list[str]:
+    """An arm against the control in the rule's figures (once the rule may speak)."""
     name, base = row.variant, control.variant
-    if row.uplift is None:
-        return [f"No comparison for {name} yet: it needs conversions in both {name} and {base}."]
-    u = row.uplift
-    direction = "better" if u.estimate >= 0 else "worse"
-    level = _share(1 - report.settings.alpha)
-    out = [
-        f"{name} converts {_share(abs(u.estimate))} {direction} than {base}"
-        f" ({level} CI {_pct(u.low)} to {_pct(u.high)}); {_chance(row.chance_to_beat_control)}"
-        f" chance {name} is better."
-    ]
-    p = row.sequential_p_value if report.decision == "sequential" else row.p_value
-    if p is not None and p <= report.decision_alpha:
-        out.append(f"The difference is significant ({_p(label, p)}).")
-    elif p is not None:
+    label = "always-valid p" if report.decision == "sequential" else "p"
+    level = f"{_share(1 - report.decision_alpha)} {RULE_NAMES[report.decision]} interval"
+    out = []
+    if row.difference is not None and row.decision_p is not None:
+        significant = row.decision_p <= report.decision_alpha
         out.append(
-            f"Not significant yet ({_p(label, p)}; needs {report.decision_alpha:.3g} or less)."
+            f"{name}: {_change(row)} conversion against {base} ({level} {_interval(row)};"
+            f" {_p(label, row.decision_p)}, "
+            + ("a difference)." if significant else "no difference shown).")
         )
-    if row.revenue_difference is not None:
-        d = row.revenue_difference
+    if row.revenue_decision is not None and row.revenue_decision_p is not None:
+        d = row.revenue_decision
         text = (
             f"{name} earns {row.revenue_per_exposure:,.2f} per exposed visitor against"
-            f" {control.revenue_per_exposure:,.2f} in {base} ({_money(d.estimate)},"
-            f" {level} CI {_money(d.low)} to {_money(d.high)})"
+            f" {control.revenue_per_exposure:,.2f} in {base} ({_money(d.estimate)}, {level}"
+            f" {_money(d.low)} to {_money(d.high)}; {_p(label, row.revenue_decision_p)})"
         )
-        if row.incremental_revenue is not None:
-            i = row.incremental_revenue
-            text += (
-                f"; incremental revenue {_money(i.estimate)}"
-                f" ({level} CI {_money(i.low)} to {_money(i.high)})"
-            )
+        if base == HOLDOUT:
+            text += f"; incremental revenue {_money(d.estimate * row.exposures)}"
         out.append(text + ".")
     return out
+
+
+def _change(row: VariantResult) -> str:
+    """The relative change in conversion, or the difference in points without a base."""
+    if row.change is not None:
+        return _pct(row.change.estimate)
+    d = row.difference
+    return f"{(d.estimate if d else 0.0) * 100:+.2f} points"
+
+
+def _interval(row: VariantResult) -> str:
+    if row.change is not None:
+        return f"{_pct(row.change.low)} to {_pct(row.change.high)}"
+    d = row.difference
+    if d is None:
+        return "—"
+    return f"{d.low * 100:+.2f} to {d.high * 100:+.2f} points"
 
 
 def _share(x: float) -> str:

@@ -82,7 +82,9 @@ class CampaignStore:
                     previous_raw = await pipe.hget(key, campaign.id)
                     previous = parse_campaign(previous_raw) if previous_raw else None
                     version = (previous.version + 1) if previous else 1
-                    stored = campaign.model_copy(update={"version": version})
+                    stored = campaign.model_copy(
+                        update={"version": version, **_experiment_of(campaign, previous)}
+                    )
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, campaign.id, stored.model_dump_json())
                     if previous_raw:
@@ -199,3 +201,26 @@ class CampaignStore:
 
 def _changed(site: str) -> bytes:
     return nodes.encode(nodes.CampaignsChanged(site=site))
+
+
+def _experiment_of(campaign: Campaign, previous: Campaign | None) -> dict[str, Any]:
+    """The experiment a saved campaign belongs to: the previous one, or a new version when the
+    decision rule or its planned size changed once the campaign had left its draft (a rule is
+    chosen before an experiment starts, never after seeing its numbers), and when it started
+    (a draft's experiment starts when it leaves the draft)."""
+    same = previous is not None and previous.experiment_version == campaign.experiment_version
+    if (
+        previous is not None
+        and same
+        and previous.status != "draft"
+        and (
+            (previous.decision_rule, previous.planned_exposures)
+            != (campaign.decision_rule, campaign.planned_exposures)
+        )
+    ):
+        return {"experiment_version": previous.experiment_version + 1,
+                "experiment_started": time.time()}  # fmt: skip
+    if previous is not None and same:
+        leaving_draft = previous.status == "draft" and campaign.status != "draft"
+        return {"experiment_started": time.time() if leaving_draft else previous.experiment_started}
+    return {"experiment_started": time.time()}

@@ -253,6 +253,12 @@ class Campaign(_Model):
     attribution_days: Annotated[int, Field(ge=1, le=90)] = 7
     expected_value: Annotated[float, Field(ge=0)] = 0.0
     experiment_version: Annotated[int, Field(ge=1)] = 1
+    # How the experiment is judged, chosen before it starts (docs/statistics.md): look any day
+    # (sequential, always-valid) or once at a planned number of exposures per arm.
+    decision_rule: Literal["sequential", "fixed_horizon"] = "sequential"
+    planned_exposures: Annotated[int, Field(ge=100, le=100_000_000)] | None = None
+    # When this experiment version started (unix seconds; set by the campaign store).
+    experiment_started: float | None = None
     version: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
@@ -262,6 +268,11 @@ class Campaign(_Model):
             raise ValueError("variant keys must be unique")
         if "holdout" in keys:
             raise ValueError("'holdout' is reserved for the control group")
+        if self.decision_rule == "fixed_horizon" and self.planned_exposures is None:
+            raise ValueError(
+                "a fixed-horizon test needs planned_exposures: the exposures per arm it is"
+                " decided at"
+            )
         return self
 
     def variant(self, key: str) -> Variant | None:

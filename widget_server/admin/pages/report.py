@@ -100,22 +100,10 @@ def charts(document: dict[str, Any]) -> list[Chart]:
 
 
 def sentences(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """The report's sentences, each with how it should stand out: ``bad`` for a sample ratio
-    mismatch, ``warn`` for too little data, ``ok`` for a winner."""
-    health = report["health"]
-    too_early = {f"Not enough data yet: {shortfall}." for shortfall in health["shortfalls"]}
-    winner = f"{report['winner']} is the winner" if report["winner"] else None
-    out = []
-    for text in report["sentences"]:
-        kind = ""
-        if health["srm_flag"] and text.startswith("The traffic split looks wrong"):
-            kind = "bad"
-        elif text in too_early:
-            kind = "warn"
-        elif winner and text.startswith(winner):
-            kind = "ok"
-        out.append((text, kind))
-    return out
+    """The report's sentences (the headline first), each with how it should stand out: ``warn``
+    for too little data."""
+    too_early = {f"Not enough data yet: {s}." for s in report["health"]["shortfalls"]}
+    return [(text, "warn" if text in too_early else "") for text in report["sentences"]]
 
 
 async def report_page(admin: Admin) -> Response:
