@@ -513,7 +513,11 @@ def browser() -> Iterator[Browser]:
 
 
 def seed_history(r: redis.Redis, site: str) -> None:
-    """Six earlier days of an A/B test, so that the charts have a shape."""
+    """Six earlier days of an A/B test, so that the charts have a shape: the experiment
+    started a week ago."""
+    stored = json.loads(r.hget(KEYS.campaigns(site), "cart-saver") or "{}")
+    stored["experiment_started"] = time.time() - 7 * 86_400
+    r.hset(KEYS.campaigns(site), "cart-saver", json.dumps(stored))
     today = datetime.now(UTC).date()
     for back in range(6, 0, -1):
         day = (today - timedelta(days=back)).strftime("%Y%m%d")
@@ -605,6 +609,15 @@ def test_live_trace_and_report_pages_in_a_browser(
         tabs.get_by_role("link", name="A/B report").click()
         assert page.locator("svg[role=img]").count() == 2
         assert page.locator("#chart-conversion polyline").count() == 3
+        # The week since the experiment started, today included.
+        assert page.locator("details:has-text('The numbers by day') tbody tr").count() == 7
+        verdict = page.locator("#verdict")
+        assert verdict.get_attribute("data-verdict") == "collecting"  # too little data yet
+        more = page.locator("#more-statistics")
+        assert not more.get_by_text("Chance to beat").is_visible()  # folded
+        more.locator("summary").click()
+        assert more.get_by_text("Chance to beat").is_visible()
+        more.locator("summary").click()
         page.screenshot(path=str(SCREENSHOTS / "admin-report.png"), full_page=True)
         page.set_viewport_size(PHONE)
         for path in ("live", f"visitors?q={ids[1]}", "campaigns/cart-saver/report"):

@@ -25,6 +25,7 @@ from widget_server.experiments.reports import (
     report_csv,
     report_days,
 )
+from widget_server.offers.campaign_store import CampaignStore
 from widget_server.offers.campaigns import Campaign, parse_campaign
 from widget_server.store.keys import Keys
 
@@ -186,3 +187,32 @@ def test_report_csv(redis_url: str, stats_site: str) -> None:
     assert rows[0]["control"] == "1" and rows[0]["uplift"] == ""
     assert rows[1]["exposures"] == "370"
     assert float(rows[1]["conversion_rate"]) == pytest.approx(9 / 370, rel=1e-9)
+
+
+def test_the_rule_is_chosen_before_the_experiment_starts(redis_url: str) -> None:
+    """A draft takes any rule; once the campaign has run, another rule or planned size starts a
+    new experiment version (the running one keeps the rule it started with), and its period
+    starts then."""
+
+    async def scenario(client: Redis) -> list[Campaign]:
+        store = CampaignStore(client, KEYS)
+        site = "rules" + secrets.token_hex(3)
+        data = json.loads(campaign(status="draft").model_dump_json())
+        saved = [await store.save(site, data, author="t")]
+        saved.append(await store.save(site, {**data, "decision_rule": "fixed_horizon",
+                                             "planned_exposures": 5000}, author="t"))  # fmt: skip
+        running = {**data, "decision_rule": "fixed_horizon", "planned_exposures": 5000,
+                   "status": "active"}  # fmt: skip
+        saved.append(await store.save(site, running, author="t"))
+        saved.append(await store.save(site, {**running, "name": "Renamed"}, author="t"))
+        saved.append(await store.save(site, {**running, "planned_exposures": 8000}, author="t"))
+        return saved
+
+    draft, draft_fixed, started, renamed, replanned = run(scenario, redis_url)
+    assert [c.experiment_version for c in (draft, draft_fixed, started, renamed)] == [1, 1, 1, 1]
+    assert started.experiment_started is not None and draft.experiment_started is not None
+    assert started.experiment_started > draft.experiment_started  # it left its draft then
+    assert renamed.experiment_started == started.experiment_started
+    assert replanned.experiment_version == 2 and replanned.planned_exposures == 8000
+    assert replanned.experiment_started is not None
+    assert replanned.experiment_started > started.experiment_started

@@ -22,8 +22,10 @@ from widget_server.experiments.stats import (
     Report,
     Sample,
     VariantCounts,
+    always_valid_decision,
     always_valid_p_value,
     chance_to_beat,
+    conversion_look,
     expected_split,
     experiment_report,
     incremental_revenue,
@@ -500,3 +502,26 @@ def test_always_valid_p_value_survives_daily_peeking() -> None:
         sequential += always_valid_p_value(looks, guard.relative_mixing_sd) <= 0.05
     assert sequential / runs <= 0.05
     assert naive / runs > 0.10
+
+
+@pytest.mark.parametrize(("p_c", "p_t", "per_day"), [(0.05, 0.05, 500), (0.03, 0.036, 2000)])
+def test_always_valid_intervals_cover_the_truth_at_every_look(
+    p_c: float, p_t: float, per_day: int
+) -> None:
+    """20 daily looks: the running intersection (which lies inside every look's interval)
+    still holds the true difference in at least 95% of runs, with or without an effect."""
+    rng = np.random.default_rng(7)
+    runs, hits = 200, 0
+    for _ in range(runs):
+        c = np.cumsum(rng.binomial(per_day, p_c, 20))
+        t = np.cumsum(rng.binomial(per_day, p_t, 20))
+        looks = [
+            conversion_look(Proportion(int(ci), per_day * d), Proportion(int(ti), per_day * d),
+                            0.15)
+            for d, (ci, ti) in enumerate(zip(c, t, strict=True), start=1)
+            if min(ci, ti) >= 10
+        ]  # fmt: skip
+        _, interval = always_valid_decision(looks, 0.05, bound=1.0)
+        assert interval is not None
+        hits += interval.low <= p_t - p_c <= interval.high
+    assert hits / runs >= 0.95
