@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -320,3 +321,20 @@ def test_processes_starting_together_agree_on_one_secret_key(tmp_path: Path) -> 
     assert len(keys) == 1 and len(keys.pop()) >= 48
     assert [p.name for p in data.iterdir()] == ["secret_key"]  # no drafts left behind
     assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_a_a_check_needs_no_server_and_reports_each_rule() -> None:
+    done = cli("simulate", "--aa-check", "--runs", "40", "--days", "14", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"A/A check: 40 runs of 14 days, 300 exposures per arm a day at 5\.0% \(seed 3\)\."
+        r" Differences called at alpha 0\.05: always-valid rule, read every day, \d+ \([\d.]+%\);"
+        r" fixed horizon at 4,200 per arm \d+ \([\d.]+%\); the one-look p-value checked every"
+        r" day would have \d+ \([\d.]+%\)\.\n",
+        done.stdout,
+    ), done.stdout
+    for bad in (["--aa-check", "--runs", "0"], ["--aa-check", "--rate", "1.5"], ["--site", "x"]):
+        refused = cli("simulate", *bad)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert refused.stderr.startswith("widget-server: error: ")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps  # type: ignore[import-untyped]
 from scipy.stats.contingency import relative_risk  # type: ignore[import-untyped]
 
+from widget_server.experiments.aa import aa_check
 from widget_server.experiments.stats import (
     VERDICTS,
     ExperimentSettings,
@@ -525,3 +526,13 @@ def test_always_valid_intervals_cover_the_truth_at_every_look(
         assert interval is not None
         hits += interval.low <= p_t - p_c <= interval.high
     assert hits / runs >= 0.95
+
+
+def test_a_a_runs_judged_by_the_report_rarely_call_a_difference() -> None:
+    """200 seeded A/A experiments with 28 daily looks, judged by the report's own verdict: the
+    always-valid rule, read every day, calls a difference in at most 5% of them; the one-look
+    p-value checked every day would in far more."""
+    check = aa_check(runs=200, days=28, per_day=300, rate=0.05, seed=1)
+    assert check.sequential_called / check.runs <= 0.05
+    assert check.peeking_called / check.runs > 0.15
+    assert check.fixed_called / check.runs <= 0.09  # 5% expected; 200 runs: within 3 sd

@@ -589,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_worker(settings)
         elif args.command == "catalog":
             return cmd_catalog(settings, args)
+        elif args.command in cli_simulate.COMMANDS and args.aa_check:
+            print(cli_simulate.aa_check_text(args))
         elif args.command in cli_simulate.COMMANDS:
             settings = _prepare(settings)
             with redis_for(settings) as url:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..devtools.simulate import ArmTruth, SimulationResult, campaign_arms, check_inputs, simulate
 from ..errors import ConfigurationError
 from ..experiments import reports
+from ..experiments.aa import aa_check
 from ..offers.campaign_store import CampaignStore
 from ..settings import Settings
 from ..store.client import open_store
@@ -28,9 +29,9 @@ def add_parsers(sub: Any) -> None:
         help="send synthetic visitors with a known conversion rate per arm through the "
         "WebSocket protocol (use a test site: they are recorded like real visitors)",
     )
-    p.add_argument("--site", required=True)
-    p.add_argument("--campaign", required=True)
-    p.add_argument("--visitors", type=int, required=True, help="how many visitors")
+    p.add_argument("--site", help="the site (required unless --aa-check)")
+    p.add_argument("--campaign", help="the campaign (required unless --aa-check)")
+    p.add_argument("--visitors", type=int, help="how many visitors (required unless --aa-check)")
     p.add_argument("--concurrency", type=int, default=50, help="visitors at once (default 50)")
     p.add_argument(
         "--seed", type=int, help="random seed (default: a new one, printed in the summary)"
@@ -52,6 +53,15 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--origin", help="Origin header to send (default: none, like a server client)")
     p.add_argument("--report", action="store_true", help="print the campaign's report afterwards")
+    aa = p.add_argument_group(
+        "A/A check", "simulated experiments with identical arms, judged by the report's rules "
+        "(no server or store needed): how often does each rule call a difference?"
+    )  # fmt: skip
+    aa.add_argument("--aa-check", action="store_true", help="run the A/A check instead")
+    aa.add_argument("--runs", type=int, default=200, help="experiments (default 200)")
+    aa.add_argument("--days", type=int, default=28, help="daily looks per experiment (28)")
+    aa.add_argument("--per-day", type=int, default=300, help="exposures per arm a day (300)")
+    aa.add_argument("--rate", type=float, default=0.05, help="conversion rate of both arms")
 
 
 def parse_truth(text: str, arms: list[str]) -> dict[str, ArmTruth]:
@@ -100,7 +110,18 @@ def websocket_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
+def aa_check_text(args: argparse.Namespace) -> str:
+    """``simulate --aa-check``: the A/A check's result in one line."""
+    try:
+        return aa_check(args.runs, args.days, args.per_day, args.rate,
+                        args.seed if args.seed is not None else 1).describe()  # fmt: skip
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
+    if args.site is None or args.campaign is None or args.visitors is None:
+        raise ConfigurationError("simulate needs --site, --campaign and --visitors (or --aa-check)")
     if args.visitors < 1 or args.concurrency < 1:
         raise ConfigurationError("--visitors and --concurrency must be at least 1")
     client = open_store(url, settings.redis_mode)

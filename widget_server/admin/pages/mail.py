@@ -673,7 +673,7 @@ def _results(document: dict[str, Any]) -> dict[str, Any]:
         "rows": report["variants"],
         "sentences": sentences(report),
         "email": document["email"].get("email", {}),
-        "level": 1 - report["settings"]["alpha"],
+        "level": 1 - report["decision_alpha"],  # the rule's intervals
     }
 
 
