@@ -29,6 +29,7 @@ from widget_server.experiments.stats import (
     conversion_look,
     expected_split,
     experiment_report,
+    holm,
     incremental_revenue,
     msprt_p_value,
     relative_uplift,
@@ -536,3 +537,31 @@ def test_a_a_runs_judged_by_the_report_rarely_call_a_difference() -> None:
     assert check.sequential_called / check.runs <= 0.05
     assert check.peeking_called / check.runs > 0.15
     assert check.fixed_called / check.runs <= 0.09  # 5% expected; 200 runs: within 3 sd
+
+
+def test_holm_by_hand() -> None:
+    """Three treatments at alpha 0.05: p = 0.01, 0.04, 0.03 (and one without a p-value).
+    Sorted: 0.01 <= 0.05/3 (rejected), 0.03 > 0.05/2 (stops here), 0.04 not rejected.
+    Adjusted: 3·0.01 = 0.03; max(0.03, 2·0.03) = 0.06; max(0.06, 1·0.04) = 0.06."""
+    levels, adjusted = holm([0.01, 0.04, 0.03, None], 0.05)
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, None])  # type: ignore[arg-type]
+    assert levels[:3] == pytest.approx([0.05 / 3, 0.025, 0.025])
+    # Two treatments, both small: both rejected, the second at the full alpha.
+    levels, adjusted = holm([0.02, 0.012], 0.05)
+    assert adjusted == pytest.approx([0.024, 0.024]) and levels == pytest.approx([0.05, 0.025])
+    assert holm([0.2], 0.05) == ([0.05], [0.2])
+
+
+def test_with_several_variants_the_decision_is_holms() -> None:
+    """b clearly better, c a little: Holm rejects b at alpha/2 and then c at alpha, where
+    Bonferroni would stop at c; c's interval is at 95% and leaves out 0, b's at 97.5%."""
+    counts = _counts({"a": (40_000, 2000), "b": (40_000, 2400), "c": (40_000, 2130)})
+    split = {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    report = experiment_report("c", counts, "a", split, rule="fixed_horizon",
+                               planned_exposures=40_000)  # fmt: skip
+    b, c = report.variants[1], report.variants[2]
+    assert b.decision_level == pytest.approx(0.975) and c.decision_level == pytest.approx(0.95)
+    assert c.decision_p is not None and 0.025 < c.decision_p <= 0.05  # Holm: c rejected too
+    assert c.difference is not None and c.difference.low > 0
+    assert report.winner == "b" and report.verdict == "winner"
+    assert "Holm-adjusted p" in " ".join(report.sentences)

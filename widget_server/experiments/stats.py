@@ -479,14 +479,16 @@ class VariantResult:
     captures: int = 0
     consented_captures: int = 0
     # What the experiment's rule decides on (None until it may speak): the difference of
-    # conversion rates against the control (rate points) with its interval at the decision's
-    # level, the same relative to the control's rate, the p-value, and the same for revenue
-    # per exposed visitor.
+    # conversion rates against the control (rate points) with its interval, the same relative
+    # to the control's rate, the p-value (Holm-adjusted across the treatments), and the same
+    # for revenue per exposed visitor; each interval at its level (see ``holm``).
     difference: Interval | None = None
     change: Interval | None = None
     decision_p: float | None = None
     revenue_decision: Interval | None = None
     revenue_decision_p: float | None = None
+    decision_level: float | None = None  # the level of ``difference`` and ``change``
+    revenue_decision_level: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,36 +548,92 @@ def experiment_report(
     ``rule``: ``sequential`` decides on the always-valid p-value and interval over every look
     (look any day); ``fixed_horizon`` decides once, on the first look where every arm has
     ``planned_exposures``, with the fixed-horizon test. Either way a variant wins only when
-    every arm has enough data, the split is healthy and its decision p-value is at most
-    ``alpha / number of treatments`` (Bonferroni); the decision's intervals are at
-    ``1 - alpha / number of treatments``, so an interval leaves out 0 exactly when its p-value
-    is small enough: the table and the verdict cannot disagree.
+    every arm has enough data, the split is healthy and its decision p-value, adjusted across
+    the treatments by Holm's procedure, is at most ``alpha``; each decision interval is at the
+    level Holm's procedure tested it at (:func:`holm`), so an interval leaves out 0 exactly
+    when its adjusted p-value is small enough: the table and the verdict cannot disagree.
     """
     arms = [control, *(arm for arm in split if arm != control)]
     counts = {arm: counts_by_variant.get(arm, VariantCounts(arm)) for arm in arms}
     looks = [*history, counts_by_variant]
-    decision_alpha = settings.alpha / max(1, len(arms) - 1)
+    alpha = settings.alpha
     horizon = _horizon(looks, arms, planned_exposures) if rule == "fixed_horizon" else None
     rows = [
-        _variant_result(counts[arm], counts[control], looks, settings, rule, decision_alpha,
-                        horizon)
+        _variant_result(counts[arm], counts[control], looks, settings, rule, horizon)
         for arm in arms
-    ]  # fmt: skip
+    ]
+    rows = rows[:1] + _holm_adjusted(rows[1:], counts[control], looks, settings, rule, horizon)
     health = _health(counts, rows, counts_by_variant, dict(split), len(looks), settings)
     needed = sample_size_per_arm(
         counts[control].proportion.rate,
         settings.minimum_detectable_effect,
-        decision_alpha,
+        alpha / max(1, len(arms) - 1),  # planned for the first step of Holm's procedure
         settings.power,
     )
-    verdict, winner = _verdict(rows, health, decision_alpha, rule, horizon)
+    verdict, winner = _verdict(rows, health, alpha, rule, horizon)
     report = Report(
-        campaign_id, control, rule, decision_alpha, winner, needed, rows, health, [], settings,
+        campaign_id, control, rule, alpha, winner, needed, rows, health, [], settings,
         verdict, "", _final(verdict, rule), planned_exposures,
         (horizon + 1) if horizon is not None else len(looks),
     )  # fmt: skip
     report = replace(report, headline=_headline(report))
     return replace(report, sentences=_sentences(report))
+
+
+def holm(p_values: Sequence[float | None], alpha: float) -> tuple[list[float], list[float | None]]:
+    """Holm's step-down procedure (Holm 1979) over the p-values that exist: the adjusted
+    p-values ``max_{j ≤ i} min(1, (m - j + 1)·p_(j))`` (a hypothesis is rejected when its
+    adjusted p-value is at most ``alpha``) and, for each, the level its interval is computed at
+    so that the interval leaves out 0 exactly when it is rejected: ``alpha / (m - i + 1)`` for
+    the ``i``-th smallest p-value while the procedure goes on, and the level of the step where
+    it stopped for every one after it (their p-values are larger than that level)."""
+    order = sorted((i for i, p in enumerate(p_values) if p is not None),
+                   key=lambda i: p_values[i] or 0.0)  # fmt: skip
+    m = len(order)
+    levels = [alpha / max(1, m)] * len(p_values)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running, stopped = 0.0, None
+    for step, i in enumerate(order):
+        p = p_values[i] or 0.0
+        level = alpha / (m - step)
+        running = max(running, min(1.0, (m - step) * p))
+        adjusted[i] = running
+        if stopped is None and p > level:
+            stopped = level
+        levels[i] = stopped if stopped is not None else level
+    return levels, adjusted
+
+
+def _holm_adjusted(
+    rows: list[VariantResult],
+    control: VariantCounts,
+    looks: list[Counts],
+    settings: ExperimentSettings,
+    rule: str,
+    horizon: int | None,
+) -> list[VariantResult]:
+    """The treatments' decision figures with Holm's procedure across them, for conversion and
+    for revenue separately: adjusted p-values, and intervals at the level each was tested at
+    (:func:`holm`), so an interval leaves out 0 exactly when its adjusted p-value is at most
+    alpha. One treatment: alpha itself."""
+    levels, adjusted = holm([r.decision_p for r in rows], settings.alpha)
+    revenue_levels, revenue_adjusted = holm([r.revenue_decision_p for r in rows], settings.alpha)
+    out = []
+    for n, row in enumerate(rows):
+        difference, change, _, _, _ = _decision(
+            control.variant, row.variant, looks, settings, rule, horizon, levels[n]
+        )
+        _, _, _, revenue, _ = _decision(
+            control.variant, row.variant, looks, settings, rule, horizon, revenue_levels[n]
+        )
+        out.append(replace(
+            row, difference=difference, change=change, decision_p=adjusted[n],
+            decision_level=1 - levels[n] if adjusted[n] is not None else None,
+            revenue_decision=revenue, revenue_decision_p=revenue_adjusted[n],
+            revenue_decision_level=(1 - revenue_levels[n]
+                                    if revenue_adjusted[n] is not None else None),
+        ))  # fmt: skip
+    return out
 
 
 def _final(verdict: str, rule: str) -> bool:
@@ -603,9 +661,10 @@ def _variant_result(
     looks: list[Counts],
     settings: ExperimentSettings,
     rule: str,
-    decision_alpha: float,
     horizon: int | None,
 ) -> VariantResult:
+    """An arm against the control; the decision's figures at ``alpha`` for now (the p-values
+    do not depend on it), adjusted across the treatments by :func:`_holm_adjusted`."""
     confidence = 1 - settings.alpha
     rate = wilson_interval(arm.proportion, confidence)
     rpv = arm.revenue_sample.mean
@@ -619,7 +678,7 @@ def _variant_result(
     if control.variant == HOLDOUT:
         incremental = incremental_revenue(control.revenue_sample, arm.revenue_sample, confidence)
     difference, change, p, revenue, revenue_p = _decision(
-        control.variant, arm.variant, looks, settings, rule, decision_alpha, horizon
+        control.variant, arm.variant, looks, settings, rule, horizon, settings.alpha
     )
     return VariantResult(
         *plain,
@@ -646,8 +705,8 @@ def _decision(
     looks: list[Counts],
     settings: ExperimentSettings,
     rule: str,
-    alpha: float,
     horizon: int | None,
+    alpha: float,
 ) -> tuple[Interval | None, Interval | None, float | None, Interval | None, float | None]:
     """(difference, change, p, revenue difference, revenue p) by the experiment's rule; all
     None until the rule may speak (no look with enough data; a fixed horizon not reached)."""
@@ -767,7 +826,6 @@ def _headline(report: Report) -> str:
     """The report's conclusion in one sentence, by its rule (the admin shows it first)."""
     health, rows, control = report.health, report.variants, report.control
     rule = RULE_NAMES[report.decision]
-    level = _share(1 - report.decision_alpha)
     if report.verdict == "split_broken":
         return (f"The split looks broken ({_p('p', health.srm_p_value)}): don't trust these"
                 " numbers. Find the cause first.")  # fmt: skip
@@ -783,11 +841,11 @@ def _headline(report: Report) -> str:
     if report.verdict == "winner":
         row = next(r for r in rows if r.variant == report.winner)
         return (f"{row.variant} beats {control}: {_change(row)} conversion"
-                f" ({level} {rule} interval {_interval(row)}).")  # fmt: skip
+                f" ({_level(row)} {rule} interval {_interval(row)}).")  # fmt: skip
     if report.verdict == "worse":
         row = min(rows[1:], key=lambda r: r.difference.estimate if r.difference else 0.0)
         return (f"{row.variant} does worse than {control}: {_change(row)} conversion"
-                f" ({level} {rule} interval {_interval(row)}). Keep {control}.")  # fmt: skip
+                f" ({_level(row)} {rule} interval {_interval(row)}). Keep {control}.")  # fmt: skip
     if report.decision == "fixed_horizon":
         return (f"No difference at the planned {report.planned_exposures or 0:,} exposures per"
                 f" arm: no variant beats {control}.")  # fmt: skip
@@ -830,12 +888,15 @@ def _arm_sentences(row: VariantResult, control: VariantResult, report: Report) -
     """An arm against the control in the rule's figures (once the rule may speak)."""
     name, base = row.variant, control.variant
     label = "always-valid p" if report.decision == "sequential" else "p"
-    level = f"{_share(1 - report.decision_alpha)} {RULE_NAMES[report.decision]} interval"
+    if len(report.variants) > 2:
+        label = "Holm-adjusted " + label
+    rule = RULE_NAMES[report.decision]
     out = []
     if row.difference is not None and row.decision_p is not None:
         significant = row.decision_p <= report.decision_alpha
         out.append(
-            f"{name}: {_change(row)} conversion against {base} ({level} {_interval(row)};"
+            f"{name}: {_change(row)} conversion against {base} ({_level(row)} {rule} interval"
+            f" {_interval(row)};"
             f" {_p(label, row.decision_p)}, "
             + ("a difference)." if significant else "no difference shown).")
         )
@@ -843,13 +904,18 @@ def _arm_sentences(row: VariantResult, control: VariantResult, report: Report) -
         d = row.revenue_decision
         text = (
             f"{name} earns {row.revenue_per_exposure:,.2f} per exposed visitor against"
-            f" {control.revenue_per_exposure:,.2f} in {base} ({_money(d.estimate)}, {level}"
-            f" {_money(d.low)} to {_money(d.high)}; {_p(label, row.revenue_decision_p)})"
+            f" {control.revenue_per_exposure:,.2f} in {base} ({_money(d.estimate)},"
+            f" {_share(row.revenue_decision_level or 0.0)} {rule} interval {_money(d.low)} to"
+            f" {_money(d.high)}; {_p(label, row.revenue_decision_p)})"
         )
         if base == HOLDOUT:
             text += f"; incremental revenue {_money(d.estimate * row.exposures)}"
         out.append(text + ".")
     return out
+
+
+def _level(row: VariantResult) -> str:
+    return _share(row.decision_level or 0.0)
 
 
 def _change(row: VariantResult) -> str:
