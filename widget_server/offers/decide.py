@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from ..store.frequency import Frequency
 from ..visitors.session_view import SessionView
 from .assign import HOLDOUT, assign
 from .campaigns import Campaign, Condition
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Reason(StrEnum):
@@ -449,11 +452,6 @@ _SIGNALS_KEPT = 64
 # The arm (a shared candidate) of recent visitors, by plan and visitor; starts again when full.
 _ARMS: dict[tuple[_Plan, str], Candidate] = {}
 _ARMS_KEPT = 65_536
-# Plans by campaign, with the campaign itself so that a recycled id never finds another
-# campaign's plan. The table starts again when it grows past its bound.
-_PLANS: dict[int, _Plan] = {}
-_PLANS_MAX = 4096
-_DECKS_MAX = 1024
 
 
 class _Deck:
@@ -483,31 +481,38 @@ class _Deck:
         return known
 
 
-_DECKS: dict[int, _Deck] = {}
+class _ByIdentity(Generic[K, V]):
+    """What is worked out once per object (immutable ones: campaigns, their tuples, conditions),
+    found by the object's identity. The object is kept beside its value, so a recycled id never
+    finds another object's; the table starts again when it grows past ``limit``."""
+
+    __slots__ = ("_limit", "_make", "_table")
+
+    def __init__(self, make: Callable[[K], V], limit: int) -> None:
+        self._make, self._limit = make, limit
+        self._table: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        known = self._table.get(id(key))
+        if known is not None and known[0] is key:
+            return known[1]
+        if len(self._table) >= self._limit:
+            self._table.clear()
+        value = self._make(key)
+        self._table[id(key)] = (key, value)
+        return value
+
+
+plan_of: _ByIdentity[Campaign, _Plan] = _ByIdentity(_Plan, 4096)
+_DECKS: _ByIdentity[tuple[Campaign, ...], _Deck] = _ByIdentity(_Deck, 1024)
 
 
 def deck_of(campaigns: Iterable[Campaign]) -> _Deck:
     """The deck of a tuple of campaigns (the campaign store's cached tuple is the same object
     until the site's campaigns change); a new one for anything else."""
-    if not isinstance(campaigns, tuple):
-        return _Deck(tuple(campaigns))
-    deck = _DECKS.get(id(campaigns))
-    if deck is not None and deck.campaigns is campaigns:
-        return deck
-    if len(_DECKS) >= _DECKS_MAX:
-        _DECKS.clear()
-    deck = _DECKS[id(campaigns)] = _Deck(campaigns)
-    return deck
-
-
-def plan_of(campaign: Campaign) -> _Plan:
-    plan = _PLANS.get(id(campaign))
-    if plan is not None and plan.campaign is campaign:
-        return plan
-    if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.clear()
-    plan = _PLANS[id(campaign)] = _Plan(campaign)
-    return plan
+    if isinstance(campaigns, tuple):
+        return _DECKS(campaigns)
+    return _Deck(tuple(campaigns))
 
 
 def in_schedule(campaign: Campaign, now: float) -> bool:
@@ -599,11 +604,6 @@ def targeting_miss(state: VisitorState, campaign: Campaign) -> str:
 
 
 Predicate = Callable[[VisitorState], bool]
-# Compiled predicates by condition, with the condition itself so that a recycled id never finds
-# another condition's predicate. Campaigns live as long as their site's cache entry; the table
-# starts again when it grows past its bound.
-_COMPILED: dict[int, tuple[Condition, Predicate]] = {}
-_COMPILED_MAX = 8192
 _SETS = {"cart_category": "cart_categories", "cart_brand": "cart_brands",
          "cart_product": "cart_products"}  # fmt: skip
 
@@ -612,17 +612,11 @@ def compiled(condition: Condition) -> Predicate:
     """``condition`` as a plain predicate on the visitor's state, built once per condition:
     the field looked up, the value lowered, the wildcard turned into a regular expression ahead
     of time. Holds exactly when :func:`condition_holds` does (a property test checks it)."""
-    known = _COMPILED.get(id(condition))
-    if known is not None and known[0] is condition:
-        return known[1]
-    predicate = _compile(condition)
-    if len(_COMPILED) >= _COMPILED_MAX:
-        _COMPILED.clear()
-    _COMPILED[id(condition)] = (condition, predicate)
-    return predicate
+    return _COMPILED(condition)
 
 
 def _compile(condition: Condition) -> Predicate:
+    """:func:`compiled`, built."""
     name, op, want = condition.field, condition.op, condition.value
     if name == "viewed_count":
         number = float(want) if isinstance(want, int | float) else math.nan
@@ -655,6 +649,10 @@ def _compile(condition: Condition) -> Predicate:
     if positive:
         return lambda s: one(value(s))
     return lambda s: not one(value(s))
+
+
+# Compiled predicates by condition (campaigns live as long as their site's cache entry).
+_COMPILED: _ByIdentity[Condition, Predicate] = _ByIdentity(_compile, 8192)
 
 
 def _lowered(name: str) -> Callable[[VisitorState], str]:
