@@ -257,7 +257,31 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=20)
-    assert f"Demo shop   {base}/demo/" in out.decode()
+    banner = out.decode()
+    assert f"Demo shop   {base}/demo/" in banner
+    # The first run creates the demo's owner and prints its password once; it signs in.
+    found = re.search(rf"Admin       {base}/admin/   sign in as (\S+), password (\S+)\n", banner)
+    assert found is not None, banner
+    email, password = found.groups()
+    again = subprocess.Popen(
+        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_ready(base, again)
+        with httpx.Client(base_url=base) as admin:
+            form = admin.get("/admin/login").text
+            token = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert token is not None
+            signed = admin.post("/admin/login", data={"csrf": token.group(1), "email": email,
+                                                       "password": password})  # fmt: skip
+            assert signed.status_code == 303
+            assert email in admin.get("/admin/sites").text
+    finally:
+        again.terminate()
+        out, _ = again.communicate(timeout=20)
+    assert f"Admin       {base}/admin/   (sign in with your account)" in out.decode()
+    assert password not in out.decode()
 
 
 def test_campaign_import_reports_every_invalid_field(tmp_path: Path, redis_url: str) -> None:

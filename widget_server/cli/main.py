@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 import msgspec
 from redis.exceptions import RedisError
 
+from ..admin.accounts import AccountStore
 from ..catalog.similar import SimilarProducts
 from ..catalog.store import CatalogStore, run_catalog_import
 from ..demo.catalog import generate_catalog, write_feed_tsv
@@ -184,7 +186,12 @@ def cmd_serve(settings: Settings) -> None:
         _run_server(settings.with_overrides(redis_url=url))
 
 
-async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> None:
+DEMO_OWNER = "owner@demo.example"
+
+
+async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> str | None:
+    """Seed the demo site, its campaigns and email flows; on the first run (no admin account
+    yet) create the demo's owner account and return its new password, else None."""
     hosts = ["127.0.0.1", "localhost"]
     if settings.host not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
         hosts.append(settings.host)
@@ -209,8 +216,24 @@ async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> None
         if not await store.for_site(DEMO_SITE):
             examples = json.loads((settings.examples_dir / "demo-campaigns.json").read_text())
             await store.import_many(DEMO_SITE, examples, author="demo")
+        accounts = AccountStore(client, Keys(settings.redis_prefix))
+        if await accounts.list():
+            return None
+        password = secrets.token_urlsafe(12)
+        await accounts.create(DEMO_OWNER, password, "owner")
+        return password
     finally:
         await client.aclose()
+
+
+def _admin_line(base: str, password: str | None) -> str:
+    """The demo banner's admin line: the new owner's password on the first run only."""
+    if password is None:
+        return f"  Admin       {base}/admin/   (sign in with your account)\n"
+    return (
+        f"  Admin       {base}/admin/   sign in as {DEMO_OWNER}, password {password}\n"
+        "              (shown this once; `widget-server admin create` adds accounts)\n"
+    )
 
 
 def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
@@ -221,7 +244,7 @@ def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
         _demo_on_cluster(settings)
         return
     with redis_for(settings, supervise=True) as url:
-        asyncio.run(_seed_demo(url, settings, [settings.port]))
+        password = asyncio.run(_seed_demo(url, settings, [settings.port]))
         base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}"
         base += f":{settings.port}"
         feed = settings.data_dir / "demo-feed.tsv"
@@ -234,7 +257,8 @@ def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
             "\nwidget-server demo\n"
             f"  Demo shop   {base}/demo/\n"
             f"  Widget      {base}/widget.js   (site key: {DEMO_SITE})\n"
-            f"  Health      {base}/healthz  {base}/readyz\n"
+            + _admin_line(base, password)
+            + f"  Health      {base}/healthz  {base}/readyz\n"
             f"  Metrics     {base}/metrics\n"
             f"  Valkey      {url} ({kind})\n"
             "Press Ctrl+C to stop.\n",
@@ -260,7 +284,7 @@ def _demo_on_cluster(settings: Settings) -> None:
         with LocalCluster(folder) as local:
             url = local.seed_url
             settings = settings.with_overrides(redis_url=url, redis_mode="cluster")
-            asyncio.run(_seed_demo(url, settings, [settings.port, second_port]))
+            password = asyncio.run(_seed_demo(url, settings, [settings.port, second_port]))
             host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
             bases = [f"http://{host}:{port}" for port in (settings.port, second_port)]
             feed = settings.data_dir / "demo-feed.tsv"
@@ -273,7 +297,8 @@ def _demo_on_cluster(settings: Settings) -> None:
                 "\nwidget-server demo on a Valkey cluster\n"
                 f"  Demo shop   {bases[0]}/demo/  (node 1)   {bases[1]}/demo/  (node 2)\n"
                 f"  Widget      {bases[0]}/widget.js   (site key: {DEMO_SITE})\n"
-                f"  Health      {bases[0]}/readyz  {bases[1]}/readyz\n"
+                + _admin_line(bases[0], password)
+                + f"  Health      {bases[0]}/readyz  {bases[1]}/readyz\n"
                 f"  Valkey      3 masters ({masters}), 3 replicas; data in {folder}/\n"
                 "Press Ctrl+C to stop.\n",
                 flush=True,
