@@ -6,7 +6,8 @@ latest state and turns the result into ``arm``/``offer``/``withdraw`` messages. 
 reserved at the signal and counted when the widget reports it painted:
 
 1. reserve a place under the site's frequency policy, on the visitor's slot
-   (``lua/offer_reserve.lua``);
+   (``lua/offer_reserve.lua``; for an exit signal, the signal's own ``lua/session_event.lua``
+   call, with the decision made just before from the visitor's last view: :meth:`record_signal`);
 2. claim it on the campaign's slot (``lua/offer_claim.lua``: caps, code, exposure), or release
    step 1 if the campaign refuses;
 3. send ``offer`` with the reservation's token; the widget echoes it in ``offer_shown`` once the
