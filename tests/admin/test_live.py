@@ -460,6 +460,11 @@ def test_the_report_page_tells_one_story_in_every_verdict(
             planned_exposures=40_000, variants=[
                 {"key": "a", "offer": {"kind": "message", "headline": "A"}},
                 {"key": "b", "offer": {"kind": "message", "headline": "B"}}])])  # fmt: skip
+        empty = editor.get(f"/admin/sites/{site}/campaigns/ab/report")
+        assert empty.status_code == 200 and "No visitors in this experiment yet" in empty.text
+        assert ("No variant has won by this experiment's always-valid rule" in empty.text
+                if rule == "sequential" else
+                "has not reached its planned 40,000 exposures per arm" in empty.text)  # fmt: skip
         r.hset(KEYS.campaign_stats(site, "ab", today), mapping={
             f"{metric}:{arm}": value for arm, c in counts.items()
             for metric, value in (("exposures", c.exposures), ("conversions", c.conversions),
