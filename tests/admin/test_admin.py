@@ -784,6 +784,9 @@ def test_campaign_list_shows_status_and_todays_numbers(
         r'<td class="num">45</td>\s*<td class="num">31</td>\s*<td class="num">4</td>', row
     )
     assert "status-active" in page and "status-paused" in page
+    assert row.index("Shown to visitors, when leaving.") < row.index('<td class="num">45</td>')
+    overview = owner.get(f"/admin/sites/{site}/campaigns/numbers").text
+    assert '<p class="audience" id="audience">Shown to visitors, when leaving.</p>' in overview
     assert f"/admin/sites/{site}/campaigns/numbers" in owner.get("/admin/campaigns").text
     empty = owner.get(f"/admin/sites/{new_site_key(owner)}/campaigns").text
     assert "No campaigns on" in empty and "Create the first campaign" in empty
@@ -818,7 +821,8 @@ def test_code_pool_upload_counts_and_low_pool_warning(
 
 def test_preview_page_embeds_the_rendered_offer_safely(owner: AdminClient, redis_url: str) -> None:
     site = new_site_key(owner)
-    campaign = message_campaign("xss", name=XSS[0])
+    campaign = message_campaign("xss", name=XSS[0], targeting={"any": [{"all": [
+        {"field": "utm_campaign", "op": "is", "value": XSS[0]}]}]})  # fmt: skip
     campaign["variants"] = [{"key": "a", "offer": {"kind": "discount", "headline": XSS[0],
                              "body": XSS[1] + "</script>", "cta_label": XSS[1]},
                              "discount": {"type": "percent", "amount": 15,
