@@ -587,6 +587,11 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
     assert 'value="javascript:alert(1)"' in page.text
     assert 'value="thank_you, payment"' in page.text and 'value="newsletter"' in page.text
     assert 'href="#f-variants.0.offer.headline"' in page.text  # the summary links to the field
+    # Targeting in words: the fields and operators are named, known values suggested.
+    assert '<option value="page_type" selected>Page type</option>' in page.text
+    assert '<option value="not_in" selected>is none of</option>' in page.text
+    assert '<option value="utm_source" selected>Traffic source</option>' in page.text
+    assert 'list="known-values"' in page.text and '<option value="mobile"></option>' in page.text
     assert not r.hexists(KEYS.campaigns(site), "cart-saver")
 
     kept = form_fields(page.text, "campaign-form")

@@ -202,8 +202,9 @@ def _editor(
         or (campaign.version if campaign else ""),
         page_types=cf.PAGE_TYPES,
         exit_kinds=cf.EXIT_KINDS,
-        condition_fields=cf.CONDITION_FIELDS,
-        condition_ops=cf.CONDITION_OPS,
+        condition_fields=[(name, cf.FIELD_LABELS[name]) for name in cf.CONDITION_FIELDS],
+        condition_ops=[(name, cf.OP_LABELS[name]) for name in cf.CONDITION_OPS],
+        known_values=cf.KNOWN_VALUES,
         statuses=STATUSES,
         text_locales=cf.text_locales(state, site.locale),
     )
