@@ -574,7 +574,7 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
         "targeting.any.0.all.1.field": "utm_source", "targeting.any.0.all.1.op": "is_not",
         "targeting.any.0.all.1.value": "newsletter",
         "targeting.any.1.all.0.field": "viewed_count", "targeting.any.1.all.0.op": "gte",
-        "targeting.any.1.all.0.value": "3",
+        "targeting.any.1.all.0.value": "3", "targeting.devices": ["mobile"],
     })  # fmt: skip
     page = owner.post(f"/admin/sites/{site}/campaigns/new", fields)
     assert page.status_code == 422
@@ -592,6 +592,8 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
     assert '<option value="not_in" selected>is none of</option>' in page.text
     assert '<option value="utm_source" selected>Traffic source</option>' in page.text
     assert 'list="known-values"' in page.text and '<option value="mobile"></option>' in page.text
+    assert 'name="targeting.devices" value="mobile" checked' in page.text
+    assert 'name="targeting.devices" value="desktop" checked' not in page.text
     assert not r.hexists(KEYS.campaigns(site), "cart-saver")
 
     kept = form_fields(page.text, "campaign-form")
@@ -610,7 +612,7 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
     assert trigger["exit_intent"] == ["top_edge", "back_button"]
     assert trigger["hesitation"] == {"cart": 20} and trigger["min_cart_value"] == 30
     assert trigger["returning_visitor"] is False and trigger["live"] is False
-    assert campaign["targeting"] == {"any": [
+    assert campaign["targeting"] == {"devices": ["mobile"], "any": [
         {"all": [{"field": "page_type", "op": "not_in", "value": ["thank_you", "payment"]},
                  {"field": "utm_source", "op": "is_not", "value": "newsletter"}]},
         {"all": [{"field": "viewed_count", "op": "gte", "value": 3.0}]},

@@ -61,6 +61,8 @@ def test_several_groups_schedules_and_other_conditions() -> None:
         " “AT”), on Mon, Tue, Wed, Thu, Fri from 9:00 to 18:00 (Europe/Berlin)."
     )
     assert money(30, "CHF") == "30 CHF" and money(12.5, "USD") == "$12.50"
+    devices = campaign(targeting={"devices": ["mobile", "desktop"]})
+    assert audience_sentence(devices) == "Shown to visitors on desktops or phones, when leaving."
 
 
 FIELDS: tuple[str, ...] = get_args(ConditionField)

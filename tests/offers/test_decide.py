@@ -186,6 +186,16 @@ def test_targeting_or_of_and_groups_and_operators() -> None:
     assert decide(replace(shoes, viewed_count=2), [c], EXIT, NOW).chosen is None
 
 
+def test_a_campaign_shows_only_on_the_devices_it_names() -> None:
+    phones = campaign("phones", targeting={"devices": ["mobile"]})
+    assert decide(state(device="mobile"), [phones], EXIT, NOW).chosen is not None
+    for device, detail in (("desktop", "device desktop not targeted"),
+                           ("", "device unknown not targeted")):  # fmt: skip
+        refused = decide(state(device=device), [phones], EXIT, NOW)
+        assert refused.chosen is None
+        assert refused.rejections == (Rejection("phones", Reason.TARGETING, detail),)
+
+
 def test_arm_probe_reports_when_time_thresholds_will_be_met() -> None:
     c = campaign(trigger={"min_time_on_site_s": 600})
     decision = decide(state(), [c], ArmProbe(), NOW)
@@ -357,6 +367,9 @@ full_specs = st.fixed_dictionaries(
         ),
         "targeting": st.sampled_from([
             {}, {"any": [{"all": [{"field": "url", "op": "not_matches", "value": "*/sale/*"}]}]},
+            {"devices": ["mobile"]},
+            {"devices": ["desktop", "tablet"],
+             "any": [{"all": [{"field": "viewed_count", "op": "gte", "value": 1}]}]},
             {"any": [{"all": [{"field": "device", "op": "is", "value": "mobile"}]},
                      {"all": [{"field": "viewed_count", "op": "gte", "value": 2}]}]},
         ]),

@@ -15,6 +15,7 @@ from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 from ..offers.campaigns import (
+    ALL_DEVICES,
     ALL_EXIT_KINDS,
     Campaign,
     Caps,
@@ -50,7 +51,7 @@ OP_LABELS = {
 KNOWN_VALUES = (*PAGE_TYPES, "desktop", "tablet", "mobile", "new", "returning", "yes", "no")
 LIST_OPS = ("in", "not_in")
 NUMBER_OPS = ("gte", "lte")
-MULTI_VALUED = ("schedule.weekdays", "trigger.exit_intent")
+MULTI_VALUED = ("schedule.weekdays", "trigger.exit_intent", "targeting.devices")
 CHECKBOXES = ("trigger.live", "trigger.left_checkout", "caps.never_on_payment")
 TOP_LEVEL = ("id", "name", "status", "priority", "schedule", "trigger", "targeting", "variants",
              "holdout", "caps", "goal", "attribution_days", "expected_value",
@@ -105,7 +106,8 @@ def blank_state() -> State:
         "id": "", "name": "", "status": "draft", "priority": "100", "holdout": "0",
         "attribution_days": "7", "expected_value": "0", "experiment_version": "1",
         "decision_rule": "sequential", "planned_exposures": "", "goal": "purchase",
-        "targeting": {"any": []}, "variants": [blank_variant("a")],
+        "targeting": {"devices": list(ALL_DEVICES), "any": []},
+        "variants": [blank_variant("a")],
     }  # fmt: skip
     state["schedule"] = _schedule_state(json.loads(Schedule().model_dump_json()))
     state["trigger"] = _trigger_state(json.loads(Trigger().model_dump_json()))
@@ -221,7 +223,7 @@ def normalized(state: State) -> State:
         rows = [c for c in as_list(as_dict(group).get("all")) if _filled(c)]
         if rows:
             groups.append({"all": rows})
-    return {**state, "targeting": {"any": groups}}
+    return {**state, "targeting": {**as_dict(state.get("targeting")), "any": groups}}
 
 
 def _filled(condition: Any) -> bool:

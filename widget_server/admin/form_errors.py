@@ -29,6 +29,7 @@ LABELS = {
     "holdout": "Holdout share", "attribution_days": "Attribution window (days)",
     "expected_value": "Expected value", "experiment_version": "Experiment version",
     "decision_rule": "Decision rule", "planned_exposures": "Planned exposures per arm",
+    "devices": "Devices",
     "goal": "Goal", "schedule": "Schedule", "start": "Starts", "end": "Ends",
     "weekdays": "Weekdays", "hours": "Hours", "timezone": "Time zone", "trigger": "Trigger",
     "exit_intent": "Exit-intent signals", "hesitation": "Hesitation (seconds idle)",

@@ -44,7 +44,8 @@ def audience_sentence(campaign: Campaign, currency: str = "") -> str:
     groups = [list(group.all) for group in campaign.targeting.any]
     common = groups[0] if len(groups) == 1 else []
     who = _who(campaign.trigger, common)
-    folded, rest = _folded(common)
+    devices = [] if campaign.targeting.every_device else campaign.targeting.devices
+    folded, rest = _folded(common, devices)
     parts = [f"Shown to {who}{folded}"]
     parts.append(_when(campaign.trigger, currency))
     if rest:
@@ -74,11 +75,14 @@ def _who(trigger: Trigger, conditions: Sequence[Condition]) -> str:
     return who
 
 
-def _folded(conditions: Sequence[Condition]) -> tuple[str, list[Condition]]:
+def _folded(conditions: Sequence[Condition], devices: Sequence[str]) -> tuple[str, list[Condition]]:
     """Page types, devices and countries said the way people say them ("on product pages, on
-    phones, in DE"); the other conditions are left for :func:`_condition`."""
+    phones, in DE"); the other conditions are left for :func:`_condition`. ``devices``: the
+    campaign's own choice of devices, when not all of them."""
     words: list[str] = []
     rest: list[Condition] = []
+    if devices:
+        words.append("on " + _either([_DEVICES[d] for d in devices]))
     for c in conditions:
         values = _values(c)
         positive = c.op in ("is", "in")

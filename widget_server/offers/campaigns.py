@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import WidgetServerError
 from ..links import safe_link
-from ..wire.protocol import ExitIntentKind, PageType
+from ..wire.protocol import Device, ExitIntentKind, PageType
 from .texts import Localized
 
 CampaignStatus = Literal["draft", "active", "paused", "ended"]
@@ -148,10 +148,25 @@ class ConditionGroup(_Model):
     all: Annotated[list[Condition], Field(min_length=1, max_length=20)]
 
 
-class Targeting(_Model):
-    """Any group may hold (OR of ANDs). No groups: everyone."""
+ALL_DEVICES: list[Device] = ["desktop", "tablet", "mobile"]
 
+
+class Targeting(_Model):
+    """The devices it shows on, and any group may hold (OR of ANDs; no groups: everyone)."""
+
+    devices: Annotated[list[Device], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: list(ALL_DEVICES)
+    )
     any: Annotated[list[ConditionGroup], Field(max_length=20)] = Field(default_factory=list)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, value: list[Device]) -> list[Device]:
+        return [d for d in ALL_DEVICES if d in value]  # one each, in a fixed order
+
+    @property
+    def every_device(self) -> bool:
+        return len(self.devices) == len(ALL_DEVICES)
 
 
 class Theme(_Model):

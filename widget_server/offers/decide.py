@@ -362,7 +362,7 @@ class _Plan:
     :data:`_ARMS`). The checks themselves are the functions below, so a plan decides exactly
     as they do."""
 
-    __slots__ = ("campaign", "candidates", "caps", "cid", "discount", "groups",
+    __slots__ = ("campaign", "candidates", "caps", "cid", "devices", "discount", "groups",
                  "lower", "min_cart", "on_page", "on_site", "refusals", "thresholds",
                  "timeless")  # fmt: skip
 
@@ -380,6 +380,8 @@ class _Plan:
             or t.min_cart_items or t.left_checkout or t.returning_visitor is not None
         )  # fmt: skip
         self.on_site, self.on_page = t.min_time_on_site_s, t.min_time_on_page_s
+        targeting = campaign.targeting
+        self.devices = None if targeting.every_device else frozenset(targeting.devices)
         self.groups = tuple(
             tuple(compiled(c) for c in group.all) for group in campaign.targeting.any
         )
@@ -420,6 +422,8 @@ class _Plan:
                 if not isinstance(signal, ArmProbe):
                     return Rejection(cid, Reason.THRESHOLD, _too_soon(ready, now))
                 not_before = ready
+        if self.devices is not None and state.device not in self.devices:
+            return Rejection(cid, Reason.TARGETING, targeting_miss(state, campaign))
         for predicates in self.groups:
             for predicate in predicates:
                 if not predicate(state):
@@ -588,10 +592,14 @@ _TEXT_FIELDS = {
 
 
 def targeting_miss(state: VisitorState, campaign: Campaign) -> str:
-    """Empty when the visitor matches the targeting, else the first group's failing condition.
+    """Empty when the visitor matches the targeting, else why not: a device the campaign does
+    not show on, or the first group's failing condition.
     Each condition runs as its compiled predicate (:func:`compiled`), which holds exactly when
     :func:`condition_holds` does."""
-    groups = campaign.targeting.any
+    targeting = campaign.targeting
+    if not targeting.every_device and state.device not in targeting.devices:
+        return f"device {state.device or 'unknown'} not targeted"
+    groups = targeting.any
     if not groups:
         return ""
     first_miss = ""
