@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
+from ..offers.audience import FIELD_WORDS, OP_WORDS
 from ..offers.campaigns import (
     ALL_DEVICES,
     ALL_EXIT_KINDS,
@@ -34,19 +35,8 @@ EXIT_KINDS: tuple[str, ...] = tuple(ALL_EXIT_KINDS)
 CONDITION_FIELDS: tuple[str, ...] = get_args(ConditionField)
 CONDITION_OPS: tuple[str, ...] = get_args(ConditionOp)
 # The editor's names for the targeting fields and operators (the values stay the model's).
-FIELD_LABELS = {
-    "url": "Page address", "page_type": "Page type", "device": "Device (desktop, tablet, phone)",
-    "visitor": "New or returning", "identified": "Known by email (yes or no)",
-    "utm_source": "Traffic source", "utm_medium": "Traffic medium", "utm_campaign": "Ad campaign",
-    "referrer": "Referring site", "landing_url": "Landing page", "cart_category":
-    "Category in the cart", "cart_brand": "Brand in the cart", "cart_product":
-    "Product in the cart", "viewed_count": "Products viewed", "country": "Country",
-}  # fmt: skip
-OP_LABELS = {
-    "is": "is", "is_not": "is not", "contains": "contains", "not_contains": "does not contain",
-    "matches": "looks like (wildcards)", "not_matches": "does not look like", "in": "is one of",
-    "not_in": "is none of", "gte": "is at least", "lte": "is at most",
-}  # fmt: skip
+FIELD_LABELS = {name: words[0] for name, words in FIELD_WORDS.items()}
+OP_LABELS = {**OP_WORDS, "matches": "looks like (wildcards)"}
 # Values the value field suggests: page types, devices, new/returning, yes/no.
 KNOWN_VALUES = (*PAGE_TYPES, "desktop", "tablet", "mobile", "new", "returning", "yes", "no")
 LIST_OPS = ("in", "not_in")

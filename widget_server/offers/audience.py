@@ -14,16 +14,24 @@ from .campaigns import Campaign, Condition, Trigger
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
 _DEVICES = {"mobile": "phones", "desktop": "desktops", "tablet": "tablets"}
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_FIELDS = {
-    "url": "the page address", "page_type": "the page type", "device": "the device",
-    "visitor": "the visitor", "identified": "known by email", "utm_source": "the traffic source",
-    "utm_medium": "the traffic medium", "utm_campaign": "the ad campaign",
-    "referrer": "the referring site", "landing_url": "the landing page",
-    "cart_category": "a category in the cart", "cart_brand": "a brand in the cart",
-    "cart_product": "a product in the cart", "viewed_count": "the products viewed",
-    "country": "the country",
+# Each targeting field's name in the editor and in a sentence; each operator in words.
+FIELD_WORDS: dict[str, tuple[str, str]] = {
+    "url": ("Page address", "the page address"), "page_type": ("Page type", "the page type"),
+    "device": ("Device (desktop, tablet, phone)", "the device"),
+    "visitor": ("New or returning", "the visitor"),
+    "identified": ("Known by email (yes or no)", "known by email"),
+    "utm_source": ("Traffic source", "the traffic source"),
+    "utm_medium": ("Traffic medium", "the traffic medium"),
+    "utm_campaign": ("Ad campaign", "the ad campaign"),
+    "referrer": ("Referring site", "the referring site"),
+    "landing_url": ("Landing page", "the landing page"),
+    "cart_category": ("Category in the cart", "a category in the cart"),
+    "cart_brand": ("Brand in the cart", "a brand in the cart"),
+    "cart_product": ("Product in the cart", "a product in the cart"),
+    "viewed_count": ("Products viewed", "the products viewed"),
+    "country": ("Country", "the country"),
 }  # fmt: skip
-_OPS = {
+OP_WORDS = {
     "is": "is", "is_not": "is not", "contains": "contains", "not_contains": "does not contain",
     "matches": "looks like", "not_matches": "does not look like", "in": "is one of",
     "not_in": "is none of", "gte": "is at least", "lte": "is at most",
@@ -141,13 +149,10 @@ def _schedule(campaign: Campaign) -> str:
 
 
 def _condition(c: Condition) -> str:
-    if c.field == "viewed_count":
-        return (
-            f"{_FIELDS[c.field]} {_OPS[c.op]} {c.value:g}"
-            if isinstance(c.value, int | float)
-            else f"{_FIELDS[c.field]} {_OPS[c.op]} {c.value}"
-        )
-    return f"{_FIELDS[c.field]} {_OPS[c.op]} {_either(_values(c), quoted=True)}"
+    said = f"{FIELD_WORDS[c.field][1]} {OP_WORDS[c.op]}"
+    if isinstance(c.value, int | float):  # a count
+        return f"{said} {c.value:g}"
+    return f"{said} {_either(_values(c), quoted=True)}"
 
 
 def _values(c: Condition) -> list[str]:
