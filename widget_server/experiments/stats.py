@@ -619,12 +619,14 @@ def _holm_adjusted(
     levels, adjusted = holm([r.decision_p for r in rows], settings.alpha)
     revenue_levels, revenue_adjusted = holm([r.revenue_decision_p for r in rows], settings.alpha)
     out = []
+    rho = settings.relative_mixing_sd
     for n, row in enumerate(rows):
-        difference, change, _, _, _ = _decision(
-            control.variant, row.variant, looks, settings, rule, horizon, levels[n]
+        judged = _judged_looks(control.variant, row.variant, looks, settings, rule, horizon)
+        _, difference, change = _conversion_decision(
+            control.variant, row.variant, judged, rule, levels[n], rho
         )
-        _, _, _, revenue, _ = _decision(
-            control.variant, row.variant, looks, settings, rule, horizon, revenue_levels[n]
+        _, revenue = _revenue_decision(
+            control.variant, row.variant, judged, rule, revenue_levels[n], rho
         )
         out.append(replace(
             row, difference=difference, change=change, decision_p=adjusted[n],
@@ -677,9 +679,12 @@ def _variant_result(
     incremental = None
     if control.variant == HOLDOUT:
         incremental = incremental_revenue(control.revenue_sample, arm.revenue_sample, confidence)
-    difference, change, p, revenue, revenue_p = _decision(
-        control.variant, arm.variant, looks, settings, rule, horizon, settings.alpha
+    judged = _judged_looks(control.variant, arm.variant, looks, settings, rule, horizon)
+    alpha, rho = settings.alpha, settings.relative_mixing_sd
+    p, difference, change = _conversion_decision(
+        control.variant, arm.variant, judged, rule, alpha, rho
     )
+    revenue_p, revenue = _revenue_decision(control.variant, arm.variant, judged, rule, alpha, rho)
     return VariantResult(
         *plain,
         relative_uplift(control.proportion, arm.proportion, confidence),
@@ -699,44 +704,58 @@ def _variant_result(
     )
 
 
-def _decision(
+def _judged_looks(
     control: str,
     arm: str,
     looks: list[Counts],
     settings: ExperimentSettings,
     rule: str,
     horizon: int | None,
-    alpha: float,
-) -> tuple[Interval | None, Interval | None, float | None, Interval | None, float | None]:
-    """(difference, change, p, revenue difference, revenue p) by the experiment's rule; all
-    None until the rule may speak (no look with enough data; a fixed horizon not reached)."""
+) -> list[Counts]:
+    """The looks the experiment's rule judges: the one where a fixed horizon was reached, or
+    every look where both arms pass the minimum sample; none until the rule may speak."""
     if rule == "fixed_horizon":
-        if horizon is None:
-            return None, None, None, None, None
-        at = looks[horizon]
-        c, t = at[control], at[arm]
+        return [] if horizon is None else [looks[horizon]]
+    return [look for look in looks if _ready(look, (control, arm), settings)]
+
+
+def _conversion_decision(
+    control: str, arm: str, judged: list[Counts], rule: str, alpha: float, rho: float
+) -> tuple[float | None, Interval | None, Interval | None]:
+    """(p, difference, change) in conversion by the rule, the interval at ``1 - alpha``."""
+    if not judged:
+        return None, None, None
+    if rule == "fixed_horizon":
+        c, t = judged[0][control], judged[0][arm]
         p, difference = wald_decision(c.proportion, t.proportion, alpha)
-        welch = welch_t_test(c.revenue_sample, t.revenue_sample, 1 - alpha)
-        if welch.df <= 0:  # fewer than two visitors or no spread: nothing to test
-            return difference, _relative(difference, c), p, None, None
-        revenue = Interval(welch.difference, welch.low, welch.high)
-        return difference, _relative(difference, c), p, revenue, welch.p_value
-    ready = [look for look in looks if _ready(look, (control, arm), settings)]
-    if not ready:
-        return None, None, None, None, None
-    rho = settings.relative_mixing_sd
+        return p, difference, _relative(difference, c)
     p, rates = always_valid_decision(
-        [conversion_look(x[control].proportion, x[arm].proportion, rho) for x in ready],
+        [conversion_look(x[control].proportion, x[arm].proportion, rho) for x in judged],
         alpha,
         bound=1.0,  # a difference of two rates: always an interval
     )
     assert rates is not None
-    revenue_p, per_visitor = always_valid_decision(
-        [revenue_look(x[control].revenue_sample, x[arm].revenue_sample, rho) for x in ready],
+    return p, rates, _relative(rates, judged[-1][control])
+
+
+def _revenue_decision(
+    control: str, arm: str, judged: list[Counts], rule: str, alpha: float, rho: float
+) -> tuple[float | None, Interval | None]:
+    """(p, difference) in revenue per exposed visitor by the rule; None when there is nothing
+    to test (fewer than two visitors, or no spread)."""
+    if not judged:
+        return None, None
+    if rule == "fixed_horizon":
+        c, t = judged[0][control], judged[0][arm]
+        welch = welch_t_test(c.revenue_sample, t.revenue_sample, 1 - alpha)
+        if welch.df <= 0:
+            return None, None
+        return welch.p_value, Interval(welch.difference, welch.low, welch.high)
+    p, per_visitor = always_valid_decision(
+        [revenue_look(x[control].revenue_sample, x[arm].revenue_sample, rho) for x in judged],
         alpha,
     )
-    return (rates, _relative(rates, ready[-1][control]), p, per_visitor,
-            revenue_p if per_visitor is not None else None)  # fmt: skip
+    return (p, per_visitor) if per_visitor is not None else (None, None)
 
 
 def _relative(difference: Interval, control: VariantCounts) -> Interval | None:

@@ -299,13 +299,8 @@ class OfferEngine:
         view = sock.last_view
         if view is None or not await self.campaigns.active(sock.site):
             return None
-        campaigns = await self.campaigns.for_site(sock.site)  # paused ones too, for the trace
-        site = await self.site_policy(sock.site)
-        now = self._clock()
-        started = time.perf_counter()
         state = VisitorState.from_view(sock.visitor, view, sock.country)
-        decision = decide(state, campaigns, signal, now, site)
-        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        decision, site, now = await self._decide(sock.site, state, signal)
         tokens = tuple(secrets.token_hex(8) for _ in decision.eligible)
         places = None
         if decision.eligible:
@@ -358,12 +353,7 @@ class OfferEngine:
             reserved = _reserved(prepared, places)
         else:  # the view changed meanwhile (another tab), or the signal was recorded before
             await self._give_back(sock, prepared, places)
-            campaigns = await self.campaigns.for_site(sock.site)  # paused ones too
-            site = await self.site_policy(sock.site)
-            now = self._clock()
-            started = time.perf_counter()
-            decision = decide(state, campaigns, signal, now, site)
-            self._metrics.decision_seconds.observe(time.perf_counter() - started)
+            decision, site, now = await self._decide(sock.site, state, signal)
         earlier = await self._earlier_claim(sock, decision, message_id) if again else None
         chosen: Candidate | None
         claim: ClaimResult | None
@@ -378,6 +368,19 @@ class OfferEngine:
             return
         await self._deliver(sock, signal, state, chosen, claim)
         await self._record_trace(sock, signal, decision, chosen, late, now)
+
+    async def _decide(
+        self, site_key: str, state: VisitorState, signal: Signal
+    ) -> tuple[Decision, SitePolicy, float]:
+        """The decision for ``signal`` now, among all the site's campaigns (paused ones too,
+        for the trace), with the site's policy and the time it was made at."""
+        campaigns = await self.campaigns.for_site(site_key)
+        site = await self.site_policy(site_key)
+        now = self._clock()
+        started = time.perf_counter()
+        decision = decide(state, campaigns, signal, now, site)
+        self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        return decision, site, now
 
     async def _give_back(
         self, sock: OfferSocket, prepared: PreparedSignal | None, places: Places | None
