@@ -263,6 +263,22 @@ def test_wrong_password_and_login_csrf(server: ServerProcess, redis_url: str) ->
     assert client.login(email).status_code == 303
 
 
+def test_a_mistyped_password_keeps_the_page_asked_for(
+    server: ServerProcess, redis_url: str
+) -> None:
+    email = make_user(redis_url, "viewer")
+    client = AdminClient(server, ip="198.51.100.8")
+    asked = client.http.get("/admin/audit")
+    assert asked.headers["location"] == "/admin/login?next=%2Fadmin%2Faudit"
+    page = client.http.get(asked.headers["location"]).text
+    assert form_fields(page, "login")["next"] == ["/admin/audit"]
+    wrong = {"csrf": csrf_of(page), "email": email, "password": "typo!", "next": "/admin/audit"}
+    again = client.http.post("/admin/login", data=wrong)
+    assert again.status_code == 400 and form_fields(again.text, "login")["next"] == ["/admin/audit"]
+    right = {**wrong, "csrf": csrf_of(again.text), "password": PASSWORD}
+    assert client.http.post("/admin/login", data=right).headers["location"] == "/admin/audit"
+
+
 def test_login_throttling_per_account_and_per_address(
     server: ServerProcess, redis_url: str
 ) -> None:

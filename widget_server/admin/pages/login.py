@@ -59,8 +59,9 @@ class LoginViews:
         expected = signer.mac("login", nonce) if nonce else ""
         if not same_origin(request) or not token or not hmac.compare_digest(token, expected):
             return self._form(
-                request, signer, error="The sign-in form expired. Please try again.", status=403
-            )
+                request, signer, error="The sign-in form expired. Please try again.", status=403,
+                next_url=form.get("next"),
+            )  # fmt: skip
         email, password = form.get("email").strip().lower(), form.get("password")
         throttle = LoginThrottle(services.redis, services.keys)
         device = trusted_device(signer, request.cookies.get(DEVICE_COOKIE), email)
@@ -71,12 +72,15 @@ class LoginViews:
                 "Too many failed sign-ins for this account or from this network. "
                 f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             )
-            return self._form(request, signer, error=message, email=email, status=429)
+            return self._form(
+                request, signer, error=message, email=email, status=429, next_url=form.get("next")
+            )
         user = await AccountStore(services.redis, services.keys).authenticate(email, password)
         if user is None:  # the reservation stays: a failure
             return self._form(
-                request, signer, error="Wrong email or password.", email=email, status=400
-            )
+                request, signer, error="Wrong email or password.", email=email, status=400,
+                next_url=form.get("next"),  # a typo keeps the page asked for
+            )  # fmt: skip
         await throttle.succeeded(attempt)
         sessions = AdminSessions(services.redis, services.keys, signer)
         cookie = await sessions.start(user)
@@ -96,13 +100,14 @@ class LoginViews:
         error: str = "",
         email: str = "",
         status: int = 200,
+        next_url: str | None = None,
     ) -> Response:
         nonce = secrets.token_urlsafe(24)
         context = {
             "csrf": signer.mac("login", nonce),
             "error": error,
             "email": email,
-            "next": request.query_params.get("next", ""),
+            "next": next_url if next_url is not None else request.query_params.get("next", ""),
             "expired": request.query_params.get("expired") == "1",
             "signed_out": request.query_params.get("signed_out") == "1",
         }
