@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -362,3 +363,19 @@ def run_benchmark(script: str, *args: str, timeout: float) -> str:
         process.communicate()
     assert process.returncode == 0, f"exit {process.returncode}\n{stderr[-4000:]}"
     return stdout
+
+
+_COVARIATE_SUMS = re.compile(r"^(xn|x\d+|xx\d+_\d+):")
+
+
+def campaign_counts(r: Any, site: str, campaign: str, keys: Keys | None = None) -> dict[str, float]:
+    """A campaign's counters summed over its days (``exposures:a``...), without the
+    covariates' sums kept at exposure (``xn:a``, ``x0:a``...: their own tests check them)."""
+    stats = (keys or Keys()).campaign_stats(site, campaign, "*")
+    pattern = stats.replace("{", "[{]").replace("}", "[}]")
+    total: dict[str, float] = {}
+    for key in r.scan_iter(pattern):
+        for name, value in r.hgetall(key).items():
+            if not _COVARIATE_SUMS.match(name):
+                total[name] = total.get(name, 0) + float(value)
+    return total

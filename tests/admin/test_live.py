@@ -445,6 +445,100 @@ def test_report_page_exports_and_declaring_a_winner(
     assert editor.get(base + "?version=7").status_code == 404
 
 
+def seed_experiment(
+    r: redis.Redis, site: str, campaign: str, seed: int, covariates: bool = True
+) -> float:
+    """Two arms of 1,500 visitors whose conversion follows their cart value at exposure, with
+    one 5,000 order in b; the stats of today and the buyers' records, as the scripts keep them.
+    Without ``covariates``, none were kept (a version older than them).
+    Returns the 99th percentile of a's buyers' revenue (the cap)."""
+    import random
+
+    rng = random.Random(seed)
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    fields: dict[str, float] = {}
+    records: dict[str, str] = {}
+    control: list[float] = []
+    for arm, lift in (("a", 0.0), ("b", 0.02)):
+        for n in range(1500):
+            cart = rng.choice([0.0, 0.0, 20.0, 45.0, 90.0])
+            x = (cart, 1.0 if cart else 0.0, float(rng.randint(1, 8)), 0.0)
+            add = {"exposures": 1.0, "xn": 1.0}
+            for i in range(4):
+                add[f"x{i}"] = x[i]
+                for j in range(i, 4):
+                    add[f"xx{i}_{j}"] = x[i] * x[j]
+            if not covariates:
+                add = {"exposures": 1.0}
+            if rng.random() < 0.03 + cart / 600 + lift:
+                value = 5000.0 if (arm, n) == ("b", 7) else round(20 + cart + rng.random() * 40, 2)
+                add.update(conversions=1.0, revenue=value, revenue_sq=value * value)
+                records[secrets.token_hex(8)] = json.dumps(
+                    {
+                        "a": arm,
+                        "x": ",".join(repr(v) for v in x) if covariates else "",
+                        "d": {today: repr(value)},
+                    }
+                )
+                if arm == "a":
+                    control.append(value)
+            for metric, value in add.items():
+                key = f"{metric}:{arm}"
+                fields[key] = fields.get(key, 0.0) + value
+    r.hset(KEYS.campaign_stats(site, campaign, today), mapping=fields)
+    r.hset(KEYS.campaign_buyers(site, campaign), mapping=records)
+    ordered = sorted(control)
+    h = (len(ordered) - 1) * 0.99
+    low = int(h)
+    return ordered[low] + (h - low) * (ordered[min(low + 1, len(ordered) - 1)] - ordered[low])
+
+
+def test_the_report_says_whether_it_is_adjusted_and_capped(
+    server: ServerProcess, redis_url: str, r: redis.Redis
+) -> None:
+    editor = signed_in(server, redis_url, "editor")
+    variants = [{"key": "a", "offer": {"kind": "message", "headline": "A"}},
+                {"key": "b", "offer": {"kind": "message", "headline": "B"}}]  # fmt: skip
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [message_campaign("ab", variants=variants)])
+    cap = seed_experiment(r, site, "ab", seed=1)
+    html = editor.get(f"/admin/sites/{site}/campaigns/ab/report").text
+    _, document = expected_report(redis_url, site)
+    report = document["report"]
+    assert report["adjustment"] == "adjusted" and report["revenue_cap"]["cap"] == pytest.approx(cap)
+    assert report["revenue_cap"]["capped"] >= 1  # the 5,000 order, at least
+    assert 'data-adjustment="adjusted"' in html
+    assert (
+        "for what was known of each visitor before the offer (cart value, items in the cart,"
+        in html
+    )
+    snippet = html[html.index('id="revenue-cap"') :][:500]
+    assert f"capped at {cap:,.2f}" in snippet and "the 99th percentile of a's" in snippet, snippet
+    more = html[html.index('id="more-statistics"') :]
+    assert 'id="unadjusted-change"' in more and 'id="unadjusted-revenue"' in more
+    decision = html[html.index('id="decision-revenue"') :]
+    assert decision.startswith(
+        'id="decision-revenue"><th scope="row">Difference per visitor, capped'
+    )
+
+    plain = add_site(redis_url)
+    unadjusted = {"variance_reduction": False, "revenue_cap_percentile": None}
+    save_campaigns(redis_url, plain, [message_campaign("ab", variants=variants, **unadjusted)])
+    seed_experiment(r, plain, "ab", seed=1)
+    html = editor.get(f"/admin/sites/{plain}/campaigns/ab/report").text
+    assert 'data-adjustment="off"' in html and "unadjusted-change" not in html
+    assert "Revenue per visitor is not capped (chosen before the test started)" in html
+
+    older = add_site(redis_url)  # adjusted by choice, but its visitors' covariates were not kept
+    save_campaigns(redis_url, older, [message_campaign("ab", variants=variants)])
+    seed_experiment(r, older, "ab", seed=1, covariates=False)
+    html = editor.get(f"/admin/sites/{older}/campaigns/ab/report").text
+    assert 'data-adjustment="unadjusted"' in html and "unadjusted-change" not in html
+    assert ("but <strong>these figures are unadjusted</strong>: covariates were not kept for"
+            " every visitor of this experiment version.") in html  # fmt: skip
+    assert f"capped at {cap:,.2f}" in html  # capping needs no covariates
+
+
 @pytest.mark.parametrize("rule", ["sequential", "fixed_horizon"])
 def test_the_report_page_tells_one_story_in_every_verdict(
     server: ServerProcess, redis_url: str, r: redis.Redis, rule: str

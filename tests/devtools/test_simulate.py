@@ -24,6 +24,7 @@ from widget_server.devtools.simulate import (
     simulate_offline,
 )
 from widget_server.errors import ConfigurationError
+from widget_server.experiments.buyers import parse_buyers
 from widget_server.experiments.reports import campaign_report
 from widget_server.offers.assign import HOLDOUT, assign
 from widget_server.offers.campaign_store import CampaignStore
@@ -245,6 +246,39 @@ def test_report_finds_the_true_uplift(ab_run: Run) -> None:
     assert offline_b.uplift is not None
     assert offline_b.uplift.low == pytest.approx(server["b"]["uplift"]["low"])
     assert offline_b.uplift.high == pytest.approx(server["b"]["uplift"]["high"])
+
+
+def test_covariates_and_buyers_kept_by_the_server_match_what_the_visitors_did(
+    ab_run: Run, redis_url: str
+) -> None:
+    """Each simulated visitor puts its first viewed product in the cart before its exit
+    signal: the server's covariate sums hold, per arm, exactly those cart values, for every
+    exposed visitor; its buyers' records are the arm's conversions and revenue."""
+    last = ab_run.document["series"][-1]["variants"]
+    plans = {plan.visitor: plan for plan in plan_visitors(E2E_VISITORS, E2E_SEED)}
+    buyers = parse_buyers(
+        with_redis(redis_url, lambda c: c.hgetall(Keys().campaign_buyers(ab_run.site, CAMPAIGN)))
+    )
+    for arm in ("holdout", "a", "b"):
+        exposed = [o for o in ab_run.result.outcomes if o.exposed and o.arm == arm]
+        moments = last[arm]["moments"]
+        assert moments["n"] == last[arm]["exposures"] == len(exposed)
+        carts = [plans[o.visitor].products[0][1] for o in exposed]
+        assert moments["x"][0] == pytest.approx(sum(carts))
+        assert moments["x"][1] == len(exposed)  # one item each
+        assert moments["x"][3] == 0  # no earlier orders
+        arm_buyers = [b for b in buyers if b.arm == arm]
+        assert len(arm_buyers) == last[arm]["conversions"]
+        assert sum(b.totals[-1][1] for b in arm_buyers) == pytest.approx(last[arm]["revenue"])
+        assert sorted(b.x[0] for b in arm_buyers if b.x) == pytest.approx(sorted(
+            plans[o.visitor].products[0][1] for o in exposed if o.converted
+        ))  # fmt: skip
+    # The report adjusts by the one covariate that varied (items, pages and orders did not).
+    report = ab_run.document["report"]
+    assert report["adjustment"] == "adjusted" and report["covariates"] == ["cart_value"]
+    b = rows(ab_run.document)["b"]
+    assert b["adjusted"] and b["unadjusted_difference"] is not None
+    assert b["difference"] != b["unadjusted_difference"]
 
 
 @pytest.mark.slow

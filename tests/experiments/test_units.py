@@ -7,6 +7,7 @@ counters the report is built from.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -174,3 +175,48 @@ def test_concurrent_orders_from_two_nodes_count_each_visitor_once(
     assert totals["conversions:a"] == len(visitors)
     assert totals["revenue:a"] == pytest.approx(sum(per_visitor.values()))
     assert totals["revenue_sq:a"] == pytest.approx(sum(v * v for v in per_visitor.values()))
+
+
+def test_covariates_are_frozen_at_exposure_and_buyers_recorded_without_their_id(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    """What was known before the offer (cart value and items, pages, earlier orders) is kept
+    with the exposure; what the visitor does afterwards moves neither the sums nor their
+    record among the buyers, which carries no visitor id."""
+    site = add_site(server.redis_url)
+    save_campaigns(server.redis_url, site, [message_campaign("cov", caps={"per_session": 1})])
+    visitor = new_visitor()
+    with Client(server.ws_url) as c:
+        c.hello(site, visitor)
+        for n in range(3):
+            assert c.event("page_view", url=f"https://shop.test/p{n}")["type"] == "ack"
+        c.event("cart_add", item={"id": "SKU-1", "quantity": 2, "price": 15.5})
+        offer = exit_intent(c)
+        assert offer is not None
+        c.painted(offer)
+        # Afterwards: more in the cart, more pages, an order. None of it is a covariate.
+        c.event("cart_add", item={"id": "SKU-2", "quantity": 1, "price": 100.0})
+        c.event("page_view", url="https://shop.test/checkout")
+        c.event("purchase", order_id="o-1", value=131.0)
+    with Client(server.ws_url) as c:
+        c.hello(site, visitor)
+        c.event("purchase", order_id="o-2", value=19.0)
+    totals = settled(r, site, "cov", "revenue:a", 150.0)
+    (day,) = r.scan_iter(
+        Keys().campaign_stats(site, "cov", "*").replace("{", "[{]").replace("}", "[}]")
+    )
+    sums = {k: float(v) for k, v in r.hgetall(day).items() if k.startswith("x")}
+    pages = sums["x2:a"]
+    assert pages >= 3
+    assert sums == {
+        "xn:a": 1.0, "x0:a": 31.0, "x1:a": 2.0, "x2:a": pages, "xx0_0:a": 961.0,
+        "xx0_1:a": 62.0, "xx0_2:a": 31.0 * pages, "xx1_1:a": 4.0, "xx1_2:a": 2.0 * pages,
+        "xx2_2:a": pages**2,
+    }  # fmt: skip
+    assert totals["conversions:a"] == 1
+    records = r.hgetall(Keys().campaign_buyers(site, "cov"))
+    assert len(records) == 1 and visitor not in next(iter(records))
+    record = json.loads(next(iter(records.values())))
+    assert record["a"] == "a" and record["x"] == f"31.0,2.0,{pages!r},0.0"
+    assert [float(t) for t in record["d"].values()] == [150.0]  # one day: the total at its end
+    assert visitor not in json.dumps(record)

@@ -25,7 +25,7 @@ from widget_server.offers.campaign_store import CampaignStore
 from widget_server.store.client import open_store
 
 from ..mail_support import IsolatedShop, fast_config, isolated_shop
-from ..support import ROOT, Client, new_visitor
+from ..support import ROOT, Client, campaign_counts, new_visitor
 
 EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
 CONFIRM_LINK = re.compile(r"https?://[^\s]+/v1/mail/confirm\?t=[A-Za-z0-9_.%-]+")
@@ -84,12 +84,7 @@ def captured(
 
 
 def stats(r: redis.Redis, shop: IsolatedShop, site: str) -> dict[str, float]:
-    pattern = shop.keys.campaign_stats(site, "news", "*").replace("{", "[{]").replace("}", "[}]")
-    total: dict[str, float] = {}
-    for key in r.scan_iter(pattern):
-        for name, value in r.hgetall(key).items():
-            total[name] = total.get(name, 0) + float(value)
-    return total
+    return campaign_counts(r, site, "news", shop.keys)
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -23,6 +23,7 @@ from ..support import (
     Client,
     ServerProcess,
     add_site,
+    campaign_counts,
     discount_campaign,
     message_campaign,
     new_visitor,
@@ -38,14 +39,7 @@ def exit_intent(c: Client) -> dict[str, Any] | None:
     return c.signal_answer(EXIT)
 
 
-def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for key in r.scan_iter(
-        Keys().campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")
-    ):
-        for field, value in r.hgetall(key).items():
-            total[field] = total.get(field, 0) + float(value)
-    return total
+stats = campaign_counts
 
 
 def test_arm_on_hello_then_offer_with_a_unique_code(server: ServerProcess, r: redis.Redis) -> None:

@@ -22,6 +22,7 @@ from ..support import (
     Client,
     ServerProcess,
     add_site,
+    campaign_counts,
     discount_campaign,
     message_campaign,
     new_visitor,
@@ -33,15 +34,7 @@ EXIT = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
 LIVE = {"exit_intent": [], "live": True}
 
 
-def stats(r: redis.Redis, site: str, campaign: str) -> dict[str, float]:
-    from widget_server.store.keys import Keys
-
-    pattern = Keys().campaign_stats(site, campaign, "*").replace("{", "[{]").replace("}", "[}]")
-    total: dict[str, float] = {}
-    for key in r.scan_iter(pattern):
-        for name, value in r.hgetall(key).items():
-            total[name] = total.get(name, 0) + float(value)
-    return total
+stats = campaign_counts
 
 
 def reasons(r: redis.Redis, site: str, visitor: str, session: str) -> dict[str, str]:

@@ -42,10 +42,12 @@ KNOWN_VALUES = (*PAGE_TYPES, "desktop", "tablet", "mobile", "new", "returning", 
 LIST_OPS = ("in", "not_in")
 NUMBER_OPS = ("gte", "lte")
 MULTI_VALUED = ("schedule.weekdays", "trigger.exit_intent", "targeting.devices")
-CHECKBOXES = ("trigger.live", "trigger.left_checkout", "caps.never_on_payment")
+CHECKBOXES = ("trigger.live", "trigger.left_checkout", "caps.never_on_payment",
+              "variance_reduction")  # fmt: skip
 TOP_LEVEL = ("id", "name", "status", "priority", "schedule", "trigger", "targeting", "variants",
              "holdout", "caps", "goal", "attribution_days", "expected_value",
-             "experiment_version", "decision_rule", "planned_exposures")  # fmt: skip
+             "experiment_version", "decision_rule", "planned_exposures",
+             "variance_reduction", "revenue_cap_percentile")  # fmt: skip
 MAX_FIELDS = 3000
 MAX_VARIANTS = 10
 MAX_GROUPS = 20
@@ -96,6 +98,7 @@ def blank_state() -> State:
         "id": "", "name": "", "status": "draft", "priority": "100", "holdout": "0",
         "attribution_days": "7", "expected_value": "0", "experiment_version": "1",
         "decision_rule": "sequential", "planned_exposures": "", "goal": "purchase",
+        "variance_reduction": True, "revenue_cap_percentile": "99",
         "targeting": {"devices": list(ALL_DEVICES), "any": []},
         "variants": [blank_variant("a")],
     }  # fmt: skip
@@ -112,6 +115,8 @@ def state_from_campaign(campaign: Campaign) -> State:
     data.pop("experiment_started", None)  # the store's
     if data.get("planned_exposures") is None:
         data["planned_exposures"] = ""
+    if data.get("revenue_cap_percentile") is None:
+        data["revenue_cap_percentile"] = ""  # not capped
     data["schedule"] = _schedule_state(data["schedule"])
     data["trigger"] = _trigger_state(data["trigger"])
     data["caps"] = {k: ("" if v is None else v) for k, v in data["caps"].items()}
@@ -284,6 +289,8 @@ def campaign_data(state: State) -> dict[str, Any]:
     """What :func:`~widget_server.offers.campaigns.parse_campaign` validates: empty inputs fall back
     to the model's defaults, ``in`` values are split at commas, numeric comparisons get numbers."""
     data: dict[str, Any] = _drop_empty(state)
+    if "revenue_cap_percentile" in state and _empty(state["revenue_cap_percentile"]):
+        data["revenue_cap_percentile"] = None  # an empty cap: revenue is not capped
     trigger = data.setdefault("trigger", {})
     visitors = trigger.pop("returning_visitor", "")
     if visitors in ("yes", "no"):

@@ -29,6 +29,8 @@ LABELS = {
     "holdout": "Holdout share", "attribution_days": "Attribution window (days)",
     "expected_value": "Expected value", "experiment_version": "Experiment version",
     "decision_rule": "Decision rule", "planned_exposures": "Planned exposures per arm",
+    "variance_reduction": "Adjust for what was known before the offer",
+    "revenue_cap_percentile": "Cap revenue per visitor at percentile",
     "devices": "Devices",
     "goal": "Goal", "schedule": "Schedule", "start": "Starts", "end": "Ends",
     "weekdays": "Weekdays", "hours": "Hours", "timezone": "Time zone", "trigger": "Trigger",

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..bodies import read_bounded
+from ..experiments.adjust import COVARIATE_WORDS
 from ..offers.audience import audience_sentence
 from .form import Form
 
@@ -80,6 +81,9 @@ class Templates:
         self.env.filters["moment"] = format_moment
         self.env.filters["money"] = format_money
         self.env.filters["audience"] = audience_sentence
+        self.env.filters["covariates"] = lambda names: ", ".join(
+            COVARIATE_WORDS.get(name, name) for name in names
+        )
         self.env.filters["share"] = format_share
         self.env.filters["ago"] = format_ago
         self.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)

@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,8 +27,11 @@ from ..mail.experiments import EMAIL_ARM, flow_stage
 from ..mail.flows import Flow
 from ..offers.assign import HOLDOUT
 from ..offers.campaigns import Campaign
+from ..offers.decide import COVARIATES
 from ..store.keys import Keys
 from ..store.replies import reply_text
+from .adjust import Moments, RevenueCap
+from .buyers import parse_buyers, revenue_cap, with_buyers
 from .stats import (
     ExperimentSettings,
     Interval,
@@ -50,6 +53,12 @@ _INTEGER_METRICS = (
     "consented_captures",
 )
 _FLOAT_METRICS = ("revenue", "revenue_sq")
+# The regression adjustment's sums, kept by lua/offer_claim.lua at exposure.
+_MOMENTS = (
+    "xn",
+    *(f"x{i}" for i in range(len(COVARIATES))),
+    *(f"xx{i}_{j}" for i in range(len(COVARIATES)) for j in range(i, len(COVARIATES))),
+)
 
 
 def counts_from_hash(
@@ -65,7 +74,11 @@ def counts_from_hash(
         metric, _, variant = reply_text(key).partition(":")
         metric = (aliases or {}).get(metric, metric)
         number = _number(value)
-        if variant and metric in _INTEGER_METRICS + _FLOAT_METRICS and number is not None:
+        if (
+            variant
+            and number is not None
+            and (metric in _INTEGER_METRICS or metric in _FLOAT_METRICS or metric in _MOMENTS)
+        ):
             fields.setdefault(variant, {})[metric] = number
     return {variant: _counts(variant, values) for variant, values in fields.items()}
 
@@ -86,6 +99,20 @@ def _counts(variant: str, values: dict[str, float]) -> VariantCounts:
         redemptions=whole("redemptions"),
         captures=whole("captures"),
         consented_captures=whole("consented_captures"),
+        moments=_moments(values),
+    )
+
+
+def _moments(values: dict[str, float]) -> Moments | None:
+    """An arm's covariate sums of a day, or None when no covariates were kept."""
+    n = round(values.get("xn", 0.0))
+    if n <= 0:
+        return None
+    k = len(COVARIATES)
+    return Moments(
+        n,
+        tuple(values.get(f"x{i}", 0.0) for i in range(k)),
+        tuple(values.get(f"xx{i}_{j}", 0.0) for i in range(k) for j in range(i, k)),
     )
 
 
@@ -151,6 +178,7 @@ def _judged(
     split: Mapping[str, float],
     settings: ExperimentSettings | None,
     campaign: Campaign | None = None,
+    cap: RevenueCap | None = None,
 ) -> Report:
     """The report on the last day of ``series``; every earlier day is one look (of the
     sequential test, or where a fixed-horizon test reached its size). The rule is the
@@ -164,6 +192,8 @@ def _judged(
         history=[counts for _, counts in series[:-1]],
         rule=campaign.decision_rule if campaign is not None else "sequential",
         planned_exposures=campaign.planned_exposures if campaign is not None else None,
+        adjust=campaign is not None and campaign.variance_reduction,
+        revenue_cap=cap,
     )
 
 
@@ -211,11 +241,20 @@ async def build_report(
     """The experiment report over the last ``days`` days and its cumulative daily series (each
     day is one look of the sequential test)."""
     days_back = report_days(campaign, now, days)
+    version = campaign.experiment_version
     series = _from_first_data(
-        await daily_series(redis, keys, site, campaign.id, days_back, campaign.experiment_version)
+        await daily_series(redis, keys, site, campaign.id, days_back, version)
     )
     control, split = campaign_split(campaign)
-    return _judged(campaign.id, series, control, split, settings, campaign), series
+    buyers = parse_buyers(await redis.hgetall(keys.campaign_buyers(site, campaign.id, version)))
+    cap = None
+    if campaign.revenue_cap_percentile is not None:
+        minimum = (settings or ExperimentSettings()).min_conversions
+        cap = revenue_cap(buyers, control, campaign.revenue_cap_percentile, minimum)
+    tested, reached = with_buyers(series, buyers, cap.cap if cap is not None else None)
+    if cap is not None:
+        cap = replace(cap, capped=reached)
+    return _judged(campaign.id, tested, control, split, settings, campaign, cap), series
 
 
 async def campaign_report(
@@ -243,7 +282,7 @@ async def campaign_report(
         "time_zone": campaign.schedule.timezone,
         "generated_at": now,
         "days": {"from": window[0], "to": window[-1]} if window else None,
-        "report": msgspec.to_builtins(report),
+        "report": _plain(report),
         "series": _series_json(series),
         "live_offers": await live_offers_during(redis, keys, site, campaign.id, since, now),
     }
@@ -365,15 +404,20 @@ async def flow_report(
         "time_zone": "UTC",
         "generated_at": now,
         "days": {"from": built.window[0], "to": built.window[-1]},
-        "report": msgspec.to_builtins(built.report),
+        "report": _plain(built.report),
         "email": built.email,
         "steps": built.steps,
         "series": _series_json(built.series),
     }
 
 
+def _plain(value: Any) -> Any:
+    """``value`` in JSON's types (tuples become lists), as the HTTP API sends it."""
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
 def _counts_json(counts: VariantCounts) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(counts)
+    data: dict[str, Any] = _plain(counts)
     data.pop("variant", None)
     return data
 
@@ -389,16 +433,20 @@ CSV_COLUMNS = (
     "decision_difference_high", "decision_change", "decision_change_low", "decision_change_high",
     "decision_p_value", "decision_revenue_difference", "decision_revenue_difference_low",
     "decision_revenue_difference_high", "decision_revenue_p_value", "verdict", "winner",
+    "decision_adjusted", "unadjusted_difference", "unadjusted_difference_low",
+    "unadjusted_difference_high", "unadjusted_p_value", "revenue_cap",
 )  # fmt: skip
 
 
 def report_csv(report: Report) -> str:
     """One row per arm (the control first); empty cells where a value does not apply. The
-    ``decision_`` columns are the experiment's rule's; ``verdict`` and ``winner`` its
-    conclusion."""
+    ``decision_`` columns are the experiment's rule's (``decision_adjusted``: regression-adjusted,
+    with the ``unadjusted_`` figures beside); ``verdict`` and ``winner`` its conclusion;
+    ``revenue_cap`` the cap on revenue per visitor the revenue tests took (empty: none)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    cap = report.revenue_cap.cap if report.revenue_cap is not None else None
     for row in report.variants:
         cells = [
             row.variant, int(row.is_control), row.exposures, row.impressions, row.conversions,
@@ -410,6 +458,8 @@ def report_csv(report: Report) -> str:
             report.decision, *_interval(row.difference), *_interval(row.change),
             _cell(row.decision_p), *_interval(row.revenue_decision),
             _cell(row.revenue_decision_p), report.verdict, int(row.variant == report.winner),
+            int(row.adjusted), *_interval(row.unadjusted_difference),
+            _cell(row.unadjusted_decision_p), _cell(cap),
         ]  # fmt: skip
         writer.writerow(cells)
     return out.getvalue()

@@ -22,6 +22,14 @@ from statistics import NormalDist
 from typing import Literal, NamedTuple
 
 from ..offers.assign import HOLDOUT
+from .adjust import (
+    NOT_RECORDED,
+    Adjusted,
+    Moments,
+    Outcome,
+    RevenueCap,
+    regression_adjusted,
+)
 
 _NORMAL = NormalDist()
 
@@ -50,9 +58,18 @@ class VariantCounts:
     redemptions: int = 0
     captures: int = 0  # email captures: visitors who gave their address
     consented_captures: int = 0  # of them, with consent to marketing email
+    # The regression adjustment's sums (None: no covariates kept), see .adjust.
+    moments: Moments | None = None
+    # Revenue per visitor capped at the report's cap (None: not capped), set on a look.
+    capped_revenue: float | None = None
+    capped_revenue_sq: float | None = None
 
     def plus(self, other: VariantCounts) -> VariantCounts:
-        """Field-wise sum (the variant name of ``self`` is kept)."""
+        """Field-wise sum (the variant name of ``self`` is kept; a look's capped revenue is
+        not a sum of days, so it is left out)."""
+        moments = None
+        if self.moments is not None or other.moments is not None:
+            moments = (self.moments or Moments()).plus(other.moments or Moments())
         return VariantCounts(
             self.variant,
             self.exposures + other.exposures,
@@ -65,6 +82,7 @@ class VariantCounts:
             self.redemptions + other.redemptions,
             self.captures + other.captures,
             self.consented_captures + other.consented_captures,
+            moments,
         )
 
     @property
@@ -76,6 +94,13 @@ class VariantCounts:
     def revenue_sample(self) -> Sample:
         """Revenue per exposure: ``n`` exposures with sum ``S`` and sum of squares ``Q``."""
         return Sample(max(0, self.exposures), self.revenue, self.revenue_sq)
+
+    @property
+    def tested_revenue_sample(self) -> Sample:
+        """Revenue per exposure as the tests take it: capped when the report caps it."""
+        if self.capped_revenue is None or self.capped_revenue_sq is None:
+            return self.revenue_sample
+        return Sample(max(0, self.exposures), self.capped_revenue, self.capped_revenue_sq)
 
 
 class Proportion(NamedTuple):
@@ -489,6 +514,16 @@ class VariantResult:
     revenue_decision_p: float | None = None
     decision_level: float | None = None  # the level of ``difference`` and ``change``
     revenue_decision_level: float | None = None
+    # Whether the decision figures above are regression-adjusted (.adjust), and the same
+    # figures without the adjustment (None when they are the ones above), at the same levels.
+    adjusted: bool = False
+    revenue_adjusted: bool = False
+    adjustment_note: str = ""  # why the figures could not be adjusted
+    unadjusted_difference: Interval | None = None
+    unadjusted_change: Interval | None = None
+    unadjusted_decision_p: float | None = None
+    unadjusted_revenue_decision: Interval | None = None
+    unadjusted_revenue_decision_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +561,13 @@ class Report:
     final: bool = False  # the verdict stands (a fixed-horizon test that reached its size)
     planned_exposures: int | None = None  # per arm, for a fixed-horizon test
     decided_on: int = 0  # the look the verdict is made on (1 = the first day with data)
+    # Variance reduction, fixed before the experiment started: "off", "adjusted" (every
+    # decision figure is), "unadjusted" (it could not be: ``adjustment_note`` says why) or
+    # "waiting" (nothing decided yet); and the covariates the adjustment used.
+    adjustment: str = "off"
+    adjustment_note: str = ""
+    covariates: tuple[str, ...] = ()
+    revenue_cap: RevenueCap | None = None  # how revenue per visitor was capped (None: not)
 
 
 Counts = Mapping[str, VariantCounts]
@@ -541,6 +583,8 @@ def experiment_report(
     history: Sequence[Counts] = (),
     rule: DecisionRule = "sequential",
     planned_exposures: int | None = None,
+    adjust: bool = False,
+    revenue_cap: RevenueCap | None = None,
 ) -> Report:
     """Compare every arm of ``split`` with ``control`` under the experiment's decision rule.
 
@@ -552,6 +596,10 @@ def experiment_report(
     the treatments by Holm's procedure, is at most ``alpha``; each decision interval is at the
     level Holm's procedure tested it at (:func:`holm`), so an interval leaves out 0 exactly
     when its adjusted p-value is small enough: the table and the verdict cannot disagree.
+
+    ``adjust``: the decision figures are regression-adjusted by the covariates kept at
+    exposure (:mod:`.adjust`) where every look judged allows it; the unadjusted ones stay in
+    each row. ``revenue_cap``: how the counts' revenue was capped (:mod:`.buyers`), reported.
     """
     arms = [control, *(arm for arm in split if arm != control)]
     counts = {arm: counts_by_variant.get(arm, VariantCounts(arm)) for arm in arms}
@@ -559,10 +607,12 @@ def experiment_report(
     alpha = settings.alpha
     horizon = _horizon(looks, arms, planned_exposures) if rule == "fixed_horizon" else None
     rows = [
-        _variant_result(counts[arm], counts[control], looks, settings, rule, horizon)
+        _variant_result(counts[arm], counts[control], looks, settings, rule, horizon, adjust)
         for arm in arms
     ]
-    rows = rows[:1] + _holm_adjusted(rows[1:], counts[control], looks, settings, rule, horizon)
+    rows = rows[:1] + _holm_adjusted(
+        rows[1:], counts[control], looks, settings, rule, horizon, adjust
+    )
     health = _health(counts, rows, counts_by_variant, dict(split), len(looks), settings)
     needed = sample_size_per_arm(
         counts[control].proportion.rate,
@@ -575,6 +625,7 @@ def experiment_report(
         campaign_id, control, rule, alpha, winner, needed, rows, health, [], settings,
         verdict, "", _final(verdict, rule), planned_exposures,
         (horizon + 1) if horizon is not None else len(looks),
+        *_adjustment(rows[1:], looks, control, adjust), revenue_cap,
     )  # fmt: skip
     report = replace(report, headline=_headline(report))
     return replace(report, sentences=_sentences(report))
@@ -611,6 +662,7 @@ def _holm_adjusted(
     settings: ExperimentSettings,
     rule: str,
     horizon: int | None,
+    adjust: bool = False,
 ) -> list[VariantResult]:
     """The treatments' decision figures with Holm's procedure across them, for conversion and
     for revenue separately: adjusted p-values, and intervals at the level each was tested at
@@ -618,24 +670,58 @@ def _holm_adjusted(
     alpha. One treatment: alpha itself."""
     levels, adjusted = holm([r.decision_p for r in rows], settings.alpha)
     revenue_levels, revenue_adjusted = holm([r.revenue_decision_p for r in rows], settings.alpha)
+    # The unadjusted figures beside adjusted ones: Holm over the unadjusted p-values.
+    _, plain_adjusted = holm([r.unadjusted_decision_p for r in rows], settings.alpha)
+    _, plain_revenue_adjusted = holm(
+        [r.unadjusted_revenue_decision_p for r in rows], settings.alpha
+    )
     out = []
     rho = settings.relative_mixing_sd
     for n, row in enumerate(rows):
         judged = _judged_looks(control.variant, row.variant, looks, settings, rule, horizon)
-        _, difference, change = _conversion_decision(
-            control.variant, row.variant, judged, rule, levels[n], rho
-        )
-        _, revenue = _revenue_decision(
-            control.variant, row.variant, judged, rule, revenue_levels[n], rho
-        )
-        out.append(replace(
+        arms = (control.variant, row.variant, judged, rule)
+        _, difference, change, _ = _conversion_decision(*arms, levels[n], rho, adjust)
+        _, revenue, _ = _revenue_decision(*arms, revenue_levels[n], rho, adjust)
+        row = replace(
             row, difference=difference, change=change, decision_p=adjusted[n],
             decision_level=1 - levels[n] if adjusted[n] is not None else None,
             revenue_decision=revenue, revenue_decision_p=revenue_adjusted[n],
             revenue_decision_level=(1 - revenue_levels[n]
                                     if revenue_adjusted[n] is not None else None),
-        ))  # fmt: skip
+        )  # fmt: skip
+        if row.adjusted:
+            _, plain, plain_change, _ = _conversion_decision(*arms, levels[n], rho)
+            row = replace(row, unadjusted_difference=plain, unadjusted_change=plain_change,
+                          unadjusted_decision_p=plain_adjusted[n])  # fmt: skip
+        if row.revenue_adjusted:
+            _, plain, _ = _revenue_decision(*arms, revenue_levels[n], rho)
+            row = replace(row, unadjusted_revenue_decision=plain,
+                          unadjusted_revenue_decision_p=plain_revenue_adjusted[n])  # fmt: skip
+        out.append(row)
     return out
+
+
+def _adjustment(
+    treatments: list[VariantResult], looks: list[Counts], control: str, adjust: bool
+) -> tuple[str, str, tuple[str, ...]]:
+    """The report's variance reduction: its state, the reason it could not be applied, and
+    the covariates used (see :class:`Report`)."""
+    if not adjust:
+        return "off", "", ()
+    decided = [r for r in treatments if r.decision_p is not None]
+    if not decided:
+        return "waiting", "", ()
+    if all(r.adjusted for r in decided) and all(
+        r.revenue_adjusted for r in decided if r.revenue_decision_p is not None
+    ):
+        last = looks[-1]
+        used: tuple[str, ...] = ()
+        for row in decided:
+            a = _adjusted_difference(last[control], last[row.variant], "conversion")
+            if not isinstance(a, str) and len(a.used) > len(used):
+                used = a.used
+        return "adjusted", "", used
+    return "unadjusted", next((r.adjustment_note for r in decided if r.adjustment_note), ""), ()
 
 
 def _final(verdict: str, rule: str) -> bool:
@@ -664,9 +750,11 @@ def _variant_result(
     settings: ExperimentSettings,
     rule: str,
     horizon: int | None,
+    adjust: bool = False,
 ) -> VariantResult:
     """An arm against the control; the decision's figures at ``alpha`` for now (the p-values
-    do not depend on it), adjusted across the treatments by :func:`_holm_adjusted`."""
+    do not depend on it), adjusted across the treatments by :func:`_holm_adjusted`; the
+    unadjusted p-values too, where the decision's are adjusted."""
     confidence = 1 - settings.alpha
     rate = wilson_interval(arm.proportion, confidence)
     rpv = arm.revenue_sample.mean
@@ -675,17 +763,20 @@ def _variant_result(
     captured = (arm.captures, arm.consented_captures)
     if arm.variant == control.variant:
         return VariantResult(*plain, None, None, None, None, rpv, None, None, None, *captured)
-    welch = welch_t_test(control.revenue_sample, arm.revenue_sample, confidence)
+    welch = welch_t_test(control.tested_revenue_sample, arm.tested_revenue_sample, confidence)
     incremental = None
     if control.variant == HOLDOUT:
         incremental = incremental_revenue(control.revenue_sample, arm.revenue_sample, confidence)
     judged = _judged_looks(control.variant, arm.variant, looks, settings, rule, horizon)
     alpha, rho = settings.alpha, settings.relative_mixing_sd
-    p, difference, change = _conversion_decision(
-        control.variant, arm.variant, judged, rule, alpha, rho
-    )
-    revenue_p, revenue = _revenue_decision(control.variant, arm.variant, judged, rule, alpha, rho)
-    return VariantResult(
+    arms = (control.variant, arm.variant, judged, rule, alpha, rho)
+    p, difference, change, why = _conversion_decision(*arms, adjust)
+    revenue_p, revenue, revenue_why = _revenue_decision(*arms, adjust)
+    adjusted = adjust and p is not None and not why
+    revenue_adjusted = adjust and revenue_p is not None and not revenue_why
+    plain_p = _conversion_decision(*arms)[0] if adjusted else None
+    plain_revenue_p = _revenue_decision(*arms)[0] if revenue_adjusted else None
+    result = VariantResult(
         *plain,
         relative_uplift(control.proportion, arm.proportion, confidence),
         two_proportion_z_test(control.proportion, arm.proportion)[1],
@@ -702,6 +793,11 @@ def _variant_result(
         revenue,
         revenue_p,
     )
+    return replace(
+        result, adjusted=adjusted, revenue_adjusted=revenue_adjusted,
+        adjustment_note=why or revenue_why, unadjusted_decision_p=plain_p,
+        unadjusted_revenue_decision_p=plain_revenue_p,
+    )  # fmt: skip
 
 
 def _judged_looks(
@@ -720,42 +816,137 @@ def _judged_looks(
 
 
 def _conversion_decision(
-    control: str, arm: str, judged: list[Counts], rule: str, alpha: float, rho: float
-) -> tuple[float | None, Interval | None, Interval | None]:
-    """(p, difference, change) in conversion by the rule, the interval at ``1 - alpha``."""
+    control: str,
+    arm: str,
+    judged: list[Counts],
+    rule: str,
+    alpha: float,
+    rho: float,
+    adjust: bool = False,
+) -> tuple[float | None, Interval | None, Interval | None, str]:
+    """(p, difference, change, why not adjusted) in conversion by the rule, the interval at
+    ``1 - alpha``; regression-adjusted when ``adjust`` and every look judged can be (``why``
+    is then ``""``)."""
     if not judged:
-        return None, None, None
+        return None, None, None, ""
+    adjusted, why = _adjusted_looks(control, arm, judged, "conversion", adjust)
     if rule == "fixed_horizon":
         c, t = judged[0][control], judged[0][arm]
-        p, difference = wald_decision(c.proportion, t.proportion, alpha)
-        return p, difference, _relative(difference, c)
-    p, rates = always_valid_decision(
-        [conversion_look(x[control].proportion, x[arm].proportion, rho) for x in judged],
-        alpha,
-        bound=1.0,  # a difference of two rates: always an interval
-    )
+        if adjusted:
+            p, difference = _normal_decision(adjusted[0].estimate, adjusted[0].variance, alpha)
+        else:
+            p, difference = wald_decision(c.proportion, t.proportion, alpha)
+        return p, difference, _relative(difference, c), why
+    looks = [conversion_look(x[control].proportion, x[arm].proportion, rho) for x in judged]
+    if adjusted:
+        looks = [look._replace(estimate=a.estimate, variance=a.variance)
+                 for look, a in zip(looks, adjusted, strict=True)]  # fmt: skip
+    p, rates = always_valid_decision(looks, alpha, bound=1.0)  # a difference of two rates
     assert rates is not None
-    return p, rates, _relative(rates, judged[-1][control])
+    return p, rates, _relative(rates, judged[-1][control]), why
 
 
 def _revenue_decision(
-    control: str, arm: str, judged: list[Counts], rule: str, alpha: float, rho: float
-) -> tuple[float | None, Interval | None]:
-    """(p, difference) in revenue per exposed visitor by the rule; None when there is nothing
-    to test (fewer than two visitors, or no spread)."""
+    control: str,
+    arm: str,
+    judged: list[Counts],
+    rule: str,
+    alpha: float,
+    rho: float,
+    adjust: bool = False,
+) -> tuple[float | None, Interval | None, str]:
+    """(p, difference, why not adjusted) in revenue per exposed visitor (capped when the
+    report caps it) by the rule; None when there is nothing to test (fewer than two visitors,
+    or no spread)."""
     if not judged:
-        return None, None
+        return None, None, ""
+    adjusted, why = _adjusted_looks(control, arm, judged, "revenue", adjust)
     if rule == "fixed_horizon":
         c, t = judged[0][control], judged[0][arm]
-        welch = welch_t_test(c.revenue_sample, t.revenue_sample, 1 - alpha)
+        if adjusted:
+            decided = _welch_adjusted(adjusted[0], c.exposures, t.exposures, alpha)
+            return (*decided, why) if decided is not None else (None, None, why)
+        welch = welch_t_test(c.tested_revenue_sample, t.tested_revenue_sample, 1 - alpha)
         if welch.df <= 0:
-            return None, None
-        return welch.p_value, Interval(welch.difference, welch.low, welch.high)
-    p, per_visitor = always_valid_decision(
-        [revenue_look(x[control].revenue_sample, x[arm].revenue_sample, rho) for x in judged],
-        alpha,
+            return None, None, why
+        return welch.p_value, Interval(welch.difference, welch.low, welch.high), why
+    looks = [
+        revenue_look(x[control].tested_revenue_sample, x[arm].tested_revenue_sample, rho)
+        for x in judged
+    ]
+    if adjusted:
+        looks = [look._replace(estimate=a.estimate, variance=a.variance)
+                 for look, a in zip(looks, adjusted, strict=True)]  # fmt: skip
+    p, per_visitor = always_valid_decision(looks, alpha)
+    return (p, per_visitor, why) if per_visitor is not None else (None, None, why)
+
+
+def _adjusted_looks(
+    control: str, arm: str, judged: list[Counts], outcome: str, adjust: bool
+) -> tuple[list[Adjusted], str]:
+    """The regression-adjusted difference at every look judged, or none and why (the first
+    look that cannot be adjusted); none and no reason when the experiment is not adjusted."""
+    if not adjust:
+        return [], ""
+    out = []
+    for look in judged:
+        adjusted = _adjusted_difference(look[control], look[arm], outcome)
+        if isinstance(adjusted, str):
+            return [], adjusted
+        out.append(adjusted)
+    return out, ""
+
+
+def _adjusted_difference(
+    control: VariantCounts, arm: VariantCounts, outcome: str
+) -> Adjusted | str:
+    if control.moments is None or arm.moments is None:
+        return NOT_RECORDED
+    return regression_adjusted(
+        _outcome(control, control.moments, outcome),
+        control.moments,
+        _outcome(arm, arm.moments, outcome),
+        arm.moments,
     )
-    return (p, per_visitor) if per_visitor is not None else (None, None)
+
+
+def _outcome(counts: VariantCounts, moments: Moments, outcome: str) -> Outcome:
+    """An arm's outcome as :func:`.adjust.regression_adjusted` takes it, with the variance the
+    unadjusted test uses: ``p(1-p)`` for conversion, the sample variance for revenue."""
+    if outcome == "conversion":
+        p = counts.proportion
+        return Outcome(p.trials, p.successes, p.successes, moments.xc, p.rate * (1 - p.rate))
+    s = counts.tested_revenue_sample
+    return Outcome(s.n, s.total, s.total_sq, moments.xr, s.variance)
+
+
+def _normal_decision(estimate: float, variance: float, alpha: float) -> tuple[float, Interval]:
+    """The two-sided z-test of ``estimate`` and its ``1 - alpha`` interval (the interval leaves
+    out 0 exactly when the p-value is at most ``alpha``)."""
+    if not variance > 0:
+        return (0.0 if estimate else 1.0), Interval(estimate, estimate, estimate)
+    se = math.sqrt(variance)
+    half = z_quantile(1 - alpha) * se
+    return _two_sided_normal_p(estimate / se), Interval(estimate, estimate - half, estimate + half)
+
+
+def _welch_adjusted(
+    adjusted: Adjusted, n_c: int, n_t: int, alpha: float
+) -> tuple[float, Interval] | None:
+    """Welch's t-test of an adjusted difference: Welch-Satterthwaite degrees of freedom over the
+    arms' adjusted variances (as gbstats computes them)."""
+    se_c, se_t = adjusted.control_variance / n_c, adjusted.treatment_variance / n_t
+    if n_c < 2 or n_t < 2 or se_c + se_t <= 0:
+        return None
+    share_c, share_t = se_c / (se_c + se_t), se_t / (se_c + se_t)
+    df = 1 / (share_c**2 / (n_c - 1) + share_t**2 / (n_t - 1))
+    se = math.sqrt(se_c + se_t)
+    from scipy import special
+
+    estimate = adjusted.estimate
+    p_value = float(2 * special.stdtr(df, -abs(estimate / se)))
+    half = float(special.stdtrit(df, 1 - alpha / 2)) * se
+    return p_value, Interval(estimate, estimate - half, estimate + half)
 
 
 def _relative(difference: Interval, control: VariantCounts) -> Interval | None:

@@ -203,9 +203,16 @@ def _changed(site: str) -> bytes:
     return nodes.encode(nodes.CampaignsChanged(site=site))
 
 
+def _judging(campaign: Campaign) -> tuple[Any, ...]:
+    """What an experiment is judged by, chosen before it starts."""
+    return (campaign.decision_rule, campaign.planned_exposures, campaign.variance_reduction,
+            campaign.revenue_cap_percentile)  # fmt: skip
+
+
 def _experiment_of(campaign: Campaign, previous: Campaign | None) -> dict[str, Any]:
     """The experiment a saved campaign belongs to: the previous one, or a new version when the
-    decision rule or its planned size changed once the campaign had left its draft (a rule is
+    decision rule, its planned size, the variance reduction or the revenue cap changed once
+    the campaign had left its draft (a rule is
     chosen before an experiment starts, never after seeing its numbers), and when it started
     (a draft's experiment starts when it leaves the draft)."""
     same = previous is not None and previous.experiment_version == campaign.experiment_version
@@ -213,10 +220,7 @@ def _experiment_of(campaign: Campaign, previous: Campaign | None) -> dict[str, A
         previous is not None
         and same
         and previous.status != "draft"
-        and (
-            (previous.decision_rule, previous.planned_exposures)
-            != (campaign.decision_rule, campaign.planned_exposures)
-        )
+        and _judging(previous) != _judging(campaign)
     ):
         return {"experiment_version": previous.experiment_version + 1,
                 "experiment_started": time.time()}  # fmt: skip

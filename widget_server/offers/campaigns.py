@@ -272,6 +272,11 @@ class Campaign(_Model):
     # (sequential, always-valid) or once at a planned number of exposures per arm.
     decision_rule: Literal["sequential", "fixed_horizon"] = "sequential"
     planned_exposures: Annotated[int, Field(ge=100, le=100_000_000)] | None = None
+    # Also fixed before it starts: the decision's figures adjusted by what was known of each
+    # visitor before the offer (CUPED), and revenue per visitor capped at this percentile of
+    # the control's buyers (None: not capped).
+    variance_reduction: bool = True
+    revenue_cap_percentile: Annotated[float, Field(ge=50, le=99.99)] | None = 99.0
     # When this experiment version started (unix seconds; set by the campaign store).
     experiment_started: float | None = None
     version: Annotated[int, Field(ge=0)] = 0

@@ -77,6 +77,10 @@ class ArmProbe:
 Signal = ExitIntentSignal | HesitationSignal | LiveSignal | ArmProbe
 
 
+# What was known of a visitor before an offer, kept at exposure (VisitorState.covariates).
+COVARIATES = ("cart_value", "cart_items", "pages", "orders")
+
+
 @dataclass(frozen=True, slots=True)
 class VisitorState:
     visitor: str
@@ -105,6 +109,7 @@ class VisitorState:
     viewed_ids: tuple[str, ...] = ()
     country: str = ""
     last_purchase: float | None = None
+    purchases: int = 0  # the visitor's earlier orders
     shown_in_session: dict[str, int] = field(default_factory=dict)
     shown_at: dict[str, tuple[float, ...]] = field(default_factory=dict)
     dismissals: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -115,6 +120,13 @@ class VisitorState:
     site_day_overlays: int = 0
     site_day_live: int = 0
     site_discount_at: float = 0.0  # when the visitor last saw a discount
+
+    def covariates(self) -> str:
+        """What was known of the visitor before an offer, in :data:`COVARIATES` order, as the
+        claim script keeps it at exposure (the report's regression adjustment)."""
+        values = (float(self.cart_value), float(self.cart_items), float(self.pages),
+                  float(self.purchases))  # fmt: skip
+        return ",".join(repr(v) if math.isfinite(v) else "0.0" for v in values)
 
     @classmethod
     def from_view(cls, visitor: str, view: SessionView, country: str = "") -> VisitorState:
@@ -156,6 +168,7 @@ class VisitorState:
             viewed_ids=view.viewed_ids,
             country=country,
             last_purchase=_f(p.get("last_purchase")) or None,
+            purchases=view.purchases,
             shown_in_session=shown_in_session,
             shown_at=shown_at,
             dismissals=dismissals,

@@ -787,6 +787,7 @@ class OfferEngine:
                 campaign.experiment_version,
                 token or secrets.token_hex(8),
                 repr(now + self.seen_timeout_s),
+                state.covariates(),
             ],
         )
         return claim_keys, claim_args, strategy
@@ -1079,6 +1080,7 @@ class OfferEngine:
                         k.campaign_visitor(site, campaign.id, visitor),
                         k.campaign_stats(site, campaign.id, day, campaign.experiment_version),
                         k.issued_codes(site, campaign.id),
+                        k.campaign_buyers(site, campaign.id, campaign.experiment_version),
                     ],
                     args=[
                         repr(now),
@@ -1087,6 +1089,7 @@ class OfferEngine:
                         repr(purchase.value),
                         purchase.coupon or "",
                         purchase.order_id,
+                        day,
                     ],
                     client=pipe,
                 )

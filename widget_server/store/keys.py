@@ -105,6 +105,11 @@ class Keys:
         stage = "" if version == 1 else f"e{version}:"
         return f"{self.campaign_tag(site, campaign)}:stats:{stage}{day}"
 
+    def campaign_buyers(self, site: str, campaign: str, version: int = 1) -> str:
+        """Hash: random buyer id -> JSON {a: arm, x: covariates at exposure, d: {day: revenue
+        total at its end}} of one experiment version's attributed buyers."""
+        return f"{self.campaign_tag(site, campaign)}:buyers:e{version}"
+
     # --- one email flow's experiment (one cluster slot) -------------------------------------
     def flow_tag(self, site: str, flow: str) -> str:
         return f"{self.prefix}:{{{site}:f:{flow}}}"

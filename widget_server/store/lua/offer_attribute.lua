@@ -1,16 +1,21 @@
 -- Attribute a new order to one campaign's experiment, and mark the code it carries redeemed.
--- KEYS: 1 visitor state for the campaign, 2 stats of the day, 3 issued codes
+-- KEYS: 1 visitor state for the campaign, 2 stats of the day, 3 issued codes,
+--       4 the experiment version's buyers (hash)
 -- ARGV: 1 now, 2 attribution window seconds, 3 experiment version, 4 order value,
---       5 coupon ('' = none), 6 order id
+--       5 coupon ('' = none), 6 order id, 7 day key (the stats' day)
 -- The order counts when the visitor's last exposure in this version is within the window.
 -- A visitor converts once; revenue adds up per visitor, and the sum of squares of revenue per
 -- visitor grows by v * (2 * total - v), so it stays exact for visitors with several orders.
+-- Each attributed buyer has a record among the version's buyers, under the random id the claim
+-- gave them: {a = arm, x = covariates at exposure, d = {day = revenue total at its end}}, from
+-- which a report caps revenue and computes the covariates' sums with the outcome at every
+-- look (experiments/buyers.py).
 -- Returns {attributed variant or '', redeemed code's variant or ''}.
 local now, value = tonumber(ARGV[1]), tonumber(ARGV[4])
 local v = KEYS[1]
 local attributed, redeemed = '', ''
-local variant, exposed_at, xv, converted = unpack(redis.call('HMGET', v, 'variant',
-  'exposed_at', 'xv', 'converted'))
+local variant, exposed_at, xv, converted, bid, x = unpack(redis.call('HMGET', v, 'variant',
+  'exposed_at', 'xv', 'converted', 'bid', 'x'))
 if variant and xv == ARGV[3] and now - tonumber(exposed_at or 0) <= tonumber(ARGV[2]) then
   attributed = variant
   if converted ~= '1' then
@@ -22,6 +27,13 @@ if variant and xv == ARGV[3] and now - tonumber(exposed_at or 0) <= tonumber(ARG
   redis.call('HINCRBYFLOAT', KEYS[2], 'revenue_sq:' .. variant,
     string.format('%.17g', value * (2 * total - value)))
   redis.call('EXPIRE', KEYS[2], 400 * 86400)
+  if bid then
+    local raw = redis.call('HGET', KEYS[4], bid)
+    local record = raw and cjson.decode(raw) or {a = variant, x = x or '', d = {}}
+    record.d[ARGV[7]] = string.format('%.17g', total)
+    redis.call('HSET', KEYS[4], bid, cjson.encode(record))
+    redis.call('EXPIRE', KEYS[4], 400 * 86400)
+  end
 end
 if ARGV[5] ~= '' then
   local issued = redis.call('HGET', KEYS[3], ARGV[5])

@@ -7,7 +7,8 @@
 --       9 code strategy (none|static|pool|generated), 10 static code, 11 candidate codes JSON,
 --       12 code validity seconds, 13 state ttl seconds, 14 visitor id,
 --       15 the campaign hands out pool codes (0/1), 16 experiment version, 17 token,
---       18 until (unix seconds: the reservation runs out unless offer_confirm.lua sees it)
+--       18 until (unix seconds: the reservation runs out unless offer_confirm.lua sees it),
+--       19 the visitor's covariates known before the offer, comma-separated ('' = none kept)
 -- Returns {status, variant, code, expires_at_ms, reason, codes left in the pool (-1: not
 -- known), token}: status 'ok' | 'rejected' | 'replay'.
 -- Every rule that can refuse an offer applies to every arm, the holdout included, so the arms
@@ -17,6 +18,10 @@
 -- run out, and the impression and the caps are confirmed when the widget reports it painted
 -- (offer_confirm.lua). The holdout shows nothing, so its caps are confirmed at once. The code
 -- stays the visitor's even when the reservation runs out: the browser has received it.
+-- At the first exposure in a version the covariates are frozen: kept in the visitor's state
+-- (for offer_attribute.lua) and added to the arm's sums of the day (xn, x<i>, xx<i>_<j>), the
+-- regression adjustment's inputs (experiments/adjust.py). The visitor's record among the
+-- buyers is keyed by a random id ('bid'), never by the visitor id.
 local now = tonumber(ARGV[1])
 local v = KEYS[1]
 local replay_field = 'm:' .. ARGV[3] .. ':' .. ARGV[2]
@@ -111,8 +116,28 @@ if code ~= '' then redis.call('HSET', v, 'code', code, 'code_expires', expires) 
 redis.call('EXPIRE', v, tonumber(ARGV[13]))
 if redis.call('HGET', v, 'xv') ~= ARGV[16] then
   -- First exposure in this experiment version: the attribution totals start again.
-  redis.call('HSET', v, 'xv', ARGV[16], 'converted', 0, 'revenue', 0)
-  redis.call('HINCRBY', KEYS[5], 'exposures:' .. ARGV[7], 1)
+  redis.call('HSET', v, 'xv', ARGV[16], 'converted', 0, 'revenue', 0, 'bid', ARGV[17])
+  local arm = ARGV[7]
+  redis.call('HINCRBY', KEYS[5], 'exposures:' .. arm, 1)
+  local x = {}
+  for part in string.gmatch(ARGV[19] or '', '[^,]+') do x[#x + 1] = tonumber(part) end
+  if #x > 0 then
+    redis.call('HSET', v, 'x', ARGV[19])
+    redis.call('HINCRBY', KEYS[5], 'xn:' .. arm, 1)
+    for i = 1, #x do
+      if x[i] ~= 0 then
+        redis.call('HINCRBYFLOAT', KEYS[5], 'x' .. (i - 1) .. ':' .. arm, string.format('%.17g', x[i]))
+        for j = i, #x do
+          if x[j] ~= 0 then
+            redis.call('HINCRBYFLOAT', KEYS[5], 'xx' .. (i - 1) .. '_' .. (j - 1) .. ':' .. arm,
+              string.format('%.17g', x[i] * x[j]))
+          end
+        end
+      end
+    end
+  else
+    redis.call('HDEL', v, 'x')
+  end
 end
 redis.call('EXPIRE', KEYS[5], 400 * 86400)
 return {'ok', ARGV[7], code, expires, '', redis.call('LLEN', KEYS[3]),
