@@ -123,10 +123,12 @@ def add_site(
     *,
     keys: Keys | None = None,
     frequency: Frequency | None = None,
+    holdout: float = 0.0,
 ) -> str:
     """Create a site with a fresh key (so tests never share state) and return its key.
     ``frequency``: the site's frequency policy (default: the product's default, one offer per
-    visit); tests of one campaign's own caps lift it with :data:`NO_SITE_LIMITS`."""
+    visit); tests of one campaign's own caps lift it with :data:`NO_SITE_LIMITS`. ``holdout``:
+    the share of the site-wide holdout."""
     key = key or "t" + secrets.token_hex(5)
 
     async def save() -> None:
@@ -137,6 +139,7 @@ def add_site(
                     key,
                     origins=origins if origins is not None else ["https://shop.test"],
                     frequency=frequency,
+                    holdout=holdout,
                 )
             )
         finally:

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from widget_server.offers.assign import assign
+from widget_server.cli.main import DEMO_HOLDOUT
+from widget_server.offers.assign import assign, in_site_holdout
 from widget_server.offers.campaigns import parse_campaign
 from widget_server.shipped import EXAMPLES_DIR
 from widget_server.store.embedded import free_port
@@ -142,6 +143,16 @@ def test_sites_frequency_shows_and_sets_the_site_wide_limits(
     assert "codes applied by url (parameter coupon_code)" in url.stdout
     bad = cli("sites", "apply-code", key, "--param", "no spaces", env=env)
     assert bad.returncode == 2 and "--param" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli("sites", "holdout", key, env=env).stdout.strip() == f"{key}: no site-wide holdout"
+    held = cli("sites", "holdout", key, "--percent", "5", env=env)
+    assert held.returncode == 0, held.stderr
+    said = f"{key}: 5% of visitors held out site-wide (no offer, no message), comparison 2 since "
+    assert held.stdout.startswith(said)
+    for wrong in ("60", "-1", "five"):
+        refused = cli("sites", "holdout", key, "--percent", wrong, env=env)
+        assert refused.returncode == 2 and "--percent" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert "comparison 2 since" in cli("sites", "holdout", key, env=env).stdout  # unchanged
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -231,7 +242,7 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
     env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "widget_server.cli", "demo", "--no-traffic", "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -248,7 +259,9 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
         examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
         saver = parse_campaign(examples[0])
         visitor = next(
-            v for v in (new_visitor() for _ in range(100)) if assign(saver, v) != "holdout"
+            v
+            for v in (new_visitor() for _ in range(100))
+            if assign(saver, v) != "holdout" and not in_site_holdout("demo", 1, DEMO_HOLDOUT, v)
         )
         with Client(f"ws://127.0.0.1:{port}/v1/ws", origin=base) as c:
             c.hello("demo", visitor)
@@ -264,7 +277,7 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
     assert found is not None, banner
     email, password = found.groups()
     again = subprocess.Popen(
-        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "widget_server.cli", "demo", "--no-traffic", "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -114,7 +114,7 @@ def test_the_installed_wheel_runs_the_demo_from_an_empty_folder(
 
     port = free_port()
     demo = subprocess.Popen(
-        [venv / "bin" / "widget-server", "demo", "--port", str(port)],
+        [venv / "bin" / "widget-server", "demo", "--no-traffic", "--port", str(port)],
         cwd=empty, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -1618,19 +1618,22 @@ def test_the_demo_shop_applies_the_code_it_is_given(
     """The demo site applies codes through its own script: "Back to my cart" on the cart page
     closes the overlay (no reload) and the cart shows the code and the discounted total; the
     checkout has it in its coupon field. The copy button stays."""
-    from widget_server.offers.assign import assign
+    from widget_server.cli.main import DEMO_HOLDOUT
+    from widget_server.offers.assign import assign, in_site_holdout
     from widget_server.offers.campaigns import parse_campaign
     from widget_server.shipped import EXAMPLES_DIR
 
     from ..support import new_visitor
 
     saver = parse_campaign(json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())[0])
-    visitor = next(v for v in (new_visitor() for _ in range(200)) if assign(saver, v) == "ten")
+    visitor = next(v for v in (new_visitor() for _ in range(200))
+                   if assign(saver, v) == "ten"
+                   and not in_site_holdout("demo", 1, DEMO_HOLDOUT, v))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "widget_server.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "widget_server.cli", "demo", "--no-traffic", "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

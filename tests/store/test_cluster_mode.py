@@ -320,7 +320,8 @@ def test_the_demo_runs_on_a_fresh_cluster_with_two_nodes(tmp_path: Path) -> None
         port = free_port()
     errors = (tmp_path / "demo.err").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "widget_server.cli", "demo", "--cluster", "--port", str(port)],
+        [sys.executable, "-m", "widget_server.cli", "demo", "--cluster", "--no-traffic",
+         "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
     )  # fmt: skip
     bases = [f"http://127.0.0.1:{p}" for p in (port, port + 1)]

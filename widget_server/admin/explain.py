@@ -38,6 +38,7 @@ REASONS = {
     "below_min_cart_value": "the cart is below the discount's minimum ({detail})",
     "holdout": "the visitor is in the holdout: qualified, and shown nothing on purpose",
     "experiment_holdout": "live offers skip the holdout of a running experiment ({detail})",
+    "site_holdout": "the visitor is in the site-wide holdout: no offer, no message",
     "lower_priority": "qualified, but a campaign with a higher priority came first",
     "pool_exhausted": "no codes left in its code pool",
     "global_cap": "it reached its total number of impressions",

@@ -9,7 +9,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from .guard import Guard
-from .pages import accounts, campaigns, catalog, live, mail, report, sites, versions, visitors
+from .pages import (
+    accounts,
+    campaigns,
+    catalog,
+    dashboard,
+    live,
+    mail,
+    report,
+    sites,
+    versions,
+    visitors,
+)
 from .pages.login import LoginViews
 from .web import ADMIN, STATIC_DIR, SecurityHeaders, Templates
 
@@ -21,6 +32,7 @@ def admin_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         *LoginViews(templates, guard).routes(),
         *sites.routes(guard),
+        *dashboard.routes(guard),
         *campaigns.routes(guard),
         *versions.routes(guard),
         *report.routes(guard),

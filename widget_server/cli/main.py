@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 from ..admin.accounts import AccountStore
 from ..catalog.similar import SimilarProducts
 from ..catalog.store import CatalogStore, run_catalog_import
+from ..demo import traffic as demo_traffic
 from ..demo.catalog import generate_catalog, write_feed_tsv
 from ..errors import ConfigurationError
 from ..logs import configure_logging
@@ -54,6 +56,7 @@ from . import mail as cli_mail
 from . import simulate as cli_simulate
 
 DEMO_SITE = "demo"
+DEMO_HOLDOUT = 0.1
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -202,8 +205,9 @@ async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> str 
         existing = await registry.get(DEMO_SITE)
         # The demo shop applies codes itself (shop.js: exitwidget.push(["on", "code", fn])).
         applies = CodeApply(mode="callback")
-        if existing is None:
-            site = new_site(DEMO_SITE, name="Demo shop", origins=origins, apply_code=applies)
+        if existing is None:  # a site-wide holdout of 10%, so the dashboard has a total
+            site = new_site(DEMO_SITE, name="Demo shop", origins=origins, apply_code=applies,
+                            holdout=DEMO_HOLDOUT)  # fmt: skip
         else:  # keep the site's secret across restarts; follow the port we run on now
             site = msgspec.structs.replace(existing, origins=origins, apply_code=applies)
         await registry.save(site)
@@ -236,12 +240,12 @@ def _admin_line(base: str, password: str | None) -> str:
     )
 
 
-def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
+def cmd_demo(settings: Settings, *, cluster: bool = False, traffic: bool = True) -> None:
     _exit_on_sigterm()
     settings = _prepare(settings.with_overrides(demo=True))
     _check_port_free(settings.host, settings.port)
     if cluster:
-        _demo_on_cluster(settings)
+        _demo_on_cluster(settings, traffic)
         return
     with redis_for(settings, supervise=True) as url:
         password = asyncio.run(_seed_demo(url, settings, [settings.port]))
@@ -265,6 +269,8 @@ def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
             flush=True,
         )
         worker = _start_demo_worker(settings, url, base)
+        if password is not None and traffic:
+            _send_demo_traffic(settings, url, base)
         try:
             _run_server(settings.with_overrides(redis_url=url))
         finally:
@@ -273,7 +279,14 @@ def cmd_demo(settings: Settings, *, cluster: bool = False) -> None:
                 worker.wait(10)
 
 
-def _demo_on_cluster(settings: Settings) -> None:
+def _send_demo_traffic(settings: Settings, url: str, base: str) -> None:
+    """The first run: synthetic visitors through the shop, so the dashboard has numbers."""
+    print(f"Sending {demo_traffic.VISITORS:,} synthetic visitors through the shop for the"
+          " dashboard (first run only; --no-traffic to skip)…", flush=True)  # fmt: skip
+    demo_traffic.start(base, url, settings.redis_mode, settings.redis_prefix, DEMO_SITE)
+
+
+def _demo_on_cluster(settings: Settings, traffic: bool = True) -> None:
     """The demo on a fresh local cluster of the embedded binary (its data is not kept), with a
     second node one port up: open the shop on either and watch a visitor move between them."""
     second_port = settings.port + 1
@@ -309,6 +322,8 @@ def _demo_on_cluster(settings: Settings) -> None:
             command = [sys.executable, "-m", "widget_server.cli", "serve"]
             node = subprocess.Popen([*command, "--port", str(second_port)], env=env)  # noqa: S603
             worker = _start_demo_worker(settings, url, bases[0])
+            if password is not None and traffic:
+                _send_demo_traffic(settings, url, bases[0])
             try:
                 _run_server(settings)
             finally:
@@ -391,8 +406,8 @@ async def _edit_site(
             raise ConfigurationError(f"no site {key!r}")
         changed = change(site)
         if changed is not None:
-            await registry.save(changed)
-            return changed
+            await registry.save(changed)  # the store may add to it (the holdout's version)
+            return await registry.get(key) or changed
         return site
     finally:
         await client.aclose()
@@ -429,6 +444,25 @@ def _apply_code_change(args: argparse.Namespace) -> Callable[[Site], Site | None
     return change
 
 
+def _holdout_change(args: argparse.Namespace) -> Callable[[Site], Site | None]:
+    def change(site: Site) -> Site | None:
+        if args.percent is None:
+            return None
+        if not 0 <= args.percent <= 50:
+            raise ConfigurationError("--percent: use 0 (no site-wide holdout) to 50")
+        return msgspec.structs.replace(site, holdout=round(args.percent / 100, 4))
+
+    return change
+
+
+def _holdout(site: Site) -> str:
+    if site.holdout <= 0:
+        return f"{site.key}: no site-wide holdout"
+    return (f"{site.key}: {site.holdout * 100:g}% of visitors held out site-wide (no offer, no"
+            f" message), comparison {site.holdout_version} since"
+            f" {datetime.fromtimestamp(site.holdout_started, UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+
+
 def _applies(site: Site) -> str:
     mode = site.apply_code.mode
     how = f"{mode} (parameter {site.apply_code.param})" if mode == "url" else mode
@@ -443,6 +477,9 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> None:
         elif args.sites_command == "frequency":
             site = asyncio.run(_edit_site(url, settings, args.key, _frequency_change(args)))
             print(f"{site.key}: {site.frequency.describe()}")
+        elif args.sites_command == "holdout":
+            site = asyncio.run(_edit_site(url, settings, args.key, _holdout_change(args)))
+            print(_holdout(site))
         elif args.sites_command == "apply-code":
             site = asyncio.run(_edit_site(url, settings, args.key, _apply_code_change(args)))
             print(_applies(site))
@@ -524,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="on a fresh local Valkey cluster (3 masters, 3 replicas) with two nodes",
             )
+            p.add_argument(
+                "--no-traffic",
+                action="store_true",
+                help="on the first run, send no synthetic visitors for the dashboard",
+            )
     sub.add_parser("worker", help="send abandoned-cart emails (SMTP_URL, MAIL_FROM, ...)")
     sites = sub.add_parser("sites", help="manage sites (shops)")
     sites_sub = sites.add_subparsers(dest="sites_command", required=True)
@@ -556,6 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("live-per-day", "live offers per day (default 2)"),
     ):
         frequency.add_argument(f"--{flag}", type=int, metavar="N", help=what)
+    holdout = sites_sub.add_parser(
+        "holdout",
+        help="show or set the site-wide holdout: visitors who see no offer and get no message, "
+        "so the dashboard can tell what the tool adds (a new share starts a new comparison)",
+    )
+    holdout.add_argument("key")
+    holdout.add_argument("--percent", type=float, help="share of visitors held out, 0 to 50")
     apply = sites_sub.add_parser(
         "apply-code", help="show or set how the shop applies the codes the widget shows"
     )
@@ -601,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             cmd_serve(settings)
         elif args.command == "demo":
-            cmd_demo(settings, cluster=args.cluster)
+            cmd_demo(settings, cluster=args.cluster, traffic=not args.no_traffic)
         elif args.command == "mail":
             settings = _prepare(settings)
             with redis_for(settings) as url:

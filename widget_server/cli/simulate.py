@@ -9,14 +9,23 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..devtools.simulate import ArmTruth, SimulationResult, campaign_arms, check_inputs, simulate
+from ..devtools.simulate import (
+    SITE_HOLDOUT,
+    ArmTruth,
+    SimulationResult,
+    campaign_arms,
+    check_inputs,
+    simulate,
+)
 from ..errors import ConfigurationError
 from ..experiments import reports
 from ..experiments.aa import aa_check
+from ..offers.assign import HOLDOUT
 from ..offers.campaign_store import CampaignStore
 from ..settings import Settings
 from ..store.client import open_store
 from ..store.keys import Keys
+from ..store.sites import SiteRegistry
 
 COMMANDS = ("simulate",)
 DEFAULT_SERVER = "ws://127.0.0.1:8000"
@@ -132,8 +141,12 @@ async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
             raise ConfigurationError(f"no campaign {args.campaign!r} on site {args.site!r}")
         if campaign.status != "active":
             raise ConfigurationError(f"{campaign.id} is {campaign.status}: only active ones fire")
+        site = await SiteRegistry(client, keys).get(args.site)
+        holdout = (site.holdout, site.holdout_version) if site is not None else (0.0, 1)
         arms = campaign_arms(campaign)
-        truth = parse_truth(args.truth, arms)
+        truth = parse_truth(args.truth, arms + ([SITE_HOLDOUT] if holdout[0] > 0 else []))
+        if holdout[0] > 0 and SITE_HOLDOUT not in args.truth and HOLDOUT in truth:
+            truth[SITE_HOLDOUT] = truth[HOLDOUT]  # sees nothing, like the campaign's holdout
         drop = parse_drop(args.drop)
         try:
             check_inputs(campaign, truth, drop)
@@ -151,6 +164,7 @@ async def run(url: str, settings: Settings, args: argparse.Namespace) -> str:
             seed=seed,
             origin=args.origin,
             drop_share=drop,
+            site_holdout=holdout,
         )
         lines = summary(result, ws_url, truth, arms)
         if result.errors and sum(result.errors.values()) == result.visitors:
@@ -184,6 +198,15 @@ def summary(
         lines.append(
             f"  {arm:10} {exposed:>8} {orders:>7} {rate:>7.2%} "
             f"{truth[arm].conversion_rate:>7.2%} {revenue:>11,.2f}"
+        )
+    held = [o for o in result.outcomes if o.arm == SITE_HOLDOUT]
+    if held:
+        orders = sum(o.converted for o in held)
+        revenue = sum(o.order_value for o in held if o.converted)
+        lines.append(
+            f"  {SITE_HOLDOUT:10} {len(held):>8} {orders:>7}"
+            f" {orders / len(held):>7.2%} {truth[SITE_HOLDOUT].conversion_rate:>7.2%}"
+            f" {revenue:>11,.2f}"
         )
     for label, counter in (("failed", result.errors), ("note", result.notes)):
         for text, n in counter.most_common(5):

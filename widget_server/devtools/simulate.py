@@ -31,10 +31,12 @@ from websockets.typing import Origin
 
 from ..experiments.reports import campaign_split
 from ..experiments.stats import ExperimentSettings, Report, VariantCounts, experiment_report
-from ..offers.assign import HOLDOUT, assign
+from ..offers.assign import HOLDOUT, assign, in_site_holdout
 from ..offers.campaigns import Campaign
 
 VISITOR_TIMEOUT_S = 15.0
+# The arm of visitors in the site-wide holdout (no offer, no message); its truth's key too.
+SITE_HOLDOUT = "site-holdout"
 CLICK_SHARE = 0.3  # of visitors shown an offer; independent of whether they buy
 DISMISS_SHARE = 0.4
 EXIT_KINDS = ("top_edge", "back_button", "tab_switch", "scroll_up")
@@ -280,21 +282,30 @@ async def simulate(
     origin: str | None,
     drop_share: Mapping[str, float] | None = None,
     visitor_timeout_s: float = VISITOR_TIMEOUT_S,
+    site_holdout: tuple[float, int] = (0.0, 1),
 ) -> SimulationResult:
     """Send ``visitors`` synthetic visitors to the server at ``ws_url`` (the ``/v1/ws`` URL),
     at most ``concurrency`` at a time, each given at most ``visitor_timeout_s`` seconds.
 
     ``drop_share`` maps an arm to the share of its visitors who vanish right after ``hello``
-    (a broken split, to provoke a sample ratio mismatch). Nothing but ``ws_url`` is contacted.
+    (a broken split, to provoke a sample ratio mismatch). ``site_holdout``: the site's
+    site-wide holdout (share, version); its visitors see nothing and buy by
+    ``truth[SITE_HOLDOUT]`` (default: the campaign's holdout's). Nothing but ``ws_url`` is
+    contacted.
     """
     if visitors < 0 or concurrency < 1 or visitor_timeout_s <= 0:
         raise ValueError("visitors must be >= 0, concurrency >= 1 and the timeout positive")
     drop_share = drop_share or {}
     check_inputs(campaign, truth, drop_share)
+    if site_holdout[0] > 0 and SITE_HOLDOUT not in truth:
+        if HOLDOUT not in truth:
+            raise ValueError(f"no true behaviour for the site-wide holdout ({SITE_HOLDOUT}=...)")
+        truth = {**truth, SITE_HOLDOUT: truth[HOLDOUT]}
     plans = plan_visitors(visitors, seed)
     results: list[VisitorOutcome | None] = [None] * len(plans)
     pending = iter(plans)
-    visit = _Visit(ws_url, site, campaign, truth, drop_share, origin, seed, visitor_timeout_s)
+    visit = _Visit(ws_url, site, campaign, truth, drop_share, origin, seed, visitor_timeout_s,
+                   site_holdout)  # fmt: skip
 
     async def worker() -> None:
         for plan in pending:
@@ -368,6 +379,7 @@ class _Visit:
     origin: str | None
     seed: int
     timeout_s: float
+    site_holdout: tuple[float, int] = (0.0, 1)
 
     async def run(self, plan: VisitorPlan) -> VisitorOutcome:
         """One visitor, start to end, bounded in time; never raises for a failed visit."""
@@ -435,6 +447,11 @@ class _Visit:
     def _arm_of(self, plan: VisitorPlan, offers: list[dict[str, Any]]) -> VisitorOutcome:
         """The visitor's arm as the server decided it."""
         ours = [o for o in offers if o.get("campaign") == self.campaign.id]
+        share, version = self.site_holdout
+        if in_site_holdout(self.site, version, share, plan.visitor):
+            if offers:
+                return VisitorOutcome(plan.visitor, note="offer in the site-wide holdout")
+            return VisitorOutcome(plan.visitor, arm=SITE_HOLDOUT)  # not the campaign's
         if ours:
             offer = ours[-1]
             arm = str(offer.get("variant", ""))

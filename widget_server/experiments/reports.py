@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -155,6 +155,14 @@ async def daily_series(
     return _cumulative(zip(ordered, per_day, strict=True))
 
 
+def cumulative_series(days: Sequence[str], raw: Sequence[Mapping[Any, Any]]) -> Series:
+    """The cumulative series of per-day hashes ``raw`` (of ``days``, oldest first), from the
+    first day with data on."""
+    return _from_first_data(
+        _cumulative((day, counts_from_hash(r)) for day, r in zip(days, raw, strict=True))
+    )
+
+
 def _cumulative(days: Iterable[tuple[str, Mapping[str, VariantCounts]]]) -> Series:
     """Running totals by variant at the end of each day, in the order given."""
     series: Series = []
@@ -197,7 +205,7 @@ def _judged(
     )
 
 
-def _series_json(series: Series) -> list[dict[str, Any]]:
+def series_json(series: Series) -> list[dict[str, Any]]:
     return [
         {"day": day, "variants": {v: _counts_json(c) for v, c in counts.items()}}
         for day, counts in series
@@ -282,8 +290,8 @@ async def campaign_report(
         "time_zone": campaign.schedule.timezone,
         "generated_at": now,
         "days": {"from": window[0], "to": window[-1]} if window else None,
-        "report": _plain(report),
-        "series": _series_json(series),
+        "report": plain(report),
+        "series": series_json(series),
         "live_offers": await live_offers_during(redis, keys, site, campaign.id, since, now),
     }
 
@@ -404,20 +412,20 @@ async def flow_report(
         "time_zone": "UTC",
         "generated_at": now,
         "days": {"from": built.window[0], "to": built.window[-1]},
-        "report": _plain(built.report),
+        "report": plain(built.report),
         "email": built.email,
         "steps": built.steps,
-        "series": _series_json(built.series),
+        "series": series_json(built.series),
     }
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` in JSON's types (tuples become lists), as the HTTP API sends it."""
     return msgspec.json.decode(msgspec.json.encode(value))
 
 
 def _counts_json(counts: VariantCounts) -> dict[str, Any]:
-    data: dict[str, Any] = _plain(counts)
+    data: dict[str, Any] = plain(counts)
     data.pop("variant", None)
     return data
 

@@ -185,12 +185,13 @@ def build_mail_context(
     elif transport is None and settings.outbox_dir:
         transport = OutboxTransport(Path(settings.outbox_dir))
     flows = MailFlowStore(redis, keys)
+    sites = sites or SiteRegistry(redis, keys)
     return MailContext(
         redis=redis,
         keys=keys,
         settings=settings,
-        sites=sites or SiteRegistry(redis, keys),
-        scheduler=MailScheduler(redis, keys, flows, retention_s=settings.retention_s),
+        sites=sites,
+        scheduler=MailScheduler(redis, keys, flows, retention_s=settings.retention_s, sites=sites),
         flows=flows,
         signer=LinkSigner(settings.secret_key),
         renderer=MailRenderer(templates_dir),

@@ -40,9 +40,11 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from ..offers.assign import in_site_holdout
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
+from ..store.sites import SiteRegistry
 from ..visitors.session_view import CartLine, SessionView
 from .experiments import FlowExperiments, flow_arm
 from .flows import MailFlowStore, in_holdout
@@ -159,8 +161,9 @@ class MailJob:
 @dataclass(frozen=True, slots=True)
 class ScheduleResult:
     """What :meth:`MailScheduler.visitor_left` did. ``outcome`` is ``scheduled`` or why not:
-    ``no_email``, ``invalid_email``, ``no_consent``, ``suppressed``, ``nothing_abandoned``,
-    ``holdout`` or ``already_sent`` (every step of the flow went out before)."""
+    ``no_email``, ``invalid_email``, ``no_consent``, ``suppressed``, ``site_holdout`` (the
+    visitor is in the site-wide holdout), ``nothing_abandoned``, ``holdout`` or
+    ``already_sent`` (every step of the flow went out before)."""
 
     outcome: str
     flow: str = ""
@@ -177,10 +180,12 @@ class MailScheduler:
         flows: MailFlowStore | None = None,
         *,
         retention_s: int = DEFAULT_RETENTION_S,
+        sites: SiteRegistry | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.flows = flows or MailFlowStore(redis, keys)
+        self._sites = sites or SiteRegistry(redis, keys)
         self._retention_s = retention_s
         self.experiments = FlowExperiments(redis, keys, retention_s=retention_s)
         scripts = Scripts.of(redis)
@@ -225,6 +230,12 @@ class MailScheduler:
         if await self.suppression(site, address) is not None:
             await self.cancel(site, visitor)
             return ScheduleResult("suppressed")
+        record = await self._sites.get(site)
+        if record is not None and in_site_holdout(
+            site, record.holdout_version, record.holdout, visitor
+        ):
+            await self.cancel(site, visitor)
+            return ScheduleResult("site_holdout")  # no message at all: the tool's control group
         config = await self.flows.get(site)
         flow = config.flow_for(has_cart=bool(cart), product_views=product_views, checkout=checkout)
         if flow is None:

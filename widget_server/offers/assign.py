@@ -21,6 +21,17 @@ def bucket(campaign_id: str, experiment_version: int, visitor: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+# The site-wide holdout's bucket name: no campaign id can be it (ids start with a letter or a
+# digit), so its assignment is independent of every campaign's.
+SITE_EXPERIMENT = "@site"
+
+
+def in_site_holdout(site: str, version: int, share: float, visitor: str) -> bool:
+    """Whether ``visitor`` is in ``site``'s site-wide holdout (sees no overlay and no message)
+    for the holdout's ``version``: sticky, like a campaign's arm."""
+    return share > 0 and bucket(f"{SITE_EXPERIMENT}:{site}", version, visitor) < share
+
+
 def assign(campaign: Campaign, visitor: str) -> str:
     """The variant key for ``visitor``, or ``holdout`` for the control group that sees nothing."""
     u = bucket(campaign.id, campaign.experiment_version, visitor)

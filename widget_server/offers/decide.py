@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from ..store.frequency import Frequency
 from ..visitors.session_view import SessionView
-from .assign import HOLDOUT, assign
+from .assign import HOLDOUT, assign, in_site_holdout
 from .campaigns import Campaign, Condition
 
 K = TypeVar("K")
@@ -51,6 +51,7 @@ class Reason(StrEnum):
     SITE_DISCOUNT = "site_discount"
     SITE_LIVE_SESSION = "site_live_session"
     SITE_LIVE_DAY = "site_live_day"
+    SITE_HOLDOUT = "site_holdout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +191,14 @@ def _f(value: str | None) -> float:
 
 @dataclass(frozen=True, slots=True)
 class SitePolicy:
-    """What the decision reads of a site: its frequency policy and its time zone."""
+    """What the decision reads of a site: its frequency policy, its time zone and its
+    site-wide holdout (the share of visitors who never see an offer, and its version)."""
 
     frequency: Frequency = field(default_factory=Frequency)
     timezone: str = "UTC"
+    key: str = ""
+    holdout: float = 0.0
+    holdout_version: int = 1
 
 
 UNLIMITED = SitePolicy(Frequency(per_session=0, per_day=0, discount_days=0,
@@ -252,6 +257,11 @@ def decide(
     are decided for at once.
     """
     deck = deck_of(campaigns)
+    if site.holdout > 0 and in_site_holdout(site.key, site.holdout_version, site.holdout,
+                                            state.visitor):  # fmt: skip
+        return Decision(None, (), tuple(
+            Rejection(c.id, Reason.SITE_HOLDOUT, "site-wide holdout") for c in deck.campaigns
+        ))  # fmt: skip
     if prejudged is None:
         prejudged = deck.prejudge(signal, now)
     ranked: list[tuple[int, Candidate, _Plan]] = []

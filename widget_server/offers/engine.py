@@ -49,7 +49,7 @@ from ..visitors.session_view import SessionView
 from ..visitors.sessions import Places, SessionStore
 from ..wire import nodes
 from ..wire import protocol as p
-from .assign import HOLDOUT
+from .assign import HOLDOUT, in_site_holdout
 from .campaign_store import CampaignStore
 from .campaigns import Campaign, Variant
 from .codes import code_candidates
@@ -82,6 +82,12 @@ ProductsFor = Callable[[str, VisitorState], Awaitable[list[p.OfferProduct]]]
 # Called with the name of each step of an offer as it completes ("reserved", "claimed", "sent",
 # "seen_by_visitor"): the fault-injection point of the tests that kill a process between steps.
 StepHook = Callable[[str], None]
+
+
+# The site-wide experiment: its arm for visitors who may see offers and messages, and how long
+# after a visit an order counts for it.
+TOOL = "tool"
+SITE_ATTRIBUTION_DAYS = 7
 
 
 def _no_hook(step: str) -> None:
@@ -268,7 +274,8 @@ class OfferEngine:
         record = await self._sites.get(site) if self._sites is not None else None
         if record is None:
             return SitePolicy()
-        return SitePolicy(record.frequency, record.timezone)
+        return SitePolicy(record.frequency, record.timezone, record.key, record.holdout,
+                          record.holdout_version)  # fmt: skip
 
     async def record_signal(
         self, sock: OfferSocket, message: p.ExitIntent | p.Hesitation, *, now: float
@@ -1060,19 +1067,50 @@ class OfferEngine:
         return CaptureResult(campaign, variant, code, int(float(result[2] or 0)), status == "ok")
 
     # --- purchases ---------------------------------------------------------------------------
+    async def count_visit(self, site: str, visitor: str, now: float) -> bool:
+        """Count a visit in the site-wide experiment (:file:`lua/offer_visit.lua`): the visitor
+        is exposed in the tool's arm or the site-wide holdout once per holdout version, and the
+        visit restarts the window in which their orders count. True for a first exposure."""
+        record = await self._sites.get(site) if self._sites is not None else None
+        if record is None:
+            return False
+        version = record.holdout_version
+        held = in_site_holdout(site, version, record.holdout, visitor)
+        day, _ = period_keys(now, record.timezone)
+        k = self._keys
+        first = await self._scripts.offer_visit(
+            keys=[k.site_experiment_visitor(site, visitor),
+                  k.site_experiment_stats(site, day, version), k.site_reached(site, day)],
+            args=[repr(now), version, HOLDOUT if held else TOOL,
+                  (SITE_ATTRIBUTION_DAYS + 1) * 86_400, visitor, secrets.token_hex(8)],
+        )  # fmt: skip
+        return bool(int(first))
+
     async def on_purchase(
         self, site: str, visitor: str, purchase: p.Purchase, *, new_order: bool, now: float
     ) -> None:
         """Attribute a new order to every campaign that exposed the visitor within its window
-        (:file:`lua/offer_attribute.lua`, one atomic call per campaign), and mark the coupon it
-        carries as redeemed."""
+        (:file:`lua/offer_attribute.lua`, one atomic call per campaign) and to the site-wide
+        experiment (within :data:`SITE_ATTRIBUTION_DAYS` of the visitor's last visit), mark the
+        coupon it carries as redeemed, and count it as influenced when a campaign's offer (not
+        its holdout) is attributed it."""
         if not new_order:
             return
         campaigns = await self.campaigns.for_site(site)
-        if not campaigns:
-            return
+        record = await self._sites.get(site) if self._sites is not None else None
         k = self._keys
         async with self._redis.pipeline(transaction=False) as pipe:
+            if record is not None:
+                version = record.holdout_version
+                site_day, _ = period_keys(now, record.timezone)
+                stats = k.site_experiment_stats(site, site_day, version)
+                await self._scripts.offer_attribute(
+                    keys=[k.site_experiment_visitor(site, visitor), stats,
+                          k.site_experiment_codes(site), k.site_experiment_buyers(site, version)],
+                    args=[repr(now), SITE_ATTRIBUTION_DAYS * 86_400, version,
+                          repr(purchase.value), "", purchase.order_id, site_day],
+                    client=pipe,
+                )  # fmt: skip
             for campaign in campaigns:
                 day, _ = period_keys(now, campaign.schedule.timezone)
                 await self._scripts.offer_attribute(
@@ -1093,7 +1131,20 @@ class OfferEngine:
                     ],
                     client=pipe,
                 )
-            await pipe.execute()
+            results = await pipe.execute()
+        if record is None:
+            return
+        site_arm = reply_text(results[0][0])
+        influenced = any(reply_text(r[0]) not in ("", HOLDOUT) for r in results[1:])
+        if site_arm or influenced:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if site_arm:  # every order, where conversions count each buyer once
+                    pipe.hincrby(stats, f"orders:{site_arm}", 1)
+                if influenced:
+                    pipe.hincrby(stats, "influenced_orders", 1)
+                    pipe.hincrbyfloat(stats, "influenced_revenue", purchase.value)
+                pipe.expire(stats, 400 * 86_400)
+                await pipe.execute()
 
     # --- interactions ------------------------------------------------------------------------
     async def count_interaction(

@@ -294,6 +294,7 @@ class VisitorConnection:
             )
         await self.services.hub.mark_site_seen(self.site)
         offers = self.services.offers
+        await offers.count_visit(self.site, self.visitor, time.time())
         await offers.rearm(self, view)
         for campaign_id in await offers.active_live(self.site, time.time()):
             await self.offer_live(campaign_id)

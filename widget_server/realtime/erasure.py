@@ -49,6 +49,7 @@ class ErasureReport:
     sent_marks: int = 0  # records of emails already sent
     campaign_states: int = 0  # per-campaign caps, variant, exposure and held code
     codes_unlinked: int = 0  # issued codes that no longer name the visitor
+    site_records: int = 0  # the visitor's arm and exposure in the site-wide experiment
     live_sockets: int = 0  # connected sockets closed after withdrawing their offers
 
     def counts(self) -> dict[str, int]:
@@ -106,6 +107,8 @@ async def erase_visitor(
     report.campaign_states, report.codes_unlinked = await _erase_campaign_states(
         services, site, visitor
     )
+    # The site-wide experiment's record of the visitor (its buyers' records name no one).
+    report.site_records = int(await redis.delete(keys.site_experiment_visitor(site, visitor)))
     return report
 
 

@@ -110,6 +110,33 @@ class Keys:
         total at its end}} of one experiment version's attributed buyers."""
         return f"{self.campaign_tag(site, campaign)}:buyers:e{version}"
 
+    # --- the site-wide experiment: the tool against its holdout (one cluster slot) ---------
+    def site_experiment_tag(self, site: str) -> str:
+        return f"{self.prefix}:{{{site}:h}}"
+
+    def site_experiment_visitor(self, site: str, visitor: str) -> str:
+        """Hash: one visitor's arm, exposure and attributed revenue in the site-wide
+        experiment (lua/offer_visit.lua, lua/offer_attribute.lua)."""
+        return f"{self.site_experiment_tag(site)}:v:{visitor}"
+
+    def site_experiment_stats(self, site: str, day: str, version: int = 1) -> str:
+        """Hash: per-day counters of the site-wide experiment (``exposures:tool``,
+        ``revenue:holdout``...), and ``influenced_orders``, ``influenced_revenue``: orders that
+        some campaign's offer, seen within its window, is attributed."""
+        return f"{self.site_experiment_tag(site)}:stats:e{version}:{day}"
+
+    def site_experiment_buyers(self, site: str, version: int = 1) -> str:
+        """Hash: the site-wide experiment's buyers, as :meth:`campaign_buyers`."""
+        return f"{self.site_experiment_tag(site)}:buyers:e{version}"
+
+    def site_experiment_codes(self, site: str) -> str:
+        """Never written: the slot's stand-in for offer_attribute.lua's issued codes."""
+        return f"{self.site_experiment_tag(site)}:codes"
+
+    def site_reached(self, site: str, day: str) -> str:
+        """HyperLogLog: the visitors the tool reached on a day (the site's time zone)."""
+        return f"{self.site_experiment_tag(site)}:reached:{day}"
+
     # --- one email flow's experiment (one cluster slot) -------------------------------------
     def flow_tag(self, site: str, flow: str) -> str:
         return f"{self.prefix}:{{{site}:f:{flow}}}"

@@ -43,6 +43,7 @@ class Scripts:
     session_order: AsyncScript
     # offers.engine
     offer_claim: AsyncScript
+    offer_visit: AsyncScript
     offer_confirm: AsyncScript
     offer_reward: AsyncScript
     offer_attribute: AsyncScript

@@ -52,6 +52,11 @@ class Site(Struct, frozen=True, kw_only=True):
     timezone: Annotated[str, Meta(max_length=64)] = "UTC"
     frequency: Frequency = Frequency()
     apply_code: CodeApply = CodeApply()
+    # The site-wide holdout: this share of visitors never sees an overlay or a message, so the
+    # dashboard can tell what the tool added. A new share starts a new version (and comparison).
+    holdout: Annotated[float, Meta(ge=0, le=0.5)] = 0.0
+    holdout_version: Annotated[int, Meta(ge=1)] = 1
+    holdout_started: float = 0.0
     secret: str = ""
     created: float = 0.0
 
@@ -102,6 +107,7 @@ def new_site(
     timezone: str = "UTC",
     frequency: Frequency | None = None,
     apply_code: CodeApply | None = None,
+    holdout: float = 0.0,
 ) -> Site:
     """Validate and build a site; raise SiteError naming the field that is wrong."""
     try:
@@ -119,6 +125,7 @@ def new_site(
                 "timezone": timezone,
                 "frequency": msgspec.to_builtins(frequency or Frequency()),
                 "apply_code": msgspec.to_builtins(apply_code or CodeApply()),
+                "holdout": holdout,
                 "secret": secrets.token_urlsafe(32),
                 "created": time.time(),
             },
@@ -126,6 +133,18 @@ def new_site(
         )
     except msgspec.ValidationError as exc:
         raise SiteError(str(exc)) from None
+
+
+def with_holdout_version(previous: Site | None, site: Site, now: float) -> Site:
+    """``site`` with its holdout's version and start: the previous ones while the share is
+    the same, the next version from ``now`` when it changed."""
+    replace = msgspec.structs.replace
+    if previous is None:
+        return replace(site, holdout_version=1, holdout_started=now)
+    if previous.holdout == site.holdout:
+        return replace(site, holdout_version=previous.holdout_version,
+                       holdout_started=previous.holdout_started)  # fmt: skip
+    return replace(site, holdout_version=previous.holdout_version + 1, holdout_started=now)
 
 
 class SiteRegistry:
@@ -155,7 +174,13 @@ class SiteRegistry:
 
     async def save(self, site: Site) -> None:
         """Store the site, then list it, then tell every node. The record comes first: a save
-        cut short leaves at worst a working site that :meth:`list` misses until saved again."""
+        cut short leaves at worst a working site that :meth:`list` misses until saved again.
+
+        The site-wide holdout's version and start are the store's: kept while the share stays,
+        a new version from now when it changes."""
+        raw = await self._redis.get(self._keys.site(site.key))
+        previous = msgspec.json.decode(raw, type=Site) if raw else None
+        site = with_holdout_version(previous, site, time.time())
         await self._redis.set(self._keys.site(site.key), msgspec.json.encode(site))
         await self._redis.sadd(self._keys.site_index(), site.key)
         await Bus(self._redis).publish(

@@ -41,17 +41,12 @@ FREQUENCY_FIELDS = {
 
 def routes(guard: Guard) -> list[BaseRoute]:
     return [
-        Route("/", guard(home)),
         Route("/sites", guard(site_list)),
         Route("/sites/new", guard(create_site, "owner"), methods=["GET", "POST"]),
         Route("/sites/{site}", guard(site_detail)),
         Route("/sites/{site}/edit", guard(edit_site, "owner"), methods=["GET", "POST"]),
         Route("/sites/{site}/secret", guard(rotate_secret, "owner"), methods=["POST"]),
     ]
-
-
-async def home(admin: Admin) -> Response:
-    return redirect("/sites")
 
 
 async def site_or_none(admin: Admin) -> Site | None:
@@ -125,7 +120,7 @@ async def create_site(admin: Admin) -> Response:
     if admin.request.method == "GET":
         values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
                   "timezone": "UTC", **frequency_values(Frequency()),
-                  **apply_values(CodeApply())}  # fmt: skip
+                  **apply_values(CodeApply()), "holdout": "0"}  # fmt: skip
         return _form(admin, values, {}, None)
     values = form_values(admin, Frequency(), CodeApply())
     errors = site_errors(values)
@@ -153,9 +148,10 @@ async def edit_site(admin: Admin) -> Response:
             "timezone": current.timezone,
             **frequency_values(current.frequency),
             **apply_values(current.apply_code),
+            "holdout": percent(current.holdout),
         }
         return _form(admin, values, {}, current)
-    values = form_values(admin, current.frequency, current.apply_code)
+    values = form_values(admin, current.frequency, current.apply_code, current.holdout)
     values["key"] = current.key
     errors = site_errors(values)
     built = None if errors else _build(values, errors)
@@ -227,11 +223,18 @@ def apply_values(apply: CodeApply) -> dict[str, str]:
     return {"apply_mode": apply.mode, "apply_param": apply.param}
 
 
-def form_values(admin: Admin, policy: Frequency, apply: CodeApply) -> dict[str, str]:
-    """The submitted fields; a limit left out of the post (not blanked) keeps its value."""
+def percent(share: float) -> str:
+    """A share as the form's percentage: ``0.05`` -> ``5``."""
+    return f"{share * 100:.2f}".rstrip("0").rstrip(".")
+
+
+def form_values(
+    admin: Admin, policy: Frequency, apply: CodeApply, holdout: float = 0.0
+) -> dict[str, str]:
+    """The submitted fields; a setting left out of the post (not blanked) keeps its value."""
     values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
-    kept = frequency_values(policy) | apply_values(apply)
-    names = (*FREQUENCY_FIELDS, "apply_mode", "apply_param")
+    kept = frequency_values(policy) | apply_values(apply) | {"holdout": percent(holdout)}
+    names = (*FREQUENCY_FIELDS, "apply_mode", "apply_param", "holdout")
     return values | {name: admin.form.get(name, kept[name]).strip() for name in names}
 
 
@@ -269,6 +272,12 @@ def site_errors(values: dict[str, str]) -> dict[str, str]:
         errors["apply_mode"] = "Choose one of the ways listed."
     if not _PARAM.match(values["apply_param"]):
         errors["apply_param"] = "Use 1 to 40 letters, digits, - or _, like coupon."
+    try:
+        holdout = float(values["holdout"] or "0")
+    except ValueError:
+        holdout = -1.0
+    if not 0 <= holdout <= 50:
+        errors["holdout"] = "Use a percentage from 0 (no site-wide holdout) to 50, like 5."
     return errors
 
 
@@ -290,6 +299,7 @@ def _build(values: dict[str, str], errors: dict[str, str]) -> Site | None:
                 mode=values["apply_mode"],  # type: ignore[arg-type]
                 param=values["apply_param"],
             ),
+            holdout=round(float(values["holdout"] or "0") / 100, 4),
         )
     except SiteError as exc:
         field = next((f for f in SITE_FIELDS if f"$.{f}" in str(exc)), "key")
