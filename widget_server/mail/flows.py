@@ -21,6 +21,12 @@ FlowKind = Literal["cart", "checkout", "browse"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
 MAX_DELAY_MINUTES = 60 * 24 * 60
+# The words of an email a step may set per locale, over the template's own (messages.json
+# keys ``<template>_<name>``); the text may break lines, the others are one line.
+STEP_TEXTS = ("preheader", "heading", "intro", "cta")
+TEXT_LIMITS = {"preheader": 200, "heading": 200, "intro": 600, "cta": 60}
+TEXT_NAMES = {"preheader": "preheader", "heading": "heading", "intro": "text", "cta": "button"}
+_LINE_BREAKS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\u2028\u2029]")
 
 
 class MailConfigError(WidgetServerError):
@@ -31,6 +37,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def text_problem(name: str, text: str) -> str:
+    """What is wrong with an email's word ``name`` (see :data:`STEP_TEXTS`), or ""."""
+    word = TEXT_NAMES.get(name, name)
+    if not text.strip():
+        return f"the {word} is empty"
+    if len(text) > TEXT_LIMITS[name]:
+        return f"the {word} is at most {TEXT_LIMITS[name]} characters"
+    if name != "intro" and _CONTROL.search(text):
+        return f"the {word} is one line"
+    if _LINE_BREAKS.search(text):
+        return f"the {word} has a control character"
+    return ""
+
+
 class FlowStep(_Model):
     """One email of a flow, sent ``delay_minutes`` after the visitor left."""
 
@@ -39,6 +59,30 @@ class FlowStep(_Model):
     subject: dict[str, str] | str
     code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     code_valid_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = None
+    # The email's words per locale, over the template's (see STEP_TEXTS): {"de": {"heading": ...}}.
+    texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for locale, words in value.items():
+            if not _LOCALE.match(locale):
+                raise ValueError(f"text locale {locale!r} must look like en or de-CH")
+            for name, text in words.items():
+                if name not in TEXT_LIMITS:
+                    raise ValueError(f"{name!r} is not one of {', '.join(STEP_TEXTS)}")
+                problem = text_problem(name, text)
+                if problem:
+                    raise ValueError(problem)
+        return value
+
+    def texts_for(self, locale: str) -> dict[str, str]:
+        """The step's own words in ``locale`` (then its language); none in another language:
+        a German visitor gets the template's German words, not this step's English ones."""
+        for candidate in (locale, locale.split("-")[0]):
+            if candidate in self.texts:
+                return self.texts[candidate]
+        return {}
 
     @field_validator("subject")
     @classmethod

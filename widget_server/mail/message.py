@@ -157,11 +157,15 @@ class MailRenderer:
             (templates_dir / "messages.json").read_text(encoding="utf-8")
         )
 
-    def texts(self, locale: str, **values: str) -> dict[str, str]:
-        """The translated texts for ``locale`` (falling back to English) with values filled in."""
+    def texts(
+        self, locale: str, overrides: Mapping[str, str] | None = None, /, **values: str
+    ) -> dict[str, str]:
+        """The translated texts for ``locale`` (falling back to English), then ``overrides``
+        (a step's own words, by message key), with values filled in."""
         base = dict(self._messages["en"])
         base.update(self._messages.get(locale.split("-")[0], {}))
         base.update(self._messages.get(locale, {}))
+        base.update(overrides or {})
         for name, text in base.items():
             for key, value in values.items():
                 text = text.replace("{" + key + "}", value)
@@ -182,7 +186,9 @@ class MailRenderer:
         for key, value in (("shop", shop), ("product", first), ("count", count)):
             subject = subject.replace("{" + key + "}", value)
         expires = format_time(view.code_expires, view.locale, view.timezone)
-        texts = self.texts(view.locale, shop=shop, date=expires, product=first, count=count)
+        words = spec.texts_for(view.locale)
+        own = {f"{spec.template}_{name}": text for name, text in words.items()}
+        texts = self.texts(view.locale, own, shop=shop, date=expires, product=first, count=count)
         context = self._context(view, texts, flow, step)
         try:
             html = self._env.get_template(f"{spec.template}.html").render(context)

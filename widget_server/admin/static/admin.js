@@ -1,7 +1,8 @@
 /* The admin's small enhancements. Every page works without them:
  * - buttons with data-copy="ID" copy the text of element ID;
  * - in the campaign editor, the "add" and "remove" buttons (which otherwise submit the form and
- *   let the server add or remove a row) change the form in place.
+ *   let the server add or remove a row) change the form in place;
+ * - a form with data-live-preview refreshes its preview frame a moment after each change.
  */
 (() => {
   "use strict";
@@ -129,4 +130,31 @@
   // After a failed save, take keyboard and screen-reader users to the list of problems.
   const summary = document.getElementById("error-summary");
   if (summary && summary.hasAttribute("tabindex")) summary.focus();
+  // --- live preview of a form (data-live-preview="FRAME"): the form's own "Preview changes"
+  // button posts to the frame; typing does it too, a moment after the last key. ---------------
+  const livePreview = (form) => {
+    const button = form.querySelector("#preview-button");
+    if (!button) return;
+    let timer = 0;
+    const refresh = () => {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(() => form.requestSubmit(button), 400);
+    };
+    form.addEventListener("input", refresh);
+    form.addEventListener("change", refresh);
+    // The preview follows the email and the language being edited.
+    const choice = form.querySelector("#f-preview-choice");
+    form.addEventListener("focusin", (event) => {
+      const step = event.target.closest("[data-step]");
+      if (!step || !choice) return;
+      const words = event.target.closest("[data-locale]");
+      const want = `${step.dataset.step}:${words ? words.dataset.locale : choice.value.split(":")[1]}`;
+      if (choice.value !== want && [...choice.options].some((o) => o.value === want)) {
+        choice.value = want;
+        refresh();
+      }
+    });
+    refresh();
+  };
+  document.querySelectorAll("form[data-live-preview]").forEach(livePreview);
 })();

@@ -1,0 +1,210 @@
+"""An email flow edited with form fields: settings, emails and each email's words per language,
+previewed beside the form before saving; bad input stays in the form and nothing is saved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from playwright.sync_api import sync_playwright
+
+from widget_server.mail.flows import DEFAULT_CONFIG, FlowStep, load_config
+from widget_server.mail.message import MailRenderer, MailView
+
+from ..support import ServerProcess, add_site
+from .test_admin import KEYS, AdminClient, form_fields, make_user
+from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Watched, shot
+from .test_browser import sign_in as browser_sign_in
+
+
+@pytest.fixture(scope="module")
+def editor(server: ServerProcess, redis_url: str) -> Iterator[AdminClient]:
+    client = AdminClient(server)
+    assert client.login(make_user(redis_url, "editor")).status_code == 303
+    yield client
+    client.close()
+
+
+def page_of(site: str, flow: str = "cart") -> str:
+    return f"/admin/sites/{site}/emails/{flow}/fields"
+
+
+def submitted(client: AdminClient, site: str, flow: str = "cart") -> dict[str, str]:
+    """The form as a browser submits it (the CSRF token is added by post())."""
+    page = client.get(page_of(site, flow))
+    assert page.status_code == 200
+    fields = {name: values[-1] for name, values in form_fields(page.text, "flow-form").items()}
+    fields.pop("csrf")
+    return fields
+
+
+def stored(r: redis.Redis, site: str) -> Any:
+    raw = r.get(KEYS.mail_flows(site))
+    return load_config(raw) if raw else DEFAULT_CONFIG
+
+
+def test_the_form_shows_the_flow_and_saves_what_is_typed(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site)
+    assert form["steps.0.delay_minutes"] == "60" and form["steps.0.template"] == "cart"
+    assert form["steps.0.subject.de"] == "Ihr Warenkorb wartet" and "enabled" in form
+    assert form["holdout"] == "0" and form["steps.0.texts.de.heading"] == ""
+    form.update({
+        "steps.0.delay_minutes": "30", "holdout": "10",
+        "steps.0.subject.en": "Forgot something, {shop}?",
+        "steps.0.texts.de.heading": "Noch da!", "steps.0.texts.de.intro": "Zeile eins\nZeile zwei",
+        "steps.1.code": "BACK5", "steps.1.code_valid_hours": "48", "action": "save",
+    })  # fmt: skip
+    saved = editor.post(page_of(site), form)
+    assert saved.status_code == 303
+    assert saved.headers["location"] == f"/admin/sites/{site}/emails?notice=saved"
+    flow = stored(r, site).flow("cart")
+    assert flow is not None and flow.holdout == 0.1
+    first, second = flow.steps[0], flow.steps[1]
+    assert first.delay_minutes == 30 and first.subject["en"] == "Forgot something, {shop}?"
+    assert first.texts == {"de": {"heading": "Noch da!", "intro": "Zeile eins\nZeile zwei"}}
+    assert (second.code, second.code_valid_hours) == ("BACK5", 48)
+    assert stored(r, site).flow("browse") == DEFAULT_CONFIG.flow("browse")  # the others stay
+    audit = [json.loads(e) for e in r.lrange(KEYS.admin_audit(), 0, 50)]
+    assert any(e["action"] == "mail.flows.update" and e["site"] == site for e in audit)
+
+
+def test_bad_input_stays_in_the_form_next_to_its_field_and_nothing_is_saved(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site)
+    cases = {
+        "steps.0.delay_minutes": ("soon", "Enter a number."),
+        "holdout": ("95", "Use a percentage from 0 to 90."),
+        "steps.1.code": ("no spaces", "String should match pattern"),
+        "steps.0.texts.en.heading": ("x" * 201, "The heading is at most 200 characters."),
+        "steps.0.texts.en.cta": ("Two\nlines", "The button is one line."),
+    }
+    for name, (value, message) in cases.items():
+        answer = editor.post(page_of(site), {**form, name: value, "action": "save"})
+        assert answer.status_code == 422, name
+        assert f'id="err-{name}">{message}' in answer.text, name
+        assert "Nothing was saved." in answer.text
+        kept = form_fields(answer.text, "flow-form")
+        assert kept[name] == [value.replace("\n", "\r\n")] or kept[name] == [value], name
+        assert r.get(KEYS.mail_flows(site)) is None  # still the defaults: nothing saved
+    no_subject = {**form, "steps.2.subject.en": "", "steps.2.subject.de": "", "action": "save"}
+    answer = editor.post(page_of(site), no_subject)
+    assert answer.status_code == 422
+    assert 'id="err-steps.2.subject">Write a subject in at least one language.' in answer.text
+    # Delays must not decrease: an error for the flow, said above the form.
+    later_first = {**form, "steps.0.delay_minutes": "5000", "action": "save"}
+    answer = editor.post(page_of(site), later_first)
+    assert answer.status_code == 422 and "Step delays must not decrease" in answer.text
+
+
+def test_a_save_over_a_newer_one_is_refused(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    mine, theirs = submitted(editor, site), submitted(editor, site)
+    theirs.update({"steps.0.delay_minutes": "45", "action": "save"})
+    assert editor.post(page_of(site), theirs).status_code == 303
+    mine.update({"steps.0.delay_minutes": "15", "action": "save"})
+    refused = editor.post(page_of(site), mine)
+    assert refused.status_code == 409 and "Someone saved the email flows" in refused.text
+    assert form_fields(refused.text, "flow-form")["steps.0.delay_minutes"] == ["15"]  # kept
+    flow = stored(r, site).flow("cart")
+    assert flow is not None and flow.steps[0].delay_minutes == 45
+
+
+def test_emails_are_added_and_removed_in_the_form_before_saving(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site)
+    removed = editor.post(page_of(site), {**form, "action": "remove:1"})
+    fields = form_fields(removed.text, "flow-form")
+    assert removed.status_code == 200 and "steps.2.delay_minutes" not in fields
+    assert fields["steps.1.delay_minutes"] == ["4320"]  # the third became the second
+    assert r.get(KEYS.mail_flows(site)) is None  # not saved yet
+    added = editor.post(page_of(site), {**form, "action": "add"})
+    fields = form_fields(added.text, "flow-form")
+    assert fields["steps.3.delay_minutes"] == [""] and fields["steps.3.template"] == ["cart"]
+
+
+def test_the_preview_shows_what_is_typed_before_it_is_saved(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site)
+    draft = f"/admin/sites/{site}/emails/cart/draft"
+    german = editor.post(draft, {**form, "steps.1.texts.de.heading": "Immer noch da <b>",
+                                 "preview": "1:de"})  # fmt: skip
+    assert german.status_code == 200 and "sandbox" in german.headers["content-security-policy"]
+    assert "Immer noch da &lt;b&gt;" in german.text  # escaped
+    assert "<title>Ihr Warenkorb bei" in german.text  # the second email's German subject
+    english = editor.post(draft, {**form, "preview": "1:en"})
+    assert "You left something behind" in english.text  # the template's words
+    broken = editor.post(draft, {**form, "steps.0.delay_minutes": "soon", "preview": "0:en"})
+    assert broken.status_code == 422 and "Enter a number." in broken.text
+    assert r.get(KEYS.mail_flows(site)) is None
+
+
+def test_the_worker_renders_a_step_with_its_own_words_in_its_language() -> None:
+    flow = DEFAULT_CONFIG.flows[0].model_copy(update={"steps": [FlowStep(
+        delay_minutes=60, template="cart", subject={"en": "Hi", "de": "Hallo"},
+        texts={"de": {"heading": "Noch da, {shop}?", "cta": "Zum Warenkorb"}},
+    )]})  # fmt: skip
+    renderer = MailRenderer()
+    view = dict(shop_name="Laden", currency="EUR", action_url="https://shop.test/cart",
+                unsubscribe_url="https://shop.test/u", shop_url="https://shop.test/")  # fmt: skip
+    german = renderer.render(flow, 0, MailView(locale="de-AT", **view))  # type: ignore[arg-type]
+    assert "Noch da, Laden?" in german.html and "Zum Warenkorb" in german.html
+    assert "Noch da, Laden?" in german.text
+    english = renderer.render(flow, 0, MailView(locale="en", **view))  # type: ignore[arg-type]
+    assert "Noch da" not in english.html and "You left something behind" in english.html
+    with pytest.raises(ValueError, match="not one of"):
+        FlowStep(delay_minutes=1, template="cart", subject="x", texts={"en": {"footer": "x"}})
+
+
+@pytest.mark.browser
+def test_the_preview_follows_the_typing_without_a_reload(
+    server: ServerProcess, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    email = make_user(redis_url, "editor")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+            watched = Watched(context)
+            page = watched.page
+            browser_sign_in(page, server, email)
+            page.goto(f"{server.url}/admin/sites/{site}/emails")
+            page.get_by_role("link", name="Edit this flow (cart)").click()
+            page.wait_for_url(f"**{page_of(site)}")
+            page.evaluate("window.stayed = true")
+            frame = page.frame_locator("#preview-frame")
+            frame.get_by_text("You left something behind").wait_for()  # the first preview
+            page.get_by_label("Heading (en)").first.fill("Your basket misses you")
+            frame.get_by_text("Your basket misses you").wait_for()
+            assert page.evaluate("window.stayed") is True  # no reload
+            # Editing the second email's German words previews that email in German.
+            page.locator("#step-1 summary", has_text="Words in de").click()
+            page.get_by_label("Heading (de)").nth(1).fill("Immer noch da")
+            frame.get_by_text("Immer noch da").wait_for()
+            assert page.get_by_label("Email and language").input_value() == "1:de"
+            page.get_by_label("Email and language").select_option("0:de")
+            frame.get_by_text("Sie haben etwas vergessen").wait_for()  # the template's German
+            shot(page, "email-editor", full_page=True)
+            page.get_by_role("button", name="Save the flow").click()
+            page.wait_for_url(f"**/admin/sites/{site}/emails?notice=saved")
+            flow = stored(r, site).flow("cart")
+            assert flow is not None
+            assert flow.steps[0].texts == {"en": {"heading": "Your basket misses you"}}
+            assert flow.steps[1].texts == {"de": {"heading": "Immer noch da"}}
+            watched.check()
+        finally:
+            browser.close()

@@ -1,0 +1,335 @@
+"""One email flow edited with form fields: its settings, its emails (delay, template, code) and
+each email's words per language (subject, preheader, heading, text, button), with the email
+rendered beside the form from what is typed, before anything is saved.
+
+The whole site configuration is validated before a save (nothing is saved half-way), errors
+stand next to their fields, and a save over a configuration someone else saved meanwhile is
+refused (the form carries the version it started from). The layout stays the Jinja2 files in
+``widget_server/emails``; only the words are edited here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ...mail.flows import STEP_TEXTS, Flow, MailConfig, text_problem
+from ...mail.message import TemplateError, render_preview
+from ...store.sites import Site
+from ..guard import Admin, Guard
+from ..web import redirect
+from .mail import (
+    EMAIL_CSP,
+    KIND_WORDS,
+    StepRef,
+    Stored,
+    audit_value,
+    load_stored,
+    locales,
+    sample_data,
+    template_exists,
+    templates_dir,
+)
+from .sites import not_found, site_or_none
+
+TEMPLATES = ("cart", "browse")
+TEXT_WORDS = {
+    "preheader": "Preheader (the line inboxes show after the subject)",
+    "heading": "Heading",
+    "intro": "Text",
+    "cta": "Button",
+}
+FORM_LIMIT = 256 * 1024
+_STEP_FIELD = re.compile(r"^steps\.(\d{1,2})\.")
+_WORDS_FIELD = re.compile(r"^steps\.(\d{1,2})\.(?:texts|subject)\.([a-z]{2}(?:-[A-Z]{2})?)")
+
+
+def routes(guard: Guard) -> list[BaseRoute]:
+    base = "/sites/{site}/emails/{flow}"
+    return [
+        Route(base + "/fields", guard(edit_flow, "editor", form_limit=FORM_LIMIT),
+              methods=["GET", "POST"]),
+        Route(base + "/draft", guard(draft_email, "editor", form_limit=FORM_LIMIT),
+              methods=["POST"]),
+    ]  # fmt: skip
+
+
+# --- the form's state --------------------------------------------------------------------------
+
+
+def state_of(flow: Flow, languages: list[str]) -> dict[str, Any]:
+    """The editor's fields for a stored flow (empty words: the template's own words apply)."""
+    steps = []
+    for step in flow.steps:
+        subjects = step.subject if isinstance(step.subject, dict) else {"": step.subject}
+        steps.append({
+            "delay_minutes": f"{step.delay_minutes:g}",
+            "template": step.template,
+            "code": step.code or "",
+            "code_valid_hours": str(step.code_valid_hours or ""),
+            "subject": {loc: subjects.get(loc, "") for loc in languages},
+            "any_subject": subjects.get("", ""),
+            "texts": {loc: {name: step.texts.get(loc, {}).get(name, "") for name in STEP_TEXTS}
+                      for loc in languages},
+        })  # fmt: skip
+    return {
+        "enabled": flow.enabled,
+        "holdout": f"{flow.holdout * 100:g}",
+        "daily_cap": str(flow.daily_cap),
+        "attribution_days": str(flow.attribution_days),
+        "cancel_on_return": flow.cancel_on_return,
+        "steps": steps,
+    }
+
+
+def state_from_form(admin: Admin, languages: list[str]) -> dict[str, Any]:
+    """The fields as submitted; an email's number comes from its field names."""
+    form = admin.form
+    numbers = sorted({int(m.group(1)) for name in form.fields if (m := _STEP_FIELD.match(name))})
+    steps = []
+    for n in numbers[:5]:
+
+        def get(name: str, n: int = n) -> str:
+            return form.get(f"steps.{n}.{name}").strip()
+
+        steps.append({
+            "delay_minutes": get("delay_minutes"),
+            "template": get("template"),
+            "code": get("code"),
+            "code_valid_hours": get("code_valid_hours"),
+            "subject": {loc: get(f"subject.{loc}") for loc in languages},
+            "any_subject": get("any_subject"),
+            "texts": {loc: {name: form.get(f"steps.{n}.texts.{loc}.{name}").strip()
+                            for name in STEP_TEXTS} for loc in languages},
+        })  # fmt: skip
+    return {
+        "enabled": "enabled" in form.fields,
+        "holdout": form.get("holdout").strip(),
+        "daily_cap": form.get("daily_cap").strip(),
+        "attribution_days": form.get("attribution_days").strip(),
+        "cancel_on_return": "cancel_on_return" in form.fields,
+        "steps": steps,
+    }
+
+
+def flow_data(flow: Flow, state: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """The flow the fields describe, as the model takes it; numbers that are not numbers are
+    errors next to their fields."""
+
+    def number(value: str, path: str, whole: bool = False) -> Any:
+        try:
+            parsed = float(value)
+        except ValueError:
+            errors[path] = "Enter a number."
+            return None
+        return int(parsed) if whole and parsed.is_integer() else parsed
+
+    steps = []
+    for i, step in enumerate(state["steps"]):
+        subject = {loc: text for loc, text in step["subject"].items() if text}
+        if step["any_subject"]:
+            subject[""] = step["any_subject"]
+        texts = {loc: {k: v for k, v in words.items() if v} for loc, words in step["texts"].items()}
+        for loc, words in texts.items():
+            for name, text in words.items():
+                if problem := text_problem(name, text):
+                    errors[f"steps.{i}.texts.{loc}.{name}"] = problem[0].upper() + problem[1:] + "."
+        data: dict[str, Any] = {
+            "delay_minutes": number(step["delay_minutes"], f"steps.{i}.delay_minutes"),
+            "template": step["template"],
+            "subject": subject if set(subject) != {""} else subject[""],
+            "texts": {loc: words for loc, words in texts.items() if words},
+        }
+        if not subject:
+            errors[f"steps.{i}.subject"] = "Write a subject in at least one language."
+        if step["code"]:
+            data["code"] = step["code"]
+        if step["code_valid_hours"]:
+            hours = f"steps.{i}.code_valid_hours"
+            data["code_valid_hours"] = number(step["code_valid_hours"], hours, whole=True)
+        steps.append(data)
+    holdout = number(state["holdout"] or "0", "holdout")
+    return {
+        **flow.model_dump(mode="json"),
+        "enabled": state["enabled"],
+        "holdout": round(holdout / 100, 4) if holdout is not None else None,
+        "daily_cap": number(state["daily_cap"], "daily_cap", whole=True),
+        "attribution_days": number(state["attribution_days"], "attribution_days", whole=True),
+        "cancel_on_return": state["cancel_on_return"],
+        "steps": steps,
+    }
+
+
+def validated(
+    config: MailConfig, flow: Flow, state: dict[str, Any]
+) -> tuple[MailConfig | None, dict[str, str]]:
+    """The site's configuration with this flow as the fields describe it, or the errors by
+    field (``steps.0.delay_minutes``, ``holdout``...; ``""`` for the flow as a whole)."""
+    errors: dict[str, str] = {}
+    data = flow_data(flow, state, errors)
+    if errors:
+        return None, errors
+    flows = [data if f.name == flow.name else f.model_dump(mode="json") for f in config.flows]
+    try:
+        return MailConfig.model_validate({**config.model_dump(mode="json"), "flows": flows}), {}
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = list(error["loc"])
+            if loc[:2] == ["flows", config.flows.index(flow)]:
+                path = ".".join(str(part) for part in loc[2:])
+            else:
+                path = ""
+            path = _field_of(path) if path != "steps" else ""  # the order of the emails
+            errors.setdefault(path, _words(error["msg"], path))
+        return None, errors
+
+
+def _field_of(path: str) -> str:
+    """The form field an error's location names (``steps.0.subject.de`` -> ``steps.0.subject``)."""
+    parts = path.split(".")
+    if len(parts) >= 3 and parts[0] == "steps" and parts[2] in ("subject", "texts"):
+        return ".".join(parts[:3])
+    return path
+
+
+def _words(message: str, path: str) -> str:
+    text = message.removeprefix("Value error, ")
+    if path.endswith("holdout"):
+        return "Use a percentage from 0 to 90."
+    return text[0].upper() + text[1:] if text else "This value is not allowed."
+
+
+# --- the pages ---------------------------------------------------------------------------------
+
+
+async def _flow(admin: Admin) -> tuple[Site, Stored, Flow] | Response:
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    stored = await load_stored(admin.services, site.key)
+    flow = stored.config.flow(admin.param("flow")) if stored.config else None
+    if flow is None:
+        return not_found(admin, "email flow")
+    return site, stored, flow
+
+
+async def edit_flow(admin: Admin) -> Response:
+    found = await _flow(admin)
+    if isinstance(found, Response):
+        return found
+    site, stored, flow = found
+    assert stored.config is not None
+    languages = locales(admin.services)
+    if admin.request.method == "GET":
+        return _page(admin, site, stored, flow, state_of(flow, languages), {})
+    state = state_from_form(admin, languages)
+    action = admin.form.get("action")
+    if action == "add" and len(state["steps"]) < 5:
+        last = state["steps"][-1] if state["steps"] else state_of(flow, languages)["steps"][0]
+        state["steps"].append({**last, "delay_minutes": ""})
+        return _page(admin, site, stored, flow, state, {})
+    if action.startswith("remove:") and action[7:].isdigit():
+        index = int(action[7:])
+        if 0 <= index < len(state["steps"]) and len(state["steps"]) > 1:
+            del state["steps"][index]
+        return _page(admin, site, stored, flow, state, {})
+    if admin.form.get("version") != stored.version:
+        conflict = (
+            "Someone saved the email flows after you opened this page. Your changes are below,"
+            " not saved: compare them with the flow as it is now and save again."
+        )
+        return _page(admin, site, stored, flow, state, {}, conflict=conflict, status=409)
+    config, errors = validated(stored.config, flow, state)
+    if config is None:
+        return _page(admin, site, stored, flow, state, errors, status=422)
+    if config != stored.config:
+        await admin.services.mail.flows.save(site.key, config)
+        after = config.model_dump(mode="json")
+        await admin.record(
+            "mail.flows.update", site.key, site=site.key, before=audit_value(stored), after=after
+        )
+    return redirect(f"/sites/{site.key}/emails", "saved")
+
+
+def _page(
+    admin: Admin,
+    site: Site,
+    stored: Stored,
+    flow: Flow,
+    state: dict[str, Any],
+    errors: dict[str, str],
+    *,
+    conflict: str = "",
+    status: int = 200,
+) -> Response:
+    services = admin.services
+    languages = locales(services)
+    placeholders = {  # the template's own words, shown where nothing is typed
+        loc: {t: {name: services.mail.renderer.texts(loc).get(f"{t}_{name}", "")
+                  for name in STEP_TEXTS} for t in TEMPLATES}
+        for loc in languages
+    }  # fmt: skip
+    return admin.page(
+        "mail_fields.html",
+        status=status,
+        site=site,
+        flow=flow,
+        kind_words=KIND_WORDS.get(flow.kind, flow.kind),
+        state=state,
+        errors=errors,
+        version=stored.version,
+        languages=languages,
+        templates=[t for t in TEMPLATES if template_exists(services, t)],
+        text_words=TEXT_WORDS,
+        placeholders=placeholders,
+        flagged={f"{m.group(1)}:{m.group(2)}" for key in errors if (m := _WORDS_FIELD.match(key))},
+        conflict=conflict,
+    )
+
+
+async def draft_email(admin: Admin) -> Response:
+    """The email the fields describe, unsaved, for the preview frame beside the form (its step
+    and language from ``preview``, ``step.N:LOCALE``)."""
+    found = await _flow(admin)
+    if isinstance(found, Response):
+        return found
+    site, stored, flow = found
+    assert stored.config is not None
+    languages = locales(admin.services)
+    state = state_from_form(admin, languages)
+    asked = admin.form.get("preview")
+    number, _, locale = asked.partition(":")
+    index = int(number) if number.isdigit() else 0
+    locale = locale if locale in languages else languages[0]
+    config, errors = validated(stored.config, flow, state)
+    headers = {"Content-Security-Policy": EMAIL_CSP}
+    if config is None:
+        listed = "".join(f"<li>{_escape(text)}</li>" for text in errors.values())
+        return HTMLResponse(
+            f"<!doctype html><meta charset=utf-8><p>Fix these to see the email:</p><ul>{listed}"
+            "</ul>", status_code=422, headers=headers,
+        )  # fmt: skip
+    draft = config.flow(flow.name)
+    assert draft is not None
+    index = min(index, len(draft.steps) - 1)
+    ref = StepRef(site, config, draft, index + 1)
+    try:
+        subject, html, _ = render_preview(
+            draft, index,
+            sample_data(ref, locale, time.time(), admin.services.mail.settings.public_url),
+            templates_dir=templates_dir(admin.services),
+        )  # fmt: skip
+    except TemplateError as exc:
+        return HTMLResponse(f"<!doctype html><p>{_escape(str(exc))}</p>", status_code=422,
+                            headers=headers)  # fmt: skip
+    title = f"<title>{_escape(subject)}</title>"
+    return HTMLResponse(html.replace("<head>", "<head>" + title, 1), headers=headers)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
