@@ -208,3 +208,30 @@ def test_the_preview_follows_the_typing_without_a_reload(
             watched.check()
         finally:
             browser.close()
+
+
+def test_the_site_s_words_are_edited_per_language_and_shown_in_the_preview(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    words = f"/admin/sites/{site}/emails/words"
+    page = editor.get(words)
+    assert page.status_code == 200
+    fields = {name: values[-1] for name, values in form_fields(page.text, "words-form").items()}
+    fields.pop("csrf")
+    assert fields["words.de.footer"] == "" and 'placeholder="Sie erhalten diese' in page.text
+    too_long = editor.post(words, {**fields, "words.en.reward_heading": "x" * 601})
+    assert too_long.status_code == 422
+    assert 'id="err-words.en.reward_heading">Use at most 600 characters' in too_long.text
+    assert r.get(KEYS.mail_flows(site)) is None
+    saved = editor.post(words, {**fields, "words.de.footer": "Gesendet von {shop}.",
+                                "words.en.confirm_heading": "One click, please"})  # fmt: skip
+    assert saved.status_code == 303
+    config = stored(r, site)
+    assert config.words == {"de": {"footer": "Gesendet von {shop}."},
+                            "en": {"confirm_heading": "One click, please"}}  # fmt: skip
+    stale = editor.post(words, {**fields, "words.de.footer": "Alt"})  # the old version
+    assert stale.status_code == 409 and "Someone saved the email settings" in stale.text
+    draft = editor.post(f"/admin/sites/{site}/emails/cart/draft",
+                        {**submitted(editor, site), "preview": "0:de"})  # fmt: skip
+    assert "Gesendet von " in draft.text and "Sie erhalten diese" not in draft.text

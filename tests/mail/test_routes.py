@@ -138,3 +138,22 @@ def test_bounce_and_complaint_webhook_is_signed_and_suppresses(redis_url: str) -
         assert await scheduler.suppression(s.site, "soft@example.com") is None
 
     scenario(redis_url, body)
+
+
+def test_the_site_s_own_words_are_in_its_emails_and_pages(redis_url: str) -> None:
+    async def body(s: Scenario) -> None:
+        config = await s.ctx.flows.get(s.site)
+        words = {"en": {"footer": "Sent with care by {shop}.",
+                        "unsubscribe_question": "Really stop the emails to {email}?"}}  # fmt: skip
+        await s.ctx.flows.save(s.site, config.model_copy(update={"words": words}))
+        html, unsubscribe = await sent_html(s)
+        assert "Sent with care by " in html and "You are receiving this email" not in html
+        async with s.client() as client:
+            page = await client.get(unsubscribe)
+            assert "Really stop the emails to ann@example.com?" in page.text
+            # A configuration that cannot be read never stops the unsubscribe page.
+            await s.ctx.redis.set(s.ctx.keys.mail_flows(s.site), "{not json")
+            again = await client.get(unsubscribe)
+            assert again.status_code == 200 and "Stop emails from" in again.text
+
+    scenario(redis_url, body)

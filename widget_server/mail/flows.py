@@ -26,6 +26,7 @@ MAX_DELAY_MINUTES = 60 * 24 * 60
 STEP_TEXTS = ("preheader", "heading", "intro", "cta")
 TEXT_LIMITS = {"preheader": 200, "heading": 200, "intro": 600, "cta": 60}
 TEXT_NAMES = {"preheader": "preheader", "heading": "heading", "intro": "text", "cta": "button"}
+_WORD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _LINE_BREAKS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\u2028\u2029]")
 
 
@@ -152,6 +153,9 @@ class MailConfig(_Model):
     shop_url: Annotated[str, Field(max_length=300, pattern=r"^(https?://[^\s/?#]+)?$")] = ""
     restore_path: Annotated[str, Field(max_length=200, pattern=r"^/[^\s]*$")] = "/cart"
     utm_source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "abandonment"
+    # The site's own words over the templates' (messages.json keys) per locale, in every email
+    # and page: {"de": {"footer": "..."}}; a step's own words come on top (FlowStep.texts).
+    words: dict[str, dict[str, str]] = Field(default_factory=dict)
     utm_medium: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "email"
     sender_name: Annotated[str, Field(max_length=100)] = ""
 
@@ -164,6 +168,23 @@ class MailConfig(_Model):
         if len(kinds) != len(set(kinds)):
             raise ValueError("at most one enabled flow per kind")
         return self
+
+    @field_validator("words")
+    @classmethod
+    def _words(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for locale, words in value.items():
+            if not _LOCALE.match(locale):
+                raise ValueError(f"word locale {locale!r} must look like en or de-CH")
+            for key, text in words.items():
+                if not _WORD_KEY.match(key):
+                    raise ValueError(f"{key!r} is not a word of the email templates")
+                if not text.strip() or len(text) > 600 or _LINE_BREAKS.search(text):
+                    raise ValueError(f"the words for {key} are 1-600 characters")
+        return value
+
+    def words_for(self, locale: str) -> dict[str, str]:
+        """The site's own words in ``locale``: its language's, then the locale's on top."""
+        return {**self.words.get(locale.split("-")[0], {}), **self.words.get(locale, {})}
 
     def flow(self, name: str) -> Flow | None:
         return next((flow for flow in self.flows if flow.name == name), None)

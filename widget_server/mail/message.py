@@ -129,6 +129,7 @@ class MailView:
     code_expires: float = 0.0
     timezone: str = "UTC"
     extra: Mapping[str, str] = field(default_factory=dict)
+    words: Mapping[str, str] = field(default_factory=dict)  # the site's own, by message key
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ class MailRenderer:
             subject = subject.replace("{" + key + "}", value)
         expires = format_time(view.code_expires, view.locale, view.timezone)
         words = spec.texts_for(view.locale)
-        own = {f"{spec.template}_{name}": text for name, text in words.items()}
+        own = {**view.words, **{f"{spec.template}_{name}": text for name, text in words.items()}}
         texts = self.texts(view.locale, own, shop=shop, date=expires, product=first, count=count)
         context = self._context(view, texts, flow, step)
         try:

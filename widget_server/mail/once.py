@@ -108,8 +108,9 @@ async def once_message(
         utm_medium="",
     ).unsubscribe(job.email)
     texts = ctx.renderer.texts(
-        locale, shop=shop, email=job.email, date=date(locale), **(values or {})
-    )
+        locale, config.words_for(locale), shop=shop, email=job.email, date=date(locale),
+        **(values or {}),
+    )  # fmt: skip
     texts["footer"] = texts[f"{template}_footer"]
     page: dict[str, Any] = {
         "t": texts,

@@ -115,6 +115,7 @@ def build_test_message(
         code=spec.code or "",
         code_expires=now + code_hours * 3600 if spec.code and code_hours else 0.0,
         timezone=site.timezone,
+        words=config.words_for(locale or site.locale),
     )
     rendered = ctx.renderer.render(flow, step, view)
     subject = TEST_SUBJECT_PREFIX + rendered.subject

@@ -47,6 +47,7 @@ from ..errors import StoreUnavailable
 from ..store.sites import Site, origin_allowed
 from .context import MailContext
 from .experiments import FlowMetric
+from .flows import MailConfigError
 from .jobs import SuppressionReason
 from .message import MailAddressError
 from .optin import confirm_address
@@ -86,7 +87,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
 
 
-def _page(
+async def _page(
     ctx: MailContext,
     state: str,
     site: Site | None,
@@ -97,17 +98,29 @@ def _page(
 ) -> Response:
     """A page of ``template`` in the site's language, in ``state`` (``ask``, ``done``...)."""
     locale = site.locale if site else "en"
-    texts = ctx.renderer.texts(locale, shop=site.name if site else "", **values)
+    words = await _site_words(ctx, site, locale)
+    texts = ctx.renderer.texts(locale, words, shop=site.name if site else "", **values)
     html = ctx.renderer.render_page(
         template, t=texts, state=state, lang=locale.split("-")[0], **values
     )
     return HTMLResponse(html, status, headers=_PAGE_HEADERS)
 
 
-def _confirm_view(
+async def _site_words(ctx: MailContext, site: Site | None, locale: str) -> dict[str, str]:
+    """The site's own words for its pages; none when its flow configuration cannot be read
+    (an unsubscribe page must work whatever the configuration says)."""
+    if site is None:
+        return {}
+    try:
+        return (await ctx.flows.get(site.key)).words_for(locale)
+    except MailConfigError:
+        return {}
+
+
+async def _confirm_view(
     ctx: MailContext, state: str, site: Site | None, *, status: int = 200, **values: str
 ) -> Response:
-    return _page(ctx, state, site, status=status, template="confirm_page.html", **values)
+    return await _page(ctx, state, site, status=status, template="confirm_page.html", **values)
 
 
 async def _unsubscribe_token(
@@ -125,33 +138,33 @@ async def unsubscribe_page(ctx: MailContext, request: Request) -> Response:
     try:
         payload, site = await _unsubscribe_token(ctx, request)
     except BadToken:
-        return _page(ctx, "invalid", None, status=400)
+        return await _page(ctx, "invalid", None, status=400)
     if site is None:
-        return _page(ctx, "invalid", None, status=404)
+        return await _page(ctx, "invalid", None, status=404)
     action = "/v1/mail/unsubscribe?" + urlencode({"t": request.query_params["t"]})
-    return _page(ctx, "ask", site, email=str(payload["m"]), action=action)
+    return await _page(ctx, "ask", site, email=str(payload["m"]), action=action)
 
 
 async def unsubscribe(ctx: MailContext, request: Request) -> Response:
     try:
         payload, site = await _unsubscribe_token(ctx, request)
     except BadToken:
-        return _page(ctx, "invalid", None, status=400)
+        return await _page(ctx, "invalid", None, status=400)
     if site is None:
-        return _page(ctx, "invalid", None, status=404)
+        return await _page(ctx, "invalid", None, status=404)
     if await read_bounded(request, MAX_FORM_BYTES) is None:
-        return _page(ctx, "invalid", site, status=413)
+        return await _page(ctx, "invalid", site, status=413)
     address = str(payload["m"])
     try:
         already = await ctx.scheduler.suppression(site.key, address) is not None
         await ctx.scheduler.unsubscribed(site.key, address)
     except MailAddressError:
-        return _page(ctx, "invalid", site, status=400)
+        return await _page(ctx, "invalid", site, status=400)
     ctx.metrics.unsubscribes.labels("unsubscribed").inc()
     flow = (await ctx.flows.get(site.key)).flow(str(payload.get("f", "")))
     if not already and flow is not None:
         await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", time.time())
-    return _page(ctx, "done", site, email=str(payload["m"]))
+    return await _page(ctx, "done", site, email=str(payload["m"]))
 
 
 async def _confirm_link(
@@ -164,16 +177,16 @@ async def _confirm_link(
     except ExpiredToken as exc:
         key = exc.payload.get("s")
         site = await ctx.sites.get(key) if isinstance(key, str) and 0 < len(key) <= 64 else None
-        return _confirm_view(ctx, "expired", site, status=410)
+        return await _confirm_view(ctx, "expired", site, status=410)
     except BadToken:
-        return _confirm_view(ctx, "invalid", None, status=400)
+        return await _confirm_view(ctx, "invalid", None, status=400)
     fields = {name: payload.get(name) for name in ("s", "v", "m", "c")}
     link = {name: value for name, value in fields.items() if isinstance(value, str) and value}
     if len(link) != len(fields) or len(link["s"]) > 64:
-        return _confirm_view(ctx, "invalid", None, status=400)
+        return await _confirm_view(ctx, "invalid", None, status=400)
     site = await ctx.sites.get(link["s"])
     if site is None:
-        return _confirm_view(ctx, "invalid", None, status=404)
+        return await _confirm_view(ctx, "invalid", None, status=404)
     return link, site
 
 
@@ -183,7 +196,7 @@ async def confirm_page(ctx: MailContext, request: Request) -> Response:
         return checked
     link, site = checked
     action = "/v1/mail/confirm?" + urlencode({"t": request.query_params["t"]})
-    return _confirm_view(ctx, "ask", site, email=link["m"], action=action)
+    return await _confirm_view(ctx, "ask", site, email=link["m"], action=action)
 
 
 async def confirm(ctx: MailContext, request: Request) -> Response:
@@ -192,13 +205,13 @@ async def confirm(ctx: MailContext, request: Request) -> Response:
         return checked
     link, site = checked
     if await read_bounded(request, MAX_FORM_BYTES) is None:
-        return _confirm_view(ctx, "invalid", site, status=413)
+        return await _confirm_view(ctx, "invalid", site, status=413)
     outcome = await confirm_address(ctx, site.key, link["v"], link["m"], link["c"], now=time.time())
     if outcome in ("stale", "gone"):
-        return _confirm_view(ctx, "stale", site, status=409)
+        return await _confirm_view(ctx, "stale", site, status=409)
     if await ctx.scheduler.suppression(site.key, link["m"]) is not None:
-        return _confirm_view(ctx, "suppressed", site, email=link["m"])
-    return _confirm_view(ctx, "done", site, email=link["m"])
+        return await _confirm_view(ctx, "suppressed", site, email=link["m"])
+    return await _confirm_view(ctx, "done", site, email=link["m"])
 
 
 async def _allowed_target(ctx: MailContext, site: Site, url: str) -> bool:
@@ -232,10 +245,10 @@ async def _link(
     except ExpiredToken as exc:
         payload, fresh = exc.payload, False
     except BadToken:
-        return _page(ctx, "invalid", None, status=400)
+        return await _page(ctx, "invalid", None, status=400)
     site = await ctx.sites.get(str(payload.get("s", "")))
     if site is None:
-        return _page(ctx, "invalid", None, status=404)
+        return await _page(ctx, "invalid", None, status=404)
     return payload, fresh, site
 
 
@@ -246,7 +259,7 @@ async def click(ctx: MailContext, request: Request) -> Response:
     payload, fresh, site = link
     target = str(payload.get("u", ""))
     if not await _allowed_target(ctx, site, target):
-        return _page(ctx, "invalid", site, status=400)
+        return await _page(ctx, "invalid", site, status=400)
     if fresh:
         await _count(ctx, payload, "clicks")
     return RedirectResponse(target, 302, headers={"cache-control": "no-store"})
@@ -273,7 +286,7 @@ async def restore(ctx: MailContext, request: Request) -> Response:
         target = shop_url  # the cart is stale by now; the shop itself is still a fine landing
     target = with_utm(target, **tags)
     if not await _allowed_target(ctx, site, target):
-        return _page(ctx, "invalid", site, status=400)
+        return await _page(ctx, "invalid", site, status=400)
     return RedirectResponse(target, 302, headers={"cache-control": "no-store"})
 
 

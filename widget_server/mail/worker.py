@@ -198,6 +198,7 @@ async def compose(
         code=code,
         code_expires=code_expires,
         timezone=site.timezone,
+        words=config.words_for(job.locale or site.locale),
     )
     return build_message(
         from_address=ctx.settings.from_address,

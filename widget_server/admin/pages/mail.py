@@ -396,6 +396,7 @@ def sample_data(ref: StepRef, locale: str, now: float, public_url: str = "") -> 
         "currency": ref.site.currency,
         "timezone": ref.site.timezone,
         "shop_url": shop + "/",
+        "words": ref.config.words_for(locale),
     }
     if public_url:
         sample["unsubscribe_url"] = public_url + "/v1/mail/unsubscribe?t=preview"

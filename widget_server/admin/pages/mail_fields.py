@@ -45,13 +45,27 @@ TEXT_WORDS = {
     "cta": "Button",
 }
 FORM_LIMIT = 256 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _STEP_FIELD = re.compile(r"^steps\.(\d{1,2})\.")
 _WORDS_FIELD = re.compile(r"^steps\.(\d{1,2})\.(?:texts|subject)\.([a-z]{2}(?:-[A-Z]{2})?)")
+
+
+# The groups of the templates' words on the site's words page, by key prefix.
+WORD_GROUPS = (
+    ("", "In every email"),
+    ("cart_", "Cart emails (each email can override them)"),
+    ("browse_", "Browse emails (each email can override them)"),
+    ("reward_", "The email with a reward code"),
+    ("confirm_", "The confirmation email and page (double opt-in)"),
+    ("unsubscribe_", "The unsubscribe page"),
+)
 
 
 def routes(guard: Guard) -> list[BaseRoute]:
     base = "/sites/{site}/emails/{flow}"
     return [
+        Route("/sites/{site}/emails/words", guard(edit_words, "editor", form_limit=FORM_LIMIT),
+              methods=["GET", "POST"]),
         Route(base + "/fields", guard(edit_flow, "editor", form_limit=FORM_LIMIT),
               methods=["GET", "POST"]),
         Route(base + "/draft", guard(draft_email, "editor", form_limit=FORM_LIMIT),
@@ -333,3 +347,85 @@ async def draft_email(admin: Admin) -> Response:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- the site's own words ------------------------------------------------------------------------
+
+
+def word_groups(keys: list[str]) -> list[tuple[str, list[str]]]:
+    """The templates' words by group (see :data:`WORD_GROUPS`), in the templates' order."""
+    groups: dict[str, list[str]] = {prefix: [] for prefix, _ in WORD_GROUPS}
+    for key in keys:
+        prefix = next((p for p, _ in WORD_GROUPS[1:] if key.startswith(p)), "")
+        groups[prefix].append(key)
+    return [(title, groups[prefix]) for prefix, title in WORD_GROUPS if groups[prefix]]
+
+
+async def edit_words(admin: Admin) -> Response:
+    """The site's own words over the templates', per language, in every email and page."""
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    stored = await load_stored(admin.services, site.key)
+    if stored.config is None:
+        return redirect(f"/sites/{site.key}/emails/edit")  # unreadable: fix it as JSON first
+    config = stored.config
+    languages = locales(admin.services)
+    renderer = admin.services.mail.renderer
+    keys = list(renderer.texts("en"))
+    if admin.request.method == "GET":
+        words = {loc: {k: config.words.get(loc, {}).get(k, "") for k in keys} for loc in languages}
+        return _words_page(admin, site, stored, words, {})
+    words = {loc: {k: admin.form.get(f"words.{loc}.{k}").strip() for k in keys}
+             for loc in languages}  # fmt: skip
+    if admin.form.get("version") != stored.version:
+        conflict = ("Someone saved the email settings after you opened this page. Your words are"
+                    " below, not saved: compare them and save again.")  # fmt: skip
+        return _words_page(admin, site, stored, words, {}, conflict=conflict, status=409)
+    errors = {
+        f"words.{loc}.{key}": "Use at most 600 characters, on one line."
+        for loc, typed in words.items() for key, text in typed.items()
+        if len(text) > 600 or _CONTROL.search(text)
+    }  # fmt: skip
+    if errors:
+        return _words_page(admin, site, stored, words, errors, status=422)
+    kept = {loc: {k: v for k, v in typed.items() if v} for loc, typed in words.items()}
+    try:
+        updated = config.model_copy(update={"words": {loc: w for loc, w in kept.items() if w}})
+        updated = MailConfig.model_validate(updated.model_dump(mode="json"))
+    except ValidationError as exc:
+        errors = {"": exc.errors()[0]["msg"].removeprefix("Value error, ")}
+        return _words_page(admin, site, stored, words, errors, status=422)
+    if updated != config:
+        await admin.services.mail.flows.save(site.key, updated)
+        after = updated.model_dump(mode="json")
+        await admin.record(
+            "mail.flows.update", site.key, site=site.key, before=audit_value(stored), after=after
+        )
+    return redirect(f"/sites/{site.key}/emails", "saved")
+
+
+def _words_page(
+    admin: Admin,
+    site: Site,
+    stored: Stored,
+    words: dict[str, dict[str, str]],
+    errors: dict[str, str],
+    *,
+    conflict: str = "",
+    status: int = 200,
+) -> Response:
+    renderer = admin.services.mail.renderer
+    languages = locales(admin.services)
+    return admin.page(
+        "mail_words.html",
+        status=status,
+        site=site,
+        words=words,
+        errors=errors,
+        version=stored.version,
+        languages=languages,
+        groups=word_groups(list(renderer.texts("en"))),
+        placeholders={loc: renderer.texts(loc) for loc in languages},
+        conflict=conflict,
+    )
