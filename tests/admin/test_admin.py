@@ -423,7 +423,15 @@ def test_viewer_sees_everything_and_changes_nothing(
         page = viewer.get(path)
         assert page.status_code == 200, path
         assert page.text.count('method="post"') == 1, path  # signing out only
-        for button in ("Add a site", "New campaign", "Edit", "Duplicate", "Resume", "Upload"):
+        for button in (
+            "Add a site",
+            "New campaign",
+            "Start from a template",
+            "Edit",
+            "Duplicate",
+            "Resume",
+            "Upload",
+        ):
             assert f">{button}<" not in page.text, (path, button)
     assert "site-secret" not in viewer.get(f"/admin/sites/{site}").text
     forms = ("/admin/sites/new", f"/admin/sites/{site}/edit",
@@ -812,7 +820,11 @@ def test_campaign_list_shows_status_and_todays_numbers(
     assert '<p class="audience" id="audience">Shown to visitors, when leaving.</p>' in overview
     assert f"/admin/sites/{site}/campaigns/numbers" in owner.get("/admin/campaigns").text
     empty = owner.get(f"/admin/sites/{new_site_key(owner)}/campaigns").text
-    assert "No campaigns on" in empty and "Create the first campaign" in empty
+    assert (
+        "No campaigns on" in empty
+        and "Start from a template" in empty
+        and "Start from a blank campaign" in empty
+    )
 
 
 def test_code_pool_upload_counts_and_low_pool_warning(

@@ -221,7 +221,7 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
 
     # A campaign with a mistake: the error sits next to the field, what was typed stays.
     page.get_by_role("navigation", name="Site").get_by_role("link", name="Campaigns").click()
-    page.get_by_role("link", name="Create the first campaign").click()
+    page.get_by_role("link", name="Start from a blank campaign").click()
     field(page, "id").fill("cart-saver")
     field(page, "name").fill("Cart saver")
     field(page, "variants.0.offer.headline").fill("Wait! 10% off your cart")

@@ -288,6 +288,8 @@ class Campaign(_Model):
             raise ValueError("variant keys must be unique")
         if "holdout" in keys:
             raise ValueError("'holdout' is reserved for the control group")
+        if self.id == "templates":
+            raise ValueError("'templates' is reserved: the admin's gallery has that address")
         if self.decision_rule == "fixed_horizon" and self.planned_exposures is None:
             raise ValueError(
                 "a fixed-horizon test needs planned_exposures: the exposures per arm it is"

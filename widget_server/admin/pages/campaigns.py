@@ -107,7 +107,7 @@ async def new_campaign(admin: Admin) -> Response:
     if site is None:
         return not_found(admin)
     if admin.request.method == "GET":
-        return _editor(admin, site, None, cf.blank_state())
+        return editor_page(admin, site, None, cf.blank_state())
     return await _submit(admin, site, None)
 
 
@@ -117,7 +117,7 @@ async def edit_campaign(admin: Admin) -> Response:
     if site is None or campaign is None:
         return not_found(admin, "campaign")
     if admin.request.method == "GET":
-        return _editor(admin, site, campaign, cf.state_from_campaign(campaign))
+        return editor_page(admin, site, campaign, cf.state_from_campaign(campaign))
     return await _submit(admin, site, campaign)
 
 
@@ -135,15 +135,15 @@ async def _submit(admin: Admin, site: Site, current: Campaign | None) -> Respons
     action = admin.form.get("action", "save")
     if action != "save":
         changed = cf.apply_action(state, action)
-        return _editor(admin, site, current, changed if changed is not None else state)
+        return editor_page(admin, site, current, changed if changed is not None else state)
     state = cf.normalized(state)
     problems, newer = await _conflicts(admin, site, current, state)
     if problems:
-        return _editor(admin, site, current, state, problems, status=409, base_version=newer)
+        return editor_page(admin, site, current, state, problems, status=409, base_version=newer)
     try:
         saved = await store(admin).save(site.key, cf.campaign_data(state), author=admin.user.email)
     except CampaignInvalid as exc:
-        return _editor(admin, site, current, state, exc.errors, status=422)
+        return editor_page(admin, site, current, state, exc.errors, status=422)
     await admin.record(
         "campaign.update" if current else "campaign.create",
         saved.id,
@@ -176,7 +176,7 @@ async def _conflicts(
     return [], None
 
 
-def _editor(
+def editor_page(
     admin: Admin,
     site: Site,
     campaign: Campaign | None,

@@ -115,7 +115,7 @@ async def preview(admin: Admin) -> Response:
     key = admin.request.query_params.get("variant", "")
     variant = campaign.variant(key) or campaign.variants[0]
     width = admin.request.query_params.get("width", "desktop")
-    return await _preview_page(admin, site, campaign, variant, width)
+    return await preview_page(admin, site, campaign, variant, width)
 
 
 async def preview_edits(admin: Admin) -> Response:
@@ -142,10 +142,10 @@ async def preview_edits(admin: Admin) -> Response:
     chosen = int(index) if re.fullmatch(r"[0-9]{1,2}", index) else 0
     chosen = chosen if chosen < len(campaign.variants) else 0
     variant = campaign.variants[chosen]
-    return await _preview_page(admin, site, campaign, variant, admin.form.get("preview_width"))
+    return await preview_page(admin, site, campaign, variant, admin.form.get("preview_width"))
 
 
-async def _preview_page(
+async def preview_page(
     admin: Admin, site: Site, campaign: Campaign, variant: Variant, width: str
 ) -> Response:
     """The preview page of one variant; reads the catalog, writes nothing."""
