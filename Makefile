@@ -15,7 +15,7 @@ JOBS       ?= auto
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo demo-cluster test lint typecheck unit bench profile soak format lock upgrade widget clean
+.PHONY: demo demo-cluster test lint typecheck unit bench profile soak format lock upgrade widget clean screenshots
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -48,6 +48,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m compileall -q widget_server
 	$(BIN)/pytest -n $(JOBS)
+
+# The README's screenshots: every browser test, writing its pictures into docs/img (tests write
+# them into a temporary folder otherwise).
+screenshots: $(STAMP)
+	SCREENSHOTS_DIR=docs/img $(BIN)/pytest -n $(JOBS) -m browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/goals.py
