@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
@@ -39,6 +40,49 @@ FIELD_LABELS = {name: words[0] for name, words in FIELD_WORDS.items()}
 OP_LABELS = {**OP_WORDS, "matches": "looks like (wildcards)"}
 # Values the value field suggests: page types, devices, new/returning, yes/no.
 KNOWN_VALUES = (*PAGE_TYPES, "desktop", "tablet", "mobile", "new", "returning", "yes", "no")
+# What the value field suggests for each targeting field (value, label); the cart's categories
+# and brands come from the site's catalog.
+COUNTRIES = (
+    ("AT", "Austria"), ("AU", "Australia"), ("BE", "Belgium"), ("BG", "Bulgaria"),
+    ("BR", "Brazil"), ("CA", "Canada"), ("CH", "Switzerland"), ("CN", "China"),
+    ("CY", "Cyprus"), ("CZ", "Czechia"), ("DE", "Germany"), ("DK", "Denmark"),
+    ("EE", "Estonia"), ("ES", "Spain"), ("FI", "Finland"), ("FR", "France"),
+    ("GB", "United Kingdom"), ("GR", "Greece"), ("HR", "Croatia"), ("HU", "Hungary"),
+    ("IE", "Ireland"), ("IN", "India"), ("IS", "Iceland"), ("IT", "Italy"), ("JP", "Japan"),
+    ("LI", "Liechtenstein"), ("LT", "Lithuania"), ("LU", "Luxembourg"), ("LV", "Latvia"),
+    ("MT", "Malta"), ("MX", "Mexico"), ("NL", "Netherlands"), ("NO", "Norway"),
+    ("NZ", "New Zealand"), ("PL", "Poland"), ("PT", "Portugal"), ("RO", "Romania"),
+    ("RS", "Serbia"), ("SE", "Sweden"), ("SI", "Slovenia"), ("SK", "Slovakia"),
+    ("TR", "Turkey"), ("UA", "Ukraine"), ("US", "United States"), ("ZA", "South Africa"),
+)  # fmt: skip
+TRAFFIC_SOURCES = ("google", "bing", "facebook", "instagram", "tiktok", "pinterest",
+                   "youtube", "linkedin", "x", "newsletter", "email", "chatgpt.com", "idealo",
+                   "awin")  # fmt: skip
+TRAFFIC_MEDIUMS = ("cpc", "organic", "email", "social", "paid_social", "referral", "affiliate",
+                   "display", "sms", "push")  # fmt: skip
+
+
+def value_choices(
+    categories: Sequence[str] = (), brands: Sequence[str] = ()
+) -> dict[str, list[tuple[str, str]]]:
+    """The value pickers' suggestions by targeting field: ``(value, label)``."""
+
+    def same(values: Sequence[str]) -> list[tuple[str, str]]:
+        return [(v, "") for v in values]
+
+    return {
+        "page_type": same(PAGE_TYPES),
+        "device": [("desktop", "Desktop"), ("tablet", "Tablet"), ("mobile", "Phone")],
+        "visitor": [("new", "New visitor"), ("returning", "Returning visitor")],
+        "identified": [("yes", "Known by email"), ("no", "Not known")],
+        "country": list(COUNTRIES),
+        "utm_source": same(TRAFFIC_SOURCES),
+        "utm_medium": same(TRAFFIC_MEDIUMS),
+        "cart_category": same(categories),
+        "cart_brand": same(brands),
+    }
+
+
 LIST_OPS = ("in", "not_in")
 NUMBER_OPS = ("gte", "lte")
 MULTI_VALUED = ("schedule.weekdays", "trigger.exit_intent", "targeting.devices")

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ...catalog.store import CatalogStore
 from ...offers.campaign_store import CampaignStore
 from ...offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
 from ...store.sites import Site
@@ -107,7 +108,7 @@ async def new_campaign(admin: Admin) -> Response:
     if site is None:
         return not_found(admin)
     if admin.request.method == "GET":
-        return editor_page(admin, site, None, cf.blank_state())
+        return await editor_page(admin, site, None, cf.blank_state())
     return await _submit(admin, site, None)
 
 
@@ -117,7 +118,7 @@ async def edit_campaign(admin: Admin) -> Response:
     if site is None or campaign is None:
         return not_found(admin, "campaign")
     if admin.request.method == "GET":
-        return editor_page(admin, site, campaign, cf.state_from_campaign(campaign))
+        return await editor_page(admin, site, campaign, cf.state_from_campaign(campaign))
     return await _submit(admin, site, campaign)
 
 
@@ -135,15 +136,17 @@ async def _submit(admin: Admin, site: Site, current: Campaign | None) -> Respons
     action = admin.form.get("action", "save")
     if action != "save":
         changed = cf.apply_action(state, action)
-        return editor_page(admin, site, current, changed if changed is not None else state)
+        return await editor_page(admin, site, current, changed if changed is not None else state)
     state = cf.normalized(state)
     problems, newer = await _conflicts(admin, site, current, state)
     if problems:
-        return editor_page(admin, site, current, state, problems, status=409, base_version=newer)
+        return await editor_page(
+            admin, site, current, state, problems, status=409, base_version=newer
+        )
     try:
         saved = await store(admin).save(site.key, cf.campaign_data(state), author=admin.user.email)
     except CampaignInvalid as exc:
-        return editor_page(admin, site, current, state, exc.errors, status=422)
+        return await editor_page(admin, site, current, state, exc.errors, status=422)
     await admin.record(
         "campaign.update" if current else "campaign.create",
         saved.id,
@@ -176,7 +179,7 @@ async def _conflicts(
     return [], None
 
 
-def editor_page(
+async def editor_page(
     admin: Admin,
     site: Site,
     campaign: Campaign | None,
@@ -205,9 +208,19 @@ def editor_page(
         condition_fields=[(name, cf.FIELD_LABELS[name]) for name in cf.CONDITION_FIELDS],
         condition_ops=[(name, cf.OP_LABELS[name]) for name in cf.CONDITION_OPS],
         known_values=cf.KNOWN_VALUES,
+        value_choices=await value_choices_of(admin, site),
         statuses=STATUSES,
         text_locales=cf.text_locales(state, site.locale),
     )
+
+
+async def value_choices_of(admin: Admin, site: Site) -> dict[str, list[tuple[str, str]]]:
+    """The value pickers' suggestions, with the categories and brands of the site's catalog
+    (at most 300 of each, in order)."""
+    products = await CatalogStore(admin.services.redis, admin.services.keys).products(site.key)
+    categories = sorted({p.product_type for p in products if p.product_type})[:300]
+    brands = sorted({p.brand for p in products if p.brand})[:300]
+    return cf.value_choices(categories, brands)
 
 
 def display_value(state: cf.State, path: str) -> Any:

@@ -68,7 +68,7 @@ async def use_template(admin: Admin) -> Response:
     campaign = parse_campaign(template["campaign"])
     state = cf.state_from_campaign(campaign)
     state["id"] = free_id(campaign.id, taken)
-    return editor_page(admin, site, None, state)
+    return await editor_page(admin, site, None, state)
 
 
 async def template_preview(admin: Admin) -> Response:

@@ -2,7 +2,8 @@
  * - buttons with data-copy="ID" copy the text of element ID;
  * - in the campaign editor, the "add" and "remove" buttons (which otherwise submit the form and
  *   let the server add or remove a row) change the form in place;
- * - a form with data-live-preview refreshes its preview frame a moment after each change.
+ * - a form with data-live-preview refreshes its preview frame a moment after each change;
+ * - a targeting condition's value field suggests the values of the field chosen beside it.
  */
 (() => {
   "use strict";
@@ -157,4 +158,13 @@
     refresh();
   };
   document.querySelectorAll("form[data-live-preview]").forEach(livePreview);
+  // --- the targeting value field suggests the values of the field chosen beside it. ----------
+  document.addEventListener("change", (event) => {
+    const select = event.target;
+    if (!(select instanceof HTMLSelectElement) || !select.name.endsWith(".field")) return;
+    const input = select.closest(".condition")?.querySelector('input[name$=".value"]');
+    if (!input) return;
+    const list = document.getElementById(`values-${select.value}`);
+    input.setAttribute("list", list ? list.id : "known-values");
+  });
 })();
