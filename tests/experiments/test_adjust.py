@@ -319,6 +319,8 @@ def test_capping_by_hand() -> None:
     cap = revenue_cap(buyers, "a", 90, min_buyers=5)
     assert cap.cap == pytest.approx(616.0) and cap.control_buyers == 5
     assert revenue_cap(buyers, "a", 90, min_buyers=6).cap is None  # too few buyers in the control
+    missing = revenue_cap(buyers, "a", 90, min_buyers=5, conversions=6)  # one record missing
+    assert missing.cap is None and "not kept for every buyer" in missing.reason
     day1 = {
         "a": VariantCounts("a", 100, 5, 1100.0, moments=Moments(100, (1.0,), (1.0,))),
         "b": VariantCounts("b", 100, 2, 5050.0, moments=Moments(100, (1.0,), (1.0,))),

@@ -50,13 +50,22 @@ def parse_buyers(raw: Mapping[Any, Any]) -> list[Buyer]:
 
 
 def revenue_cap(
-    buyers: Iterable[Buyer], control: str, at_percentile: float, min_buyers: int
+    buyers: Iterable[Buyer],
+    control: str,
+    at_percentile: float,
+    min_buyers: int,
+    conversions: int | None = None,
 ) -> RevenueCap:
     """The ``at_percentile`` percentile of the control's buyers' revenue totals (buyers with
     revenue above 0, at their last day), or no cap while the control has fewer than
-    ``min_buyers`` of them."""
-    totals = [b.totals[-1][1] for b in buyers if b.arm == control and b.totals]
-    totals = [t for t in totals if t > 0]
+    ``min_buyers`` of them, or when its records are fewer than its ``conversions`` (a version
+    that started before they were kept)."""
+    mine = [b for b in buyers if b.arm == control and b.totals]
+    if conversions is not None and len(mine) < conversions:
+        return RevenueCap(at_percentile, None, len(mine),
+                          reason="the buyers' revenue was not kept for every buyer of this"
+                                 " experiment version (it started before it was)")  # fmt: skip
+    totals = [t for t in (b.totals[-1][1] for b in mine) if t > 0]
     if len(totals) < max(1, min_buyers):
         return RevenueCap(at_percentile, None, len(totals),
                           reason=f"the control has {len(totals)} of the {min_buyers} buyers"

@@ -258,7 +258,9 @@ async def build_report(
     cap = None
     if campaign.revenue_cap_percentile is not None:
         minimum = (settings or ExperimentSettings()).min_conversions
-        cap = revenue_cap(buyers, control, campaign.revenue_cap_percentile, minimum)
+        last = series[-1][1].get(control) if series else None
+        converted = last.conversions if last is not None else 0
+        cap = revenue_cap(buyers, control, campaign.revenue_cap_percentile, minimum, converted)
     tested, reached = with_buyers(series, buyers, cap.cap if cap is not None else None)
     if cap is not None:
         cap = replace(cap, capped=reached)

@@ -76,7 +76,9 @@ async def site_experiment(
         return None, series, days[0]
     settings = settings or ExperimentSettings()
     buyers = parse_buyers(raw_buyers)
-    cap = revenue_cap(buyers, HOLDOUT, _CAP_PERCENTILE, settings.min_conversions)
+    last = series[-1][1].get(HOLDOUT) if series else None
+    converted = last.conversions if last is not None else 0
+    cap = revenue_cap(buyers, HOLDOUT, _CAP_PERCENTILE, settings.min_conversions, converted)
     tested, reached = with_buyers(series, buyers, cap.cap)
     split = expected_split({TOOL: 1.0}, site.holdout)
     report = experiment_report(
