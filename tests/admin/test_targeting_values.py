@@ -16,7 +16,7 @@ from widget_server.catalog.feeds import Product
 from widget_server.catalog.store import CatalogStore
 
 from ..support import ServerProcess, add_site, message_campaign, save_campaigns
-from .test_admin import KEYS, AdminClient, make_user
+from .test_admin import KEYS, AdminClient, form_fields, make_user
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Watched
 from .test_browser import sign_in as browser_sign_in
 
@@ -98,6 +98,43 @@ def test_choosing_a_field_switches_the_suggestions(server: ServerProcess, redis_
                 "cart_category"
             )
             expect(value).to_have_attribute("list", "values-cart_category")
+            watched.check()
+        finally:
+            browser.close()
+
+
+def test_the_sentence_of_unsaved_fields(editor: AdminClient, redis_url: str) -> None:
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [message_campaign("picky")])
+    page = editor.get(f"/admin/sites/{site}/campaigns/picky/edit").text
+    fields = {name: values for name, values in form_fields(page, "campaign-form").items()}
+    assert 'id="audience-sentence">Shown to visitors' in page
+    phones = {**fields, "targeting.devices": ["mobile"]}
+    answer = editor.http.post(f"/admin/sites/{site}/campaigns/audience", data=phones)
+    assert answer.status_code == 200 and "on phones" in answer.text
+    broken = {**fields, "trigger.min_cart_value": ["lots"]}
+    answer = editor.http.post(f"/admin/sites/{site}/campaigns/audience", data=broken)
+    assert answer.status_code == 422 and answer.text == ""
+
+
+@pytest.mark.browser
+def test_the_sentence_follows_the_typing(server: ServerProcess, redis_url: str) -> None:
+    site = add_site(redis_url)
+    save_campaigns(redis_url, site, [message_campaign("picky")])
+    email = make_user(redis_url, "editor")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+            watched = Watched(context)
+            page = watched.page
+            browser_sign_in(page, server, email)
+            page.goto(f"{server.url}/admin/sites/{site}/campaigns/picky/edit")
+            sentence = page.locator("#audience-sentence")
+            expect(sentence).not_to_contain_text("on phones")
+            page.get_by_role("checkbox", name="Desktop", exact=True).uncheck()
+            page.get_by_role("checkbox", name="Tablet", exact=True).uncheck()
+            expect(sentence).to_contain_text("on phones")
             watched.check()
         finally:
             browser.close()

@@ -8,12 +8,19 @@ import json
 import re
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...catalog.store import CatalogStore
+from ...offers.audience import audience_sentence
 from ...offers.campaign_store import CampaignStore
-from ...offers.campaigns import CAMPAIGN_ID_PATTERN, Campaign, CampaignInvalid, FieldError
+from ...offers.campaigns import (
+    CAMPAIGN_ID_PATTERN,
+    Campaign,
+    CampaignInvalid,
+    FieldError,
+    parse_campaign,
+)
 from ...store.sites import Site
 from .. import campaign_form as cf
 from ..form_errors import label, place_errors
@@ -32,6 +39,7 @@ def routes(guard: Guard) -> list[BaseRoute]:
         Route("/campaigns", guard(all_campaigns)),
         Route(base, guard(site_campaigns)),
         Route(base + "/new", guard(new_campaign, "editor"), methods=["GET", "POST"]),
+        Route(base + "/audience", guard(audience_of_form, "editor"), methods=["POST"]),
         Route(base + "/{campaign}", guard(overview)),
         Route(base + "/{campaign}/edit", guard(edit_campaign, "editor"), methods=["GET", "POST"]),
         Route(base + "/{campaign}/status", guard(change_status, "editor"), methods=["POST"]),
@@ -209,9 +217,32 @@ async def editor_page(
         condition_ops=[(name, cf.OP_LABELS[name]) for name in cf.CONDITION_OPS],
         known_values=cf.KNOWN_VALUES,
         value_choices=await value_choices_of(admin, site),
+        sentence=sentence_of(state, site.currency),
         statuses=STATUSES,
         text_locales=cf.text_locales(state, site.locale),
     )
+
+
+def sentence_of(state: cf.State, currency: str) -> str:
+    """Who the campaign the editor's fields describe is shown to, in words ("" while the
+    fields do not make a valid campaign)."""
+    try:
+        campaign = parse_campaign(cf.campaign_data(cf.normalized(state)))
+    except CampaignInvalid:
+        return ""
+    return audience_sentence(campaign, currency)
+
+
+async def audience_of_form(admin: Admin) -> Response:
+    """The audience sentence of the editor's unsaved fields, for the editor to show while the
+    marketer types (422 and no text while the fields are not a valid campaign)."""
+    site = await site_or_none(admin)
+    if site is None:
+        return not_found(admin)
+    state = cf.state_from_form(admin.form)
+    state["id"] = state.get("id") or "unsaved"  # a stored campaign's id is not in its form
+    sentence = sentence_of(state, site.currency)
+    return PlainTextResponse(sentence, status_code=200 if sentence else 422)
 
 
 async def value_choices_of(admin: Admin, site: Site) -> dict[str, list[tuple[str, str]]]:

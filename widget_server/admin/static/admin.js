@@ -3,7 +3,8 @@
  * - in the campaign editor, the "add" and "remove" buttons (which otherwise submit the form and
  *   let the server add or remove a row) change the form in place;
  * - a form with data-live-preview refreshes its preview frame a moment after each change;
- * - a targeting condition's value field suggests the values of the field chosen beside it.
+ * - a targeting condition's value field suggests the values of the field chosen beside it;
+ * - the campaign editor's "Who sees it" sentence follows the fields as they are typed.
  */
 (() => {
   "use strict";
@@ -167,4 +168,24 @@
     const list = document.getElementById(`values-${select.value}`);
     input.setAttribute("list", list ? list.id : "known-values");
   });
+  // --- the campaign editor says who sees the campaign, in words, while the marketer types. ----
+  const audience = document.getElementById("audience-live");
+  const editor = audience && audience.closest("form");
+  if (audience && editor) {
+    const sentence = document.getElementById("audience-sentence");
+    let timer = 0;
+    const update = () => {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(() => {
+        fetch(audience.dataset.url, { method: "POST", body: new FormData(editor), credentials: "same-origin" })
+          .then((answer) => (answer.ok ? answer.text() : null))
+          .then((text) => {
+            if (text) sentence.textContent = text;
+          })
+          .catch(() => {});
+      }, 400);
+    };
+    editor.addEventListener("input", update);
+    editor.addEventListener("change", update);
+  }
 })();
