@@ -294,7 +294,8 @@ def _demo_on_cluster(settings: Settings, traffic: bool = True) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="cluster-", dir=settings.data_dir))
     try:
-        with LocalCluster(folder) as local:
+        # The nodes' ports must not take the second server's (checked free above, bound later).
+        with LocalCluster(folder, avoid=(settings.port, second_port)) as local:
             url = local.seed_url
             settings = settings.with_overrides(redis_url=url, redis_mode="cluster")
             password = asyncio.run(_seed_demo(url, settings, [settings.port, second_port]))

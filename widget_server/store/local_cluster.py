@@ -21,7 +21,7 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -126,15 +126,20 @@ def parse_cluster_nodes(text: str) -> list[NodeView]:
     return views
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports on loopback (all held open until every one is chosen)."""
+def _free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` distinct free ports on loopback, none of ``avoid`` (ports a caller is about to
+    take itself); all held open until every one is chosen."""
     sockets = []
+    chosen: list[int] = []
     try:
-        for _ in range(count):
+        while len(chosen) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(s)
             s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                chosen.append(port)
+        return chosen
     finally:
         for s in sockets:
             s.close()
@@ -161,6 +166,7 @@ class LocalCluster:
         replicas: int = 1,
         node_timeout_ms: int = 2000,
         persist: bool = True,
+        avoid: Collection[int] = (),
     ) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master and no negative replica count")
@@ -170,7 +176,7 @@ class LocalCluster:
         self.node_timeout_ms = node_timeout_ms
         self.persist = persist
         total = masters * (1 + replicas)
-        ports = _free_ports(2 * total)
+        ports = _free_ports(2 * total, avoid)  # ``avoid``: the caller's own ports
         self.nodes = [
             ClusterNode(
                 name=f"node-{i + 1}",
