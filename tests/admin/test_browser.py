@@ -4,6 +4,7 @@ the live preview in its frame, JavaScript enhancements, XSS payloads, roles and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -130,6 +131,22 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Watched]]:
     finally:
         for context in contexts:
             context.close()
+
+
+@contextlib.contextmanager
+def signed_in_page(server: ServerProcess, email: str) -> Iterator[tuple[Page, Watched]]:
+    """A desktop Chromium page signed in as ``email`` and its watcher (checked at the end of a
+    test that did not fail)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+            watched = Watched(context)
+            sign_in(watched.page, server, email)
+            yield watched.page, watched
+            watched.check()
+        finally:
+            browser.close()
 
 
 def sign_in(page: Page, server: ServerProcess, email: str) -> None:

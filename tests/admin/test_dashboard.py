@@ -14,7 +14,6 @@ from typing import Any
 import markupsafe
 import pytest
 import redis
-from playwright.sync_api import sync_playwright
 from redis.asyncio import Redis
 
 from widget_server.cli.main import DEMO_HOLDOUT
@@ -42,8 +41,7 @@ from ..support import (
     save_campaigns,
 )
 from .test_admin import make_user, signed_in
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Watched, shot
-from .test_browser import sign_in as browser_sign_in
+from .test_browser import shot, signed_in_page
 
 KEYS = Keys()
 
@@ -284,38 +282,28 @@ def test_the_dashboard_in_a_browser_after_the_demo_traffic(
     holdout, tool = report.variants
     held = sum(1 for o in result.outcomes if o.arm == SITE_HOLDOUT)
     assert holdout.exposures == held and holdout.exposures + tool.exposures == 900
-    email = make_user(redis_url, "viewer")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-            watched = Watched(context)
-            page = watched.page
-            browser_sign_in(page, server, email)
-            page.goto(f"{server.url}/admin/sites/{site}/dashboard")
-            verdict = page.locator("#site-verdict")
-            assert verdict.get_attribute("data-verdict") == report.verdict
-            assert verdict.inner_text().strip() == report.headline
-            table = page.get_by_role("table", name="The tool against the site-wide holdout")
-            visitors = table.get_by_role("row").filter(has_text="Visitors").first
-            assert visitors.inner_text().split("\t")[1:] == [
-                f"{holdout.exposures:,}",
-                f"{tool.exposures:,}",
-            ]
-            campaigns = page.locator("#campaigns")
-            for campaign in examples:
-                assert campaigns.get_by_role("link", name=campaign["name"]).is_visible()
-            page.get_by_label("Period", exact=True).select_option("30")
-            page.get_by_role("button", name="Show").click()
-            page.wait_for_url("**/dashboard?days=30")
-            assert page.get_by_label("Period", exact=True).input_value() == "30"
-            today = datetime.now(UTC).date()
-            first = (today - timedelta(days=29)).isoformat()
-            assert page.get_by_text(f"Days {first} to {today.isoformat()} (UTC)").is_visible()
-            shot(page, "dashboard", full_page=True)
-            watched.check()
-        finally:
-            browser.close()
+    with signed_in_page(server, make_user(redis_url, "viewer")) as (page, _):
+        page.goto(f"{server.url}/admin/sites/{site}/dashboard")
+        verdict = page.locator("#site-verdict")
+        assert verdict.get_attribute("data-verdict") == report.verdict
+        assert verdict.inner_text().strip() == report.headline
+        table = page.get_by_role("table", name="The tool against the site-wide holdout")
+        visitors = table.get_by_role("row").filter(has_text="Visitors").first
+        assert visitors.inner_text().split("\t")[1:] == [
+            f"{holdout.exposures:,}",
+            f"{tool.exposures:,}",
+        ]
+        campaigns = page.locator("#campaigns")
+        for campaign in examples:
+            assert campaigns.get_by_role("link", name=campaign["name"]).is_visible()
+        page.get_by_label("Period", exact=True).select_option("30")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**/dashboard?days=30")
+        assert page.get_by_label("Period", exact=True).input_value() == "30"
+        today = datetime.now(UTC).date()
+        first = (today - timedelta(days=29)).isoformat()
+        assert page.get_by_text(f"Days {first} to {today.isoformat()} (UTC)").is_visible()
+        shot(page, "dashboard", full_page=True)
 
 
 def test_the_site_wide_headline_speaks_of_the_tool_in_every_verdict() -> None:

@@ -9,15 +9,13 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import sync_playwright
 
 from widget_server.mail.flows import DEFAULT_CONFIG, FlowStep, load_config
 from widget_server.mail.message import MailRenderer, MailView
 
 from ..support import ServerProcess, add_site
 from .test_admin import KEYS, AdminClient, form_fields, make_user
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Watched, shot
-from .test_browser import sign_in as browser_sign_in
+from .test_browser import shot, signed_in_page
 
 
 @pytest.fixture(scope="module")
@@ -174,40 +172,30 @@ def test_the_preview_follows_the_typing_without_a_reload(
     server: ServerProcess, redis_url: str, r: redis.Redis
 ) -> None:
     site = add_site(redis_url)
-    email = make_user(redis_url, "editor")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-            watched = Watched(context)
-            page = watched.page
-            browser_sign_in(page, server, email)
-            page.goto(f"{server.url}/admin/sites/{site}/emails")
-            page.get_by_role("link", name="Edit this flow (cart)").click()
-            page.wait_for_url(f"**{page_of(site)}")
-            page.evaluate("window.stayed = true")
-            frame = page.frame_locator("#preview-frame")
-            frame.get_by_text("You left something behind").wait_for()  # the first preview
-            page.get_by_label("Heading (en)").first.fill("Your basket misses you")
-            frame.get_by_text("Your basket misses you").wait_for()
-            assert page.evaluate("window.stayed") is True  # no reload
-            # Editing the second email's German words previews that email in German.
-            page.locator("#step-1 summary", has_text="Words in de").click()
-            page.get_by_label("Heading (de)").nth(1).fill("Immer noch da")
-            frame.get_by_text("Immer noch da").wait_for()
-            assert page.get_by_label("Email and language").input_value() == "1:de"
-            page.get_by_label("Email and language").select_option("0:de")
-            frame.get_by_text("Sie haben etwas vergessen").wait_for()  # the template's German
-            shot(page, "email-editor", full_page=True)
-            page.get_by_role("button", name="Save the flow").click()
-            page.wait_for_url(f"**/admin/sites/{site}/emails?notice=saved")
-            flow = stored(r, site).flow("cart")
-            assert flow is not None
-            assert flow.steps[0].texts == {"en": {"heading": "Your basket misses you"}}
-            assert flow.steps[1].texts == {"de": {"heading": "Immer noch da"}}
-            watched.check()
-        finally:
-            browser.close()
+    with signed_in_page(server, make_user(redis_url, "editor")) as (page, _):
+        page.goto(f"{server.url}/admin/sites/{site}/emails")
+        page.get_by_role("link", name="Edit this flow (cart)").click()
+        page.wait_for_url(f"**{page_of(site)}")
+        page.evaluate("window.stayed = true")
+        frame = page.frame_locator("#preview-frame")
+        frame.get_by_text("You left something behind").wait_for()  # the first preview
+        page.get_by_label("Heading (en)").first.fill("Your basket misses you")
+        frame.get_by_text("Your basket misses you").wait_for()
+        assert page.evaluate("window.stayed") is True  # no reload
+        # Editing the second email's German words previews that email in German.
+        page.locator("#step-1 summary", has_text="Words in de").click()
+        page.get_by_label("Heading (de)").nth(1).fill("Immer noch da")
+        frame.get_by_text("Immer noch da").wait_for()
+        assert page.get_by_label("Email and language").input_value() == "1:de"
+        page.get_by_label("Email and language").select_option("0:de")
+        frame.get_by_text("Sie haben etwas vergessen").wait_for()  # the template's German
+        shot(page, "email-editor", full_page=True)
+        page.get_by_role("button", name="Save the flow").click()
+        page.wait_for_url(f"**/admin/sites/{site}/emails?notice=saved")
+        flow = stored(r, site).flow("cart")
+        assert flow is not None
+        assert flow.steps[0].texts == {"en": {"heading": "Your basket misses you"}}
+        assert flow.steps[1].texts == {"de": {"heading": "Immer noch da"}}
 
 
 def test_the_site_s_words_are_edited_per_language_and_shown_in_the_preview(

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from redis.asyncio import Redis
 
 from widget_server.catalog.feeds import Product
@@ -17,8 +17,7 @@ from widget_server.catalog.store import CatalogStore
 
 from ..support import ServerProcess, add_site, message_campaign, save_campaigns
 from .test_admin import KEYS, AdminClient, form_fields, make_user
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Watched
-from .test_browser import sign_in as browser_sign_in
+from .test_browser import signed_in_page
 
 
 @pytest.fixture(scope="module")
@@ -81,26 +80,14 @@ def test_choosing_a_field_switches_the_suggestions(server: ServerProcess, redis_
     site = catalog_site(redis_url)
     targeted = {"any": [{"all": [{"field": "url", "op": "contains", "value": ""}]}]}
     save_campaigns(redis_url, site, [message_campaign("picky", targeting=targeted)])
-    email = make_user(redis_url, "editor")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-            watched = Watched(context)
-            page = watched.page
-            browser_sign_in(page, server, email)
-            page.goto(f"{server.url}/admin/sites/{site}/campaigns/picky/edit")
-            value = page.locator('input[name="targeting.any.0.all.0.value"]')
-            expect(value).to_have_attribute("list", "known-values")
-            page.locator('select[name="targeting.any.0.all.0.field"]').select_option("country")
-            expect(value).to_have_attribute("list", "values-country")
-            page.locator('select[name="targeting.any.0.all.0.field"]').select_option(
-                "cart_category"
-            )
-            expect(value).to_have_attribute("list", "values-cart_category")
-            watched.check()
-        finally:
-            browser.close()
+    with signed_in_page(server, make_user(redis_url, "editor")) as (page, _):
+        page.goto(f"{server.url}/admin/sites/{site}/campaigns/picky/edit")
+        value = page.locator('input[name="targeting.any.0.all.0.value"]')
+        expect(value).to_have_attribute("list", "known-values")
+        page.locator('select[name="targeting.any.0.all.0.field"]').select_option("country")
+        expect(value).to_have_attribute("list", "values-country")
+        page.locator('select[name="targeting.any.0.all.0.field"]').select_option("cart_category")
+        expect(value).to_have_attribute("list", "values-cart_category")
 
 
 def test_the_sentence_of_unsaved_fields(editor: AdminClient, redis_url: str) -> None:
@@ -121,20 +108,10 @@ def test_the_sentence_of_unsaved_fields(editor: AdminClient, redis_url: str) -> 
 def test_the_sentence_follows_the_typing(server: ServerProcess, redis_url: str) -> None:
     site = add_site(redis_url)
     save_campaigns(redis_url, site, [message_campaign("picky")])
-    email = make_user(redis_url, "editor")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-            watched = Watched(context)
-            page = watched.page
-            browser_sign_in(page, server, email)
-            page.goto(f"{server.url}/admin/sites/{site}/campaigns/picky/edit")
-            sentence = page.locator("#audience-sentence")
-            expect(sentence).not_to_contain_text("on phones")
-            page.get_by_role("checkbox", name="Desktop", exact=True).uncheck()
-            page.get_by_role("checkbox", name="Tablet", exact=True).uncheck()
-            expect(sentence).to_contain_text("on phones")
-            watched.check()
-        finally:
-            browser.close()
+    with signed_in_page(server, make_user(redis_url, "editor")) as (page, _):
+        page.goto(f"{server.url}/admin/sites/{site}/campaigns/picky/edit")
+        sentence = page.locator("#audience-sentence")
+        expect(sentence).not_to_contain_text("on phones")
+        page.get_by_role("checkbox", name="Desktop", exact=True).uncheck()
+        page.get_by_role("checkbox", name="Tablet", exact=True).uncheck()
+        expect(sentence).to_contain_text("on phones")

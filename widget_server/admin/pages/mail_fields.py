@@ -261,6 +261,12 @@ async def edit_flow(admin: Admin) -> Response:
     config, errors = validated(stored.config, flow, state)
     if config is None:
         return _page(admin, site, stored, flow, state, errors, status=422)
+    return await _saved(admin, site, stored, config)
+
+
+async def _saved(admin: Admin, site: Site, stored: Stored, config: MailConfig) -> Response:
+    """Save ``config`` when it differs from what was stored (with its audit entry), then go
+    back to the emails page."""
     if config != stored.config:
         await admin.services.mail.flows.save(site.key, config)
         after = config.model_dump(mode="json")
@@ -396,13 +402,7 @@ async def edit_words(admin: Admin) -> Response:
     except ValidationError as exc:
         errors = {"": exc.errors()[0]["msg"].removeprefix("Value error, ")}
         return _words_page(admin, site, stored, words, errors, status=422)
-    if updated != config:
-        await admin.services.mail.flows.save(site.key, updated)
-        after = updated.model_dump(mode="json")
-        await admin.record(
-            "mail.flows.update", site.key, site=site.key, before=audit_value(stored), after=after
-        )
-    return redirect(f"/sites/{site.key}/emails", "saved")
+    return await _saved(admin, site, stored, updated)
 
 
 def _words_page(
