@@ -1108,7 +1108,7 @@ class OfferEngine:
                     keys=[k.site_experiment_visitor(site, visitor), stats,
                           k.site_experiment_codes(site), k.site_experiment_buyers(site, version)],
                     args=[repr(now), SITE_ATTRIBUTION_DAYS * 86_400, version,
-                          repr(purchase.value), "", purchase.order_id, site_day],
+                          repr(purchase.value), "", purchase.order_id, site_day, "1"],
                     client=pipe,
                 )  # fmt: skip
             for campaign in campaigns:
@@ -1134,15 +1134,12 @@ class OfferEngine:
             results = await pipe.execute()
         if record is None:
             return
-        site_arm = reply_text(results[0][0])
-        influenced = any(reply_text(r[0]) not in ("", HOLDOUT) for r in results[1:])
-        if site_arm or influenced:
+        # Influenced: a campaign's offer (not its holdout) is attributed the order. Known only
+        # once every campaign's slot answered, so counted after them.
+        if any(reply_text(r[0]) not in ("", HOLDOUT) for r in results[1:]):
             async with self._redis.pipeline(transaction=False) as pipe:
-                if site_arm:  # every order, where conversions count each buyer once
-                    pipe.hincrby(stats, f"orders:{site_arm}", 1)
-                if influenced:
-                    pipe.hincrby(stats, "influenced_orders", 1)
-                    pipe.hincrbyfloat(stats, "influenced_revenue", purchase.value)
+                pipe.hincrby(stats, "influenced_orders", 1)
+                pipe.hincrbyfloat(stats, "influenced_revenue", purchase.value)
                 pipe.expire(stats, 400 * 86_400)
                 await pipe.execute()
 

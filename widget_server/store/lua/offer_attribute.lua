@@ -2,7 +2,8 @@
 -- KEYS: 1 visitor state for the campaign, 2 stats of the day, 3 issued codes,
 --       4 the experiment version's buyers (hash)
 -- ARGV: 1 now, 2 attribution window seconds, 3 experiment version, 4 order value,
---       5 coupon ('' = none), 6 order id, 7 day key (the stats' day)
+--       5 coupon ('' = none), 6 order id, 7 day key (the stats' day),
+--       8 '1' to count every attributed order too (orders:<arm>; the site-wide experiment)
 -- The order counts when the visitor's last exposure in this version is within the window.
 -- A visitor converts once; revenue adds up per visitor, and the sum of squares of revenue per
 -- visitor grows by v * (2 * total - v), so it stays exact for visitors with several orders.
@@ -22,6 +23,7 @@ if variant and xv == ARGV[3] and now - tonumber(exposed_at or 0) <= tonumber(ARG
     redis.call('HSET', v, 'converted', 1)
     redis.call('HINCRBY', KEYS[2], 'conversions:' .. variant, 1)
   end
+  if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[2], 'orders:' .. variant, 1) end
   local total = tonumber(redis.call('HINCRBYFLOAT', v, 'revenue', ARGV[4]))
   redis.call('HINCRBYFLOAT', KEYS[2], 'revenue:' .. variant, ARGV[4])
   redis.call('HINCRBYFLOAT', KEYS[2], 'revenue_sq:' .. variant,
