@@ -83,10 +83,17 @@ def test_both_arms_count_when_visitors_qualify_and_orders_within_the_window(
         assert email_row["incremental_revenue"] is not None
         assert email_row["uplift"] is not None and email_row["p_value"] is not None
         assert not report["health"]["srm_flag"]
-        # A handful of visitors: the report says it is too early, and nothing more.
-        assert report["verdict"] == "collecting" and report["decision"] == "sequential"
+        # Flows are judged by the always-valid rule. With a few hundred visitors (their arms
+        # drawn by the site's and visitors' random ids) the holdout is usually below the
+        # minimum sample: then the report says it is too early, and nothing more.
+        assert report["decision"] == "sequential"
         assert report["sentences"][0] == report["headline"]
-        assert report["headline"].startswith("Too early to call")
+        enough = all(v["exposures"] >= 100 and v["conversions"] >= 10 for v in expected.values())
+        if not enough:
+            assert report["verdict"] == "collecting"
+            assert report["headline"].startswith("Too early to call")
+        else:
+            assert report["verdict"] in ("winner", "worse", "no_difference")
 
         # A new holdout share is a new comparison: the counts start again.
         await ctx.flows.save(site, cart_flow(0.1))
