@@ -146,3 +146,21 @@ class _Arm:
             if len(xc) == k:
                 out = replace(out, moments=replace(moments, xc=xc, xr=xr))
         return out
+
+
+def capped_series(
+    series: Sequence[tuple[str, Counts]],
+    buyers: list[Buyer],
+    control: str,
+    at_percentile: float | None,
+    min_buyers: int,
+) -> tuple[list[tuple[str, dict[str, VariantCounts]]], RevenueCap | None]:
+    """``series`` as the tests take it (:func:`with_buyers`), revenue capped at the
+    ``at_percentile`` percentile of the control's buyers (None: not capped), and the cap."""
+    cap = None
+    if at_percentile is not None:
+        last = series[-1][1].get(control) if series else None
+        converted = last.conversions if last is not None else 0
+        cap = revenue_cap(buyers, control, at_percentile, min_buyers, converted)
+    tested, reached = with_buyers(series, buyers, cap.cap if cap is not None else None)
+    return tested, replace(cap, capped=reached) if cap is not None else None

@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from ..offers.decide import COVARIATES
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from .adjust import Moments, RevenueCap
-from .buyers import parse_buyers, revenue_cap, with_buyers
+from .buyers import capped_series, parse_buyers
 from .stats import (
     ExperimentSettings,
     Interval,
@@ -255,15 +255,8 @@ async def build_report(
     )
     control, split = campaign_split(campaign)
     buyers = parse_buyers(await redis.hgetall(keys.campaign_buyers(site, campaign.id, version)))
-    cap = None
-    if campaign.revenue_cap_percentile is not None:
-        minimum = (settings or ExperimentSettings()).min_conversions
-        last = series[-1][1].get(control) if series else None
-        converted = last.conversions if last is not None else 0
-        cap = revenue_cap(buyers, control, campaign.revenue_cap_percentile, minimum, converted)
-    tested, reached = with_buyers(series, buyers, cap.cap if cap is not None else None)
-    if cap is not None:
-        cap = replace(cap, capped=reached)
+    minimum = (settings or ExperimentSettings()).min_conversions
+    tested, cap = capped_series(series, buyers, control, campaign.revenue_cap_percentile, minimum)
     return _judged(campaign.id, tested, control, split, settings, campaign, cap), series
 
 

@@ -33,7 +33,7 @@ from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..store.sites import Site
 from . import reports
-from .buyers import parse_buyers, revenue_cap, with_buyers
+from .buyers import capped_series, parse_buyers
 from .stats import ExperimentSettings, Report, expected_split, experiment_report
 
 PERIODS = (7, 30, 90)
@@ -75,11 +75,9 @@ async def site_experiment(
     if site.holdout <= 0:
         return None, series, days[0]
     settings = settings or ExperimentSettings()
-    buyers = parse_buyers(raw_buyers)
-    last = series[-1][1].get(HOLDOUT) if series else None
-    converted = last.conversions if last is not None else 0
-    cap = revenue_cap(buyers, HOLDOUT, _CAP_PERCENTILE, settings.min_conversions, converted)
-    tested, reached = with_buyers(series, buyers, cap.cap)
+    tested, cap = capped_series(
+        series, parse_buyers(raw_buyers), HOLDOUT, _CAP_PERCENTILE, settings.min_conversions
+    )
     split = expected_split({TOOL: 1.0}, site.holdout)
     report = experiment_report(
         f"site:{site.key}",
@@ -88,7 +86,7 @@ async def site_experiment(
         split,
         settings,
         history=[counts for _, counts in tested[:-1]],
-        revenue_cap=replace(cap, capped=reached),
+        revenue_cap=cap,
     )
     return replace(report, headline=site_headline(report)), series, days[0]
 

@@ -248,14 +248,21 @@ def welch_t_test(control: Sample, treatment: Sample, confidence: float = 0.95) -
     Below two observations per arm, or with no variance, the p-value is 1 and the interval is
     the point itself: there is nothing to test.
     """
-    difference = treatment.mean - control.mean
     se_c = control.variance / control.n if control.n > 0 else 0.0
     se_t = treatment.variance / treatment.n if treatment.n > 0 else 0.0
-    if control.n < 2 or treatment.n < 2 or se_c + se_t <= 0:
+    difference = treatment.mean - control.mean
+    return _welch(difference, se_c, se_t, control.n, treatment.n, confidence)
+
+
+def _welch(
+    difference: float, se_c: float, se_t: float, n_c: int, n_t: int, confidence: float
+) -> WelchResult:
+    """Welch's test of ``difference`` from each arm's squared standard error and size."""
+    if n_c < 2 or n_t < 2 or se_c + se_t <= 0:
         return WelchResult(difference, difference, difference, 0.0, 0.0, 1.0)
     se = math.sqrt(se_c + se_t)
     share_c, share_t = se_c / (se_c + se_t), se_t / (se_c + se_t)  # scaled: no underflow
-    df = 1 / (share_c**2 / (control.n - 1) + share_t**2 / (treatment.n - 1))
+    df = 1 / (share_c**2 / (n_c - 1) + share_t**2 / (n_t - 1))
     t = difference / se
     from scipy import special
 
@@ -453,11 +460,8 @@ def wald_decision(
     if control.trials <= 0 or treatment.trials <= 0:
         return 1.0, Interval(estimate, -1.0, 1.0)
     pc, pt = control.rate, treatment.rate
-    se = math.sqrt(pc * (1 - pc) / control.trials + pt * (1 - pt) / treatment.trials)
-    if se <= 0:
-        return (0.0 if estimate else 1.0), Interval(estimate, estimate, estimate)
-    half = z_quantile(1 - alpha) * se
-    return _two_sided_normal_p(estimate / se), Interval(estimate, estimate - half, estimate + half)
+    variance = pc * (1 - pc) / control.trials + pt * (1 - pt) / treatment.trials
+    return _normal_decision(estimate, variance, alpha)
 
 
 def enough_data(counts: VariantCounts, min_exposures: int, min_conversions: int) -> bool:
@@ -935,18 +939,13 @@ def _welch_adjusted(
 ) -> tuple[float, Interval] | None:
     """Welch's t-test of an adjusted difference: Welch-Satterthwaite degrees of freedom over the
     arms' adjusted variances (as gbstats computes them)."""
-    se_c, se_t = adjusted.control_variance / n_c, adjusted.treatment_variance / n_t
-    if n_c < 2 or n_t < 2 or se_c + se_t <= 0:
+    if n_c < 2 or n_t < 2:
         return None
-    share_c, share_t = se_c / (se_c + se_t), se_t / (se_c + se_t)
-    df = 1 / (share_c**2 / (n_c - 1) + share_t**2 / (n_t - 1))
-    se = math.sqrt(se_c + se_t)
-    from scipy import special
-
-    estimate = adjusted.estimate
-    p_value = float(2 * special.stdtr(df, -abs(estimate / se)))
-    half = float(special.stdtrit(df, 1 - alpha / 2)) * se
-    return p_value, Interval(estimate, estimate - half, estimate + half)
+    se_c, se_t = adjusted.control_variance / n_c, adjusted.treatment_variance / n_t
+    welch = _welch(adjusted.estimate, se_c, se_t, n_c, n_t, 1 - alpha)
+    if welch.df <= 0:
+        return None
+    return welch.p_value, Interval(welch.difference, welch.low, welch.high)
 
 
 def _relative(difference: Interval, control: VariantCounts) -> Interval | None:
