@@ -346,6 +346,7 @@ def test_xss_payloads_render_as_text_everywhere(
         "variants.0.discount.static_code": XSS[1], "variants.0.discount.code_format":
         XSS[1] + "{XXXX}", "schedule.timezone": XSS[0],
     }  # fmt: skip
+    page.get_by_role("button", name="Schedule", exact=True).click()  # a folded section
     for name, value in texts.items():
         field(page, name).fill(value)
     field(page, "variants.0.discount.code_strategy").select_option("static")

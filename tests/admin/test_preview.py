@@ -19,7 +19,6 @@ from widget_server.store.keys import Keys
 from ..support import ServerProcess, add_site, discount_campaign, save_campaigns
 from .test_admin import XSS, AdminClient, editor_fields, signed_in
 from .test_browser import (
-    DESKTOP,
     PHONE,
     SCREENSHOTS,
     Watched,
@@ -129,14 +128,10 @@ def test_preview_changes_shows_the_form_in_the_frame_and_saves_nothing(
     assert page.url == edit_url
     assert field(page, "variants.0.offer.headline").input_value() == NEW_HEADLINE
     assert saved_state(r, site) == before
-    page.set_viewport_size({"width": 1280, "height": 1100})
-    page.locator("#f-preview").evaluate("(e) => e.scrollIntoView({block: 'start'})")
-    page.locator("#f-preview").screenshot(path=str(SCREENSHOTS / "admin-preview-edits.png"))
-    page.set_viewport_size(DESKTOP)
 
     # Another variant, at phone width: the frame narrows, the widget lays out for it.
     page.get_by_label("Variant to preview").select_option(label="Variant 2 (b)")
-    page.get_by_label("Mobile", exact=True).check()
+    page.get_by_role("radio", name="Phone").check()
     frame = preview_changes(page)
     assert headline_in(frame, "Free shipping today")["headline"] == "Free shipping today"
     assert frame.evaluate("() => document.body.className") == "preview mobile"
@@ -160,6 +155,86 @@ def test_preview_changes_shows_the_form_in_the_frame_and_saves_nothing(
     assert frame.locator("exit-widget").count() == 0
     assert page.locator('[id="err-variants.0.offer.cta_url"]').count() == 0  # not a save
     assert saved_state(r, site) == before
+
+
+@pytest.mark.browser
+def test_the_preview_follows_the_form_as_it_is_typed_without_a_reload(
+    new_page: Callable[..., Watched],  # noqa: F811
+    server: ServerProcess,
+    redis_url: str,
+    r: redis.Redis,
+) -> None:
+    """No "Preview changes" press: typing, a new variant and the screen choice each repaint the
+    frame beside the form, and the editor page itself never reloads."""
+    site = shop_with_spring(redis_url)
+    before = saved_state(r, site)
+    page = new_page().page
+    page.set_viewport_size({"width": 1400, "height": 900})
+    sign_in(page, server, make_account(redis_url, KEYS, "editor"))
+    page.goto(f"{server.url}/admin/sites/{site}/campaigns/spring/edit")
+    page.evaluate("() => (window.editorLoaded = 1)")  # gone if the editor reloads
+    assert headline_in(edits_frame(page), "10% off")["headline"] == "10% off"
+
+    # Beside the form, not below it.
+    form_box = page.locator("#campaign-form").bounding_box()
+    preview_box = page.locator("#edit-preview-frame").bounding_box()
+    assert form_box is not None and preview_box is not None
+    assert preview_box["x"] >= form_box["x"] + form_box["width"]
+
+    headline = field(page, "variants.0.offer.headline")
+    headline.fill("")
+    headline.press_sequentially("Typed, not saved")
+    headline_in(edits_frame(page), "Typed, not saved")
+
+    # A variant added on the page, never saved: chosen in the preview as soon as it is edited.
+    page.get_by_role("button", name="Add a variant").click()
+    new_headline = field(page, "variants.2.offer.headline")
+    new_headline.fill("A third variant")
+    assert page.locator("#preview-variant option:checked").inner_text() == "Variant 3 (v3)"
+    headline_in(edits_frame(page), "A third variant")
+
+    page.get_by_role("radio", name="Phone").check()
+    frame = edits_frame(page)
+    frame.wait_for_function("() => document.body.className === 'preview mobile'")
+    assert headline_in(frame, "A third variant")["headline"] == "A third variant"
+    assert frame.evaluate("() => window.innerWidth") <= PHONE["width"]
+
+    # Back to the first variant by focusing it.
+    headline.focus()
+    headline_in(edits_frame(page), "Typed, not saved")
+    assert page.evaluate("() => window.editorLoaded") == 1
+    page.locator("#f-variants").evaluate("(e) => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(SCREENSHOTS / "admin-editor-live.png"))
+    assert saved_state(r, site) == before
+
+
+@pytest.mark.browser
+def test_editor_sections_fold_and_a_section_with_a_problem_stays_open(
+    new_page: Callable[..., Watched],  # noqa: F811
+    server: ServerProcess,
+    redis_url: str,
+) -> None:
+    site = shop_with_spring(redis_url)
+    page = new_page().page
+    sign_in(page, server, make_account(redis_url, KEYS, "editor"))
+    page.goto(f"{server.url}/admin/sites/{site}/campaigns/spring/edit")
+    caps = page.get_by_role("button", name="Frequency caps", exact=True)
+    assert caps.get_attribute("aria-expanded") == "false"
+    assert not field(page, "caps.per_session").is_visible()
+    caps.click()
+    assert caps.get_attribute("aria-expanded") == "true"
+    field(page, "caps.per_session").fill("-3")
+    page.get_by_role("button", name="Save a new version").click()
+    # After the refused save the section with the problem is open, its error beside the field.
+    assert (
+        page.get_by_role("button", name="Frequency caps", exact=True).get_attribute("aria-expanded")
+        == "true"
+    )
+    assert page.locator('[id="err-caps.per_session"]').is_visible()
+    assert (
+        page.get_by_role("button", name="Schedule", exact=True).get_attribute("aria-expanded")
+        == "false"
+    )
 
 
 # --- over HTTP ------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
  *   let the server add or remove a row) change the form in place;
  * - a form with data-live-preview refreshes its preview frame a moment after each change;
  * - a targeting condition's value field suggests the values of the field chosen beside it;
- * - the campaign editor's "Who sees it" sentence follows the fields as they are typed.
+ * - the campaign editor's "Who sees it" sentence follows the fields as they are typed;
+ * - the campaign editor's preview follows the variant being edited, and its sections fold.
  */
 (() => {
   "use strict";
@@ -135,7 +136,8 @@
   // --- live preview of a form (data-live-preview="FRAME"): the form's own "Preview changes"
   // button posts to the frame; typing does it too, a moment after the last key. ---------------
   const livePreview = (form) => {
-    const button = form.querySelector("#preview-button");
+    // The button and the preview's own choices may stand outside the form (form="…").
+    const button = [...form.elements].find((el) => el.id === "preview-button");
     if (!button) return;
     let timer = 0;
     const refresh = () => {
@@ -144,6 +146,10 @@
     };
     form.addEventListener("input", refresh);
     form.addEventListener("change", refresh);
+    for (const el of form.elements) if (!form.contains(el) && el !== button) el.addEventListener("change", refresh);
+    form.addEventListener("preview", refresh);
+    // Pressed by hand (or by the timer): nothing is left pending.
+    form.addEventListener("submit", (event) => event.submitter === button && window.clearTimeout(timer));
     // The preview follows the email and the language being edited.
     const choice = form.querySelector("#f-preview-choice");
     form.addEventListener("focusin", (event) => {
@@ -158,7 +164,67 @@
     });
     refresh();
   };
+  // The campaign editor's preview follows the variants on screen: added, removed or renamed,
+  // and the one being edited.
+  const variantChoice = document.getElementById("preview-variant");
+  const campaignForm = document.getElementById("campaign-form");
+  const variantsOnScreen = () => {
+    const list = document.querySelector('[data-list="variants"]');
+    return list ? itemsOf(list) : [];
+  };
+  const syncVariants = () => {
+    if (!variantChoice) return;
+    const chosen = variantChoice.value;
+    variantChoice.replaceChildren(
+      ...variantsOnScreen().map((item, i) => {
+        const key = item.querySelector('input[name$=".key"]');
+        const name = `Variant ${i + 1}` + (key && key.value.trim() ? ` (${key.value.trim()})` : "");
+        return new Option(name, String(i));
+      })
+    );
+    if ([...variantChoice.options].some((o) => o.value === chosen)) variantChoice.value = chosen;
+  };
+  if (variantChoice && campaignForm) {
+    new MutationObserver(() => {
+      syncVariants();
+      campaignForm.dispatchEvent(new Event("preview"));
+    }).observe(document.querySelector('[data-list="variants"]') || campaignForm, { childList: true });
+    campaignForm.addEventListener("input", (event) => {
+      if (event.target.name && /^variants\.[0-9]+\.key$/.test(event.target.name)) syncVariants();
+    });
+    campaignForm.addEventListener("focusin", (event) => {
+      const item = event.target.closest('[data-list="variants"] > [data-item]');
+      const at = item ? String(variantsOnScreen().indexOf(item)) : null;
+      if (at !== null && at !== "-1" && variantChoice.value !== at) {
+        variantChoice.value = at;
+        campaignForm.dispatchEvent(new Event("preview"));
+      }
+    });
+  }
   document.querySelectorAll("form[data-live-preview]").forEach(livePreview);
+  // --- the campaign editor's sections fold; those with a problem stay open. -------------------
+  const FOLDED = ["f-schedule", "f-experiment", "f-caps"];
+  for (const section of document.querySelectorAll("#campaign-form > fieldset")) {
+    const legend = section.querySelector(":scope > legend");
+    if (!legend) continue;
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "fold";
+    toggle.append(...legend.childNodes);
+    legend.append(toggle);
+    const fold = (folded) => {
+      section.classList.toggle("folded", folded);
+      toggle.setAttribute("aria-expanded", String(!folded));
+    };
+    fold(FOLDED.includes(section.id) && !section.querySelector(".field-error, [aria-invalid]"));
+    toggle.addEventListener("click", () => fold(!section.classList.contains("folded")));
+  }
+  // A link to a field (the list of problems) opens its section.
+  window.addEventListener("hashchange", () => {
+    const target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    const section = target && target.closest("#campaign-form > fieldset.folded");
+    if (section) section.querySelector(":scope > legend > button.fold").click();
+  });
   // --- the targeting value field suggests the values of the field chosen beside it. ----------
   document.addEventListener("change", (event) => {
     const select = event.target;
