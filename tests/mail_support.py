@@ -27,7 +27,7 @@ from aiosmtpd.smtp import AuthResult
 from starlette.applications import Starlette
 
 from widget_server.mail.context import MailContext, MailSettings, build_mail_context
-from widget_server.mail.flows import Flow, FlowStep, MailConfig, MailFlowStore
+from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, MailFlowStore
 from widget_server.mail.jobs import ScheduleResult
 from widget_server.mail.routes import mail_routes
 from widget_server.mail.worker import run_worker
@@ -131,8 +131,14 @@ def address_for(site: str, name: str) -> str:
     return f"{name}@{site}.test"
 
 
+# A budget that never holds an email back (no quiet hours), for tests about other things.
+UNLIMITED = Budget(per_day=20, per_week=50, quiet_hours=None)
+
+
 def fast_config(*delays_s: float, daily_cap: int = 20, **config: Any) -> MailConfig:
-    """A cart flow with steps after ``delays_s`` seconds (subjects ``Step N``) and a browse flow."""
+    """A cart flow with steps after ``delays_s`` seconds (subjects ``Step N``) and a browse flow,
+    with the :data:`UNLIMITED` budget unless ``budget`` is given."""
+    config.setdefault("budget", UNLIMITED)
     steps = [
         FlowStep(delay_minutes=d / 60, template="cart", subject=f"Step {i + 1} at {{shop}}")
         for i, d in enumerate(delays_s or (0.0,))
@@ -205,10 +211,13 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None
         await asyncio.sleep(0.02)
 
 
-async def make_site(ctx: MailContext, origins: tuple[str, ...] = ("https://shop.test",)) -> str:
+async def make_site(
+    ctx: MailContext, origins: tuple[str, ...] = ("https://shop.test",), timezone: str = "UTC"
+) -> str:
     """A new site in the context's key space; its name is its key."""
     key = "s" + secrets.token_hex(5)
-    await SiteRegistry(ctx.redis, ctx.keys).save(new_site(key, origins=list(origins)))
+    site = new_site(key, origins=list(origins), timezone=timezone)
+    await SiteRegistry(ctx.redis, ctx.keys).save(site)
     SiteOwners.record(key)
     return key
 

@@ -20,7 +20,7 @@ from widget_server.offers.assign import HOLDOUT
 from widget_server.realtime.shop_api import signature_for
 from widget_server.visitors.session_view import CartLine
 
-from ..mail_support import IsolatedShop, address_for, mail_context, make_site
+from ..mail_support import UNLIMITED, IsolatedShop, address_for, mail_context, make_site
 from ..support import Client, new_visitor
 from .test_e2e import leave_with_a_cart, wait_for
 from .test_e2e import shop as shop  # the fixture
@@ -31,7 +31,8 @@ DAY = 86_400.0
 
 def cart_flow(holdout: float) -> MailConfig:
     step = FlowStep(delay_minutes=60, template="cart", subject="Your cart")
-    return MailConfig(flows=[Flow(name="cart", kind="cart", holdout=holdout, steps=[step])])
+    flow = Flow(name="cart", kind="cart", holdout=holdout, steps=[step])
+    return MailConfig(flows=[flow], budget=UNLIMITED)
 
 
 def test_both_arms_count_when_visitors_qualify_and_orders_within_the_window(

@@ -114,6 +114,12 @@ class MailMetrics:
         self.skipped = Counter(
             "widget_mail_skipped", "Due emails not sent, by reason.", ["reason"], registry=r
         )
+        self.held = Counter(
+            "widget_mail_held",
+            "Due emails held back for later, by reason (quiet_hours, budget).",
+            ["reason"],
+            registry=r,
+        )
         self.failures = Counter(
             "widget_mail_failures",
             "Send failures by kind (transient, permanent, uncertain).",

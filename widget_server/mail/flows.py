@@ -135,6 +135,41 @@ class Flow(_Model):
         return steps
 
 
+class Budget(_Model):
+    """How many marketing messages one visitor may get, over every flow: at most ``per_day`` in
+    a day of their time zone and ``per_week`` in any 7 days, and none in ``quiet_hours`` (from
+    the first hour to the second, in their time zone; ``None``: any hour). A message held back
+    goes out when the budget or the hour allows it, up to :data:`MAX_HOLD_S` after it was due,
+    else not at all. Confirmation and reward emails, which the visitor asked for, are outside
+    the budget."""
+
+    per_day: Annotated[int, Field(ge=1, le=20)] = 1
+    per_week: Annotated[int, Field(ge=1, le=50)] = 3
+    quiet_hours: (
+        tuple[Annotated[int, Field(ge=0, le=23)], Annotated[int, Field(ge=0, le=23)]] | None
+    ) = (21, 8)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Budget:
+        if self.per_week < self.per_day:
+            raise ValueError("the weekly budget must be at least the daily one")
+        if self.quiet_hours is not None and self.quiet_hours[0] == self.quiet_hours[1]:
+            raise ValueError("quiet hours must start and end at different hours")
+        return self
+
+    def quiet(self, hour: int) -> bool:
+        """Whether ``hour`` (0-23, the visitor's local time) is a quiet one."""
+        if self.quiet_hours is None:
+            return False
+        start, end = self.quiet_hours
+        return start <= hour < end if start < end else hour >= start or hour < end
+
+
+# A message the budget or quiet hours hold back is dropped when it would go out later than this
+# after it was due: reminders that late are no longer about what the visitor did.
+MAX_HOLD_S = 3 * 24 * 3600
+
+
 class MailConfig(_Model):
     """The email flows of one site and what their links point to.
 
@@ -158,6 +193,7 @@ class MailConfig(_Model):
     words: dict[str, dict[str, str]] = Field(default_factory=dict)
     utm_medium: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "email"
     sender_name: Annotated[str, Field(max_length=100)] = ""
+    budget: Budget = Budget()
 
     @model_validator(mode="after")
     def _unique(self) -> MailConfig:

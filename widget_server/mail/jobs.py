@@ -35,7 +35,9 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -47,10 +49,10 @@ from ..store.scripts import Scripts
 from ..store.sites import SiteRegistry
 from ..visitors.session_view import CartLine, SessionView
 from .experiments import FlowExperiments, flow_arm
-from .flows import MailFlowStore, in_holdout
+from .flows import Budget, MailFlowStore, in_holdout
 from .message import MailAddressError, email_digest, normalize_address
 
-CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped"]
+CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped", "budget"]
 SuppressionReason = Literal["unsubscribed", "bounced", "complained"]
 DEFAULT_RETENTION_S = 180 * 24 * 3600
 _JOB_SLACK_S = 14 * 24 * 3600
@@ -156,6 +158,30 @@ class MailJob:
             code=raw.get("code", ""),
             code_expires=float(raw.get("code_expires") or 0),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """A site's :class:`~widget_server.mail.flows.Budget` at ``now`` for one visitor: where their
+    local day started and when the next one starts (their time zone decides)."""
+
+    per_day: int
+    per_week: int
+    now: float
+    day_start: float
+    next_day: float
+
+    @classmethod
+    def of(cls, budget: Budget, now: float, zone: ZoneInfo) -> BudgetCheck:
+        local = datetime.fromtimestamp(int(now), zone)  # whole seconds: never rounded up
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        following = midnight + timedelta(days=1)  # wall-clock: DST days have 23 or 25 h
+        return cls(
+            budget.per_day, budget.per_week, now, midnight.timestamp(), following.timestamp()
+        )
+
+    def args(self) -> tuple[str, str, str]:
+        return str(self.per_day), str(self.per_week), repr(self.day_start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +429,7 @@ class MailScheduler:
             for address in emails:
                 pipe.srem(k.mail_email_visitors(site, email_digest(address)), visitor)
             pipe.delete(k.mail_sent(site, visitor), k.mail_daily(site, visitor))
+            pipe.delete(k.mail_budget(site, visitor))
             pipe.hdel(k.mail_withdrawn(site), visitor)
             await pipe.execute()
         return cancelled
@@ -541,10 +568,15 @@ class MailScheduler:
             jobs.append(MailJob.from_hash(reply_text(job_id), reply_text(token), raw))
         return jobs
 
-    async def commit(self, job: MailJob, *, now: float, daily_cap: int) -> CommitOutcome:
+    async def commit(
+        self, job: MailJob, *, now: float, daily_cap: int, budget: BudgetCheck | None = None
+    ) -> CommitOutcome:
         """The point of no return before sending (see the module docstring). Only ``ok`` allows
-        the send; ``lost`` means the job was cancelled or its lease was taken over."""
+        the send; ``lost`` means the job was cancelled or its lease was taken over; ``budget``
+        that the visitor had their messages for the day or the week (``budget``; None: the
+        email is outside the budget)."""
         k = self._keys
+        limits = ("", "", "") if budget is None else budget.args()
         outcome = await self._commit(
             keys=[
                 k.mail_job(job.id),
@@ -553,13 +585,29 @@ class MailScheduler:
                 k.mail_daily(job.site, job.visitor),
                 k.mail_suppressed(job.site),
                 k.mail_withdrawn(job.site),
+                k.mail_budget(job.site, job.visitor),
             ],
             args=[
                 *(job.id, job.token, repr(now), job.step_field, daily_cap, job.email.lower()),
-                *(job.visitor, self._retention_s, utc_day(now)),
+                *(job.visitor, self._retention_s, utc_day(now), *limits),
             ],
         )
         return reply_text(outcome)  # type: ignore[return-value]
+
+    async def budget_frees(self, site: str, visitor: str, budget: BudgetCheck) -> float:
+        """When the visitor's budget next allows a message: the start of their next day when
+        the day's are spent, the moment the oldest of the week's leaves the 7 days when those
+        are; whichever is later."""
+        key = self._keys.mail_budget(site, visitor)
+        week_start = budget.now - 7 * 86400
+        pairs = await self._redis.zrangebyscore(key, f"({week_start!r}", "+inf", withscores=True)
+        recent = sorted(float(pair[1]) for pair in pairs)
+        frees = budget.now
+        if sum(1 for t in recent if t >= budget.day_start) >= budget.per_day:
+            frees = budget.next_day
+        if len(recent) >= budget.per_week:
+            frees = max(frees, recent[len(recent) - budget.per_week] + 7 * 86400)
+        return frees
 
     async def complete(self, job: MailJob) -> bool:
         """Drop a finished job (sent, suppressed, or given up). False if the lease was lost."""
@@ -591,6 +639,7 @@ class MailScheduler:
                 k.mail_visitor_jobs(job.site, job.visitor),
                 k.mail_sent(job.site, job.visitor),
                 k.mail_daily(job.site, job.visitor),
+                k.mail_budget(job.site, job.visitor),
             ],
             args=[
                 *(job.id, job.token, action, repr(due), "1" if uncommit else "0"),

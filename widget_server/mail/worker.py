@@ -2,10 +2,12 @@
 
 Every due email is checked at send time, in this order: the flow still exists and is enabled;
 the visitor's profile still exists (erasure deletes it); no purchase since the job was scheduled
-(profile ``last_purchase``); marketing consent still given; the address still the profile's.
+(profile ``last_purchase``); marketing consent still given; the address still the profile's;
+not in the site's quiet hours in the visitor's time zone (the email waits for their end).
 Then, atomically in :meth:`~widget_server.mail.jobs.MailScheduler.commit`: the lease is still
 ours, the address is not unsubscribed/bounced/complained, consent was not withdrawn since
-scheduling, the step was never sent, and the visitor's daily cap is not reached. Sending and
+scheduling, the step was never sent, the visitor's daily cap is not reached and their budget
+over every flow allows one more (else the email waits until it does). Sending and
 retries are :func:`~widget_server.mail.delivery.deliver`; see :mod:`widget_server.mail.jobs`
 for the guarantee.
 """
@@ -17,7 +19,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
 
@@ -25,8 +29,8 @@ from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
 from .delivery import deliver
-from .flows import Flow, MailConfig
-from .jobs import CONFIRM_FLOW, REWARD_FLOW, MailJob, marketing_consent
+from .flows import MAX_HOLD_S, Budget, Flow, MailConfig
+from .jobs import CONFIRM_FLOW, REWARD_FLOW, BudgetCheck, MailJob, marketing_consent
 from .message import MailAddressError, MailProduct, MailView, TemplateError, build_message
 from .once import MAX_CLAIMS
 from .optin import process_confirmation
@@ -110,6 +114,11 @@ async def process_job(
     profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
     if (reason := send_time_veto(job, profile)) is not None:
         return await _skip(ctx, job, reason)
+    zone = visitor_zone(profile, site)
+    budget = config.budget
+    due = job.scheduled + flow.steps[job.step].delay_minutes * 60
+    if budget.quiet(datetime.fromtimestamp(int(now), zone).hour):
+        return await _hold(ctx, job, due, quiet_end(budget, now, zone), "quiet_hours")
     try:
         message = await compose(ctx, site, config, flow, job, now)
     except NothingToShow:
@@ -121,9 +130,13 @@ async def process_job(
     if wait > 0:
         await ctx.scheduler.defer(job, until=now + wait)
         return "deferred"
-    committed = await ctx.scheduler.commit(job, now=now, daily_cap=flow.daily_cap)
+    check = BudgetCheck.of(budget, now, zone)
+    committed = await ctx.scheduler.commit(job, now=now, daily_cap=flow.daily_cap, budget=check)
     if committed == "lost":
         return "lost"
+    if committed == "budget":
+        frees = await ctx.scheduler.budget_frees(job.site, job.visitor, check)
+        return await _hold(ctx, job, due, frees, "budget")
     if committed != "ok":
         return await _skip(ctx, job, committed)
     outcome = await deliver(ctx, transport, job, message, now)
@@ -133,6 +146,37 @@ async def process_job(
         with contextlib.suppress(RedisError):
             await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
     return outcome
+
+
+def visitor_zone(profile: Mapping[str, str], site: Site) -> ZoneInfo:
+    """The visitor's time zone (``tz`` of their profile, as their browser reported it), else
+    the site's."""
+    for name in (profile.get("tz", ""), site.timezone):
+        if name:
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+                return ZoneInfo(name)
+    return ZoneInfo("UTC")
+
+
+def quiet_end(budget: Budget, now: float, zone: ZoneInfo) -> float:
+    """The end of the quiet hours ``now`` falls in, in ``zone``."""
+    assert budget.quiet_hours is not None
+    local = datetime.fromtimestamp(int(now), zone)
+    end = local.replace(hour=budget.quiet_hours[1], minute=0, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end.timestamp()
+
+
+async def _hold(ctx: MailContext, job: MailJob, due: float, until: float, reason: str) -> str:
+    """Keep the email until ``until`` (quiet hours, budget), or drop it when that is more than
+    :data:`~widget_server.mail.flows.MAX_HOLD_S` after it was due."""
+    if until - due > MAX_HOLD_S:
+        return await _skip(ctx, job, reason)
+    await ctx.scheduler.defer(job, until=until)
+    ctx.metrics.held.labels(reason).inc()
+    await _count(ctx, job, f"held:{reason}")
+    return "deferred"
 
 
 async def _skip(ctx: MailContext, job: MailJob, reason: str) -> str:

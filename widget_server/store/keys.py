@@ -298,6 +298,10 @@ class Keys:
         """Set: visitor ids with jobs for one address (by digest), so unsubscribing finds them."""
         return f"{self.mail_tag()}:evis:{site}:{email_digest}"
 
+    def mail_budget(self, site: str, visitor: str) -> str:
+        """Sorted set: the visitor's marketing messages committed, by time (the budget)."""
+        return f"{self.mail_tag()}:budget:{site}:{visitor}"
+
     def mail_daily(self, site: str, visitor: str) -> str:
         """Hash: UTC day -> emails committed for the visitor that day (the daily cap)."""
         return f"{self.mail_tag()}:daily:{site}:{visitor}"

@@ -1,5 +1,5 @@
 -- Finish a claimed job: drop it (sent, suppressed, given up) or put it back in the queue.
--- KEYS: 1 job, 2 leases, 3 due, 4 visitor jobs, 5 sent steps, 6 daily counts
+-- KEYS: 1 job, 2 leases, 3 due, 4 visitor jobs, 5 sent steps, 6 daily counts, 7 budget
 -- ARGV: 1 job id, 2 lease token, 3 action ('done' | 'retry' | 'defer'), 4 next due time,
 --       5 uncommit ('1' only when the email certainly did not go out), 6 step field, 7 error
 -- Returns 1, or 0 when the token no longer holds the job (its lease ran out or it was cancelled).
@@ -13,6 +13,7 @@ if ARGV[5] == '1' and day then
     if tonumber(redis.call('HGET', KEYS[6], day) or '0') > 0 then
       redis.call('HINCRBY', KEYS[6], day, -1)
     end
+    redis.call('ZREM', KEYS[7], ARGV[1] .. '|' .. ARGV[2])
   end
 end
 if ARGV[3] == 'done' then
