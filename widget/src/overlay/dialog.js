@@ -1,6 +1,6 @@
 // The offer dialog, in a shadow root at the end of <html>: a modal popup with a focus trap, or
 // (the offer's `layout`) a corner card or a bar at the top or bottom that leaves the page usable.
-// A countdown when the offer expires, and a teaser pill that stays after a dismissal and reopens it.
+// A countdown when the offer expires; a teaser pill that stays after a dismissal and reopens it.
 
 import { amount, cut, now, quietly } from "../util.js";
 import { attrs, el } from "./dom.js";
@@ -74,7 +74,8 @@ export const closeDialog = () => {
   dialog.parentNode.remove();
   dialog = null;
   try {
-    if (back && previousFocus && previousFocus.isConnected) previousFocus.focus({ preventScroll: true });
+    if (back && previousFocus && previousFocus.isConnected)
+      previousFocus.focus({ preventScroll: true });
   } catch (e) {}
 };
 
