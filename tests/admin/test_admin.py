@@ -685,6 +685,46 @@ def test_the_editor_sets_an_email_captures_texts_by_language(
     assert 'name="variants.0.offer.consent_label.de"' in again  # a language in use stays
 
 
+def test_the_editor_sets_the_layout_and_the_two_step_question(
+    owner: AdminClient, r: redis.Redis
+) -> None:
+    site = new_site_key(owner)
+    fields = editor_fields(owner, site)
+    assert fields["variants.0.offer.layout"] == ["popup"]  # the default
+    fields.update({
+        "id": "ask", "name": "Ask first", "variants.0.offer.kind": "email_capture",
+        "variants.0.offer.headline": "Want 10% off?", "variants.0.discount.type": "",
+        "variants.0.offer.layout": "fullscreen",
+        "variants.0.offer.two_step.yes_label": "Yes, send it",
+    })  # fmt: skip
+    page = owner.post(f"/admin/sites/{site}/campaigns/new", fields)
+    assert page.status_code == 422
+    assert '<label for="f-variants.0.offer.layout">Layout</label>' in page.text
+    assert (
+        '<p class="field-error" id="err-variants.0.offer.layout">Input should be '
+        "&#39;popup&#39;, &#39;slide_in&#39;, &#39;bar_top&#39; or &#39;bar_bottom&#39;</p>"
+    ) in page.text
+    assert "Variant 1: Layout" in page.text  # in the summary
+    assert 'value="Yes, send it"' in page.text  # kept as typed
+    fields["variants.0.offer.layout"] = "bar_bottom"
+    assert owner.post(f"/admin/sites/{site}/campaigns/new", fields).status_code == 303
+    offer = stored_campaign(r, site, "ask")["variants"][0]["offer"]
+    assert offer["layout"] == "bar_bottom"
+    assert offer["two_step"] == {"yes_label": "Yes, send it", "no_label": "No, thanks"}
+
+    # The editor shows both; saved unchanged they stay; both labels emptied: no question.
+    again = editor_fields(owner, site, "ask")
+    assert again["variants.0.offer.layout"] == ["bar_bottom"]
+    assert again["variants.0.offer.two_step.no_label"] == ["No, thanks"]
+    assert owner.post(f"/admin/sites/{site}/campaigns/ask/edit", again).status_code == 303
+    assert stored_campaign(r, site, "ask")["variants"][0]["offer"] == offer
+    again = editor_fields(owner, site, "ask")
+    again.update({"variants.0.offer.two_step.yes_label": "",
+                  "variants.0.offer.two_step.no_label": ""})  # fmt: skip
+    assert owner.post(f"/admin/sites/{site}/campaigns/ask/edit", again).status_code == 303
+    assert stored_campaign(r, site, "ask")["variants"][0]["offer"]["two_step"] is None
+
+
 def test_every_demo_campaign_survives_the_editor_unchanged(
     owner: AdminClient, redis_url: str, r: redis.Redis
 ) -> None:

@@ -137,6 +137,17 @@ def test_preview_changes_shows_the_form_in_the_frame_and_saves_nothing(
     assert frame.evaluate("() => document.body.className") == "preview mobile"
     assert frame.evaluate("() => window.innerWidth") <= PHONE["width"]
 
+    # The variant's layout, a slide-in card: at phone width, a sheet at the frame's bottom.
+    field(page, "variants.1.offer.layout").select_option("slide_in")
+    frame = preview_changes(page)
+    frame.get_by_role("complementary", name="Free shipping today").wait_for()
+    assert json.loads(frame.locator("#exw-preview").text_content() or "{}")["layout"] == "slide_in"
+    top, bottom, height = frame.evaluate(
+        "() => { const r = document.querySelector('exit-widget').shadowRoot"
+        ".querySelector('.d').getBoundingClientRect(); return [r.top, r.bottom, innerHeight] }"
+    )
+    assert abs(bottom - height) < 1 and top >= 0.4 * height
+
     # The saved campaign is unchanged: its overview previews the saved headline.
     page.goto(f"{server.url}/admin/sites/{site}/campaigns/spring")
     handle = page.wait_for_selector("#preview-frame")

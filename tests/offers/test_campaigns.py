@@ -159,6 +159,29 @@ def test_specific_field_errors(overrides: dict[str, Any], path: str, fragment: s
     assert fragment in errors[path]
 
 
+def test_layouts_and_the_two_step_question() -> None:
+    old = parse_campaign(base())  # stored before layouts existed: the popup, no question
+    assert old.variants[0].offer.layout == "popup" and old.variants[0].offer.two_step is None
+    capture = {"kind": "email_capture", "headline": "Want 10% off?", "layout": "slide_in",
+               "two_step": {"yes_label": "Yes!"}}  # fmt: skip
+    offer = parse_campaign(base(variants=[{"key": "a", "offer": capture}])).variants[0].offer
+    assert offer.layout == "slide_in"
+    assert offer.two_step is not None
+    assert (offer.two_step.yes_label, offer.two_step.no_label) == ("Yes!", "No, thanks")
+    errors = errors_of(
+        base(variants=[
+            {"key": "a", "offer": {"kind": "message", "headline": "x", "layout": "fullscreen"}},
+            {"key": "b", "offer": {**capture, "two_step": {"no_label": "n" * 41}}},
+            {"key": "c", "offer": {"kind": "message", "headline": "x", "two_step": {}}},
+        ])
+    )  # fmt: skip
+    assert errors["variants.0.offer.layout"] == (
+        "Input should be 'popup', 'slide_in', 'bar_top' or 'bar_bottom'"
+    )
+    assert "at most 40 characters" in errors["variants.1.offer.two_step.no_label"]
+    assert "for email capture offers" in errors["variants.2.offer"]
+
+
 def test_json_text_and_garbage() -> None:
     assert parse_campaign(json.dumps(base())).id == "c1"
     assert errors_of("{not json")

@@ -61,6 +61,16 @@ def test_every_client_message_type_parses(fields: dict[str, object], cls: type) 
     assert message.id == "m1"
 
 
+def test_a_two_step_capture_reports_its_yes_and_its_no() -> None:
+    yes = p.parse_client_message(frame(type="offer_clicked", offer="o-1", action="yes"))
+    no = p.parse_client_message(frame(type="offer_dismissed", offer="o-1", how="declined"))
+    assert isinstance(yes, p.OfferClicked) and yes.action == "yes"
+    assert isinstance(no, p.OfferDismissed) and no.how == "declined"
+    with pytest.raises(ProtocolError) as info:
+        p.parse_client_message(frame(type="offer_dismissed", offer="o-1", how="maybe"))
+    assert info.value.code == p.INVALID_FIELD
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     message = p.parse_client_message(frame(type="ping", future_field={"x": 1}))
     assert isinstance(message, p.Ping)
@@ -242,6 +252,8 @@ offer_bodies = st.builds(
     expires_at=st.none() | ints,
     kinds=st.none() | st.lists(texts, max_size=6),
     not_before=st.none() | ints,
+    two_step=st.none() | st.builds(p.OfferTwoStep, yes=texts, no=texts),
+    layout=st.none() | st.sampled_from(["slide_in", "bar_top", "bar_bottom"]),
 )
 server_message = msgspec.json.Decoder(p.ServerMessage)
 

@@ -116,12 +116,18 @@ def blank_discount(kind: str = "") -> State:
             "code_format": "SAVE-{XXXXXX}"}  # fmt: skip
 
 
+def blank_two_step() -> State:
+    """No yes/no question: both labels empty (either one filled asks first)."""
+    return {"yes_label": "", "no_label": ""}
+
+
 def blank_variant(key: str) -> State:
     return {
         "key": key,
         "weight": "1",
         "offer": {
             "kind": "discount",
+            "layout": "popup",
             "headline": "",
             "body": "",
             "cta_label": "",
@@ -131,6 +137,7 @@ def blank_variant(key: str) -> State:
             "consent_label": {},
             "thanks": {},
             "privacy_url": "",
+            "two_step": blank_two_step(),
         },
         "discount": blank_discount("percent"),
     }
@@ -172,6 +179,7 @@ def state_from_campaign(campaign: Campaign) -> State:
         offer = variant["offer"]
         offer["cta_url"] = offer.get("cta_url") or ""
         offer["privacy_url"] = offer.get("privacy_url") or ""
+        offer["two_step"] = offer.get("two_step") or blank_two_step()
         if offer.get("free_shipping_threshold") is None:
             offer["free_shipping_threshold"] = ""
         discount = variant.get("discount")
@@ -349,6 +357,9 @@ def campaign_data(state: State) -> dict[str, Any]:
     for variant in as_list(data.get("variants")):
         if isinstance(variant, dict) and not as_dict(variant.get("discount")).get("type"):
             variant.pop("discount", None)
+        offer = as_dict(as_dict(variant).get("offer"))
+        if "two_step" in offer and not offer["two_step"]:
+            offer.pop("two_step")  # both labels empty: no question first
     return data
 
 

@@ -19,7 +19,8 @@ TRIGGER_FIELDS = ("exit_intent", "hesitation", "live", "min_time_on_site_s", "mi
 CAPS_FIELDS = tuple(Caps.model_fields)
 OFFER_FIELDS = ("kind", "headline", "body", "cta_label", "cta_url", "free_shipping_threshold",
                 "theme", "theme.accent", "theme.background", "theme.text",
-                "theme.radius", "privacy_url", "consent_label", "thanks")  # fmt: skip
+                "theme.radius", "privacy_url", "consent_label", "thanks", "layout", "two_step",
+                "two_step.yes_label", "two_step.no_label")  # fmt: skip
 DISCOUNT_FIELDS = ("type", "amount", "min_cart_value", "valid_minutes", "code_strategy",
                    "static_code", "code_format")  # fmt: skip
 CONDITION_PARTS = ("field", "op", "value")
@@ -48,6 +49,8 @@ LABELS = {
     "never_on_payment": "Never on the payment step", "variants": "Variants", "key": "Key",
     "weight": "Weight", "offer": "Offer", "kind": "Kind", "headline": "Headline",
     "privacy_url": "Privacy policy link", "consent_label": "Consent sentence", "thanks": "Thanks",
+    "layout": "Layout", "two_step": "Ask first (yes/no)", "yes_label": "Yes button",
+    "no_label": "No button",
     "body": "Text", "cta_label": "Button label", "cta_url": "Button link",
     "free_shipping_threshold": "Free shipping from", "theme": "Theme", "accent": "Accent colour",
     "background": "Background colour", "text": "Text colour", "radius": "Corner radius (px)",

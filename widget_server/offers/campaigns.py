@@ -22,6 +22,10 @@ CampaignStatus = Literal["draft", "active", "paused", "ended"]
 OfferKind = Literal[
     "discount", "similar_products", "email_capture", "free_shipping_progress", "message"
 ]
+# How the offer is drawn: a centred modal popup, a corner card, a bar at the top or the bottom of
+# the page (the last three leave the page usable). On phones the popup and the card become a
+# sheet at the bottom of the screen.
+OfferLayout = Literal["popup", "slide_in", "bar_top", "bar_bottom"]
 CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,47}$"
 VARIANT_KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,15}$"
 ALL_EXIT_KINDS: list[ExitIntentKind] = [
@@ -183,8 +187,17 @@ class Theme(_Model):
         return value
 
 
+class TwoStep(_Model):
+    """An email capture that asks first: the headline is the question, with a yes and a no
+    button; yes opens the email form, no dismisses the offer."""
+
+    yes_label: Annotated[str, Field(min_length=1, max_length=40)] = "Yes, please"
+    no_label: Annotated[str, Field(min_length=1, max_length=40)] = "No, thanks"
+
+
 class Offer(_Model):
     kind: OfferKind
+    layout: OfferLayout = "popup"
     headline: Annotated[str, Field(min_length=1, max_length=120)]
     body: Annotated[str, Field(max_length=500)] = ""
     cta_label: Annotated[str, Field(max_length=40)] = ""
@@ -195,6 +208,7 @@ class Offer(_Model):
     consent_label: Localized = Field(default_factory=dict)
     thanks: Localized = Field(default_factory=dict)
     privacy_url: str | None = None
+    two_step: TwoStep | None = None  # email_capture only
 
     @field_validator("cta_url", "privacy_url")
     @classmethod
@@ -205,6 +219,8 @@ class Offer(_Model):
     def _complete(self) -> Offer:
         if self.kind == "free_shipping_progress" and self.free_shipping_threshold is None:
             raise ValueError("free_shipping_progress needs free_shipping_threshold")
+        if self.two_step is not None and self.kind != "email_capture":
+            raise ValueError("a yes/no question first (two_step) is for email capture offers")
         return self
 
 

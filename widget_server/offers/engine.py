@@ -963,6 +963,7 @@ class OfferEngine:
             ),
             free_shipping=free_shipping,
             products=products,
+            layout=None if offer.layout == "popup" else offer.layout,
             **capture,
         )
 
@@ -1003,7 +1004,11 @@ class OfferEngine:
             reward = msgspec.structs.replace(
                 reward, submit_with_email=offer.cta_label or text("submit")
             )
+        two_step = offer.two_step
         return {
+            "two_step": (
+                p.OfferTwoStep(yes=two_step.yes_label, no=two_step.no_label) if two_step else None
+            ),
             "consent_label": text("consent_label", offer.consent_label),
             "thanks": text("thanks", offer.thanks),
             "privacy_url": offer.privacy_url,

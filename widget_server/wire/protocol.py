@@ -62,8 +62,11 @@ Device: TypeAlias = Literal["desktop", "mobile", "tablet"]
 ExitIntentKind: TypeAlias = Literal[
     "top_edge", "back_button", "scroll_up", "tab_switch", "keyboard", "idle"
 ]
-DismissHow: TypeAlias = Literal["close_button", "escape", "backdrop", "timeout", "navigation"]
-ClickAction: TypeAlias = Literal["cta", "code_copy", "product", "email_submit"]
+# "declined": the "no" of a two-step email capture; "yes" is its "yes" (the email form opens).
+DismissHow: TypeAlias = Literal[
+    "close_button", "escape", "backdrop", "timeout", "navigation", "declined"
+]
+ClickAction: TypeAlias = Literal["cta", "code_copy", "product", "email_submit", "yes"]
 # Who asked for the email consent: the widget's own email-capture overlay, or the shop's page
 # (its own code, or a tag manager reading the data layer).
 ConsentSource: TypeAlias = Literal["widget", "datalayer", "shop"]
@@ -418,6 +421,13 @@ class OfferReward(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=Tru
     privacy_label: str = ""
 
 
+class OfferTwoStep(Struct, frozen=True, gc=False, kw_only=True):
+    """An email capture that asks first: the headline is the question, with these two buttons."""
+
+    yes: str  # opens the email form
+    no: str  # dismisses the offer ("declined")
+
+
 class OfferApply(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """How the shop applies the offer's code (see the site's ``apply_code``)."""
 
@@ -444,6 +454,8 @@ class OfferBody(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True)
     thanks: str | None = None  # email_capture: shown after submitting
     privacy_url: str | None = None  # email_capture: the shop's privacy policy
     reward: OfferReward | None = None  # email_capture: what submitting gives
+    two_step: OfferTwoStep | None = None  # email_capture: a yes/no question before the form
+    layout: str | None = None  # slide_in | bar_top | bar_bottom; absent: popup
     apply: OfferApply | None = None  # offers with a code: how the shop applies it
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
     kinds: list[str] | None = None  # arm: the exit-intent kinds that show it

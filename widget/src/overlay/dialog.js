@@ -1,5 +1,6 @@
-// The offer dialog: a modal in a shadow root at the end of <html>, with a focus trap, a countdown
-// when the offer expires, and a teaser pill that stays after a dismissal and reopens it.
+// The offer dialog, in a shadow root at the end of <html>: a modal popup with a focus trap, or
+// (the offer's `layout`) a corner card or a bar at the top or bottom that leaves the page usable.
+// A countdown when the offer expires; a teaser pill that stays after a dismissal and reopens it.
 
 import { amount, cut, now, quietly } from "../util.js";
 import { attrs, el } from "./dom.js";
@@ -10,6 +11,7 @@ export let core; // what the core lends the overlay: {send, valid, preview, clos
 export let host; // <exit-widget>, the shadow host
 let shadow;
 export let dialog = null; // the open dialog's element
+export let modal; // whether it is the modal popup (else the page stays usable around it)
 let current = null; // the offer of the dialog or of the pill
 let pill = null;
 let previousFocus; // where the focus goes back to when the dialog closes
@@ -67,16 +69,22 @@ export const focusables = () =>
 export const closeDialog = () => {
   clearInterval(countdownTimer);
   if (!dialog) return;
+  // A non-modal layout gives the focus back only if it had it: the visitor may be typing elsewhere.
+  const back = modal || dialog.contains(shadow.activeElement);
   dialog.parentNode.remove();
   dialog = null;
   try {
-    if (previousFocus && previousFocus.isConnected) previousFocus.focus({ preventScroll: true });
+    if (back && previousFocus && previousFocus.isConnected)
+      previousFocus.focus({ preventScroll: true });
   } catch (e) {}
 };
 
 export const dropPill = () => pill && (pill.remove(), (pill = null));
 
-/** The visitor closed it ("close_button", "escape", "backdrop") or it ran out ("timeout"). */
+/**
+ * The visitor closed it ("close_button", "escape", "backdrop"), said no to a two-step question
+ * ("declined": no teaser pill then) or it ran out ("timeout").
+ */
 const dismiss = (how) => {
   if (!dialog) return;
   const offer = current;
@@ -87,7 +95,7 @@ const dismiss = (how) => {
     visible_ms: Math.round(Math.min(Math.max(0, now() - openedAt), 864e5)),
   });
   closeDialog();
-  if (how != "timeout") teaser(offer);
+  if (!/^(timeout|declined)$/.test(how)) teaser(offer);
   closed();
 };
 
@@ -131,13 +139,19 @@ export const render = (offer) => {
   openedAt = now();
   const wrapper = wrap(offer);
   const cta = offer.cta || {};
-  el("div", "b", null, wrapper).onclick = quietly(() => dismiss("backdrop"));
-  dialog = attrs(el("div", "d", null, wrapper), {
-    role: "dialog",
-    "aria-modal": "true",
-    "aria-labelledby": "exw-h",
-    tabindex: "-1",
-  });
+  // The layout's class (style.js); anything else is the popup.
+  const layout = { slide_in: "s", bar_top: "a u", bar_bottom: "a v" }[offer.layout] || "m";
+  modal = layout == "m";
+  if (modal) el("div", "b", null, wrapper).onclick = quietly(() => dismiss("backdrop"));
+  // The card and the bars do not take the focus nor block the page: not a dialog (which a screen
+  // reader announces as where the focus is now) but a landmark, named by the headline, that
+  // the visitor can reach like the page's other regions.
+  dialog = attrs(
+    el("div", "d " + layout, null, wrapper),
+    modal
+      ? { role: "dialog", "aria-modal": "true", "aria-labelledby": "exw-h", tabindex: "-1" }
+      : { role: "complementary", "aria-labelledby": "exw-h" }
+  );
   attrs(el("button", "x", "\u00d7", dialog), { "aria-label": "Close", type: "button" }).onclick =
     quietly(() => dismiss("close_button"));
   el("h2", 0, cut(offer.headline, 300), dialog).id = "exw-h";
@@ -145,13 +159,23 @@ export const render = (offer) => {
   if (offer.kind == "discount" && offer.code) discountCode(offer.code, offer);
   if (offer.kind == "similar_products" && Array.isArray(offer.products))
     productGrid(offer.products);
-  if (offer.kind == "email_capture") emailForm(offer, cta);
+  const two = offer.two_step;
+  if (offer.kind == "email_capture" && two) {
+    // Two steps: a yes/no question first (the headline); yes brings the email form in its place.
+    const row = el("div", "y", null, dialog);
+    el("button", "c", cut(two.yes, 40), row).onclick = quietly(() => {
+      report("yes");
+      row.replaceWith(emailForm(offer, cta));
+      dialog.querySelector("[type=email]").focus();
+    });
+    el("button", "c n", cut(two.no, 40), row).onclick = quietly(() => dismiss("declined"));
+  } else if (offer.kind == "email_capture") emailForm(offer, cta);
   else if (cta.label) callToAction(cta, offer);
   if (offer.expires_at) countdown(offer.expires_at);
-  // The focus trap: Tab and Shift+Tab cycle inside the dialog; Escape dismisses it.
+  // Escape dismisses it; the popup's focus trap: Tab and Shift+Tab cycle inside it.
   dialog.onkeydown = quietly((e) => {
     if (e.key == "Escape") e.preventDefault(), dismiss("escape");
-    else if (e.key == "Tab") {
+    else if (modal && e.key == "Tab") {
       const items = focusables();
       const last = items.length - 1;
       const at = items.indexOf(shadow.activeElement);
@@ -160,8 +184,9 @@ export const render = (offer) => {
     }
   });
   // The countdown may have closed it already. Not in a preview: the admin page around it keeps
-  // the keyboard focus. Else the first control after the close button takes it.
-  if (dialog && !core.preview) {
+  // the keyboard focus; nor in a non-modal layout. Else the first control after the close
+  // button takes it.
+  if (dialog && modal && !core.preview) {
     const items = focusables();
     (items[1] || items[0]).focus({ preventScroll: true });
   }

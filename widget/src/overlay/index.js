@@ -11,6 +11,7 @@ import {
   focusables,
   host,
   lend,
+  modal,
   mount,
   render,
   show,
@@ -20,8 +21,13 @@ import { reward } from "./parts.js";
 
 const create = (lent) => {
   lend(lent);
-  // Focus that leaves the open dialog (a click or a script elsewhere on the page) comes back.
-  listen(document, "focusin", (e) => dialog && e.target != host && focusables()[0].focus());
+  // Focus that leaves the open popup (a click or a script elsewhere on the page) comes back;
+  // the non-modal layouts let it go.
+  listen(
+    document,
+    "focusin",
+    (e) => dialog && modal && e.target != host && focusables()[0].focus()
+  );
   return {
     mount,
     render, // draw this offer now (an armed offer on exit intent, the admin's preview)

@@ -75,6 +75,7 @@ export const productGrid = (products) => {
  * what will happen: with a code to give, "Email me my code" when the box is ticked and "Show my
  * code" when it is not; without one, consent is required. Submitting sends `offer_capture` and
  * replaces the form with the thanks; the code follows in a `reward` (see `reward` below).
+ * Returns the form.
  */
 export const emailForm = (offer, cta) => {
   const form = el("form", "f", null, dialog);
@@ -122,6 +123,7 @@ export const emailForm = (offer, cta) => {
       focusables()[0].focus();
     })();
   };
+  return form;
 };
 
 /** The server's answer to a capture: its thanks, the code (with a copy button), the note. */
