@@ -128,6 +128,7 @@ def blank_variant(key: str) -> State:
             "cta_url": "",
             "free_shipping_threshold": "",
             "theme": Theme().model_dump(),
+            "translations": {},
             "consent_label": {},
             "thanks": {},
             "privacy_url": "",
@@ -312,18 +313,32 @@ def _free_key(variants: list[Any]) -> str:
     return next(k for k in "abcdefghijklmnop" if k not in used)
 
 
-LOCALIZED = ("consent_label", "thanks")
+LOCALIZED = ("consent_label", "thanks", "translations")
 
 
-def text_locales(state: State, site_locale: str) -> list[str]:
-    """The languages the editor offers for the localized texts: the site's, English, and any a
-    variant already has (plain language codes: a form field name holds no region)."""
-    found = {site_locale.split("-")[0], "en"}
+def text_locales(state: State, site_locale: str, languages: Sequence[str] = ()) -> list[str]:
+    """The languages the editor offers for the localized texts: the site's, English, the other
+    languages the shop sells in (``languages``), and any a variant already has (plain language
+    codes: a form field name holds no region). The site's comes first."""
+    own = site_locale.split("-")[0]
+    found = {own, "en", *(code for code in languages if re.fullmatch(r"[a-z]{2}", code))}
     for variant in as_list(state.get("variants")):
         offer = as_dict(as_dict(variant).get("offer"))
         for field in LOCALIZED:
             found.update(k for k in as_dict(offer.get(field)) if re.fullmatch(r"[a-z]{2}", k))
-    return sorted(found, key=lambda code: (code != site_locale.split("-")[0], code))
+    return sorted(found, key=lambda code: (code != own, code))
+
+
+def translation_locales(state: State, locales: Sequence[str], site_locale: str) -> list[str]:
+    """The languages a variant's headline, body and button label can be translated into: all
+    of :func:`text_locales` but the site's own (its texts are the base fields), unless a
+    variant has a translation into it already."""
+    own = site_locale.split("-")[0]
+    kept = any(
+        as_dict(as_dict(as_dict(variant).get("offer")).get("translations")).get(own)
+        for variant in as_list(state.get("variants"))
+    )
+    return [code for code in locales if code != own or kept]
 
 
 # --- from state to campaign data ----------------------------------------------------------------
@@ -349,6 +364,9 @@ def campaign_data(state: State) -> dict[str, Any]:
     for variant in as_list(data.get("variants")):
         if isinstance(variant, dict) and not as_dict(variant.get("discount")).get("type"):
             variant.pop("discount", None)
+        offer = as_dict(as_dict(variant).get("offer"))
+        if isinstance(offer.get("translations"), dict):  # a language left blank: none
+            offer["translations"] = {k: v for k, v in offer["translations"].items() if v}
     return data
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..offers.campaigns import Caps, FieldError
+from ..offers.campaigns import WORD_FIELDS, Caps, FieldError
 from .campaign_form import PAGE_TYPES, TOP_LEVEL, State, as_dict, as_list
 
 SCHEDULE_FIELDS = ("start", "end", "weekdays", "hours", "timezone")
@@ -19,7 +19,8 @@ TRIGGER_FIELDS = ("exit_intent", "hesitation", "live", "min_time_on_site_s", "mi
 CAPS_FIELDS = tuple(Caps.model_fields)
 OFFER_FIELDS = ("kind", "headline", "body", "cta_label", "cta_url", "free_shipping_threshold",
                 "theme", "theme.accent", "theme.background", "theme.text",
-                "theme.radius", "privacy_url", "consent_label", "thanks")  # fmt: skip
+                "theme.radius", "privacy_url", "consent_label", "thanks",
+                "translations")  # fmt: skip
 DISCOUNT_FIELDS = ("type", "amount", "min_cart_value", "valid_minutes", "code_strategy",
                    "static_code", "code_format")  # fmt: skip
 CONDITION_PARTS = ("field", "op", "value")
@@ -48,6 +49,7 @@ LABELS = {
     "never_on_payment": "Never on the payment step", "variants": "Variants", "key": "Key",
     "weight": "Weight", "offer": "Offer", "kind": "Kind", "headline": "Headline",
     "privacy_url": "Privacy policy link", "consent_label": "Consent sentence", "thanks": "Thanks",
+    "translations": "Other languages",
     "body": "Text", "cta_label": "Button label", "cta_url": "Button link",
     "free_shipping_threshold": "Free shipping from", "theme": "Theme", "accent": "Accent colour",
     "background": "Background colour", "text": "Text colour", "radius": "Corner radius (px)",
@@ -81,6 +83,8 @@ def anchors(state: State) -> set[str]:
         offer = as_dict(as_dict(variant).get("offer"))
         for name in ("consent_label", "thanks"):  # by language
             found.update(f"{prefix}.offer.{name}.{code}" for code in as_dict(offer.get(name)))
+        for code in as_dict(offer.get("translations")):
+            found.update(f"{prefix}.offer.translations.{code}.{name}" for name in WORD_FIELDS)
         found.add(f"{prefix}.discount")
         found.update(f"{prefix}.discount.{name}" for name in DISCOUNT_FIELDS)
     return found
@@ -114,7 +118,10 @@ def describe(path: str) -> str:
     parts = path.split(".")
     if parts[0] == "variants" and len(parts) > 1 and parts[1].isdigit():
         rest = [p for p in parts[2:] if p not in ("offer",)]
-        return f"Variant {int(parts[1]) + 1}" + (f": {label(rest[-1])}" if rest else "")
+        where = f"Variant {int(parts[1]) + 1}" + (f": {label(rest[-1])}" if rest else "")
+        if rest[:1] == ["translations"] and len(rest) == 3:
+            where += f" ({rest[1]})"  # Variant 1: Headline (de)
+        return where
     if parts[:2] == ["targeting", "any"] and len(parts) > 2:
         where = f"Targeting group {int(parts[2]) + 1}"
         if len(parts) > 4:

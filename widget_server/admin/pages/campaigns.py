@@ -198,6 +198,7 @@ async def editor_page(
     base_version: int | None = None,
 ) -> Response:
     placed, summary = place_errors(errors or [], state)
+    locales = cf.text_locales(state, site.locale, site.text_locales)
     return admin.page(
         "campaign_form.html",
         status=status,
@@ -219,7 +220,8 @@ async def editor_page(
         value_choices=await value_choices_of(admin, site),
         sentence=sentence_of(state, site.currency),
         statuses=STATUSES,
-        text_locales=cf.text_locales(state, site.locale),
+        text_locales=locales,
+        translation_locales=cf.translation_locales(state, locales, site.locale),
     )
 
 
