@@ -130,6 +130,9 @@ def test_the_preview_shows_the_chosen_language(owner: AdminClient, r: redis.Redi
         assert page.status_code == 200 and offer_of(page.text)["headline"] == headline, locale
         saved = owner.get(base, params={"locale": locale})
         assert offer_of(saved.text)["headline"] == headline, locale
+    overview = owner.get(f"/admin/sites/{site}/campaigns/sale", params={"locale": "de"}).text
+    assert 'lang="de" aria-current="true">de</a>' in overview
+    assert "/preview?variant=a&amp;width=desktop&amp;locale=de" in overview
     german = owner.post(base, {**form, "preview_locale": "de"}).text
     assert '<html lang="de">' in german
     assert offer_of(german)["body"] == "Only today."  # not translated: the base text
