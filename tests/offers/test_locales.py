@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from widget_server.offers.campaigns import CampaignInvalid, Offer, parse_campaign
@@ -164,13 +164,22 @@ def test_each_visitor_gets_the_words_of_their_locale(
     assert shown is not None and (shown["headline"], shown["cta"]["label"]) == (headline, cta)
 
 
-def test_malformed_locales_get_the_sites_words_and_no_error(server: ServerProcess) -> None:
+@pytest.fixture(scope="module")
+def german_base_site(server: ServerProcess) -> str:
+    """A German site whose campaign has an English translation."""
     site = add_site(server.redis_url, locale="de")
     german_base = {**TRANSLATED, "headline": "Warte! 10 % Rabatt", "translations": {
         "en": {"headline": "Wait! 10% off"}}}  # fmt: skip
     save_campaigns(server.redis_url, site, [
         message_campaign("sale", variants=[{"key": "a", "offer": german_base}])
     ])  # fmt: skip
+    return site
+
+
+def test_malformed_locales_get_the_sites_words_and_no_error(
+    server: ServerProcess, german_base_site: str
+) -> None:
+    site = german_base_site
     assert exit_offer(server, site, "en")[1]["headline"] == "Wait! 10% off"
     for lang in HOSTILE:
         with Client(server.ws_url) as c:
@@ -183,6 +192,29 @@ def test_malformed_locales_get_the_sites_words_and_no_error(server: ServerProces
             assert message["offer"]["headline"] == "Warte! 10 % Rabatt", lang
             offer = c.signal_answer(EXIT)
             assert offer is not None and offer["headline"] == "Warte! 10 % Rabatt"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lang=st.one_of(st.text(max_size=40), st.from_regex(r"\A[a-z]{2}(-[A-Za-z]{2})?\Z"),
+                      st.sampled_from(HOSTILE), st.integers(), st.none()))  # fmt: skip
+def test_any_locale_over_a_real_socket_gets_an_offer_and_no_error(
+    server: ServerProcess, german_base_site: str, lang: object
+) -> None:
+    """Whatever a hello says its locale is, the visitor is welcomed and armed: in English for
+    ``en`` and its regions, else in the site's German."""
+    english = isinstance(lang, str) and re.fullmatch(r"en(-[A-Za-z]{2})?", lang) is not None
+    with Client(server.ws_url) as c:
+        c.send({"type": "hello", "v": 1, "site": german_base_site, "visitor": new_visitor(),
+                "lang": lang})  # fmt: skip
+        seen = []
+        while (message := c.recv()).get("type") != "arm":
+            seen.append(message)
+        assert "error" not in [m["type"] for m in seen], seen
+        assert "welcome" in [m["type"] for m in seen]
+        expected = "Wait! 10% off" if english else "Warte! 10 % Rabatt"
+        assert message["offer"]["headline"] == expected
 
 
 def test_free_shipping_amount_is_filled_into_the_translated_text(server: ServerProcess) -> None:
