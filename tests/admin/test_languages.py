@@ -14,7 +14,7 @@ from playwright.sync_api import Page
 
 from widget_server.store.keys import Keys
 
-from ..support import ServerProcess
+from ..support import ServerProcess, message_campaign, save_campaigns
 from .test_admin import (
     AdminClient,
     editor_fields,
@@ -161,3 +161,24 @@ def test_the_editor_previews_each_language(
     assert headline_in(preview_changes(page), "Warte! 10 % Rabatt")
     page.get_by_label("Language").select_option("en")
     assert headline_in(preview_changes(page), "Wait! 10% off")
+
+
+def test_a_regional_translation_set_in_json_is_shown_and_kept(
+    owner: AdminClient, r: redis.Redis, redis_url: str
+) -> None:
+    site = german_site(owner)
+    campaign = message_campaign("region", variants=[{"key": "a", "offer": {
+        "kind": "message", "headline": "Wait! 10% off",
+        "translations": {"de-AT": {"headline": "Geh bitte! 10 % Rabatt"}}}}])  # fmt: skip
+    off_loop(save_campaigns, redis_url, site, [campaign])
+    before = stored_campaign(r, site, "region")["variants"][0]["offer"]["translations"]
+    fields = editor_fields(owner, site, "region")
+    assert fields[f"{TR}.de-AT.headline"] == ["Geh bitte! 10 % Rabatt"]
+    assert f"{TR}.de.headline" in fields and f"{TR}.fr.headline" in fields
+    fields[f"{TR}.de-AT.cta_label"] = ["y" * 41]
+    refused = owner.post(f"/admin/sites/{site}/campaigns/region/edit", fields)
+    assert refused.status_code == 422 and f'id="err-{TR}.de-AT.cta_label"' in refused.text
+    fields[f"{TR}.de-AT.cta_label"] = [""]
+    assert owner.post(f"/admin/sites/{site}/campaigns/region/edit", fields).status_code == 303
+    after = stored_campaign(r, site, "region")["variants"][0]["offer"]["translations"]
+    assert after == before and after["de-AT"]["headline"] == "Geh bitte! 10 % Rabatt"

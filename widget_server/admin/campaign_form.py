@@ -96,7 +96,9 @@ MAX_FIELDS = 3000
 MAX_VARIANTS = 10
 MAX_GROUPS = 20
 MAX_CONDITIONS = 20
-_NAME = re.compile(r"^[a-z_]+(\.[a-z0-9_]+){0,6}$")
+# A name's parts: lower-case words and indices; a locale with a region (``de-AT``) also.
+_NAME = re.compile(r"^[a-z_]+(\.[a-z0-9_]+(-[A-Za-z]{2})?){0,6}$")
+_LOCALE = re.compile(r"[a-z]{2}(-[A-Za-z]{2})?")
 _INDEX = re.compile(r"^\d{1,3}$")
 _ACTION = re.compile(
     r"^(add:(variants|targeting\.any|targeting\.any\.\d{1,2}\.all)"
@@ -330,15 +332,18 @@ def text_locales(state: State, site_locale: str, languages: Sequence[str] = ()) 
 
 
 def translation_locales(state: State, locales: Sequence[str], site_locale: str) -> list[str]:
-    """The languages a variant's headline, body and button label can be translated into: all
-    of :func:`text_locales` but the site's own (its texts are the base fields), unless a
-    variant has a translation into it already."""
+    """The locales a variant's headline, body and button label can be translated into: all of
+    :func:`text_locales` but the site's own language (its texts are the base fields), and any
+    locale a variant has a translation into already (``de-AT`` too, so it is kept on save)."""
     own = site_locale.split("-")[0]
-    kept = any(
-        as_dict(as_dict(as_dict(variant).get("offer")).get("translations")).get(own)
+    offered = [code for code in locales if code != own]
+    found = {
+        code
         for variant in as_list(state.get("variants"))
-    )
-    return [code for code in locales if code != own or kept]
+        for code in as_dict(as_dict(as_dict(variant).get("offer")).get("translations"))
+        if _LOCALE.fullmatch(code)
+    }
+    return offered + sorted(found - set(offered))
 
 
 # --- from state to campaign data ----------------------------------------------------------------

@@ -7,6 +7,7 @@ the form names every error in words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from ..offers.campaigns import WORD_FIELDS, Caps, FieldError
@@ -84,7 +85,9 @@ def anchors(state: State) -> set[str]:
         for name in ("consent_label", "thanks"):  # by language
             found.update(f"{prefix}.offer.{name}.{code}" for code in as_dict(offer.get(name)))
         for code in as_dict(offer.get("translations")):
-            found.update(f"{prefix}.offer.translations.{code}.{name}" for name in WORD_FIELDS)
+            if re.fullmatch(r"[a-z]{2}(-[A-Za-z]{2})?", code):  # the editor has inputs for it
+                found.add(f"{prefix}.offer.translations.{code}")
+                found.update(f"{prefix}.offer.translations.{code}.{name}" for name in WORD_FIELDS)
         found.add(f"{prefix}.discount")
         found.update(f"{prefix}.discount.{name}" for name in DISCOUNT_FIELDS)
     return found

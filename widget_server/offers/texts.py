@@ -103,12 +103,6 @@ def pick_word(translations: Mapping[str, str], base: str, locale: str) -> str:
     return base
 
 
-def clean_locale(value: object) -> str:
-    """``value`` when it is a plain locale (``de``, ``de-AT``), else ``""`` (the site's)."""
-    ok = isinstance(value, str) and len(value) <= 5 and _LOCALE.fullmatch(value) is not None
-    return value if ok and isinstance(value, str) else ""
-
-
 def wording_version(text: str, locale: str) -> str:
     """A short stable name of the exact sentence a visitor agreed to, kept in the consent record
     (``en:3f9a0c1d2b4e``); the site keeps each version's text (:func:`consent wordings
