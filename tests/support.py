@@ -124,6 +124,7 @@ def add_site(
     keys: Keys | None = None,
     frequency: Frequency | None = None,
     holdout: float = 0.0,
+    locale: str = "en",
 ) -> str:
     """Create a site with a fresh key (so tests never share state) and return its key.
     ``frequency``: the site's frequency policy (default: the product's default, one offer per
@@ -140,6 +141,7 @@ def add_site(
                     origins=origins if origins is not None else ["https://shop.test"],
                     frequency=frequency,
                     holdout=holdout,
+                    locale=locale,
                 )
             )
         finally:

@@ -340,3 +340,29 @@ def test_demo_campaigns_make_sense_for_the_demo_shop() -> None:
                 assert variant.offer.free_shipping_threshold == threshold, campaign.id
                 ceiling = campaign.trigger.max_cart_value
                 assert ceiling is not None and ceiling < threshold, campaign.id
+
+
+def test_a_visitor_switches_the_shop_to_german_and_it_stays(catalog: list[DemoProduct]) -> None:
+    """``?lang=de`` sets the page's language (which the widget sends) and keeps it for the
+    next pages; anything else is ignored."""
+    visitor = TestClient(Starlette(routes=demo_routes("demo", catalog)))
+    assert '<html lang="en">' in visitor.get("/demo/").text
+    german = visitor.get("/demo/?lang=de")
+    assert '<html lang="de">' in german.text
+    assert 'href="?lang=en"' in german.text and 'aria-current="true">Deutsch' in german.text
+    assert '<html lang="de">' in visitor.get("/demo/cart").text
+    for odd in (HOSTILE, "fr", "de-AT", "../en"):
+        page = visitor.get("/demo/cart", params={"lang": odd})
+        assert '<html lang="de">' in page.text and "alert(1)" not in page.text, odd
+    assert '<html lang="en">' in visitor.get("/demo/c/x?lang=en").text  # a 404 page too
+    assert '<html lang="en">' in visitor.get("/demo/cart").text
+
+
+def test_every_demo_campaign_speaks_german() -> None:
+    examples = json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())
+    for campaign in map(parse_campaign, examples):
+        for variant in campaign.variants:
+            offer = variant.offer
+            assert offer.words("de").headline != offer.headline, (campaign.id, variant.key)
+            assert offer.words("de-AT") == offer.words("de")
+            assert offer.words("fr").headline == offer.headline

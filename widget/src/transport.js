@@ -5,7 +5,7 @@
 // connections in a row, sendBeacon when the page is hidden or goes away).
 
 import { consent } from "./consent.js";
-import { device, origin, site } from "./env.js";
+import { device, origin, script, site } from "./env.js";
 import { arm, reward, show, withdraw } from "./offers.js";
 import { page } from "./pages.js";
 import { configure } from "./signals.js";
@@ -187,9 +187,12 @@ const receive = (message) => {
   else if (type == "reward") reward(message);
 };
 
-/** The page's language (<html lang>), when it is a plain one: the offers' texts follow it. */
+/**
+ * The visitor's locale, when it is a plain one: the script tag's data-locale, else the page's
+ * <html lang> (else none: the server uses the site's). The offers' texts follow it.
+ */
 const lang = () => {
-  const value = (document.documentElement.lang || "").replace("_", "-");
+  const value = (script.dataset.locale || document.documentElement.lang || "").replace("_", "-");
   return /^[a-z]{2}(-[A-Za-z]{2})?$/.test(value) ? value : undefined;
 };
 

@@ -96,7 +96,9 @@ MAX_FIELDS = 3000
 MAX_VARIANTS = 10
 MAX_GROUPS = 20
 MAX_CONDITIONS = 20
-_NAME = re.compile(r"^[a-z_]+(\.[a-z0-9_]+){0,6}$")
+# A name's parts: lower-case words and indices; a locale with a region (``de-AT``) also.
+_NAME = re.compile(r"^[a-z_]+(\.[a-z0-9_]+(-[A-Za-z]{2})?){0,6}$")
+_LOCALE = re.compile(r"[a-z]{2}(-[A-Za-z]{2})?")
 _INDEX = re.compile(r"^\d{1,3}$")
 _ACTION = re.compile(
     r"^(add:(variants|targeting\.any|targeting\.any\.\d{1,2}\.all)"
@@ -134,6 +136,7 @@ def blank_variant(key: str) -> State:
             "cta_url": "",
             "free_shipping_threshold": "",
             "theme": Theme().model_dump(),
+            "translations": {},
             "consent_label": {},
             "thanks": {},
             "privacy_url": "",
@@ -320,18 +323,35 @@ def _free_key(variants: list[Any]) -> str:
     return next(k for k in "abcdefghijklmnop" if k not in used)
 
 
-LOCALIZED = ("consent_label", "thanks")
+LOCALIZED = ("consent_label", "thanks", "translations")
 
 
-def text_locales(state: State, site_locale: str) -> list[str]:
-    """The languages the editor offers for the localized texts: the site's, English, and any a
-    variant already has (plain language codes: a form field name holds no region)."""
-    found = {site_locale.split("-")[0], "en"}
+def text_locales(state: State, site_locale: str, languages: Sequence[str] = ()) -> list[str]:
+    """The languages the editor offers for the localized texts: the site's, English, the other
+    languages the shop sells in (``languages``), and any a variant already has (plain language
+    codes: a form field name holds no region). The site's comes first."""
+    own = site_locale.split("-")[0]
+    found = {own, "en", *(code for code in languages if re.fullmatch(r"[a-z]{2}", code))}
     for variant in as_list(state.get("variants")):
         offer = as_dict(as_dict(variant).get("offer"))
         for field in LOCALIZED:
             found.update(k for k in as_dict(offer.get(field)) if re.fullmatch(r"[a-z]{2}", k))
-    return sorted(found, key=lambda code: (code != site_locale.split("-")[0], code))
+    return sorted(found, key=lambda code: (code != own, code))
+
+
+def translation_locales(state: State, locales: Sequence[str], site_locale: str) -> list[str]:
+    """The locales a variant's headline, body and button label can be translated into: all of
+    :func:`text_locales` but the site's own language (its texts are the base fields), and any
+    locale a variant has a translation into already (``de-AT`` too, so it is kept on save)."""
+    own = site_locale.split("-")[0]
+    offered = [code for code in locales if code != own]
+    found = {
+        code
+        for variant in as_list(state.get("variants"))
+        for code in as_dict(as_dict(as_dict(variant).get("offer")).get("translations"))
+        if _LOCALE.fullmatch(code)
+    }
+    return offered + sorted(found - set(offered))
 
 
 # --- from state to campaign data ----------------------------------------------------------------
@@ -360,6 +380,8 @@ def campaign_data(state: State) -> dict[str, Any]:
         offer = as_dict(as_dict(variant).get("offer"))
         if "two_step" in offer and not offer["two_step"]:
             offer.pop("two_step")  # both labels empty: no question first
+        if isinstance(offer.get("translations"), dict):  # a language left blank: none
+            offer["translations"] = {k: v for k, v in offer["translations"].items() if v}
     return data
 
 

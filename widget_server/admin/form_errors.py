@@ -7,9 +7,10 @@ the form names every error in words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from ..offers.campaigns import Caps, FieldError
+from ..offers.campaigns import WORD_FIELDS, Caps, FieldError
 from .campaign_form import PAGE_TYPES, TOP_LEVEL, State, as_dict, as_list
 
 SCHEDULE_FIELDS = ("start", "end", "weekdays", "hours", "timezone")
@@ -20,7 +21,7 @@ CAPS_FIELDS = tuple(Caps.model_fields)
 OFFER_FIELDS = ("kind", "headline", "body", "cta_label", "cta_url", "free_shipping_threshold",
                 "theme", "theme.accent", "theme.background", "theme.text",
                 "theme.radius", "privacy_url", "consent_label", "thanks", "layout", "two_step",
-                "two_step.yes_label", "two_step.no_label")  # fmt: skip
+                "two_step.yes_label", "two_step.no_label", "translations")  # fmt: skip
 DISCOUNT_FIELDS = ("type", "amount", "min_cart_value", "valid_minutes", "code_strategy",
                    "static_code", "code_format")  # fmt: skip
 CONDITION_PARTS = ("field", "op", "value")
@@ -51,6 +52,7 @@ LABELS = {
     "privacy_url": "Privacy policy link", "consent_label": "Consent sentence", "thanks": "Thanks",
     "layout": "Layout", "two_step": "Ask first (yes/no)", "yes_label": "Yes button",
     "no_label": "No button",
+    "translations": "Other languages",
     "body": "Text", "cta_label": "Button label", "cta_url": "Button link",
     "free_shipping_threshold": "Free shipping from", "theme": "Theme", "accent": "Accent colour",
     "background": "Background colour", "text": "Text colour", "radius": "Corner radius (px)",
@@ -84,6 +86,10 @@ def anchors(state: State) -> set[str]:
         offer = as_dict(as_dict(variant).get("offer"))
         for name in ("consent_label", "thanks"):  # by language
             found.update(f"{prefix}.offer.{name}.{code}" for code in as_dict(offer.get(name)))
+        for code in as_dict(offer.get("translations")):
+            if re.fullmatch(r"[a-z]{2}(-[A-Za-z]{2})?", code):  # the editor has inputs for it
+                found.add(f"{prefix}.offer.translations.{code}")
+                found.update(f"{prefix}.offer.translations.{code}.{name}" for name in WORD_FIELDS)
         found.add(f"{prefix}.discount")
         found.update(f"{prefix}.discount.{name}" for name in DISCOUNT_FIELDS)
     return found
@@ -117,7 +123,10 @@ def describe(path: str) -> str:
     parts = path.split(".")
     if parts[0] == "variants" and len(parts) > 1 and parts[1].isdigit():
         rest = [p for p in parts[2:] if p not in ("offer",)]
-        return f"Variant {int(parts[1]) + 1}" + (f": {label(rest[-1])}" if rest else "")
+        where = f"Variant {int(parts[1]) + 1}" + (f": {label(rest[-1])}" if rest else "")
+        if rest[:1] == ["translations"] and len(rest) == 3:
+            where += f" ({rest[1]})"  # Variant 1: Headline (de)
+        return where
     if parts[:2] == ["targeting", "any"] and len(parts) > 2:
         where = f"Targeting group {int(parts[2]) + 1}"
         if len(parts) > 4:

@@ -57,6 +57,7 @@ from . import simulate as cli_simulate
 
 DEMO_SITE = "demo"
 DEMO_HOLDOUT = 0.1
+DEMO_LANGUAGES = ["de"]  # the demo shop switches to German (?lang=de)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -207,9 +208,12 @@ async def _seed_demo(url: str, settings: Settings, ports: Sequence[int]) -> str 
         applies = CodeApply(mode="callback")
         if existing is None:  # a site-wide holdout of 10%, so the dashboard has a total
             site = new_site(DEMO_SITE, name="Demo shop", origins=origins, apply_code=applies,
-                            holdout=DEMO_HOLDOUT)  # fmt: skip
+                            holdout=DEMO_HOLDOUT, text_locales=DEMO_LANGUAGES)  # fmt: skip
         else:  # keep the site's secret across restarts; follow the port we run on now
-            site = msgspec.structs.replace(existing, origins=origins, apply_code=applies)
+            site = msgspec.structs.replace(
+                existing, origins=origins, apply_code=applies,
+                text_locales=existing.text_locales or DEMO_LANGUAGES,
+            )  # fmt: skip
         await registry.save(site)
         flows = load_config((settings.examples_dir / "demo-mail-flows.json").read_text())
         base = f"http://127.0.0.1:{settings.port}"
@@ -356,6 +360,7 @@ async def _sites_add(url: str, settings: Settings, args: argparse.Namespace) -> 
         currency=args.currency,
         locale=args.locale,
         timezone=args.timezone,
+        text_locales=args.language,
     )
     client = open_store(url, settings.redis_mode)
     try:
@@ -581,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", help="display name")
     add.add_argument("--currency", default="EUR", help="ISO 4217 code (default EUR)")
     add.add_argument("--locale", default="en", help="e.g. en, de, fr-FR (default en)")
+    add.add_argument(
+        "--language",
+        action="append",
+        default=[],
+        help="another language the shop sells in, e.g. de: campaign texts in it (repeatable)",
+    )
     add.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
     add.add_argument("--replace", action="store_true", help="overwrite an existing site")
     sites_sub.add_parser("list", help="list sites")

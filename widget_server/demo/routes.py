@@ -49,6 +49,10 @@ IMAGE_HEADERS = {
 }
 
 GaItem = dict[str, str | float | int]
+# The languages a visitor can switch the shop to (?lang=de): the page's <html lang>, which the
+# widget sends, so the offers follow; the shop's own texts stay English.
+LANGUAGES = {"en": "English", "de": "Deutsch"}
+LANG_COOKIE = "demo_lang"
 
 
 def demo_routes(site_key: str, catalog: list[DemoProduct]) -> list[BaseRoute]:
@@ -124,6 +128,7 @@ class _DemoShop:
 
     def _page(
         self,
+        request: Request,
         template: str,
         page_type: str,
         *,
@@ -131,14 +136,22 @@ class _DemoShop:
         current_category: str | None = None,
         **context: object,
     ) -> HTMLResponse:
+        asked = request.query_params.get("lang", "")
+        lang = asked if asked in LANGUAGES else request.cookies.get(LANG_COOKIE, "")
+        lang = lang if lang in LANGUAGES else "en"
         body = self._templates.get_template(template).render(
             site_key=self._site_key,
             page_type=page_type,
             categories=self._categories,
             current_category=current_category,
+            lang=lang,
+            languages=LANGUAGES,
             **context,
         )
-        return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+        response = HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+        if asked in LANGUAGES:  # the language chosen stays for the following pages
+            response.set_cookie(LANG_COOKIE, asked, path="/demo", samesite="lax")
+        return response
 
     async def home(self, request: Request) -> Response:
         featured = [
@@ -151,6 +164,7 @@ class _DemoShop:
             for slug, name in self._categories
         ]
         return self._page(
+            request,
             "home.html",
             "home",
             title="Demo Shop",
@@ -163,7 +177,7 @@ class _DemoShop:
         slug = request.path_params["slug"]
         name = self._category_names.get(slug)
         if name is None:
-            return self._not_found_page()
+            return self._not_found_page(request)
         products = self._by_category[slug]
         list_data = {
             "item_list_id": slug,
@@ -171,6 +185,7 @@ class _DemoShop:
             "items": [ga_item(product) for product in products],
         }
         return self._page(
+            request,
             "category.html",
             "category",
             title=name,
@@ -183,7 +198,7 @@ class _DemoShop:
     async def product(self, request: Request) -> Response:
         product = self._products.get(request.path_params["product_id"])
         if product is None:
-            return self._not_found_page()
+            return self._not_found_page(request)
         related = [
             other
             for other in self._by_category[product.category_slug]
@@ -197,6 +212,7 @@ class _DemoShop:
             "image_link": product.image_link,
         }
         return self._page(
+            request,
             "product.html",
             "product",
             title=product.title,
@@ -209,34 +225,36 @@ class _DemoShop:
         )
 
     async def cart(self, request: Request) -> Response:
-        return self._page("cart.html", "cart", title="Your cart")
+        return self._page(request, "cart.html", "cart", title="Your cart")
 
     async def checkout(self, request: Request) -> Response:
         if request.query_params.get("step") == "payment":
-            return self._page("payment.html", "payment", title="Payment")
-        return self._page("checkout.html", "checkout", title="Checkout")
+            return self._page(request, "payment.html", "payment", title="Payment")
+        return self._page(request, "checkout.html", "checkout", title="Checkout")
 
     async def thank_you(self, request: Request) -> Response:
         order = request.query_params.get("order", "")
         order_number = order if ORDER_NUMBER.fullmatch(order) else None
         return self._page(
-            "thank_you.html", "thank_you", title="Thank you", order_number=order_number
+            request, "thank_you.html", "thank_you", title="Thank you", order_number=order_number
         )
 
     async def image(self, request: Request) -> Response:
         product = self._products.get(request.path_params["product_id"])
         if product is None:
-            return self._not_found_page()
+            return self._not_found_page(request)
         return Response(placeholder_svg(product), media_type="image/svg+xml", headers=IMAGE_HEADERS)
 
     async def privacy(self, request: Request) -> Response:
-        return self._page("privacy.html", "other", title="Privacy")
+        return self._page(request, "privacy.html", "other", title="Privacy")
 
     async def not_found(self, request: Request) -> Response:
-        return self._not_found_page()
+        return self._not_found_page(request)
 
-    def _not_found_page(self) -> HTMLResponse:
-        return self._page("not_found.html", "not_found", status_code=404, title="Page not found")
+    def _not_found_page(self, request: Request) -> HTMLResponse:
+        return self._page(
+            request, "not_found.html", "not_found", status_code=404, title="Page not found"
+        )
 
 
 def placeholder_svg(product: DemoProduct) -> str:

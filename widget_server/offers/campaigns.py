@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import WidgetServerError
 from ..links import safe_link
 from ..wire.protocol import Device, ExitIntentKind, PageType
-from .texts import Localized
+from .texts import Locale, Localized, pick_word
 
 CampaignStatus = Literal["draft", "active", "paused", "ended"]
 OfferKind = Literal[
@@ -195,12 +195,28 @@ class TwoStep(_Model):
     no_label: Annotated[str, Field(min_length=1, max_length=40)] = "No, thanks"
 
 
+class OfferWords(_Model):
+    """An offer's words in one more language; an empty field reads as the base text."""
+
+    headline: Annotated[str, Field(max_length=120)] = ""
+    body: Annotated[str, Field(max_length=500)] = ""
+    cta_label: Annotated[str, Field(max_length=40)] = ""
+
+
+WORD_FIELDS = ("headline", "body", "cta_label")
+
+
 class Offer(_Model):
     kind: OfferKind
     layout: OfferLayout = "popup"
+    # The base texts, in the site's language: every other language falls back to them.
     headline: Annotated[str, Field(min_length=1, max_length=120)]
     body: Annotated[str, Field(max_length=500)] = ""
     cta_label: Annotated[str, Field(max_length=40)] = ""
+    # The same texts in other languages, by locale (``de``, ``de-AT``): see :meth:`words`.
+    translations: Annotated[dict[Locale, OfferWords], Field(max_length=30)] = Field(
+        default_factory=dict
+    )
     cta_url: str | None = None
     free_shipping_threshold: Annotated[float, Field(gt=0)] | None = None
     theme: Theme = Theme()
@@ -222,6 +238,21 @@ class Offer(_Model):
         if self.two_step is not None and self.kind != "email_capture":
             raise ValueError("a yes/no question first (two_step) is for email capture offers")
         return self
+
+    def words(self, locale: str) -> OfferWords:
+        """Headline, body and button label for a visitor in ``locale``: each the translation
+        for the locale, else for its language, else the base text (offers/texts.py)."""
+        if not self.translations or not locale:
+            return OfferWords(headline=self.headline, body=self.body, cta_label=self.cta_label)
+        headline, body, cta_label = (
+            pick_word(
+                {loc: getattr(w, field) for loc, w in self.translations.items()},
+                getattr(self, field),
+                locale,
+            )
+            for field in WORD_FIELDS
+        )
+        return OfferWords(headline=headline, body=body, cta_label=cta_label)
 
 
 class Discount(_Model):

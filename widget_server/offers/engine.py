@@ -462,17 +462,21 @@ class OfferEngine:
             self._metrics.redis_errors.inc()
             log.warning("live offer claims failed", extra={"error": str(exc), "site": site_key})
             return
-        bodies: dict[str, p.OfferBody] = {}
+        # Offers whose body is the same for every visitor in a language are rendered once per
+        # language of the batch, not once per visitor.
+        bodies: dict[tuple[str, str], p.OfferBody] = {}
         for item in work:
             candidate, claim = item.candidate, item.claim
             if candidate is not None and claim is not None and claim.status == "ok":
                 variant = candidate.campaign.variant(candidate.variant)
                 same = variant is not None and variant.offer.kind in _SAME_FOR_EVERYONE
-                if same and candidate.offer_id not in bodies:
-                    bodies[candidate.offer_id] = await self.render(site_key, candidate, item.state)
+                shared = (candidate.offer_id, item.state.lang)
+                if same and shared not in bodies:
+                    bodies[shared] = await self.render(site_key, candidate, item.state)
         await asyncio.gather(
             *(self._deliver(item.sock, signal, item.state, item.candidate, item.claim,
-                            bodies.get(item.candidate.offer_id) if item.candidate else None)
+                            bodies.get((item.candidate.offer_id, item.state.lang))
+                            if item.candidate else None)
               for item in work if item.claim is None or item.claim.status != "replay"),
             return_exceptions=True,
         )  # fmt: skip
@@ -924,7 +928,8 @@ class OfferEngine:
         variant = campaign.variant(candidate.variant)
         assert variant is not None
         offer, theme, discount = variant.offer, variant.offer.theme, variant.discount
-        headline, text = offer.headline, offer.body
+        words = offer.words(state.lang)
+        headline, text = words.headline, words.body
         free_shipping = None
         if offer.kind == "free_shipping_progress" and offer.free_shipping_threshold:
             remaining = max(0.0, offer.free_shipping_threshold - state.cart_value)
@@ -939,7 +944,7 @@ class OfferEngine:
             products = await self._products_for(site, state)
         capture: dict[str, Any] = {}
         if offer.kind == "email_capture":
-            capture = await self._capture_texts(site, variant, state.lang)
+            capture = await self._capture_texts(site, variant, state.lang, words.cta_label)
         if discount is not None:
             capture["apply"] = await self._apply(site)
         return p.OfferBody(
@@ -949,7 +954,7 @@ class OfferEngine:
             kind=offer.kind,
             headline=headline,
             body=text,
-            cta=p.OfferCta(label=offer.cta_label, url=offer.cta_url or ""),
+            cta=p.OfferCta(label=words.cta_label, url=offer.cta_url or ""),
             theme=p.OfferTheme(
                 accent=theme.accent,
                 background=theme.background,
@@ -986,9 +991,11 @@ class OfferEngine:
         record = await self._sites.get(site) if self._sites is not None else None
         return record.locale if record is not None else "en"
 
-    async def _capture_texts(self, site: str, variant: Variant, lang: str) -> dict[str, Any]:
+    async def _capture_texts(
+        self, site: str, variant: Variant, lang: str, cta_label: str
+    ) -> dict[str, Any]:
         """The consent sentence, thanks, privacy link and button labels of an email capture,
-        in the page's language (offers/texts.py)."""
+        in the page's language (offers/texts.py; ``cta_label``: the variant's, in it)."""
         offer, locale = variant.offer, await self.site_locale(site)
 
         def text(field: str, texts: Mapping[str, str] | None = None) -> str:
@@ -996,14 +1003,12 @@ class OfferEngine:
 
         reward = p.OfferReward(
             code=variant.discount is not None,
-            submit_with_email=offer.cta_label or text("submit_with_email"),
+            submit_with_email=cta_label or text("submit_with_email"),
             submit_on_screen=text("submit_on_screen"),
             privacy_label=text("privacy_link"),
         )
         if variant.discount is None:
-            reward = msgspec.structs.replace(
-                reward, submit_with_email=offer.cta_label or text("submit")
-            )
+            reward = msgspec.structs.replace(reward, submit_with_email=cta_label or text("submit"))
         two_step = offer.two_step
         return {
             "two_step": (

@@ -69,7 +69,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
 def _candidates(locale: str, fallback: str) -> list[str]:
     out: list[str] = []
     for value in (locale, fallback):
-        if value and _LOCALE.match(value):
+        if value and _LOCALE.fullmatch(value):
             for candidate in (value, value.split("-")[0]):
                 if candidate not in out:
                     out.append(candidate)
@@ -90,6 +90,17 @@ def pick(texts: Mapping[str, str] | None, locale: str, site_locale: str, field: 
         if defaults.get(candidate):
             return defaults[candidate]
     return ""
+
+
+def pick_word(translations: Mapping[str, str], base: str, locale: str) -> str:
+    """A campaign text that has a base (written in the site's language) and translations: the
+    one for the visitor's locale, else for its language (``de`` for ``de-AT``), else ``base``.
+    The base is the site's text, so it is the fallback for every other language."""
+    for candidate in _candidates(locale, ""):
+        text = translations.get(candidate, "").strip()
+        if text:
+            return text
+    return base
 
 
 def wording_version(text: str, locale: str) -> str:

@@ -23,6 +23,8 @@ from .keys import Keys
 from .replies import reply_text
 
 SITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_TEXT_LOCALES = 20
+TextLocale = Annotated[str, Meta(pattern=r"^[a-z]{2}$")]
 _ORIGIN = re.compile(r"^(https?)://([a-z0-9.*-]+)(:(\d{1,5}|\*))?$")
 
 
@@ -49,6 +51,11 @@ class Site(Struct, frozen=True, kw_only=True):
     origins: Annotated[list[str], Meta(max_length=50)]
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
     locale: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    # The other languages the shop sells in (``de``, ``fr``): the campaign editor offers the
+    # offers' texts in each of them, next to the texts in ``locale``.
+    text_locales: Annotated[list[TextLocale], Meta(max_length=MAX_TEXT_LOCALES)] = msgspec.field(
+        default_factory=list
+    )
     timezone: Annotated[str, Meta(max_length=64)] = "UTC"
     frequency: Frequency = Frequency()
     apply_code: CodeApply = CodeApply()
@@ -106,6 +113,7 @@ def new_site(
     locale: str = "en",
     timezone: str = "UTC",
     frequency: Frequency | None = None,
+    text_locales: list[str] | None = None,
     apply_code: CodeApply | None = None,
     holdout: float = 0.0,
 ) -> Site:
@@ -122,6 +130,9 @@ def new_site(
                 "origins": [normalize_origin(o) for o in origins],
                 "currency": currency.upper(),
                 "locale": locale,
+                "text_locales": [
+                    code for code in dict.fromkeys(text_locales or []) if code != locale[:2]
+                ],
                 "timezone": timezone,
                 "frequency": msgspec.to_builtins(frequency or Frequency()),
                 "apply_code": msgspec.to_builtins(apply_code or CodeApply()),

@@ -12,6 +12,7 @@ Server frames are Structs tagged by ``type`` (:data:`ServerMessage`): ``welcome`
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeAlias, cast
 
 import msgspec
@@ -73,7 +74,19 @@ ConsentSource: TypeAlias = Literal["widget", "datalayer", "shop"]
 # The version of the consent text the visitor saw, as the shop names it (``2026-10-newsletter``).
 ConsentWording = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Country = Annotated[str, Meta(max_length=2, pattern=r"^([A-Z]{2})?$")]
-Lang = Annotated[str, Meta(max_length=5, pattern=r"^([a-z]{2}(-[A-Za-z]{2})?)?$")]
+LANG_PATTERN = r"^([a-z]{2}(-[A-Za-z]{2})?)?$"
+Lang = Annotated[str, Meta(max_length=5, pattern=LANG_PATTERN)]
+_LANG = re.compile(r"[a-z]{2}(-[A-Za-z]{2})?")
+
+
+def clean_lang(value: object) -> str:
+    """A visitor's locale as the widget sends it (``data-locale`` or ``<html lang>``): ``de``
+    or ``de-AT``; anything else (``en_US``, ``../``, control characters, 500 characters, not a
+    string) is ``""``, the site's locale. Never an error: the visitor just gets the site's
+    texts."""
+    if isinstance(value, str) and len(value) <= 5 and _LANG.fullmatch(value):
+        return value
+    return ""
 
 
 # Every struct of the protocol is plain data that never refers back to itself: gc=False keeps
@@ -130,7 +143,9 @@ class Hello(_Message, frozen=True, kw_only=True):
     page: PageContext | None = None
     consent: Consent | None = None  # None: unchanged
     device: Device | None = None
-    lang: Lang = ""  # the page's language (<html lang>), for offer texts
+    # The visitor's locale (the script tag's data-locale, else <html lang>), for offer texts;
+    # a malformed one is read as "" (the site's locale), never refused: see clean_lang.
+    lang: Lang = ""
 
 
 class PageView(_Message, frozen=True, kw_only=True):
@@ -306,6 +321,8 @@ def message_from_object(raw: Any) -> ClientMessage:
     if cls is None:
         what = f"{type_}/{name}" if name is not None else type_
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {what[:80]!r}", message_id=echo_id)
+    if cls is Hello and "lang" in raw:
+        raw = {**raw, "lang": clean_lang(raw["lang"])}  # a malformed locale: the site's
     try:
         message = cast(ClientMessage, msgspec.convert(raw, cls))
     except msgspec.ValidationError as exc:

@@ -96,6 +96,10 @@ async def overview(admin: Admin) -> Response:
     keys = [v.key for v in campaign.variants]
     variant = admin.request.query_params.get("variant", keys[0])
     width = admin.request.query_params.get("width", "desktop")
+    # The languages it can be previewed in: the site's, its other ones, the translations'.
+    locales = list(dict.fromkeys([site.locale, *site.text_locales, *(
+        code for v in campaign.variants for code in v.offer.translations)]))  # fmt: skip
+    locale = admin.request.query_params.get("locale", "")
     today = (await today_numbers(admin.services, site.key, [campaign]))[campaign.id]
     pool = (await pool_levels(admin.services, site.key, [campaign]))[campaign.id]
     return admin.page(
@@ -105,6 +109,8 @@ async def overview(admin: Admin) -> Response:
         variant=variant if variant in keys else keys[0],
         width=width if width in WIDTHS else "desktop",
         widths=WIDTHS,
+        locale=locale if locale in locales else site.locale,
+        locales=locales,
         today=today,
         pool=pool,
         definition=json.loads(campaign.model_dump_json()),
@@ -198,6 +204,7 @@ async def editor_page(
     base_version: int | None = None,
 ) -> Response:
     placed, summary = place_errors(errors or [], state)
+    locales = cf.text_locales(state, site.locale, site.text_locales)
     return admin.page(
         "campaign_form.html",
         status=status,
@@ -219,7 +226,8 @@ async def editor_page(
         value_choices=await value_choices_of(admin, site),
         sentence=sentence_of(state, site.currency),
         statuses=STATUSES,
-        text_locales=cf.text_locales(state, site.locale),
+        text_locales=locales,
+        translation_locales=cf.translation_locales(state, locales, site.locale),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...store.frequency import Frequency
 from ...store.sites import (
+    MAX_TEXT_LOCALES,
     SITE_KEY_PATTERN,
     CodeApply,
     Site,
@@ -29,6 +31,7 @@ MAX_ORIGINS = 50
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
 SITE_FIELDS = ("key", "name", "origins", "currency", "locale", "timezone")
+_TEXT_LOCALE = re.compile(r"^[a-z]{2}$")
 # The site-wide frequency policy: form field -> (largest value, what the error names).
 FREQUENCY_FIELDS = {
     "per_session": 100,
@@ -119,7 +122,7 @@ def snippets(server: str, key: str) -> list[tuple[str, str, str]]:
 async def create_site(admin: Admin) -> Response:
     if admin.request.method == "GET":
         values = {"key": "", "name": "", "origins": "", "currency": "EUR", "locale": "en",
-                  "timezone": "UTC", **frequency_values(Frequency()),
+                  "text_locales": "", "timezone": "UTC", **frequency_values(Frequency()),
                   **apply_values(CodeApply()), "holdout": "0"}  # fmt: skip
         return _form(admin, values, {}, None)
     values = form_values(admin, Frequency(), CodeApply())
@@ -145,13 +148,16 @@ async def edit_site(admin: Admin) -> Response:
             "origins": "\n".join(current.origins),
             "currency": current.currency,
             "locale": current.locale,
+            "text_locales": ", ".join(current.text_locales),
             "timezone": current.timezone,
             **frequency_values(current.frequency),
             **apply_values(current.apply_code),
             "holdout": percent(current.holdout),
         }
         return _form(admin, values, {}, current)
-    values = form_values(admin, current.frequency, current.apply_code, current.holdout)
+    values = form_values(
+        admin, current.frequency, current.apply_code, current.holdout, current.text_locales
+    )
     values["key"] = current.key
     errors = site_errors(values)
     built = None if errors else _build(values, errors)
@@ -229,12 +235,17 @@ def percent(share: float) -> str:
 
 
 def form_values(
-    admin: Admin, policy: Frequency, apply: CodeApply, holdout: float = 0.0
+    admin: Admin,
+    policy: Frequency,
+    apply: CodeApply,
+    holdout: float = 0.0,
+    text_locales: Sequence[str] = (),
 ) -> dict[str, str]:
     """The submitted fields; a setting left out of the post (not blanked) keeps its value."""
     values = {name: admin.form.get(name).strip() for name in SITE_FIELDS}
     kept = frequency_values(policy) | apply_values(apply) | {"holdout": percent(holdout)}
-    names = (*FREQUENCY_FIELDS, "apply_mode", "apply_param", "holdout")
+    kept["text_locales"] = ", ".join(text_locales)
+    names = (*FREQUENCY_FIELDS, "apply_mode", "apply_param", "holdout", "text_locales")
     return values | {name: admin.form.get(name, kept[name]).strip() for name in names}
 
 
@@ -261,6 +272,11 @@ def site_errors(values: dict[str, str]) -> dict[str, str]:
         errors["currency"] = "Use a three-letter ISO 4217 code such as EUR or USD."
     if not _LOCALE.match(values["locale"]):
         errors["locale"] = "Use a language code such as en, de or fr-FR."
+    languages = language_list(values["text_locales"])
+    if any(not _TEXT_LOCALE.match(code) for code in languages):
+        errors["text_locales"] = "Use two-letter language codes separated by commas, like de, fr."
+    elif len(languages) > MAX_TEXT_LOCALES:
+        errors["text_locales"] = f"Use at most {MAX_TEXT_LOCALES} languages."
     try:
         ZoneInfo(values["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
@@ -281,6 +297,11 @@ def site_errors(values: dict[str, str]) -> dict[str, str]:
     return errors
 
 
+def language_list(text: str) -> list[str]:
+    """``"de, fr it"`` -> ``["de", "fr", "it"]``."""
+    return [code.lower() for code in re.split(r"[\s,;]+", text.strip()) if code]
+
+
 def origin_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -293,6 +314,7 @@ def _build(values: dict[str, str], errors: dict[str, str]) -> Site | None:
             origins=origin_lines(values["origins"]),
             currency=values["currency"],
             locale=values["locale"],
+            text_locales=language_list(values["text_locales"]),
             timezone=values["timezone"],
             frequency=Frequency(**{name: int(values[name]) for name in FREQUENCY_FIELDS}),
             apply_code=CodeApply(

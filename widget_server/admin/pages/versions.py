@@ -17,6 +17,7 @@ from ...offers.codes import CodePoolError, code_candidates
 from ...offers.decide import Candidate, VisitorState
 from ...store.audit import changes
 from ...store.sites import Site
+from ...wire.protocol import clean_lang
 from .. import campaign_form as cf
 from ..form_errors import place_errors
 from ..guard import Admin, Guard
@@ -115,7 +116,8 @@ async def preview(admin: Admin) -> Response:
     key = admin.request.query_params.get("variant", "")
     variant = campaign.variant(key) or campaign.variants[0]
     width = admin.request.query_params.get("width", "desktop")
-    return await preview_page(admin, site, campaign, variant, width)
+    locale = admin.request.query_params.get("locale", "")
+    return await preview_page(admin, site, campaign, variant, width, locale)
 
 
 async def preview_edits(admin: Admin) -> Response:
@@ -142,18 +144,24 @@ async def preview_edits(admin: Admin) -> Response:
     chosen = int(index) if re.fullmatch(r"[0-9]{1,2}", index) else 0
     chosen = chosen if chosen < len(campaign.variants) else 0
     variant = campaign.variants[chosen]
-    return await preview_page(admin, site, campaign, variant, admin.form.get("preview_width"))
+    return await preview_page(
+        admin, site, campaign, variant, admin.form.get("preview_width"),
+        admin.form.get("preview_locale"),
+    )  # fmt: skip
 
 
 async def preview_page(
-    admin: Admin, site: Site, campaign: Campaign, variant: Variant, width: str
+    admin: Admin, site: Site, campaign: Campaign, variant: Variant, width: str, locale: str = ""
 ) -> Response:
-    """The preview page of one variant; reads the catalog, writes nothing."""
+    """The preview page of one variant, as a visitor in ``locale`` sees it (a malformed or
+    empty one: the site's); reads the catalog, writes nothing."""
     services = admin.services
     viewed = await services.redis.hrandfield(services.keys.catalog(site.key), 1)
+    lang = clean_lang(locale)
     state = VisitorState(
         visitor="preview",
         viewed_ids=tuple(v.decode() if isinstance(v, bytes) else str(v) for v in viewed or []),
+        lang=lang,
     )
     offer = await services.offers.render(site.key, Candidate(campaign, variant.key), state)
     discount = variant.discount
@@ -169,6 +177,7 @@ async def preview_page(
         campaign=campaign,
         variant=variant,
         width="mobile" if width == "mobile" else "desktop",
+        lang=lang or site.locale,
         offer=msgspec.to_builtins(offer),
     )
     response.headers["Content-Security-Policy"] = PREVIEW_CSP

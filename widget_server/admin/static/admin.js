@@ -192,13 +192,26 @@
     campaignForm.addEventListener("input", (event) => {
       if (event.target.name && /^variants\.[0-9]+\.key$/.test(event.target.name)) syncVariants();
     });
+    const localeChoice = document.getElementById("preview-locale");
     campaignForm.addEventListener("focusin", (event) => {
+      let changed = false;
       const item = event.target.closest('[data-list="variants"] > [data-item]');
       const at = item ? String(variantsOnScreen().indexOf(item)) : null;
       if (at !== null && at !== "-1" && variantChoice.value !== at) {
         variantChoice.value = at;
-        campaignForm.dispatchEvent(new Event("preview"));
+        changed = true;
       }
+      // The words of another language: the preview shows that language; the base words, the
+      // site's own.
+      const name = event.target.name || "";
+      const words = /\.offer\.translations\.([A-Za-z-]+)\./.exec(name);
+      const base = /\.offer\.(headline|body|cta_label)$/.test(name);
+      const locale = words ? words[1] : base && localeChoice ? localeChoice.options[0]?.value : null;
+      if (localeChoice && locale && localeChoice.value !== locale && [...localeChoice.options].some((o) => o.value === locale)) {
+        localeChoice.value = locale;
+        changed = true;
+      }
+      if (changed) campaignForm.dispatchEvent(new Event("preview"));
     });
   }
   document.querySelectorAll("form[data-live-preview]").forEach(livePreview);
