@@ -189,12 +189,8 @@ export const watchSignals = () => {
   listen(window, "scroll", (e) => {
     const time = e.timeStamp;
     const y = scrollY;
-    const box = e.target == document ? document.scrollingElement : e.target;
-    const height = box.clientHeight;
     scrolledAt = time;
     activity();
-    if (box.scrollHeight > height && height * 2 > innerHeight)
-      reach(0, Math.min(100, Math.round(((box.scrollTop + height) * 100) / box.scrollHeight)));
     if (e.target != document) return;
     if (
       touch &&
@@ -203,6 +199,15 @@ export const watchSignals = () => {
     )
       exit("scroll_up", 1);
     (lastScrollY = y), (lastScrollAt = time);
+  });
+  // Scroll depth, on its own listener (a failure here leaves exit intent alone), and measured
+  // only when a campaign wants it: the sizes may cost a layout.
+  listen(window, "scroll", (e) => {
+    if (!marks[0][0]) return;
+    const box = e.target == document ? document.scrollingElement : e.target;
+    const height = box.clientHeight;
+    if (box.scrollHeight > height && height * 2 > innerHeight)
+      reach(0, Math.min(100, Math.round(((box.scrollTop + height) * 100) / box.scrollHeight)));
   });
   listen(document, "visibilitychange", () => {
     if (document.visibilityState == "hidden") (hidden = 1), flush(1);
