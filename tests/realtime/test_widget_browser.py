@@ -1727,17 +1727,27 @@ def test_codes_are_applied_the_shops_way(
 
 # --- scroll depth and time on page ----------------------------------------------------------
 
+# A box of its own that scrolls (a list, reviews): not the page.
+SMALL_BOX = (
+    '<div id="box" style="height: 150px; overflow: auto"><p style="height: 900px"></p></div>'
+)
 # A shop whose body does not scroll: a full-height container does (overflow: auto).
 OWN_CONTAINER = """<style>html, body { height: 100%; margin: 0; overflow: hidden; }
 #app { position: fixed; inset: 0; overflow: auto; }</style>
-<div id="app"><div style="height: 5000px">Long read</div></div>"""
-DOCUMENT = '<div style="height: 5000px">Long read</div>'
+<div id="app">{SMALL_BOX}<div style="height: 5000px">Long read</div></div>"""
+DOCUMENT = '{SMALL_BOX}<div style="height: 5000px">Long read</div>'
 # Scroll the page's scroller so that the bottom of the view is at `percent` of its height;
 # resolved once the scroll event has been handled (the widget listened first).
 SCROLL_TO = """percent => new Promise(done => {
     const box = document.getElementById("app") || document.scrollingElement;
     addEventListener("scroll", () => done(), {capture: true, once: true});
     box.scrollTop = Math.round(box.scrollHeight * percent / 100 - box.clientHeight);
+})"""
+
+
+SCROLL_BOX = """() => new Promise(done => {
+    addEventListener("scroll", () => done(), {capture: true, once: true});
+    document.getElementById("box").scrollTop = 10000;
 })"""
 
 
@@ -1768,10 +1778,11 @@ def test_scroll_depth_shows_its_campaign_once_the_visitor_scrolled_far_enough(
         pool.submit(save_campaigns, redis_url, site, [reading, elsewhere]).result()
     tab = new_tab()
     page = tab.page
-    page.goto(shop.page(server.url, site, body=OWN_CONTAINER if scroller != "document"
-                        else DOCUMENT))  # fmt: skip
+    body = OWN_CONTAINER if scroller != "document" else DOCUMENT
+    page.goto(shop.page(server.url, site, body=body.replace("{SMALL_BOX}", SMALL_BOX)))
     welcomed(tab)
     assert tab.received_of("welcome")[0]["config"]["scroll_depth"] == [20, 50]
+    page.evaluate(SCROLL_BOX)  # to its end: a small box is not the page, nothing is reported
     page.evaluate(SCROLL_TO, 30)
     decided = last_decision(r, site, tab, "scroll_depth")
     assert decided["signal"]["percent"] == 30 and decided["chosen"] is None
