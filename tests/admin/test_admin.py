@@ -656,6 +656,43 @@ def test_campaign_editor_errors_next_to_fields_then_saves_every_field(
     assert {**resaved, "version": 1} == campaign and resaved["version"] == 2
 
 
+def test_the_editor_sets_scroll_depth_and_time_on_page_triggers(
+    owner: AdminClient, r: redis.Redis
+) -> None:
+    site = new_site_key(owner)
+    fields = editor_fields(owner, site)
+    assert fields["trigger.scroll_depth"] == [""] and fields["trigger.time_on_page"] == [""]
+    fields.update({"id": "readers", "name": "Readers", "trigger.exit_intent": [],
+                   "variants.0.offer.headline": "Thanks for reading",
+                   "trigger.scroll_depth": "150", "trigger.time_on_page": "soon"})  # fmt: skip
+    page = owner.post(f"/admin/sites/{site}/campaigns/new", fields)
+    assert page.status_code == 422
+    for path in ("trigger.scroll_depth", "trigger.time_on_page"):
+        assert f'<p class="field-error" id="err-{path}">' in page.text, path
+    assert '<label for="f-trigger.scroll_depth">Scrolled down the page (%)</label>' in page.text
+    assert '<label for="f-trigger.time_on_page">Seconds on the page</label>' in page.text
+    assert 'value="soon"' in page.text  # kept as typed
+    assert not r.hexists(KEYS.campaigns(site), "readers")
+
+    fields.update({"trigger.scroll_depth": "50", "trigger.time_on_page": "20"})
+    saved = owner.post(f"/admin/sites/{site}/campaigns/new", fields)
+    assert saved.status_code == 303, re.findall(r'class="field-error"[^>]*>([^<]*)', saved.text)
+    trigger = stored_campaign(r, site, "readers")["trigger"]
+    assert trigger["scroll_depth"] == 50 and trigger["time_on_page"] == 20
+    assert trigger["exit_intent"] == []  # not shown on exit intent: nothing was ticked
+    again = editor_fields(owner, site, "readers")
+    assert again["trigger.scroll_depth"] == ["50"] and again["trigger.time_on_page"] == ["20"]
+    page = owner.get(f"/admin/sites/{site}/campaigns/readers/edit")
+    assert "after scrolling 50% of the page or after 20 seconds on the page" in page.text
+
+    # Emptied, the fields turn the triggers off (exit intent ticked again, so it still fires).
+    again.update({"trigger.scroll_depth": "", "trigger.time_on_page": "",
+                  "trigger.exit_intent": ["top_edge"]})  # fmt: skip
+    assert owner.post(f"/admin/sites/{site}/campaigns/readers/edit", again).status_code == 303
+    trigger = stored_campaign(r, site, "readers")["trigger"]
+    assert trigger["scroll_depth"] is None and trigger["time_on_page"] is None
+
+
 def test_the_editor_sets_an_email_captures_texts_by_language(
     owner: AdminClient, r: redis.Redis
 ) -> None:

@@ -130,6 +130,10 @@ def test_reasons_signals_and_outcomes_in_words() -> None:
     assert explain.signal_text({"type": "hesitation", "seconds": 20.0, "page_type": "cart"}) == (
         "Hesitation: idle 20 s on a cart page"
     )
+    assert explain.signal_text({"type": "scroll_depth", "percent": 60}) == (
+        "Scrolled 60% of the page"
+    )
+    assert explain.signal_text({"type": "time_on_page", "seconds": 20}) == "20 s on the page"
     assert explain.signal_text({"type": "live", "campaign": "cart"}, names) == (
         "Live broadcast of Cart saver"
     )

@@ -65,13 +65,25 @@ def test_several_groups_schedules_and_other_conditions() -> None:
     assert audience_sentence(devices) == "Shown to visitors on desktops or phones, when leaving."
 
 
+def test_scroll_depth_and_time_on_page_are_said_as_moments() -> None:
+    both = campaign(trigger={"exit_intent": [], "scroll_depth": 50, "time_on_page": 20})
+    assert audience_sentence(both) == (
+        "Shown to visitors, after scrolling 50% of the page or after 20 seconds on the page."
+    )
+    also_leaving = campaign(trigger={"scroll_depth": 75})
+    assert audience_sentence(also_leaving) == (
+        "Shown to visitors, when leaving or after scrolling 75% of the page."
+    )
+
+
 FIELDS: tuple[str, ...] = get_args(ConditionField)
 OPS: tuple[str, ...] = get_args(ConditionOp)
 # Field and operator codes that must never show; the plain words among them may.
 PLAIN = {"is", "in", "contains", "matches", "url", "device", "country", "visitor", "referrer",
          "identified"}  # fmt: skip
 CODES = {*FIELDS, *OPS, "min_cart_value", "max_cart_value", "returning_visitor", "exit_intent",
-         "page_type", "thank_you", "left_checkout"} - PLAIN  # fmt: skip
+         "page_type", "thank_you", "left_checkout", "scroll_depth",
+         "time_on_page"} - PLAIN  # fmt: skip
 words = st.sampled_from(["shoes", "Summer sale", "*/sale/*", "DE", "mobile", "new", "yes"])
 conditions = st.builds(
     lambda field, op, value, many: {"field": field, "op": op,
@@ -89,6 +101,7 @@ conditions = st.builds(
         "min_pages": st.integers(0, 3), "left_checkout": st.booleans(),
         "hesitation": st.dictionaries(st.sampled_from(["cart", "thank_you"]), st.integers(1, 60),
                                       max_size=1),
+        "scroll_depth": st.integers(1, 100), "time_on_page": st.integers(1, 3600),
         "live": st.booleans()}),
 )  # fmt: skip
 def test_any_campaign_reads_as_one_sentence_without_field_codes(

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from widget_server.offers.assign import HOLDOUT, assign, bucket
-from widget_server.offers.campaigns import Campaign, Condition, parse_campaign
+from widget_server.offers.campaigns import Campaign, CampaignInvalid, Condition, parse_campaign
 from widget_server.offers.decide import (
     ArmProbe,
     Candidate,
@@ -22,7 +23,9 @@ from widget_server.offers.decide import (
     LiveSignal,
     Reason,
     Rejection,
+    ScrollSignal,
     SitePolicy,
+    TimeOnPageSignal,
     VisitorState,
     _cap_rejection,
     _refusal_for_all,
@@ -31,6 +34,7 @@ from widget_server.offers.decide import (
     condition_holds,
     decide,
     holding_out,
+    in_schedule,
     offers_discount,
     period_keys,
     prejudge,
@@ -146,6 +150,21 @@ def test_each_rejection_reason() -> None:
             LiveSignal("other"),
             Reason.WRONG_TRIGGER,
         ),
+        (campaign(trigger={"scroll_depth": 50}), state(), ScrollSignal(49), Reason.WRONG_TRIGGER),
+        (campaign(), state(), ScrollSignal(100), Reason.WRONG_TRIGGER),
+        (
+            campaign(trigger={"time_on_page": 30}),
+            state(),
+            TimeOnPageSignal(29),
+            Reason.WRONG_TRIGGER,
+        ),
+        (campaign(), state(), TimeOnPageSignal(3600), Reason.WRONG_TRIGGER),
+        (
+            campaign(trigger={"exit_intent": [], "scroll_depth": 50}),
+            state(),
+            EXIT,
+            Reason.WRONG_TRIGGER,
+        ),
         (campaign(holdout=0.5), state(visitor=_holdout_visitor(0.5)), EXIT, Reason.HOLDOUT),
     ]
     for c, s, signal, reason in cases:
@@ -153,6 +172,41 @@ def test_each_rejection_reason() -> None:
         assert reason in {r.reason for r in decision.rejections}, (c, reason, decision)
         if reason != Reason.HOLDOUT:
             assert decision.chosen is None
+
+
+def test_scroll_depth_and_time_on_page_trigger_at_their_thresholds() -> None:
+    reading = campaign("reading", priority=5, trigger={"exit_intent": [], "scroll_depth": 50})
+    lingering = campaign("lingering", trigger={"exit_intent": [], "time_on_page": 20})
+    leaving = campaign("leaving", priority=1, trigger={"scroll_depth": 80})
+    both = [reading, lingering, leaving]
+
+    def chosen(signal: Any) -> str | None:
+        decision = decide(state(), both, signal, NOW)
+        return decision.chosen.campaign.id if decision.chosen else None
+
+    assert chosen(ScrollSignal(30)) is None
+    assert chosen(ScrollSignal(50)) == "reading"
+    assert chosen(ScrollSignal(90)) == "reading"  # the higher priority of the two reached
+    assert chosen(TimeOnPageSignal(19)) is None
+    assert chosen(TimeOnPageSignal(20)) == "lingering"
+    # Exit intent only where the marketer ticked its kinds (the default: all of them).
+    assert chosen(EXIT) == "leaving"
+    assert chosen(ArmProbe()) == "leaving"
+    refused = decide(state(), both, ScrollSignal(60), NOW).rejections
+    assert Rejection("leaving", Reason.WRONG_TRIGGER, "scrolled 60% < 80%") in refused
+    assert Rejection("lingering", Reason.WRONG_TRIGGER, "no scroll-depth trigger") in refused
+
+
+def test_old_campaigns_load_without_the_new_triggers() -> None:
+    old = campaign(trigger={"exit_intent": ["top_edge"], "hesitation": {"cart": 30}})
+    assert old.trigger.scroll_depth is None and old.trigger.time_on_page is None
+    only_scroll = campaign(trigger={"exit_intent": [], "scroll_depth": 100})
+    assert only_scroll.trigger.exit_intent == []
+    for bad in ({"scroll_depth": 0}, {"scroll_depth": 101}, {"time_on_page": 0},
+                {"time_on_page": 3601}, {"scroll_depth": "half"}):  # fmt: skip
+        with pytest.raises(CampaignInvalid) as refused:
+            campaign(trigger=bad)
+        assert [e.path for e in refused.value.errors] == [f"trigger.{next(iter(bad))}"]
 
 
 def _holdout_visitor(share: float) -> str:
@@ -229,6 +283,8 @@ page_types = st.sampled_from(
 signals = st.one_of(
     kinds.map(ExitIntentSignal),
     st.builds(HesitationSignal, st.floats(0, 600), page_types),
+    st.builds(ScrollSignal, st.integers(0, 100)),
+    st.builds(TimeOnPageSignal, st.integers(0, 3600)),
     st.just(ArmProbe()),
 )
 campaign_specs = st.fixed_dictionaries(
@@ -240,7 +296,8 @@ campaign_specs = st.fixed_dictionaries(
             {"exit_intent": st.lists(kinds, min_size=1, unique=True),
              "min_cart_value": st.sampled_from([0, 20, 100]),
              "min_pages": st.integers(0, 4)},
-            optional={"hesitation": st.dictionaries(page_types, st.integers(1, 120), max_size=2)},
+            optional={"hesitation": st.dictionaries(page_types, st.integers(1, 120), max_size=2),
+                      "scroll_depth": st.integers(1, 100), "time_on_page": st.integers(1, 3600)},
         ),
         "caps": st.fixed_dictionaries(
             {"per_session": st.integers(0, 2), "per_visitor_day": st.integers(0, 3),
@@ -314,6 +371,10 @@ def reference_decision(
     live = isinstance(signal, LiveSignal)
     for c in campaigns:
         outcome: Candidate | Rejection | None = _refusal_for_all(c, signal, now)
+        if c.status == "active" and in_schedule(c, now):
+            triggered = _triggered(c, signal)
+            if triggered is not None:
+                assert (outcome is None) == triggered, (c.trigger, signal, outcome)
         not_before, miss = _thresholds(s, c, now, signal)
         if outcome is None and miss:
             outcome = Rejection(c.id, Reason.THRESHOLD, miss)
@@ -344,6 +405,19 @@ def reference_decision(
     return Decision(chosen, tuple(eligible), tuple(rejections))
 
 
+def _triggered(c: Campaign, signal: Any) -> bool | None:
+    """Whether a campaign's trigger fires for a scroll-depth, time-on-page or exit signal (None
+    for the others), as the marketer set it: the threshold reached, the kind ticked."""
+    t = c.trigger
+    if isinstance(signal, ScrollSignal):
+        return t.scroll_depth is not None and signal.percent >= t.scroll_depth
+    if isinstance(signal, TimeOnPageSignal):
+        return t.time_on_page is not None and signal.seconds >= t.time_on_page
+    if isinstance(signal, ExitIntentSignal):
+        return signal.kind in t.exit_intent
+    return None
+
+
 full_specs = st.fixed_dictionaries(
     {
         "status": st.sampled_from(["active", "active", "paused"]),
@@ -356,8 +430,11 @@ full_specs = st.fixed_dictionaries(
              "min_time_on_site_s": st.sampled_from([0, 0, 120, 900]),
              "min_time_on_page_s": st.sampled_from([0, 0, 90]),
              "min_cart_value": st.sampled_from([0, 20]),
-             "min_pages": st.sampled_from([0, 0, 4])},
-        ).filter(lambda t: t["exit_intent"] or t["live"] or t["hesitation"]),
+             "min_pages": st.sampled_from([0, 0, 4]),
+             "scroll_depth": st.sampled_from([None, None, 1, 50, 100]),
+             "time_on_page": st.sampled_from([None, None, 1, 20, 3600])},
+        ).filter(lambda t: t["exit_intent"] or t["live"] or t["hesitation"] or t["scroll_depth"]
+                 or t["time_on_page"]),
         "schedule": st.sampled_from([{}, {"hours": [9, 17]}, {"weekdays": [0, 1, 2]}]),
         "caps": st.fixed_dictionaries(
             {"per_session": st.integers(0, 2), "per_visitor_day": st.integers(0, 2),

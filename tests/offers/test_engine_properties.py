@@ -35,6 +35,8 @@ steps = st.lists(
         st.just(("purchase", None)),
         st.just(("reconnect", None)),
         st.tuples(st.just("hesitate"), st.integers(1, 60)),
+        st.tuples(st.just("scroll"), st.integers(0, 100)),
+        st.tuples(st.just("time"), st.integers(1, 60)),
     ),
     min_size=1,
     max_size=14,
@@ -64,7 +66,9 @@ def test_random_visits_respect_caps_and_purchases(
         discount_campaign("disc", priority=50, caps=caps),
         message_campaign("msg", priority=10, caps=caps,
                          trigger={"exit_intent": ["top_edge", "tab_switch"],
-                                  "hesitation": {"product": 30}}),
+                                  "hesitation": {"product": 30}, "scroll_depth": 50}),
+        message_campaign("read", priority=5, caps=caps,
+                         trigger={"exit_intent": [], "time_on_page": 20}),
     ])  # fmt: skip
     visitor = new_visitor()
     offers: list[dict[str, Any]] = []
@@ -76,9 +80,13 @@ def test_random_visits_respect_caps_and_purchases(
     )["session"]
     try:
         for n, (kind, arg) in enumerate(steps):
-            if kind == "exit" or kind == "hesitate":
+            if kind in ("exit", "hesitate", "scroll", "time"):
                 if kind == "exit":
                     body = {"type": "signal", "name": "exit_intent", "kind": arg}
+                elif kind == "scroll":
+                    body = {"type": "signal", "name": "scroll_depth", "percent": arg}
+                elif kind == "time":
+                    body = {"type": "signal", "name": "time_on_page", "seconds": arg}
                 else:
                     body = {
                         "type": "signal",
@@ -91,6 +99,13 @@ def test_random_visits_respect_caps_and_purchases(
                 got = _offer_or_none(client)
                 if got is not None:
                     assert not purchased, "offered after a purchase"
+                    # Only the campaign with the trigger, once the threshold is reached.
+                    if kind == "scroll":
+                        assert got["campaign"] == "msg" and arg >= 50, (got, arg)
+                    if kind == "time":
+                        assert got["campaign"] == "read" and arg >= 20, (got, arg)
+                    if kind == "exit":
+                        assert got["campaign"] != "read", got
                     offers.append(got)
                     per_session_count[(session, got["campaign"])] += 1
             elif kind == "cart":
@@ -128,7 +143,7 @@ def test_random_visits_respect_caps_and_purchases(
                 continue  # the widget's report of a painted offer, not a decision
             chosen = trace["chosen"].split(".")[0] if trace["chosen"] else None
             explained = {x["campaign"] for x in trace["rejected"]}
-            assert {"disc", "msg"} <= explained | {chosen}
+            assert {"disc", "msg", "read"} <= explained | {chosen}
 
 
 def _offer_or_none(client: Client) -> dict[str, Any] | None:

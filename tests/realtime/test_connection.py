@@ -21,11 +21,13 @@ from widget_server.store.keys import Keys
 from widget_server.store.local_cluster import LocalCluster
 
 from ..support import (
+    NO_SITE_LIMITS,
     Client,
     ServerProcess,
     add_site,
     closed_with,
     discount_campaign,
+    message_campaign,
     new_visitor,
     running_server,
     save_campaigns,
@@ -58,6 +60,47 @@ def test_hello_welcome_events_and_acks(server: ServerProcess, site: str, r: redi
     assert abs(int(r.get(Keys().site_seen(site))) - time.time()) < 60  # the install check
     assert state["cart_value"] == "25" and state["signals"] == "1"
     assert state["last_signal_kind"] == "top_edge"
+
+
+def test_scroll_depth_and_time_on_page_show_the_campaigns_they_trigger(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    site = add_site(server.redis_url, frequency=NO_SITE_LIMITS)
+    save_campaigns(server.redis_url, site, [
+        message_campaign("reading", priority=30, trigger={"exit_intent": [], "scroll_depth": 50}),
+        message_campaign("lingering", priority=20,
+                         trigger={"exit_intent": [], "time_on_page": 20}),
+        message_campaign("leaving", priority=10, trigger={"exit_intent": ["top_edge"],
+                                                          "scroll_depth": 80, "time_on_page": 20}),
+        message_campaign("paused", status="paused",
+                         trigger={"exit_intent": [], "scroll_depth": 10, "time_on_page": 5}),
+    ])  # fmt: skip
+    visitor = new_visitor()
+
+    def campaign(offer: dict[str, object] | None) -> object:
+        return offer and offer["campaign"]
+
+    with Client(server.ws_url) as c:
+        welcome = c.hello(site, visitor, page={"url": "https://shop.test/p", "page_type": "home"})
+        # The thresholds of the active campaigns, each once, in order (not the paused one's).
+        assert welcome["config"]["scroll_depth"] == [50, 80]
+        assert welcome["config"]["time_on_page"] == [20]
+        # The exit-intent offer is armed with its scroll and time thresholds, to show at once.
+        armed = c.recv_until("arm")["offer"]
+        assert armed["campaign"] == "leaving" and armed["kinds"] == ["top_edge"]
+        assert armed["scroll_depth"] == 80 and armed["time_on_page"] == 20
+        scroll = {"type": "signal", "name": "scroll_depth"}
+        assert c.signal_answer({**scroll, "percent": 30}) is None
+        assert campaign(c.signal_answer({**scroll, "percent": 60})) == "reading"
+        time_on_page = {"type": "signal", "name": "time_on_page"}
+        assert c.signal_answer({**time_on_page, "seconds": 19}) is None
+        assert campaign(c.signal_answer({**time_on_page, "seconds": 20})) == "lingering"
+        # Exit intent shows only the campaign whose marketer ticked it.
+        exit_intent = {"type": "signal", "name": "exit_intent", "kind": "top_edge"}
+        assert campaign(c.signal_answer(exit_intent)) == "leaving"
+    state = session_hash(r, site, visitor, welcome["session"])
+    assert state["last_scroll_percent"] == "60" and state["last_time_on_page_s"] == "20"
+    assert state["signals"] == "1"  # exit intents only
 
 
 def test_resume_after_reconnect_and_replay_counts_once(
@@ -95,6 +138,10 @@ def test_ping_pong(server: ServerProcess, site: str) -> None:
         ('{"type": "ping"}', "missing_id"),
         ('{"id": "x", "type": "warp"}', "unknown_type"),
         ('{"id": "x", "type": "event", "name": "cart_add", "item": {"id": 5}}', "invalid_field"),
+        ('{"id": "x", "type": "signal", "name": "scroll_depth", "percent": 150}', "invalid_field"),
+        ('{"id": "x", "type": "signal", "name": "scroll_depth", "percent": 0.5}', "invalid_field"),
+        ('{"id": "x", "type": "signal", "name": "time_on_page", "seconds": "20"}', "invalid_field"),
+        ('{"id": "x", "type": "signal", "name": "time_on_page"}', "invalid_field"),
         ('{"id": "x", "type": "hello", "site": "s", "visitor": "visitor-1"}', "hello_repeated"),
     ],
 )

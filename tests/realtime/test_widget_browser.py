@@ -1723,3 +1723,144 @@ def test_codes_are_applied_the_shops_way(
     applied = tab.wait(lambda: page.evaluate("() => window.applied"), "the shop's function")
     assert applied == {"code": "SAVE10-K7Q2", "offer": "d9", "campaign": "test",
                        "discount": {"type": "percent", "amount": 10}}  # fmt: skip
+
+
+# --- scroll depth and time on page ----------------------------------------------------------
+
+# A box of its own that scrolls (a list, reviews): not the page.
+SMALL_BOX = (
+    '<div id="box" style="height: 150px; overflow: auto"><p style="height: 900px"></p></div>'
+)
+# A shop whose body does not scroll: a full-height container does (overflow: auto).
+OWN_CONTAINER = """<style>html, body { height: 100%; margin: 0; overflow: hidden; }
+#app { position: fixed; inset: 0; overflow: auto; }</style>
+<div id="app">{SMALL_BOX}<div style="height: 5000px">Long read</div></div>"""
+DOCUMENT = '{SMALL_BOX}<div style="height: 5000px">Long read</div>'
+# Scroll the page's scroller so that the bottom of the view is at `percent` of its height;
+# resolved once the scroll event has been handled (the widget listened first).
+SCROLL_TO = """percent => new Promise(done => {
+    const box = document.getElementById("app") || document.scrollingElement;
+    addEventListener("scroll", () => done(), {capture: true, once: true});
+    box.scrollTop = Math.round(box.scrollHeight * percent / 100 - box.clientHeight);
+})"""
+
+
+SCROLL_BOX = """() => new Promise(done => {
+    addEventListener("scroll", () => done(), {capture: true, once: true});
+    document.getElementById("box").scrollTop = 10000;
+})"""
+
+
+def last_decision(r: redis.Redis, site: str, tab: Tab, signal: str) -> dict[str, Any]:
+    """The server's trace of its latest decision, once it is for a ``signal`` signal."""
+    visitor, session = tab.ids()
+
+    def decided() -> dict[str, Any] | None:
+        last = json.loads(r.lindex(KEYS.trace(site, visitor, session), 0) or "{}")
+        return last if last.get("signal", {}).get("type") == signal else None
+
+    return tab.wait(decided, f"the decision for {signal}")
+
+
+@pytest.mark.parametrize("scroller", ["own container", "document"])
+def test_scroll_depth_shows_its_campaign_once_the_visitor_scrolled_far_enough(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, r: redis.Redis,
+    redis_url: str, scroller: str,
+) -> None:  # fmt: skip
+    reading = message_campaign("reading", trigger={"exit_intent": [], "scroll_depth": 50})
+    reading["variants"][0]["offer"]["headline"] = "Enjoying the read?"
+    # Shows nowhere (its page never matches): its threshold makes 30% a scroll-depth report.
+    elsewhere = message_campaign(
+        "elsewhere", trigger={"exit_intent": [], "scroll_depth": 20},
+        targeting={"any": [{"all": [{"field": "url", "op": "contains", "value": "/nowhere"}]}]},
+    )  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [reading, elsewhere]).result()
+    tab = new_tab()
+    page = tab.page
+    body = OWN_CONTAINER if scroller != "document" else DOCUMENT
+    page.goto(shop.page(server.url, site, body=body.replace("{SMALL_BOX}", SMALL_BOX)))
+    welcomed(tab)
+    assert tab.received_of("welcome")[0]["config"]["scroll_depth"] == [20, 50]
+    page.evaluate(SCROLL_BOX)  # to its end: a small box is not the page, nothing is reported
+    page.evaluate(SCROLL_TO, 30)
+    decided = last_decision(r, site, tab, "scroll_depth")
+    assert decided["signal"]["percent"] == 30 and decided["chosen"] is None
+    assert page.get_by_role("dialog").count() == 0  # the answer (nothing) has come
+    page.evaluate(SCROLL_TO, 60)
+    page.get_by_role("dialog", name="Enjoying the read?").wait_for(state="visible")
+    assert [m["percent"] for m in tab.sent_of("signal", "scroll_depth")] == [30, 60]
+    session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "the report")
+    assert session["last_scroll_percent"] == "60"
+    # Each threshold once per page view: scrolling back and down again reports nothing new.
+    page.keyboard.press("Escape")
+    page.evaluate(SCROLL_TO, 10)
+    page.evaluate(SCROLL_TO, 90)
+    page.evaluate("history.pushState({}, '', '/spa/next-article')")  # a new page view
+    page.evaluate(SCROLL_TO, 10)
+    page.evaluate(SCROLL_TO, 25)
+    tab.wait(lambda: len(tab.sent_of("signal", "scroll_depth")) == 3, "the next page's report")
+    assert [m["percent"] for m in tab.sent_of("signal", "scroll_depth")] == [30, 60, 25]
+
+
+def test_time_on_page_shows_its_campaign_without_any_other_signal(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, r: redis.Redis,
+    redis_url: str,
+) -> None:  # fmt: skip
+    lingering = message_campaign("lingering", trigger={"exit_intent": [], "time_on_page": 2})
+    lingering["variants"][0]["offer"]["headline"] = "Still deciding?"
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [lingering]).result()
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site))
+    welcomed(tab)
+    assert tab.received_of("welcome")[0]["config"]["time_on_page"] == [2]
+    page.get_by_role("dialog", name="Still deciding?").wait_for(state="visible", timeout=30_000)
+    reported = tab.sent_of("signal", "time_on_page")
+    assert len(reported) == 1 and reported[0]["seconds"] >= 2
+    assert tab.sent_of("signal", "exit_intent") == tab.sent_of("signal", "hesitation") == []
+    session = wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "the report")
+    assert int(session["last_time_on_page_s"]) >= 2
+
+
+def test_an_armed_offer_shows_in_the_frame_its_scroll_depth_is_reached(
+    new_tab: Callable[..., Tab], shop: StaticSite, server: ServerProcess, site: str, r: redis.Redis,
+    redis_url: str,
+) -> None:  # fmt: skip
+    both = message_campaign("both", trigger={"exit_intent": ["top_edge"], "scroll_depth": 50})
+    both["variants"][0]["offer"]["headline"] = "Leaving or reading, here is 10% off"
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(save_campaigns, redis_url, site, [both]).result()
+    tab = new_tab()
+    page = tab.page
+    page.goto(shop.page(server.url, site, body=OWN_CONTAINER))
+    welcomed(tab)
+    armed = tab.wait(lambda: tab.received_of("arm"), "the armed campaign")[0]["offer"]
+    assert armed["scroll_depth"] == 50 and armed["kinds"] == ["top_edge"]
+    tab.wait(lambda: tab.in_shadow("return !!root"), "the pre-mounted host")
+    page.evaluate(
+        """() => {
+        window.__t = {};
+        window.addEventListener("scroll", () => {
+            if (__t.scrolled) return;
+            __t.scrolled = 1;
+            setTimeout(() => { __t.nextTask = 1; }, 0);  // the page's next task
+        }, true);
+        const root = document.querySelector("exit-widget").shadowRoot;
+        new MutationObserver(() => {
+            if (__t.dom) return;
+            __t.dom = 1;
+            __t.sameTask = __t.nextTask === undefined;  // built before anything else could run
+        }).observe(root, {childList: true});
+    }"""
+    )
+    page.evaluate(SCROLL_TO, 60)
+    timing = tab.wait(lambda: page.evaluate("__t.dom && __t"), "the armed offer drawn")
+    assert timing["sameTask"] is True  # drawn while the scroll was handled, not on an answer
+    page.get_by_role("dialog", name="Leaving or reading, here is 10% off").wait_for()
+    # The claimed copy the server sends for the signal replaces it and is reported.
+    tab.wait(lambda: tab.sent_of("offer_shown"), "offer_shown")
+    assert tab.sent_of("offer_shown")[0]["offer"] == "both.a"
+    assert page.get_by_role("dialog").count() == 1
+    wait_session(r, site, tab, lambda s: s.get("offers_shown") == "1", "the report counted")

@@ -48,6 +48,8 @@ def test_hello_parses_with_page_and_consent() -> None:
         ({"type": "event", "name": "identify", "email": "a@b.co", "consent": True}, p.Identify),
         ({"type": "signal", "name": "exit_intent", "kind": "top_edge"}, p.ExitIntent),
         ({"type": "signal", "name": "hesitation", "seconds": 12.5}, p.Hesitation),
+        ({"type": "signal", "name": "scroll_depth", "percent": 60}, p.ScrollDepth),
+        ({"type": "signal", "name": "time_on_page", "seconds": 20}, p.TimeOnPage),
         ({"type": "offer_shown", "offer": "o-1"}, p.OfferShown),
         ({"type": "offer_clicked", "offer": "o-1", "action": "code_copy"}, p.OfferClicked),
         ({"type": "offer_dismissed", "offer": "o-1", "how": "escape"}, p.OfferDismissed),
@@ -104,6 +106,15 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         ),
         (
             '{"id": "a", "type": "event", "name": "identify", "email": "a@b.co\\r\\nBcc: x@y.z"}',
+            p.INVALID_FIELD,
+        ),
+        ('{"id": "a", "type": "signal", "name": "scroll_depth"}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "signal", "name": "scroll_depth", "percent": 101}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "signal", "name": "scroll_depth", "percent": 50.5}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "signal", "name": "scroll_depth", "percent": "50"}', p.INVALID_FIELD),
+        ('{"id": "a", "type": "signal", "name": "time_on_page", "seconds": -1}', p.INVALID_FIELD),
+        (
+            '{"id": "a", "type": "signal", "name": "time_on_page", "seconds": 86401}',
             p.INVALID_FIELD,
         ),
         ('{"id": "a b", "type": "ping"}', p.INVALID_FIELD),
@@ -280,6 +291,29 @@ json_values = st.recursive(
 )
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([("scroll_depth", "percent", 100), ("time_on_page", "seconds", 86_400)]),
+    st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none(),
+)
+def test_scroll_depth_and_time_on_page_take_whole_numbers_in_their_range(
+    signal: tuple[str, str, int], value: object
+) -> None:
+    name, field, top = signal
+    raw = frame(type="signal", name=name, **{field: value})
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole and 0 <= value <= top:  # type: ignore[operator]
+        assert getattr(p.parse_client_message(raw), field) == value
+    else:
+        with pytest.raises(ProtocolError) as info:
+            p.parse_client_message(raw)
+        assert info.value.code == p.INVALID_FIELD and info.value.message_id == "m1"
+        assert f"`$.{field}`" in info.value.message or field in info.value.message
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_give_a_message_or_a_protocol_error(data: bytes) -> None:
@@ -315,6 +349,7 @@ def test_any_bytes_give_a_message_or_a_protocol_error(data: bytes) -> None:
             "items": json_values,
             "kind": json_values,
             "seconds": json_values,
+            "percent": json_values,
             "url": json_values,
             "order_id": json_values,
             "value": json_values,

@@ -99,12 +99,14 @@ export const arm = (offer) => {
 /**
  * On an exit intent of this kind: the armed offer, if it may show for it, leaves the armed slot
  * and is drawn now. Returned when it was drawn now; else it shows once the overlay has loaded.
+ * With a `value`, kind is "scroll_depth" or "time_on_page": the offer shows if its own threshold
+ * (offer.scroll_depth, offer.time_on_page) is reached.
  */
-export const showArmed = (kind) => {
+export const showArmed = (kind, value) => {
   const offer = armed;
   if (
     !validOffer(offer) ||
-    (offer.kinds && !offer.kinds.includes(kind)) ||
+    (value == null ? offer.kinds && !offer.kinds.includes(kind) : !(offer[kind] <= value)) ||
     offer.not_before > Date.now()
   )
     return;

@@ -1,6 +1,6 @@
 // The page: its type, the page views, navigation in single-page shops.
 
-import { activity } from "./signals.js";
+import { newPage } from "./signals.js";
 import { sendEvent } from "./transport.js";
 import { cut, quietly } from "./util.js";
 
@@ -31,6 +31,6 @@ export const navigated = (force) => {
   const current = location.href;
   if (current != url) (referrer = url), (url = current), (gaPageType = "");
   else if (!force) return;
-  activity();
+  newPage();
   setTimeout(quietly(pageView), 0); // once the router has updated the title
 };

@@ -1,6 +1,16 @@
 // Signals: exit intent (pointer out through the top edge, leaving shortcuts, and on touch devices
-// the back button, a fast scroll up, a return from another tab) and hesitation (no activity for
-// the page type's number of seconds). Thresholds come from the server's welcome.
+// the back button, a fast scroll up, a return from another tab), hesitation (no activity for
+// the page type's number of seconds), scroll depth and time on page (at the thresholds of the
+// site's campaigns). Thresholds come from the server's welcome.
+//
+// Scroll depth: how far down the page the bottom of the view is, (scrollTop + clientHeight) /
+// scrollHeight, of the element that scrolled: the document, or the page's own scroll container
+// (a shop whose body does not scroll but a full-height overflow:auto element does); boxes less
+// than half the window high (carousels, lists) are not the page. It is measured when the page
+// scrolls, so a page that fits in the window never reports one: there is nothing to scroll
+// (time on page is the trigger for such pages). Time on page counts the seconds the page is
+// visible, like hesitation, which never fires in a hidden tab. Each threshold is reported at
+// most once per page view (a single-page navigation starts a new one).
 
 import { touch } from "./env.js";
 import { overlayOpen, showArmed } from "./offers.js";
@@ -20,11 +30,13 @@ const EXIT_DEFAULTS = {
 const HESITATION_DEFAULTS = { product: 20, cart: 25, checkout: 40 };
 let exitConfig = EXIT_DEFAULTS;
 let hesitationConfig = HESITATION_DEFAULTS; // idle seconds per page type
+let marks = [[], []]; // the thresholds to report: scroll depth (percent), time on page (seconds)
 
-/** The welcome's config.exit_intent and config.hesitation, over the defaults. */
+/** The welcome's config.exit_intent, hesitation, scroll_depth and time_on_page. */
 export const configure = (config) => {
   exitConfig = { ...EXIT_DEFAULTS, ...config.exit_intent };
   hesitationConfig = { ...HESITATION_DEFAULTS, ...config.hesitation };
+  marks = [config.scroll_depth || [], config.time_on_page || []];
 };
 
 const startedAt = now();
@@ -46,6 +58,25 @@ let guardUsed = 0; // once per page: after that, back goes back
 const pushState = history.pushState; // the browser's own, before the widget watches it
 
 export const activity = () => ((lastActivity = Date.now()), (hesitations = 0));
+
+let reached = [0, 0]; // on this page: the scroll depth and time on page reported so far
+let visible = 0; // seconds this page has been visible
+
+/** A new page view: activity, and scroll depth and time on page start again. */
+export const newPage = () => (activity(), (reached = [0, 0]), (visible = 0));
+
+/**
+ * Scroll depth (i = 0) or time on page (1) now at `value`: reported when it passes a threshold
+ * not reported on this page. An armed offer for it shows at once, as on exit intent.
+ */
+const reach = (i, value) => {
+  const name = i ? "time_on_page" : "scroll_depth";
+  if (active && marks[i].some((mark) => mark > reached[i] && mark <= value)) {
+    reached[i] = value;
+    overlayOpen() || showArmed(name, value);
+    send({ type: "signal", name, [i ? "seconds" : "percent"]: value });
+  }
+};
 
 /**
  * Report an exit intent (at most one per 10 s; `dwell`: not before config.min_dwell_ms on the
@@ -169,6 +200,15 @@ export const watchSignals = () => {
       exit("scroll_up", 1);
     (lastScrollY = y), (lastScrollAt = time);
   });
+  // Scroll depth, on its own listener (a failure here leaves exit intent alone), and measured
+  // only when a campaign wants it: the sizes may cost a layout.
+  listen(window, "scroll", (e) => {
+    if (!marks[0][0]) return;
+    const box = e.target == document ? document.scrollingElement : e.target;
+    const height = box.clientHeight;
+    if (box.scrollHeight > height && height * 2 > innerHeight)
+      reach(0, Math.min(100, Math.round(((box.scrollTop + height) * 100) / box.scrollHeight)));
+  });
   listen(document, "visibilitychange", () => {
     if (document.visibilityState == "hidden") (hidden = 1), flush(1);
     else if (hidden) (hidden = 0), touch && exitConfig.tab_switch && exit("tab_switch");
@@ -176,10 +216,14 @@ export const watchSignals = () => {
   listen(window, "pagehide", () => flush(1));
 };
 
-/** Every second: report hesitation after the page type's idle time, then again at each multiple. */
+/**
+ * Every second: the time on page, and hesitation after the page type's idle time, then again at
+ * each multiple.
+ */
 export const watchHesitation = () =>
   setInterval(
     quietly(() => {
+      if (document.visibilityState != "hidden") reach(1, ++visible);
       const type = pageType();
       const threshold = hesitationConfig[type];
       const seconds = (Date.now() - lastActivity) / 1000;

@@ -216,8 +216,9 @@ def _local_minutes(value: str | None, zone: ZoneInfo) -> str:
 def _trigger_state(trigger: State) -> State:
     visitors = trigger.get("returning_visitor")
     trigger["returning_visitor"] = "" if visitors is None else ("yes" if visitors else "no")
-    if trigger.get("max_cart_value") is None:
-        trigger["max_cart_value"] = ""
+    for name in ("max_cart_value", "scroll_depth", "time_on_page"):
+        if trigger.get(name) is None:
+            trigger[name] = ""
     return trigger
 
 

@@ -82,6 +82,10 @@ def signal_text(signal: Mapping[str, Any] | None, names: Mapping[str, str] | Non
         seconds = _number(signal.get("seconds"))
         page = str(signal.get("page_type", "other")).replace("_", " ")
         return f"Hesitation: idle {seconds} s on a {page} page"
+    if kind == "scroll_depth":
+        return f"Scrolled {_number(signal.get('percent'))}% of the page"
+    if kind == "time_on_page":
+        return f"{_number(signal.get('seconds'))} s on the page"
     if kind == "live":
         campaign = str(signal.get("campaign", ""))
         return f"Live broadcast of {(names or {}).get(campaign, campaign)}"

@@ -14,7 +14,8 @@ from ..offers.campaigns import WORD_FIELDS, Caps, FieldError
 from .campaign_form import PAGE_TYPES, TOP_LEVEL, State, as_dict, as_list
 
 SCHEDULE_FIELDS = ("start", "end", "weekdays", "hours", "timezone")
-TRIGGER_FIELDS = ("exit_intent", "hesitation", "live", "min_time_on_site_s", "min_time_on_page_s",
+TRIGGER_FIELDS = ("exit_intent", "hesitation", "scroll_depth", "time_on_page", "live",
+                  "min_time_on_site_s", "min_time_on_page_s",
                   "min_pages", "min_cart_value", "max_cart_value", "min_cart_items",
                   "left_checkout", "returning_visitor")  # fmt: skip
 CAPS_FIELDS = tuple(Caps.model_fields)
@@ -37,6 +38,7 @@ LABELS = {
     "goal": "Goal", "schedule": "Schedule", "start": "Starts", "end": "Ends",
     "weekdays": "Weekdays", "hours": "Hours", "timezone": "Time zone", "trigger": "Trigger",
     "exit_intent": "Exit-intent signals", "hesitation": "Hesitation (seconds idle)",
+    "scroll_depth": "Scrolled down the page (%)", "time_on_page": "Seconds on the page",
     "live": "Live broadcast", "min_time_on_site_s": "Minimum seconds on the site",
     "min_time_on_page_s": "Minimum seconds on the page", "min_pages": "Minimum pages viewed",
     "min_cart_value": "Minimum cart value", "max_cart_value": "Maximum cart value",

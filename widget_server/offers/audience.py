@@ -115,6 +115,10 @@ def _when(trigger: Trigger, currency: str) -> str:
         moments.append("when leaving")
     for page, seconds in trigger.hesitation.items():
         moments.append(f"after {seconds} s without a move on {page.replace('_', ' ')} pages")
+    if trigger.scroll_depth:
+        moments.append(f"after scrolling {trigger.scroll_depth}% of the page")
+    if trigger.time_on_page:
+        moments.append(f"after {trigger.time_on_page} seconds on the page")
     if trigger.live:
         moments.append("when a live offer starts")
     text = " or ".join(moments)

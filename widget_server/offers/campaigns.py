@@ -99,6 +99,10 @@ class Trigger(_Model):
     exit_intent: list[ExitIntentKind] = Field(default_factory=lambda: list(ALL_EXIT_KINDS))
     hesitation: dict[PageType, Annotated[int, Field(ge=1, le=3600)]] = Field(default_factory=dict)
     live: bool = False
+    # Show once the visitor has scrolled this far down the page (percent), or has had the page
+    # in view this long (seconds). Triggers, like hesitation; min_time_on_page_s is a condition.
+    scroll_depth: Annotated[int, Field(ge=1, le=100)] | None = None
+    time_on_page: Annotated[int, Field(ge=1, le=3600)] | None = None
     min_time_on_site_s: Annotated[int, Field(ge=0, le=86_400)] = 0
     min_time_on_page_s: Annotated[int, Field(ge=0, le=86_400)] = 0
     min_pages: Annotated[int, Field(ge=0, le=1000)] = 0
@@ -110,8 +114,12 @@ class Trigger(_Model):
 
     @model_validator(mode="after")
     def _fires_somehow(self) -> Trigger:
-        if not self.exit_intent and not self.hesitation and not self.live:
-            raise ValueError("a trigger needs exit_intent kinds, hesitation pages or live")
+        if not (self.exit_intent or self.hesitation or self.live or self.scroll_depth
+                or self.time_on_page):  # fmt: skip
+            raise ValueError(
+                "a trigger needs exit_intent kinds, hesitation pages, scroll_depth, time_on_page"
+                " or live"
+            )
         if self.max_cart_value is not None and self.max_cart_value < self.min_cart_value:
             raise ValueError("max_cart_value must be at least min_cart_value")
         return self

@@ -66,6 +66,20 @@ class HesitationSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class ScrollSignal:
+    """The visitor has scrolled ``percent`` of the page."""
+
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOnPageSignal:
+    """The page has been in view ``seconds``."""
+
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class LiveSignal:
     campaign_id: str
 
@@ -75,7 +89,9 @@ class ArmProbe:
     """ "What would exit intent show now?" Time thresholds are reported, not enforced."""
 
 
-Signal = ExitIntentSignal | HesitationSignal | LiveSignal | ArmProbe
+Signal = (
+    ExitIntentSignal | HesitationSignal | ScrollSignal | TimeOnPageSignal | LiveSignal | ArmProbe
+)
 
 
 # What was known of a visitor before an offer, kept at exposure (VisitorState.covariates).
@@ -578,6 +594,16 @@ def _trigger_miss(campaign: Campaign, signal: Signal) -> str:
         if needed is None:
             return f"no hesitation trigger on {signal.page_type} pages"
         return "" if signal.seconds >= needed else f"hesitated {signal.seconds:g}s < {needed}s"
+    if isinstance(signal, ScrollSignal):
+        depth = trigger.scroll_depth
+        if depth is None:
+            return "no scroll-depth trigger"
+        return "" if signal.percent >= depth else f"scrolled {signal.percent}% < {depth}%"
+    if isinstance(signal, TimeOnPageSignal):
+        wanted = trigger.time_on_page
+        if wanted is None:
+            return "no time-on-page trigger"
+        return "" if signal.seconds >= wanted else f"on the page {signal.seconds}s < {wanted}s"
     return "" if trigger.exit_intent else "not an exit-intent campaign"
 
 

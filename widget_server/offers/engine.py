@@ -62,8 +62,10 @@ from .decide import (
     LiveSignal,
     Reason,
     Rejection,
+    ScrollSignal,
     Signal,
     SitePolicy,
+    TimeOnPageSignal,
     VisitorState,
     decide,
     offers_discount,
@@ -264,6 +266,8 @@ class OfferEngine:
                     body,
                     kinds=list(chosen.campaign.trigger.exit_intent),
                     not_before=int(chosen.not_before * 1000),
+                    scroll_depth=chosen.campaign.trigger.scroll_depth,
+                    time_on_page=chosen.campaign.trigger.time_on_page,
                 )
             )
         )
@@ -278,7 +282,7 @@ class OfferEngine:
                           record.holdout_version)  # fmt: skip
 
     async def record_signal(
-        self, sock: OfferSocket, message: p.ExitIntent | p.Hesitation, *, now: float
+        self, sock: OfferSocket, message: p.SignalMessage, *, now: float
     ) -> tuple[SessionView, PreparedSignal | None, Places | None]:
         """Apply an exit signal to the session, reserving its offer's place in the same script
         call when a decision could be made first (:meth:`prepare`). Pass what it returns to
@@ -1191,6 +1195,12 @@ class OfferEngine:
         await self._redis.hdel(self._keys.live_offers(site), campaign_id)
         self._live_cache.pop(site, None)
 
+    async def widget_config(self, site: str, base: p.WidgetConfig) -> p.WidgetConfig:
+        """The welcome's config for a visitor of ``site``: ``base`` with the scroll-depth and
+        time-on-page thresholds of the site's active campaigns, which the widget reports."""
+        campaigns = await self.campaigns.active(site)
+        return msgspec.structs.replace(base, **trigger_thresholds(campaigns))
+
     async def active_live(self, site: str, now: float) -> list[str]:
         """Campaign ids whose live broadcast runs now (cached for a few seconds)."""
         cached = self._live_cache.get(site)
@@ -1247,9 +1257,22 @@ def _describe(signal: Signal) -> dict[str, Any]:
         return {"type": "exit_intent", "kind": signal.kind}
     if isinstance(signal, HesitationSignal):
         return {"type": "hesitation", "seconds": signal.seconds, "page_type": signal.page_type}
+    if isinstance(signal, ScrollSignal):
+        return {"type": "scroll_depth", "percent": signal.percent}
+    if isinstance(signal, TimeOnPageSignal):
+        return {"type": "time_on_page", "seconds": signal.seconds}
     if isinstance(signal, LiveSignal):
         return {"type": "live", "campaign": signal.campaign_id}
     return {"type": "arm"}
+
+
+def trigger_thresholds(campaigns: Sequence[Campaign]) -> dict[str, list[int]]:
+    """The scroll depths and times on page the campaigns trigger at, each ascending, once."""
+    triggers = [c.trigger for c in campaigns]
+    return {
+        "scroll_depth": sorted({t.scroll_depth for t in triggers if t.scroll_depth}),
+        "time_on_page": sorted({t.time_on_page for t in triggers if t.time_on_page}),
+    }
 
 
 def signal_for(message: p.ClientMessage) -> Signal | None:
@@ -1257,4 +1280,8 @@ def signal_for(message: p.ClientMessage) -> Signal | None:
         return ExitIntentSignal(message.kind)
     if isinstance(message, p.Hesitation):
         return HesitationSignal(message.seconds, message.page_type)
+    if isinstance(message, p.ScrollDepth):
+        return ScrollSignal(message.percent)
+    if isinstance(message, p.TimeOnPage):
+        return TimeOnPageSignal(message.seconds)
     return None

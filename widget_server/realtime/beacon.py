@@ -177,7 +177,7 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
             errors.append({"id": message.id, "code": p.UNAVAILABLE, "message": "session expired"})
         else:
             acks.append(message.id)
-            signal = isinstance(message, p.ExitIntent | p.Hesitation)
+            signal = isinstance(message, p.SIGNALS)
             services.hub.count(batch.site, "signals" if signal else "events")
             if isinstance(message, p.Identify) and not result.duplicate:
                 await _after_identify(services, batch, message, result, now)

@@ -344,13 +344,19 @@ class VisitorConnection:
             hello.id,
         )
         self.session_id = opened.session_id
+        config = self.services.widget_config
+        try:  # the thresholds the site's campaigns trigger at
+            config = await self.services.offers.widget_config(self.site, config)
+        except RedisError as exc:  # the widget reports none this time; the session goes on
+            self.services.metrics.redis_errors.inc()
+            log.warning("no campaign thresholds", extra={"error": str(exc), "site": self.site})
         await self.send(
             p.Welcome(
                 v=p.PROTOCOL_VERSION,
                 session=opened.session_id,
                 visitor=self.visitor,
                 resumed=opened.resumed,
-                config=self.services.widget_config,
+                config=config,
             )
         )
         return opened.view
@@ -386,7 +392,7 @@ class VisitorConnection:
                 ProtocolError(p.HELLO_REPEATED, "hello was already received", message_id=message.id)
             )
             return
-        signal = isinstance(message, p.ExitIntent | p.Hesitation)
+        signal = isinstance(message, p.SIGNALS)
         self.services.hub.count(self.site, "signals" if signal else "events")
         try:
             if isinstance(message, p.ConsentUpdate) and not message.analytics:
@@ -410,7 +416,7 @@ class VisitorConnection:
         prepared: PreparedSignal | None = None
         places: Places | None = None
         try:
-            if isinstance(message, p.ExitIntent | p.Hesitation):
+            if isinstance(message, p.SIGNALS):
                 view, prepared, places = await self._store_call(
                     self.services.offers.record_signal(self, message, now=time.time()),
                     message.id,
@@ -447,7 +453,7 @@ class VisitorConnection:
         self.last_view = view
         if isinstance(message, p.OfferShown):
             await offers.on_shown(self, message, view)  # a copy sent again may finish its count
-        if view.duplicate and not isinstance(message, p.ExitIntent | p.Hesitation):
+        if view.duplicate and not isinstance(message, p.SIGNALS):
             return
         signal = signal_for(message)
         if signal is not None:

@@ -200,7 +200,7 @@ class SessionStore:
         site: str,
         visitor: str,
         session_id: str,
-        message: p.ExitIntent | p.Hesitation,
+        message: p.SignalMessage,
         places: bytes,
         *,
         now: float,

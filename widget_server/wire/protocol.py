@@ -208,6 +208,20 @@ class Hesitation(_Message, frozen=True, kw_only=True):
     page_type: PageType = "other"
 
 
+class ScrollDepth(_Message, frozen=True, kw_only=True):
+    """The visitor has scrolled this far down the page (percent of its height), reported once
+    the first of the thresholds the welcome asked for (``config.scroll_depth``) is reached."""
+
+    percent: Annotated[int, Meta(ge=0, le=100)]
+
+
+class TimeOnPage(_Message, frozen=True, kw_only=True):
+    """The page has been in view this many seconds, reported at the thresholds the welcome
+    asked for (``config.time_on_page``)."""
+
+    seconds: Annotated[int, Meta(ge=0, le=86_400)]
+
+
 class OfferShown(_Message, frozen=True, kw_only=True):
     """The widget painted a claimed offer (``claim``: the token its ``offer`` message carried).
     Only this counts an impression and spends the caps; see docs/protocol.md."""
@@ -250,7 +264,9 @@ class Ping(_Message, frozen=True, kw_only=True):
 EventMessage: TypeAlias = (
     PageView | ProductView | CartAdd | CartRemove | CartUpdate | CheckoutStart | Purchase | Identify
 )
-SignalMessage: TypeAlias = ExitIntent | Hesitation
+SignalMessage: TypeAlias = ExitIntent | Hesitation | ScrollDepth | TimeOnPage
+# The signals that ask for an offer, for isinstance checks.
+SIGNALS = (ExitIntent, Hesitation, ScrollDepth, TimeOnPage)
 OfferMessage: TypeAlias = OfferShown | OfferClicked | OfferDismissed | OfferCapture
 ClientMessage: TypeAlias = (
     Hello | EventMessage | SignalMessage | OfferMessage | ConsentUpdate | Ping
@@ -269,6 +285,8 @@ _MESSAGE_TYPES: dict[tuple[str, str | None], type[Struct]] = {
     ("event", "identify"): Identify,
     ("signal", "exit_intent"): ExitIntent,
     ("signal", "hesitation"): Hesitation,
+    ("signal", "scroll_depth"): ScrollDepth,
+    ("signal", "time_on_page"): TimeOnPage,
     ("offer_shown", None): OfferShown,
     ("offer_clicked", None): OfferClicked,
     ("offer_dismissed", None): OfferDismissed,
@@ -363,6 +381,10 @@ class HesitationConfig(Struct, frozen=True, gc=False, kw_only=True):
 class WidgetConfig(Struct, frozen=True, gc=False, kw_only=True):
     exit_intent: ExitIntentConfig = ExitIntentConfig()
     hesitation: HesitationConfig = HesitationConfig()
+    # The thresholds of the site's active campaigns the widget reports, in ascending order:
+    # scroll depth in percent, seconds of the page in view (empty: report none).
+    scroll_depth: list[int] = []
+    time_on_page: list[int] = []
     heartbeat_s: int = 25
     max_frame_bytes: int = 16384
 
@@ -477,6 +499,8 @@ class OfferBody(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True)
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
     kinds: list[str] | None = None  # arm: the exit-intent kinds that show it
     not_before: int | None = None  # arm: unix time in milliseconds
+    scroll_depth: int | None = None  # arm: also shown at this scroll depth (percent)
+    time_on_page: int | None = None  # arm: also shown after this many seconds on the page
 
 
 class Arm(Struct, frozen=True, gc=False, kw_only=True, tag="arm", tag_field="type"):

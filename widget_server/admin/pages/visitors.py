@@ -134,6 +134,8 @@ def timeline(trace: SessionTrace, names: Mapping[str, str]) -> list[tuple[float,
     kind = s.get("last_signal_kind", "")
     add("last_signal", f"Exit intent: {explain.EXIT_KINDS.get(kind, kind.replace('_', ' '))}")
     add("last_hesitation", f"Hesitated {s.get('last_hesitation_s', '?')} s")
+    add("last_scroll", f"Scrolled {s.get('last_scroll_percent', '?')}% of the page")
+    add("last_time_on_page", f"{s.get('last_time_on_page_s', '?')} s on the page")
     add("last_offer_shown", f"Saw the offer {_offer_name(s.get('last_offer', ''), names)}")
     add("last_offer_click", f"Clicked the offer ({s.get('last_offer_action', 'cta')})")
     add("last_dismiss", "Closed an offer")

@@ -2,7 +2,7 @@
 -- KEYS: 1 session, 2 seen message ids, 3 profile, 4 order ids, 5 the visitor's reservations
 --       under the site's frequency policy (offer_reserve.lua)
 -- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 message id, 5 message name, 6 payload JSON,
---       7 (exit_intent and hesitation, optional) the places to reserve for the offers the
+--       7 (exit_intent, hesitation, scroll_depth, time_on_page: optional) the places to reserve for the offers the
 --       signal may show, best first: JSON {sid, day, until, policy, offers = [{token, offer,
 --       rule, check, disc}]} (the arguments of offer_reserve.lua)
 -- Returns the session view JSON, or the error reply 'expired' when the session is gone. For
@@ -147,6 +147,12 @@ elseif name == 'hesitation' then
   redis.call('HINCRBY', s, 'hesitations', 1)
   redis.call('HSET', s, 'last_hesitation', now, 'last_hesitation_s', m.seconds)
   activity = false
+elseif name == 'scroll_depth' then
+  redis.call('HSET', s, 'last_scroll', now, 'last_scroll_percent', m.percent)
+  activity = false
+elseif name == 'time_on_page' then
+  redis.call('HSET', s, 'last_time_on_page', now, 'last_time_on_page_s', m.seconds)
+  activity = false
 elseif name == 'offer_shown' then
   -- Counted only against the reservation the claim made for it (see offer_reserve.lua).
   local held, token = KEYS[5], val(m.claim, '')
@@ -214,13 +220,14 @@ if activity then redis.call('HSET', s, 'last', now) end
 redis.call('HSET', p, 'last_seen', now)
 -- Page views, signals, consent changes and refused reports alone are not worth keeping a
 -- visitor for months.
-if name ~= 'page_view' and name ~= 'exit_intent' and name ~= 'hesitation' and name ~= 'consent'
-    and (note == '' or note == 'seen') then
+local signal = name == 'exit_intent' or name == 'hesitation' or name == 'scroll_depth'
+  or name == 'time_on_page'
+if name ~= 'page_view' and not signal and name ~= 'consent' and (note == '' or note == 'seen') then
   redis.call('HSET', p, 'kept', 1)
 end
 redis.call('EXPIRE', s, session_ttl)
 redis.call('EXPIRE', p, profile_ttl_for(p, profile_ttl))
-if ARGV[7] and (name == 'exit_intent' or name == 'hesitation') then
+if ARGV[7] and signal then
   local r = cjson.decode(ARGV[7])
   local pending = pending_places(KEYS[5], now, r.sid, r.day, false)
   local chosen, refused = 0, {}
