@@ -72,7 +72,8 @@ def csrf_of(html: str) -> str:
 
 
 class FormFields(HTMLParser):
-    """What a browser would submit for a form (by id): inputs, ticked boxes, chosen options."""
+    """What a browser would submit for a form (by id): inputs, ticked boxes, chosen options,
+    those inside it and those outside that name it (``form="ID"``)."""
 
     def __init__(self, form_id: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -87,7 +88,12 @@ class FormFields(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "form":
             self.inside = a.get("id") == self.form_id
-        if not self.inside or (not a.get("name") and tag != "option"):
+        if tag == "option":
+            if self._select is None:
+                return
+        elif not a.get("name") or not (
+            a.get("form") == self.form_id if "form" in a else self.inside
+        ):
             return
         if tag == "input" and a.get("type") not in ("submit", "button", "file"):
             if a.get("type") in ("checkbox", "radio") and "checked" not in a:
@@ -113,7 +119,7 @@ class FormFields(HTMLParser):
             self.inside = False
 
     def handle_data(self, data: str) -> None:
-        if self._textarea is not None and self.inside:
+        if self._textarea is not None:
             self.fields[self._textarea][-1] += data.removeprefix("\n")
 
 
