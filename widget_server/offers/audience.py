@@ -118,7 +118,8 @@ def _when(trigger: Trigger, currency: str) -> str:
     if trigger.scroll_depth:
         moments.append(f"after scrolling {trigger.scroll_depth}% of the page")
     if trigger.time_on_page:
-        moments.append(f"after {trigger.time_on_page} seconds on the page")
+        seconds = trigger.time_on_page
+        moments.append(f"after {seconds} second{'' if seconds == 1 else 's'} on the page")
     if trigger.live:
         moments.append("when a live offer starts")
     text = " or ".join(moments)
