@@ -17,7 +17,24 @@ from redis.asyncio import Redis
 from ..errors import WidgetServerError
 from ..store.keys import Keys
 
-FlowKind = Literal["cart", "checkout", "browse"]
+FlowKind = Literal[
+    "cart", "checkout", "browse", "welcome", "cross_sell", "review", "replenishment", "winback",
+    "price_drop", "back_in_stock", "low_stock", "category_interest",
+]  # fmt: skip
+# The flows a visitor leaving schedules: one of them at a time, each replacing the others.
+ABANDONMENT: frozenset[str] = frozenset({"cart", "checkout", "browse"})
+# The flows an order schedules; the order that started them does not stop them.
+AFTER_ORDER: frozenset[str] = frozenset({"cross_sell", "review", "replenishment"})
+# The flows a visitor coming back cancels (with ``cancel_on_return``): the others are not about
+# the visit.
+RETURN_CANCELS: frozenset[str] = ABANDONMENT | {"winback"}
+# When several of a visitor's emails are due at once, the highest priority goes first and the
+# others wait for the budget (a flow's ``priority`` overrides its kind's).
+KIND_PRIORITY: dict[str, int] = {
+    "checkout": 90, "cart": 80, "price_drop": 70, "back_in_stock": 65, "low_stock": 60,
+    "welcome": 55, "browse": 50, "replenishment": 45, "review": 40, "cross_sell": 35,
+    "category_interest": 30, "winback": 20,
+}  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _LOCALE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
 MAX_DELAY_MINUTES = 60 * 24 * 60
@@ -106,6 +123,10 @@ class FlowStep(_Model):
         return next(iter(self.subject.values()))
 
 
+CategoryName = Annotated[str, Field(min_length=1, max_length=200)]
+ReminderDays = Annotated[int, Field(ge=1, le=365)]
+
+
 class Flow(_Model):
     """A sequence of emails for one kind of abandonment.
 
@@ -125,6 +146,16 @@ class Flow(_Model):
     daily_cap: Annotated[int, Field(ge=1, le=20)] = 2
     cancel_on_return: bool = True
     attribution_days: Annotated[int, Field(ge=1, le=90)] = 7
+    priority: Annotated[int, Field(ge=0, le=100)] | None = None
+    # replenishment: days after an order of a product in the category (by the catalog's
+    # product_type or category), when to remind; categories not listed are learned from the
+    # shop's repeat orders (see MailScheduler.after_order).
+    categories: dict[CategoryName, ReminderDays] = Field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        """The priority that decides between emails due at once."""
+        return self.priority if self.priority is not None else KIND_PRIORITY.get(self.kind, 0)
 
     @field_validator("steps")
     @classmethod

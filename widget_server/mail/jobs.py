@@ -31,6 +31,7 @@ leases far longer than clock skew.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,14 +49,17 @@ from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from ..store.sites import SiteRegistry
 from ..visitors.session_view import CartLine, SessionView
+from ..wire.protocol import Purchase
 from .experiments import FlowExperiments, flow_arm
-from .flows import Budget, MailFlowStore, in_holdout
+from .flows import ABANDONMENT, RETURN_CANCELS, Budget, Flow, FlowKind, MailFlowStore, in_holdout
 from .message import MailAddressError, email_digest, normalize_address
 
 CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped", "budget"]
 SuppressionReason = Literal["unsubscribed", "bounced", "complained"]
 DEFAULT_RETENTION_S = 180 * 24 * 3600
 _JOB_SLACK_S = 14 * 24 * 3600
+# Repeat orders of a category needed before its replenishment interval counts as learned.
+MIN_REPEATS = 3
 # A script that gets the keys of the jobs read just before is tried again this often when the
 # jobs changed in between.
 _ATTEMPTS = 5
@@ -132,10 +136,16 @@ class MailJob:
     viewed: tuple[str, ...]
     code: str
     code_expires: float
+    kind: str = ""
+    rank: int = 0
+    occurrence: str = ""
 
     @property
     def step_field(self) -> str:
-        return f"{self.flow}:{self.step}"
+        """The once-only mark of the step: per flow and step, and per occurrence for flows that
+        come again (after each order, after each absence)."""
+        field = f"{self.flow}:{self.step}"
+        return f"{field}@{self.occurrence}" if self.occurrence else field
 
     @classmethod
     def from_hash(cls, job_id: str, token: str, raw: Mapping[str, str]) -> MailJob:
@@ -157,6 +167,9 @@ class MailJob:
             viewed=tuple(str(v) for v in json.loads(raw.get("viewed") or "[]")),
             code=raw.get("code", ""),
             code_expires=float(raw.get("code_expires") or 0),
+            kind=raw.get("kind", ""),
+            rank=int(raw.get("rank") or 0),
+            occurrence=raw.get("occurrence", ""),
         )
 
 
@@ -265,35 +278,78 @@ class MailScheduler:
         config = await self.flows.get(site)
         flow = config.flow_for(has_cart=bool(cart), product_views=product_views, checkout=checkout)
         if flow is None:
-            await self.cancel(site, visitor)
+            abandonment = [f.name for f in config.flows if f.kind in ABANDONMENT]
+            await self.cancel(site, visitor, flows=abandonment)
             return ScheduleResult("nothing_abandoned")
+        return await self._schedule_flow(
+            site,
+            visitor,
+            flow,
+            now=now,
+            address=address,
+            replace=[f.name for f in config.flows if f.kind in ABANDONMENT],
+            fields={
+                "locale": locale or "",
+                "cart": json.dumps([asdict(line) for line in cart[:50]]),
+                "viewed": json.dumps(list(viewed)[-10:]),
+                "code": code,
+                "code_expires": repr(code_expires),
+            },
+            cancel_when_held_out=True,
+        )
+
+    async def _schedule_flow(
+        self,
+        site: str,
+        visitor: str,
+        flow: Flow,
+        *,
+        now: float,
+        address: str,
+        replace: Sequence[str],
+        fields: Mapping[str, str],
+        occurrence: str = "",
+        cancel_when_held_out: bool = False,
+        start: float | None = None,
+    ) -> ScheduleResult:
+        """Schedule every step of ``flow`` for a visitor whose address and consent were checked,
+        replacing the pending jobs of the flows named in ``replace`` (the flow's own included):
+        the holdout draw and exposure, then one atomic script."""
         held_out = in_holdout(site, visitor, flow)
         await self.experiments.exposed(site, visitor, flow, flow_arm(held_out), now)
         if held_out:
-            await self.cancel(site, visitor)
+            if cancel_when_held_out:
+                await self.cancel(site, visitor, flows=list(replace))
             return ScheduleResult("holdout", flow.name)
-        fields = {
+        base = {
             "site": site,
             "visitor": visitor,
             "flow": flow.name,
+            "kind": flow.kind,
+            "rank": str(flow.rank),
+            "occurrence": occurrence,
             "email": address,
-            "locale": locale or "",
             "scheduled": repr(now),
             "attempts": "0",
             "claims": "0",
-            "cart": json.dumps([asdict(line) for line in cart[:50]]),
-            "viewed": json.dumps(list(viewed)[-10:]),
-            "code": code,
-            "code_expires": repr(code_expires),
+            "locale": "",
+            "cart": "[]",
+            "viewed": "[]",
+            "code": "",
+            "code_expires": "0.0",
+            **fields,
         }
+        mark = f"@{occurrence}" if occurrence else ""
         steps = []
         for index, step in enumerate(flow.steps):
-            due = now + step.delay_minutes * 60
-            job_fields = {**fields, "step": str(index), "due": repr(due)}
+            due = (now if start is None else start) + step.delay_minutes * 60
+            job_fields = {**base, "step": str(index), "due": repr(due)}
             job_id = f"{site}:{visitor}:{flow.name}:{index}"
             steps.append(
-                {"id": job_id, "field": f"{flow.name}:{index}", "due": due, "fields": job_fields}
-            )
+                {"id": job_id, "field": f"{flow.name}:{index}{mark}", "due": due,
+                 "fields": job_fields}
+            )  # fmt: skip
+        replaced = json.dumps(sorted({*replace, flow.name}))
         k = self._keys
         for _ in range(_ATTEMPTS):
             pending = await self._visitor_jobs(site, visitor)
@@ -306,7 +362,7 @@ class MailScheduler:
                     *(k.mail_job(job_id) for job_id in pending),
                     *(k.mail_job(str(step["id"])) for step in steps),
                 ],
-                args=[_JOB_SLACK_S, repr(now), json.dumps(steps), *pending],
+                args=[_JOB_SLACK_S, repr(now), json.dumps(steps), replaced, *pending],
             )
             if ids != -1:
                 break
@@ -320,11 +376,66 @@ class MailScheduler:
         job_ids = tuple(reply_text(i) for i in ids)
         return ScheduleResult("scheduled" if job_ids else "already_sent", flow.name, job_ids)
 
+    async def schedule_flow(
+        self,
+        site: str,
+        visitor: str,
+        kind: FlowKind,
+        *,
+        now: float,
+        products: Sequence[str] = (),
+        occurrence: str = "",
+        start: float | None = None,
+    ) -> ScheduleResult:
+        """Schedule the site's enabled flow of ``kind`` for a visitor, from what their profile
+        says (address, marketing consent, language): a welcome after a capture, the emails after
+        an order (``products``: what was bought), a price drop or a restock (``products``: the
+        products concerned). Replaces that flow's own pending emails only. ``occurrence`` names
+        one instance of a flow that comes again (an order id, a day): each gets its emails.
+        The steps' delays count from ``start`` (default: now)."""
+        config = await self.flows.get(site)
+        flow = config.enabled_flow(kind)
+        if flow is None:
+            return ScheduleResult("flow_disabled")
+        raw = await self._redis.hgetall(self._keys.profile(site, visitor))
+        profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
+        email = profile.get("email", "")
+        if not email:
+            return ScheduleResult("no_email")
+        try:
+            address = normalize_address(email)
+        except MailAddressError:
+            return ScheduleResult("invalid_email")
+        if not marketing_consent(profile):
+            return ScheduleResult("no_consent")
+        if await self.suppression(site, address) is not None:
+            return ScheduleResult("suppressed")
+        record = await self._sites.get(site)
+        if record is not None and in_site_holdout(
+            site, record.holdout_version, record.holdout, visitor
+        ):
+            return ScheduleResult("site_holdout")
+        return await self._schedule_flow(
+            site,
+            visitor,
+            flow,
+            now=now,
+            address=address,
+            replace=[flow.name],
+            fields={
+                "locale": profile.get("lang", ""),
+                "viewed": json.dumps([str(p) for p in products][:10]),
+            },
+            occurrence=occurrence,
+            start=start,
+        )
+
     async def visitor_left_from_view(
         self, site: str, visitor: str, view: SessionView, *, now: float, locale: str | None = None
     ) -> ScheduleResult:
-        """:meth:`visitor_left` with everything taken from the session view the store returned."""
-        return await self.visitor_left(
+        """:meth:`visitor_left` with everything taken from the session view the store returned;
+        then the win-back series restarts its clock from this visit (when the site has one)."""
+        result = await self.visitor_left(
             site,
             visitor,
             now=now,
@@ -336,12 +447,18 @@ class MailScheduler:
             viewed=list(view.viewed_ids),
             checkout=view.session.get("checkout") == "1",
         )
+        if result.outcome not in ("no_email", "invalid_email", "no_consent", "suppressed"):
+            await self.schedule_flow(
+                site, visitor, "winback", now=now, products=list(view.viewed_ids)[-3:],
+                occurrence=utc_day(now),
+            )  # fmt: skip
+        return result
 
     async def visitor_returned(self, site: str, visitor: str, *, now: float) -> int:
         """Cancel the pending steps of flows with ``cancel_on_return`` (the default); the next
         :meth:`visitor_left` schedules them again. Returns the number of jobs cancelled."""
         config = await self.flows.get(site)
-        names = [flow.name for flow in config.flows if flow.cancel_on_return]
+        names = [f.name for f in config.flows if f.cancel_on_return and f.kind in RETURN_CANCELS]
         return await self.cancel(site, visitor, flows=names) if names else 0
 
     async def purchased(
@@ -355,6 +472,115 @@ class MailScheduler:
             moment = time.time() if now is None else now
             await self.experiments.purchased(site, visitor, config.flows, value, moment)
         return cancelled
+
+    async def after_order(
+        self,
+        site: str,
+        visitor: str,
+        order_id: str,
+        items: Sequence[tuple[str, str]],
+        *,
+        now: float,
+    ) -> list[ScheduleResult]:
+        """Schedule the emails an order starts, once per order: products to go with it (never
+        what was bought), a review request, and a replenishment reminder when a bought item's
+        category has an interval, set on the flow or learned from the shop's repeat orders of
+        that category (``items``: (product id, category))."""
+        bought = [product for product, _ in items]
+        results = [
+            await self.schedule_flow(
+                site, visitor, kind, now=now, products=bought, occurrence=order_id
+            )
+            for kind in ("cross_sell", "review")
+        ]
+        categories = sorted({c.strip().lower() for _, c in items if c.strip()})
+        learned = await self._learn_intervals(site, visitor, categories, now)
+        config = await self.flows.get(site)
+        flow = config.enabled_flow("replenishment")
+        if flow is not None:
+            intervals = {
+                c: days for c in categories if (days := flow.categories.get(c) or learned.get(c))
+            }
+            if intervals:
+                category = min(intervals, key=lambda c: intervals[c])
+                again = [p for p, c in items if c.strip().lower() == category]
+                results.append(
+                    await self.schedule_flow(
+                        site, visitor, "replenishment", now=now, products=again,
+                        occurrence=order_id, start=now + intervals[category] * 86400,
+                    )
+                )  # fmt: skip
+        return results
+
+    async def _learn_intervals(
+        self, site: str, visitor: str, categories: Sequence[str], now: float
+    ) -> dict[str, int]:
+        """Record when the visitor last bought each category; a repeat order adds its interval
+        to the site's per-category statistics. Returns the learned interval (days, the geometric
+        mean of at least :data:`MIN_REPEATS` repeat intervals) of each category that has one."""
+        if not categories:
+            return {}
+        profile, stats = self._keys.profile(site, visitor), self._keys.mail_replenish(site)
+        fields = [f"bought:{c}" for c in categories]
+        before = await self._redis.hmget(profile, fields)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for category, last in zip(categories, before, strict=True):
+                days = (now - float(reply_text(last))) / 86400 if last else 0.0
+                if 1 <= days <= 365:
+                    pipe.hincrby(stats, f"{category}:n", 1)
+                    pipe.hincrbyfloat(stats, f"{category}:log", math.log(days))
+            pipe.hset(profile, mapping={field: repr(now) for field in fields})
+            await pipe.execute()
+        raw = await self._redis.hmget(
+            stats, [f"{c}:{part}" for c in categories for part in ("n", "log")]
+        )
+        learned = {}
+        for i, category in enumerate(categories):
+            n, total = raw[2 * i], raw[2 * i + 1]
+            if n and total and int(n) >= MIN_REPEATS:
+                learned[category] = max(1, round(math.exp(float(reply_text(total)) / int(n))))
+        return learned
+
+    async def welcome(self, site: str, visitor: str, *, now: float) -> ScheduleResult:
+        """Start the welcome series for a visitor whose marketing consent now counts, unless it
+        is under way or was sent (it is sent once)."""
+        config = await self.flows.get(site)
+        flow = config.enabled_flow("welcome")
+        if flow is None:
+            return ScheduleResult("flow_disabled")
+        pending = await self._visitor_jobs(site, visitor)
+        if any(job_id.rsplit(":", 2)[-2] == flow.name for job_id in pending):
+            return ScheduleResult("already_scheduled", flow.name)
+        return await self.schedule_flow(site, visitor, "welcome", now=now)
+
+    async def after_purchase(
+        self, site: str, visitor: str, purchase: Purchase, *, now: float
+    ) -> list[ScheduleResult]:
+        """A new order: every pending email stops (:meth:`purchased`, with the order's value for
+        the flows' reports), then the emails the order starts (:meth:`after_order`)."""
+        await self.purchased(site, visitor, value=purchase.value, now=now)
+        items = [(item.id, item.category) for item in purchase.items]
+        return await self.after_order(site, visitor, purchase.order_id, items, now=now)
+
+    async def outranked(self, job: MailJob, now: float) -> bool:
+        """Whether another of the visitor's emails, of a higher priority, is due now or being
+        sent: this one then waits, so the budget goes to the more important one first."""
+        k = self._keys
+        others = [i for i in await self._visitor_jobs(job.site, job.visitor) if i != job.id]
+        if not others:
+            return False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.hmget(k.mail_job(other), "rank", "committed_day")
+                pipe.zscore(k.mail_due(), other)
+                pipe.zscore(k.mail_leases(), other)
+            replies = await pipe.execute()
+        for i in range(len(others)):
+            (rank, committed), due, leased = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            waiting = (due is not None and float(due) <= now) or (leased and not committed)
+            if waiting and int(reply_text(rank) if rank else "0") > job.rank:
+                return True
+        return False
 
     async def consent_withdrawn(self, site: str, visitor: str, *, now: float | None = None) -> int:
         """Record the withdrawal (jobs scheduled before it never send) and cancel everything."""

@@ -191,6 +191,11 @@ class MailRenderer:
         own = {**view.words, **{f"{spec.template}_{name}": text for name, text in words.items()}}
         texts = self.texts(view.locale, own, shop=shop, date=expires, product=first, count=count)
         context = self._context(view, texts, flow, step)
+        # The template's own four words, for the layouts shared by several kinds of email.
+        context["w"] = {
+            name: texts.get(f"{spec.template}_{name}", "")
+            for name in ("preheader", "heading", "intro", "cta")
+        }
         try:
             html = self._env.get_template(f"{spec.template}.html").render(context)
             text = self._env.get_template(f"{spec.template}.txt").render(context)

@@ -122,6 +122,7 @@ async def confirm_address(
         await count(ctx, site, CONFIRM_FLOW, "confirmed")
         await _resume_abandonment(ctx, site, visitor, now)
         await reward_after_confirmation(ctx, site, visitor, now)
+        await ctx.scheduler.welcome(site, visitor, now=now)
     return outcome  # type: ignore[return-value]
 
 

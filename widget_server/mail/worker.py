@@ -25,11 +25,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
 
+from ..catalog.feeds import Product
 from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
 from .delivery import deliver
-from .flows import MAX_HOLD_S, Budget, Flow, MailConfig
+from .flows import AFTER_ORDER, MAX_HOLD_S, Budget, Flow, MailConfig
 from .jobs import CONFIRM_FLOW, REWARD_FLOW, BudgetCheck, MailJob, marketing_consent
 from .message import MailAddressError, MailProduct, MailView, TemplateError, build_message
 from .once import MAX_CLAIMS
@@ -41,6 +42,13 @@ from .tokens import MailLinks, absolute
 log = logging.getLogger("widget_server.mail")
 
 Clock = Callable[[], float]
+# How long an email waits for one of the visitor's emails of a higher priority, due at the same
+# time, to go first (then the budget decides whether it goes at all).
+PRIORITY_WAIT_S = 60.0
+# The flows whose emails show the products they are about even when those are sold out.
+ANY_STOCK = frozenset({"review"})
+# The flows whose emails may have no product at all.
+NO_PRODUCTS_NEEDED = frozenset({"welcome", "winback"})
 
 
 class NothingToShow(Exception):
@@ -79,11 +87,12 @@ async def _guarded(ctx: MailContext, transport: MailTransport, job: MailJob, clo
 
 
 def send_time_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
-    """Why the visitor's profile forbids this email now, or None."""
+    """Why the visitor's profile forbids this email now, or None. A purchase since the email
+    was scheduled stops it, unless the email is about an order (those an order schedules)."""
     if not profile:
         return "no_profile"
     last_purchase = float(profile.get("last_purchase") or 0)
-    if last_purchase and last_purchase >= job.scheduled:
+    if last_purchase and last_purchase >= job.scheduled and job.kind not in AFTER_ORDER:
         return "purchased"
     if not marketing_consent(profile):
         return "no_consent"
@@ -130,6 +139,8 @@ async def process_job(
     if wait > 0:
         await ctx.scheduler.defer(job, until=now + wait)
         return "deferred"
+    if await ctx.scheduler.outranked(job, now):
+        return await _hold(ctx, job, due, now + PRIORITY_WAIT_S, "priority")
     check = BudgetCheck.of(budget, now, zone)
     committed = await ctx.scheduler.commit(job, now=now, daily_cap=flow.daily_cap, budget=check)
     if committed == "lost":
@@ -220,11 +231,15 @@ async def compose(
         code = step.code
         code_expires = now + step.code_valid_hours * 3600 if step.code_valid_hours else 0.0
     lines = await _products(ctx, site.key, flow, job, links, shop_url)
-    if flow.kind == "browse":
-        action = lines[0].url or links.tracked(shop_url)
-    else:
+    if flow.kind in ("cart", "checkout"):
         action = links.restore(job.visitor, [(line.id, line.quantity) for line in job.cart], code)
-    similar = await ctx.similar(site.key, [line.id for line in lines]) if ctx.similar else []
+    else:
+        action = (lines[0].url if lines else "") or links.tracked(shop_url)
+    similar = (
+        await ctx.similar(site.key, [line.id for line in lines])
+        if ctx.similar and lines and flow.kind != "cross_sell"
+        else []
+    )
     view = MailView(
         shop_name=config.sender_name or site.name,
         locale=job.locale or site.locale,
@@ -258,11 +273,13 @@ async def compose(
 async def _products(
     ctx: MailContext, site: str, flow: Flow, job: MailJob, links: MailLinks, shop_url: str
 ) -> list[MailProduct]:
-    """The email's product lines: the cart as it was, or up to three viewed products that are
-    still available; images and tracked links from the catalog. Raises NothingToShow."""
-    browse = flow.kind == "browse"
-    ids = list(reversed(job.viewed)) if browse else [line.id for line in job.cart]
-    known = await ctx.catalog.get(site, ids) if ctx.catalog else {}
+    """The email's product lines: the cart as it was (cart and checkout flows); products like
+    the ones bought, never one of those (cross-sell); else the products the email is about
+    (viewed, bought, dropped in price, back in stock...) that are still available, up to
+    three (a review request shows every item bought, up to five). Images and tracked links
+    come from the catalog. Raises NothingToShow when an email needs products and has none."""
+    kind = flow.kind
+    known: dict[str, Product] = {}
 
     def product(product_id: str, title: str, price: float, quantity: int) -> MailProduct:
         found = known.get(product_id)
@@ -272,14 +289,26 @@ async def _products(
             product_id, title, price, quantity, image, links.tracked(link) if link else ""
         )
 
-    if browse:
-        lines = [
-            product(p.id, p.title, p.effective_price, 1)
-            for p in (known.get(i) for i in dict.fromkeys(ids))
-            if p is not None and p.available
-        ][:3]
-    else:
+    if kind in ("cart", "checkout"):
+        known = await ctx.catalog.get(site, [line.id for line in job.cart]) if ctx.catalog else {}
         lines = [product(line.id, line.title, line.price, line.quantity) for line in job.cart]
-    if not lines:
+    elif kind == "cross_sell":
+        bought = set(job.viewed)
+        similar = await ctx.similar(site, list(job.viewed)) if ctx.similar else []
+        lines = [
+            MailProduct(p.id, p.title, p.price, 1, p.image,
+                        links.tracked(absolute(p.url, shop_url)) if p.url else "")
+            for p in similar if p.id not in bought
+        ][:4]  # fmt: skip
+    else:
+        ids = list(dict.fromkeys(reversed(job.viewed))) if kind == "browse" else list(job.viewed)
+        known = await ctx.catalog.get(site, ids) if ctx.catalog else {}
+        found = [known[i] for i in ids if i in known]
+        if kind in ANY_STOCK:
+            lines = [product(p.id, p.title, p.effective_price, 1) for p in found][:5]
+        else:
+            lines = [product(p.id, p.title, p.effective_price, 1) for p in found if p.available]
+            lines = lines[:3]
+    if not lines and kind not in NO_PRODUCTS_NEEDED:
         raise NothingToShow(job.id)
     return lines

@@ -483,8 +483,8 @@ class VisitorConnection:
                 )
                 now = time.time()
                 await offers.on_purchase(self.site, self.visitor, message, new_order=True, now=now)
-                await self.services.mail.scheduler.purchased(
-                    self.site, self.visitor, value=message.value, now=now
+                await self.services.mail.scheduler.after_purchase(
+                    self.site, self.visitor, message, now=now
                 )
         await offers.rearm(self, view)
 

@@ -67,7 +67,8 @@ async def after_identify(
 ) -> None:
     """Index the address for the order webhook; then either record a withdrawal (jobs already
     scheduled never send) or, for a consent still waiting for confirmation, queue the
-    confirmation email (at most one per address and day, so repeated identifies are harmless).
+    confirmation email (at most one per address and day, so repeated identifies are harmless),
+    or start the welcome series (once: repeated identifies do not start it again).
     Raises RedisError or StoreUnavailable; the identify itself is recorded by then."""
     await sessions.remember_email(site, visitor, message.email)
     if not message.consent:
@@ -76,6 +77,8 @@ async def after_identify(
         await mail.scheduler.confirmation_requested(
             site, visitor, view.profile.get("email") or message.email, now=now
         )
+    else:  # consent that counts now: the welcome series, once
+        await mail.scheduler.welcome(site, visitor, now=now)
 
 
 async def forget(mail: MailContext, site: str, visitor: str) -> int:

@@ -122,9 +122,10 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
         new_order = await services.sessions.record_order(site, visitor, purchase, now=now)
         if new_order:
             await services.hub.send_to_visitor(site, visitor, p.Withdraw(offer=p.ALL_OFFERS))
-        await services.mail.scheduler.purchased(
-            site, visitor, value=purchase.value if new_order else None, now=now
-        )
+        if new_order:
+            await services.mail.scheduler.after_purchase(site, visitor, purchase, now=now)
+        else:
+            await services.mail.scheduler.purchased(site, visitor, now=now)
     await services.offers.on_purchase(
         site, visitor or "", purchase, new_order=new_order or visitor is None, now=now
     )

@@ -298,6 +298,11 @@ class Keys:
         """Set: visitor ids with jobs for one address (by digest), so unsubscribing finds them."""
         return f"{self.mail_tag()}:evis:{site}:{email_digest}"
 
+    def mail_replenish(self, site: str) -> str:
+        """Hash: ``<category>:n`` and ``<category>:log``, the count and the sum of the natural
+        logs (days) of the site's repeat-order intervals per category (replenishment)."""
+        return f"{self.prefix}:replenish:{site}"
+
     def mail_budget(self, site: str, visitor: str) -> str:
         """Sorted set: the visitor's marketing messages committed, by time (the budget)."""
         return f"{self.mail_tag()}:budget:{site}:{visitor}"

@@ -50,6 +50,15 @@ KIND_WORDS = {
     "cart": "Abandoned cart: visitors who leave with items in their cart",
     "checkout": "Abandoned checkout: visitors who reached the checkout with a cart",
     "browse": "Browse abandonment: visitors who viewed products without adding any to the cart",
+    "welcome": "Welcome series: visitors who just gave their address with marketing consent",
+    "cross_sell": "After an order: products that go with it (never what was bought)",
+    "review": "Review request: some days after an order",
+    "replenishment": "Replenishment: when a consumable bought is likely running out",
+    "winback": "Win-back: visitors who have not come back for a while",
+    "price_drop": "Price drop: a product the visitor viewed or carted got cheaper",
+    "back_in_stock": "Back in stock: a product the visitor viewed is available again",
+    "low_stock": "Low stock: a product the visitor viewed is running out",
+    "category_interest": "Category interest: new products in the visitor's favourite categories",
 }
 SKIP_WORDS = {
     "flow_disabled": "the flow was turned off or changed before the email was due",
@@ -64,6 +73,9 @@ SKIP_WORDS = {
     "withdrawn": "consent was withdrawn after the email was scheduled",
     "already_sent": "this email had gone out to the visitor before",
     "capped": "the visitor had reached the daily email cap",
+    "budget": "the visitor's email budget stayed spent for more than three days",
+    "quiet_hours": "quiet hours would have held it more than three days",
+    "priority": "emails of a higher priority kept it waiting for more than three days",
 }
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 

@@ -37,7 +37,10 @@ from .mail import (
 )
 from .sites import not_found, site_or_none
 
-TEMPLATES = ("cart", "browse")
+TEMPLATES = (
+    "cart", "browse", "welcome", "cross_sell", "review", "replenishment", "winback",
+    "price_drop", "back_in_stock", "low_stock", "category_interest",
+)  # fmt: skip
 TEXT_WORDS = {
     "preheader": "Preheader (the line inboxes show after the subject)",
     "heading": "Heading",
@@ -55,6 +58,15 @@ WORD_GROUPS = (
     ("", "In every email"),
     ("cart_", "Cart emails (each email can override them)"),
     ("browse_", "Browse emails (each email can override them)"),
+    ("welcome_", "Welcome emails"),
+    ("cross_sell_", "Emails after an order: products to go with it"),
+    ("review_", "Review requests"),
+    ("replenishment_", "Replenishment reminders"),
+    ("winback_", "Win-back emails"),
+    ("price_drop_", "Price-drop emails"),
+    ("back_in_stock_", "Back-in-stock emails"),
+    ("low_stock_", "Low-stock emails"),
+    ("category_interest_", "New in the visitor's favourite categories"),
     ("reward_", "The email with a reward code"),
     ("confirm_", "The confirmation email and page (double opt-in)"),
     ("unsubscribe_", "The unsubscribe page"),
