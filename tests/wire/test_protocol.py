@@ -376,3 +376,23 @@ def test_structured_garbage_never_escapes_as_another_exception(raw: dict[str, ob
         }
     else:
         assert message.id == raw["id"]
+
+
+def test_a_hello_takes_the_browsers_time_zone_and_reads_a_bad_one_as_none() -> None:
+    def hello(tz: object) -> p.Hello:
+        raw = {"type": "hello", "id": "h1", "v": 1, "site": "shop", "visitor": "v" * 22, "tz": tz}
+        message = p.parse_client_message(json.dumps(raw))
+        assert isinstance(message, p.Hello)
+        return message
+
+    for zone in ("Europe/Berlin", "America/Argentina/Buenos_Aires", "UTC", "Etc/GMT+5"):
+        assert hello(zone).tz == zone
+    for bad in ("../../etc/passwd", "Europe/Berlin\n", "x" * 500, 7, None, "", "Europe//X"):
+        assert hello(bad).tz == ""
+
+
+@given(st.text(max_size=80))
+def test_any_time_zone_text_is_kept_or_dropped_never_refused(text: str) -> None:
+    cleaned = p.clean_zone(text)
+    assert cleaned in ("", text)
+    assert "\n" not in cleaned and ".." not in cleaned and len(cleaned) <= 64

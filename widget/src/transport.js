@@ -142,6 +142,7 @@ export const connect = () => {
       consent,
       device,
       lang: lang(),
+      tz: zone(),
     })
   );
   current.onmessage = quietly((e) => socket == current && receive(JSON.parse(e.data)));
@@ -194,6 +195,13 @@ const receive = (message) => {
 const lang = () => {
   const value = (script.dataset.locale || document.documentElement.lang || "").replace("_", "-");
   return /^[a-z]{2}(-[A-Za-z]{2})?$/.test(value) ? value : undefined;
+};
+
+/** The browser's time zone (Europe/Berlin): the emails' quiet hours follow it. */
+const zone = () => {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone;
+  } catch (e) {}
 };
 
 /** Start tracking: the visitor id (created once, then kept) and the session to resume. */

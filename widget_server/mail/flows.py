@@ -271,6 +271,16 @@ class MailConfig(_Model):
         return None
 
 
+def _flow(kind: FlowKind, steps: list[tuple[float, dict[str, str]]]) -> Flow:
+    """A default flow of ``kind`` (named after it, off), its template named after it too."""
+    return Flow(
+        name=kind.replace("_", "-"),
+        kind=kind,
+        enabled=False,
+        steps=[FlowStep(delay_minutes=d, template=kind, subject=subject) for d, subject in steps],
+    )
+
+
 DEFAULT_CONFIG = MailConfig(
     flows=[
         Flow(
@@ -329,8 +339,23 @@ DEFAULT_CONFIG = MailConfig(
                 )
             ],
         ),
+        # Off until the shop turns them on: a site without a configuration keeps sending what
+        # it sent before these existed.
+        _flow("welcome", [(0, {"en": "Welcome to {shop}", "de": "Willkommen bei {shop}"}),
+                          (3 * 24 * 60, {"en": "Our favourites at {shop}",
+                                         "de": "Unsere Lieblinge bei {shop}"})]),
+        _flow("cross_sell", [(3 * 24 * 60, {"en": "Picked to go with {product}",
+                                            "de": "Passend zu {product}"})]),
+        _flow("review", [(10 * 24 * 60, {"en": "How do you like {product}?",
+                                         "de": "Wie gefällt Ihnen {product}?"})]),
+        _flow("replenishment", [(0, {"en": "Time to stock up on {product}?",
+                                     "de": "Zeit, {product} nachzukaufen?"})]),
+        _flow("winback", [(30 * 24 * 60, {"en": "We miss you at {shop}",
+                                          "de": "Wir vermissen Sie bei {shop}"}),
+                          (60 * 24 * 60, {"en": "Still here for you at {shop}",
+                                          "de": "Wir sind noch für Sie da: {shop}"})]),
     ]
-)
+)  # fmt: skip
 
 
 def load_config(raw: str | bytes) -> MailConfig:

@@ -448,10 +448,11 @@ class MailScheduler:
             checkout=view.session.get("checkout") == "1",
         )
         if result.outcome not in ("no_email", "invalid_email", "no_consent", "suppressed"):
+            recent = json.loads(view.profile.get("viewed") or "[]")  # over every visit
+            viewed = [str(v) for v in recent][-3:] if isinstance(recent, list) else []
             await self.schedule_flow(
-                site, visitor, "winback", now=now, products=list(view.viewed_ids)[-3:],
-                occurrence=utc_day(now),
-            )  # fmt: skip
+                site, visitor, "winback", now=now, products=viewed[::-1], occurrence=utc_day(now)
+            )
         return result
 
     async def visitor_returned(self, site: str, visitor: str, *, now: float) -> int:
@@ -498,8 +499,15 @@ class MailScheduler:
         config = await self.flows.get(site)
         flow = config.enabled_flow("replenishment")
         if flow is not None:
+            chosen = {k.strip().lower(): v for k, v in flow.categories.items()}
             intervals = {
-                c: days for c in categories if (days := flow.categories.get(c) or learned.get(c))
+                c: days
+                for c in categories
+                if (
+                    days := chosen.get(c)
+                    or chosen.get(c.rpartition(">")[2].strip())
+                    or learned.get(c)
+                )
             }
             if intervals:
                 category = min(intervals, key=lambda c: intervals[c])

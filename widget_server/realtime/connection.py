@@ -338,6 +338,7 @@ class VisitorConnection:
                 consent=hello.consent,
                 device=hello.device,
                 lang=hello.lang,
+                tz=hello.tz,
                 connection_id=self.connection_id,
                 node_id=self.services.hub.node_id,
             ),

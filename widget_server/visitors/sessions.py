@@ -104,6 +104,7 @@ class SessionStore:
         consent: p.Consent | None = None,
         device: str | None = None,
         lang: str = "",
+        tz: str = "",
         connection_id: str = "",
         node_id: str = "",
         channel: str = "ws",
@@ -118,6 +119,7 @@ class SessionStore:
             "page": msgspec.to_builtins(page) if page else None,
             "device": device or "",
             "lang": lang,
+            "tz": tz,
             "consent": msgspec.to_builtins(consent) if consent else None,
             "landing": landing_context(page),
         }

@@ -89,6 +89,18 @@ def clean_lang(value: object) -> str:
     return ""
 
 
+TimeZone = Annotated[str, Meta(max_length=64)]
+_ZONE = re.compile(r"[A-Za-z]+(?:/[A-Za-z0-9_+-]+){0,2}")
+
+
+def clean_zone(value: object) -> str:
+    """A visitor's IANA time zone as the browser reports it (``Europe/Berlin``); anything else
+    is ``""`` (the site's time zone applies). Never an error."""
+    if isinstance(value, str) and len(value) <= 64 and _ZONE.fullmatch(value):
+        return value
+    return ""
+
+
 # Every struct of the protocol is plain data that never refers back to itself: gc=False keeps
 # them out of the cyclic garbage collector (tens of them per message, otherwise all tracked).
 class _Message(Struct, frozen=True, gc=False, kw_only=True):
@@ -146,6 +158,9 @@ class Hello(_Message, frozen=True, kw_only=True):
     # The visitor's locale (the script tag's data-locale, else <html lang>), for offer texts;
     # a malformed one is read as "" (the site's locale), never refused: see clean_lang.
     lang: Lang = ""
+    # The browser's time zone (Intl), for quiet hours and the email budget's day; a malformed
+    # one is read as "" (the site's time zone), never refused: see clean_zone.
+    tz: TimeZone = ""
 
 
 class PageView(_Message, frozen=True, kw_only=True):
@@ -341,6 +356,8 @@ def message_from_object(raw: Any) -> ClientMessage:
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {what[:80]!r}", message_id=echo_id)
     if cls is Hello and "lang" in raw:
         raw = {**raw, "lang": clean_lang(raw["lang"])}  # a malformed locale: the site's
+    if cls is Hello and "tz" in raw:
+        raw = {**raw, "tz": clean_zone(raw["tz"])}  # a malformed time zone: the site's
     try:
         message = cast(ClientMessage, msgspec.convert(raw, cls))
     except msgspec.ValidationError as exc:

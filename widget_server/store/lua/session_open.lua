@@ -2,7 +2,7 @@
 -- KEYS: 1 resume session, 2 new session, 3 profile, 4 session ids, 5 connections,
 --       6 opening (which channel opened which session last for the visitor, for a few seconds)
 -- ARGV: 1 now, 2 session ttl, 3 profile ttl, 4 resume id ('' = none), 5 new id,
---       6 context JSON {page, device, lang, consent, landing}, 7 connection id ('' = none),
+--       6 context JSON {page, device, lang, tz, consent, landing}, 7 connection id ('' = none),
 --       8 node id, 9 presence ttl, 10 opening window (ms), 11 '1' when joining ARGV[4] after a
 --       race ('' otherwise), 12 the channel opening ('ws' a hello, 'http' a beacon)
 -- A hello and a beacon of one visitor without a session id that race (the page was left before
@@ -53,6 +53,9 @@ end
 redis.call('HSET', key, 'last', now)
 if val(ctx.device, '') ~= '' then redis.call('HSET', key, 'device', ctx.device) end
 if val(ctx.lang, '') ~= '' then redis.call('HSET', key, 'lang', ctx.lang) end
+-- The profile keeps the latest language and time zone: the emails' words and quiet hours.
+if val(ctx.lang, '') ~= '' then redis.call('HSET', KEYS[3], 'lang', ctx.lang) end
+if val(ctx.tz, '') ~= '' then redis.call('HSET', KEYS[3], 'tz', ctx.tz) end
 local page = val(ctx.page, nil)
 if page then
   redis.call('HSET', key, 'page_url', val(page.url, ''), 'page_type', val(page.page_type, 'other'),
