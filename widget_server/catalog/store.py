@@ -492,22 +492,26 @@ class ImportReport:
         if self.removed:
             text += f", {self.removed:,} removed"
         if changed := changes_text(self.changes):
-            text += f"; {changed}, emails for {self.emails:,} visitors"
+            text += f"; {changed}; emails for {_plural(self.emails, 'visitor', 'visitors')}"
         return f"{text} ({self.seconds:.1f} s)"
 
 
 CHANGE_WORDS = {
-    "price_drop": "price drops",
-    "back_in_stock": "back in stock",
-    "low_stock": "low in stock",
-    "category_interest": "new products",
+    "price_drop": ("price drop", "price drops"),
+    "back_in_stock": ("back in stock", "back in stock"),
+    "low_stock": ("low in stock", "low in stock"),
+    "category_interest": ("new product", "new products"),
 }
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
 
 
 def changes_text(changes: Mapping[str, int]) -> str:
     """``"3 price drops, 1 back in stock"``: the changes of an import that happened."""
     return ", ".join(
-        f"{changes[kind]:,} {CHANGE_WORDS[kind]}" for kind in CHANGE_KINDS if changes.get(kind)
+        _plural(changes[kind], *CHANGE_WORDS[kind]) for kind in CHANGE_KINDS if changes.get(kind)
     )
 
 
