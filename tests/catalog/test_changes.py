@@ -19,6 +19,7 @@ from widget_server.catalog.interest import InterestIndex
 from widget_server.catalog.store import CatalogStore, content_hash
 from widget_server.store.client import open_store
 from widget_server.store.keys import Keys
+from widget_server.store.local_cluster import LocalCluster
 from widget_server.visitors.session_view import SessionView
 from widget_server.wire import protocol as p
 
@@ -200,6 +201,36 @@ def test_interest_notes_are_written_in_the_background(redis_url: str) -> None:
             while not await index.interested("s", "MUG", now=time.time(), limit=1):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_interest_index_works_on_a_cluster(valkey_cluster: LocalCluster) -> None:
+    """Each set on a slot of its own: recording, reading and erasing never need one script
+    across slots."""
+
+    async def main() -> None:
+        client = open_store(valkey_cluster.seed_url, "cluster")
+        keys = Keys(prefix="c" + secrets.token_hex(4))
+        index = InterestIndex(client, keys)
+        view = SessionView(session={}, profile={})
+        try:
+            for visitor in ("ann", "bob", "cid"):
+                await client.hset(keys.profile("s", visitor), "kept", "1")
+                for pid in ("MUG", "CUP", "LAMP"):
+                    product = p.Product(id=pid, category="Kitchen")
+                    index.observe("s", visitor, p.ProductView(id=pid, product=product), view)
+            await index.flush()
+            now = time.time()
+            assert sorted(await index.interested("s", "CUP", now=now, limit=10)) == [
+                "ann", "bob", "cid",
+            ]  # fmt: skip
+            assert await index.forget("s", "bob") == 4  # three products, one category
+            assert sorted(await index.interested("s", "CUP", now=now, limit=10)) == ["ann", "cid"]
+            kitchen = await index.interested_in_category("s", "kitchen", now=now, limit=10)
+            assert sorted(kitchen) == ["ann", "cid"]
         finally:
             await client.aclose()
 
