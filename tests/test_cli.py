@@ -323,10 +323,13 @@ def test_campaign_import_reports_every_invalid_field(tmp_path: Path, redis_url: 
 def test_mail_flows_set_show_and_preview(tmp_path: Path, redis_url: str) -> None:
     env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
     shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
-    assert [f["name"] for f in shown["flows"]] == ["cart", "checkout", "browse"]  # defaults
+    assert [f["name"] for f in shown["flows"]] == [  # defaults
+        "cart", "checkout", "browse", "price_drop", "back_in_stock", "low_stock",
+        "category_interest",
+    ]  # fmt: skip
     flows = EXAMPLES_DIR / "demo-mail-flows.json"
     saved = cli("mail", "set-flows", str(flows), "--site", "mailcli", env=env)
-    assert saved.returncode == 0 and "saved 2 flows" in saved.stdout
+    assert saved.returncode == 0 and "saved 6 flows" in saved.stdout
     shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
     assert shown["flows"][0]["steps"][0]["delay_minutes"] == 1
     bad = tmp_path / "bad.json"
