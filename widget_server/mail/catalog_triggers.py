@@ -120,7 +120,12 @@ class CatalogTriggers:
         self._per_import = per_import
 
     async def rules(self, site: str) -> ChangeRules:
-        config = await self._scheduler.flows.get(site)
+        """The thresholds of the site's enabled flows (the defaults for flows that are off).
+        Raises StoreUnavailable."""
+        try:
+            config = await self._scheduler.flows.get(site)
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not read the email flows: {exc}") from exc
         drop, low = config.enabled_flow("price_drop"), config.enabled_flow("low_stock")
         defaults = ChangeRules()
         return ChangeRules(

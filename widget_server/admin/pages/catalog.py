@@ -84,6 +84,8 @@ class Upload:
             "unchanged": r.unchanged,
             "errors": r.errors,
             "removed": r.removed,
+            "changes": r.changes,
+            "emails": r.emails,
         }
 
 
