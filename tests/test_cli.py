@@ -324,8 +324,9 @@ def test_mail_flows_set_show_and_preview(tmp_path: Path, redis_url: str) -> None
     env = {"REDIS_URL": redis_url, "WIDGET_DATA_DIR": str(tmp_path)}
     shown = json.loads(cli("mail", "flows", "--site", "mailcli", env=env).stdout)
     names = [f["name"] for f in shown["flows"]]  # the defaults; the newer kinds off
-    assert names == ["cart", "checkout", "browse", "welcome", "cross-sell", "review",
-                     "replenishment", "winback"]  # fmt: skip
+    assert names == ["cart", "checkout", "browse", "welcome", "cross_sell", "review",
+                     "replenishment", "winback", "price_drop", "back_in_stock", "low_stock",
+                     "category_interest"]  # fmt: skip
     assert [f["name"] for f in shown["flows"] if f["enabled"]] == ["cart", "browse"]
     flows = EXAMPLES_DIR / "demo-mail-flows.json"
     saved = cli("mail", "set-flows", str(flows), "--site", "mailcli", env=env)

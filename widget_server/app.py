@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .admin.routes import admin_routes
+from .catalog.interest import InterestIndex
 from .catalog.similar import SimilarProducts
 from .catalog.store import CatalogStore
 from .errors import ConfigurationError
@@ -123,6 +124,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         )
         campaigns = CampaignStore(redis, keys)
         similar = SimilarProducts(CatalogStore(redis, keys))
+        interest = InterestIndex(redis, keys, similar.store)
         offers = OfferEngine(
             redis,
             scripts,
@@ -172,6 +174,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
                 per_site=settings.max_connections_per_site,
                 per_node=settings.max_connections,
             ),
+            interest=interest,
         )
         notices.services = services
         app.state.services = services

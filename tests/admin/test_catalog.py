@@ -416,3 +416,25 @@ def test_a_marketer_uploads_a_feed_with_a_bad_row_in_the_browser(
         finally:
             browser.close()
     assert errors == []
+
+
+def test_an_upload_reports_what_changed_for_the_catalog_emails(owner: AdminClient) -> None:
+    site = new_site_key(owner)
+    head = b"id\ttitle\tprice\tavailability\tquantity\tproduct_type\n"
+    first = (
+        head
+        + b"P1\tRunner\t60 EUR\tin stock\t40\tShoes\nP2\tJacket\t90 EUR\tout of stock\t\tCoats\n"
+    )
+    assert upload(owner, site, first).status_code == 200
+    second = (
+        head + b"P1\tRunner\t50 EUR\tin stock\t3\tShoes\nP2\tJacket\t90 EUR\tin stock\t\tCoats\n"
+        b"P3\tSocks\t9 EUR\tin stock\t\tShoes\n"
+    )
+    page = upload(owner, site, second).text
+    assert shown(page, "result-price-drop") == "1"
+    assert shown(page, "result-back-in-stock") == "1"
+    assert shown(page, "result-low-stock") == "1"
+    assert shown(page, "result-new") == "1"
+    assert shown(page, "result-emails") == "0"  # nobody viewed them, and the flows are off
+    latest = " ".join(shown(page, "last-import").split())
+    assert "1 price drop, 1 back in stock, 1 low in stock, 1 new product" in latest

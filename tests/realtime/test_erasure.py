@@ -281,6 +281,28 @@ def test_erasing_by_email_removes_everything_but_counts_and_suppressions(
     assert set(again.json()["deleted"].values()) == {0}
 
 
+def test_erasure_takes_the_visitor_out_of_who_viewed_what(
+    server: ServerProcess, r: redis.Redis
+) -> None:
+    site = add_site(server.redis_url)
+    visitor, stranger = new_visitor(), new_visitor()
+    for who in (visitor, stranger):
+        with Client(server.ws_url) as c:
+            c.hello(site, who)
+            product = {"id": "MUG", "title": "Blue mug", "category": "Kitchen"}
+            assert c.event("product_view", product=product)["type"] == "ack"
+    mug = KEYS.interest(site, "MUG")
+    assert wait_for(lambda: r.zscore(mug, visitor) and r.zscore(mug, stranger))
+    assert r.exists(KEYS.interest_of(site, visitor))
+
+    answer = erase(server, site, {"visitor": visitor}, secret_of(r, site))
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["visitors"][0]["interest"] == 2  # the product and its category
+    assert r.zscore(mug, visitor) is None and r.zscore(mug, stranger) is not None
+    assert not r.exists(KEYS.interest_of(site, visitor))
+
+
 def test_a_connected_visitor_has_offers_withdrawn_and_the_socket_closed(
     server: ServerProcess, r: redis.Redis
 ) -> None:

@@ -49,6 +49,9 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     google_product_category: str = ""
     item_group_id: str = ""
     updated: float = 0.0
+    # Units in stock, when the feed says (``quantity``, else ``sell_on_google_quantity``);
+    # Merchant Center has no other stock count. Last, so a product without one hashes as before.
+    quantity: int | None = None
 
     @property
     def effective_price(self) -> float:
@@ -113,6 +116,9 @@ _AVAILABILITY.update(dict.fromkeys(("outofstock", "soldout", "discontinued"), "o
 _TEXT_LIMITS = {"id": 128, "title": 500, "brand": 200, "item_group_id": 128}
 _TEXT_LIMITS.update(link=2048, image_link=2048)
 MAX_PRICE = 1e9
+MAX_QUANTITY = 1_000_000_000
+_QUANTITY = re.compile(r"[0-9]{1,10}(?:\.0+)?")
+QUANTITY_COLUMNS = ("quantity", "sell_on_google_quantity")
 NOT_UTF8 = "is not valid UTF-8 text"  # the reason of a field that is not UTF-8
 
 
@@ -181,6 +187,27 @@ def parse_availability(text: str) -> Availability:
         return _AVAILABILITY[key]
     except KeyError:
         raise FieldError("availability", f"{text.strip()[:40]!r} is not a known value") from None
+
+
+def parse_quantity(text: str, field: str = "quantity") -> int | None:
+    """Parse a stock count such as ``12`` (or ``12.0``); empty means unknown (None). Raises
+    :class:`FieldError` (naming ``field``) for anything but a whole number from 0 to 10^9."""
+    value = text.strip()
+    if not value:
+        return None
+    if not _QUANTITY.fullmatch(value):
+        raise FieldError(field, f"{value[:40]!r} is not a whole number of units")
+    amount = int(value.partition(".")[0])
+    if amount > MAX_QUANTITY:
+        raise FieldError(field, f"{value[:40]!r} is out of range")
+    return amount
+
+
+def _quantity(fields: Mapping[str, str]) -> int | None:
+    for name in QUANTITY_COLUMNS:
+        if (quantity := parse_quantity(_text(fields, name), name)) is not None:
+            return quantity
+    return None
 
 
 def normalize_category(text: str) -> str:
@@ -260,6 +287,7 @@ def _product(fields: Mapping[str, str]) -> Product:
         product_type=normalize_category(_text(fields, "product_type")),
         google_product_category=normalize_category(_text(fields, "google_product_category")),
         item_group_id=_text(fields, "item_group_id"),
+        quantity=_quantity(fields),
     )
 
 

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +30,7 @@ from ..store.client import open_store
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..wire import protocol as p
+from .changes import CHANGE_KINDS, ImportChanges, ImportTriggers
 from .feeds import (
     DEFAULT_LIMITS,
     FeedError,
@@ -67,9 +68,17 @@ _decode = msgspec.json.Decoder(Product)
 
 
 def content_hash(product: Product) -> str:
-    """A digest of everything but ``updated``: the same row imported twice hashes the same."""
-    body = _encode.encode(msgspec.structs.replace(product, updated=0.0))
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    """A digest of everything but ``updated``: the same row imported twice hashes the same. A
+    product without a ``quantity`` hashes as it did before products had one."""
+    fields = msgspec.structs.asdict(msgspec.structs.replace(product, updated=0.0))
+    if fields["quantity"] is None:
+        del fields["quantity"]
+    return hashlib.blake2b(_encode.encode(fields), digest_size=16).hexdigest()
+
+
+# Called with (the stored product before, or None for a new one; the product imported) for
+# each product an upsert changes, before it is written.
+ChangeObserver = Callable[[Sequence[tuple[Product | None, Product]]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,29 +137,37 @@ class CatalogStore:
         return self._keys
 
     async def upsert(
-        self, site: str, products: Iterable[Product], *, now: float | None = None
+        self,
+        site: str,
+        products: Iterable[Product],
+        *,
+        now: float | None = None,
+        on_change: ChangeObserver | None = None,
     ) -> UpsertResult:
         """Store feed products, writing only those whose content changed (idempotent).
 
         Works in pipelined chunks of 500; a repeated id keeps its last product. A product that
         was learned from page views is replaced by the feed's. Bumps the version if anything
-        changed.
+        changed. ``on_change`` gets each changed product with the feed product it replaces
+        (read in the same round trip that writes it; None for a product new to the feed).
         """
         stamp = time.time() if now is None else now
         total, chunk = UpsertResult(), []
         for product in products:
             chunk.append(product)
             if len(chunk) == CHUNK_SIZE:
-                total += await self._upsert_chunk(site, chunk, stamp)
+                total += await self._upsert_chunk(site, chunk, stamp, on_change)
                 chunk = []
         if chunk:
-            total += await self._upsert_chunk(site, chunk, stamp)
+            total += await self._upsert_chunk(site, chunk, stamp, on_change)
         if total.added or total.updated:
             with _unavailable("bump the catalog version"):
                 await self._redis.incr(self._keys.catalog_version(site))
         return total
 
-    async def _upsert_chunk(self, site: str, chunk: list[Product], now: float) -> UpsertResult:
+    async def _upsert_chunk(
+        self, site: str, chunk: list[Product], now: float, on_change: ChangeObserver | None
+    ) -> UpsertResult:
         k = self._keys
         latest = {product.id: product for product in chunk}
         digests = {product_id: content_hash(product) for product_id, product in latest.items()}
@@ -168,10 +185,15 @@ class CatalogStore:
             }
             with _unavailable("store products"):
                 async with self._redis.pipeline(transaction=False) as pipe:
+                    if on_change is not None:
+                        pipe.hmget(k.catalog(site), list(changed))  # before the write below
                     pipe.hset(k.catalog(site), mapping=bodies)  # type: ignore[arg-type]
                     pipe.hset(k.catalog_hashes(site), mapping=changed)  # type: ignore[arg-type]
                     pipe.hdel(k.catalog_learned(site), *changed)
-                    await pipe.execute()
+                    replies = await pipe.execute()
+            if on_change is not None:
+                olds = [_product(raw) if raw is not None else None for raw in replies[0]]
+                on_change([(old, latest[i]) for i, old in zip(changed, olds, strict=True)])
         return UpsertResult(added, len(changed) - added, len(latest) - len(changed))
 
     async def get(self, site: str, ids: Sequence[str]) -> dict[str, Product]:
@@ -453,6 +475,10 @@ class ImportReport:
     seconds: float = 0.0
     failed: str | None = None
     row_errors: tuple[RowError, ...] = ()
+    # Products whose price dropped, back in stock, low in stock, new (see catalog/changes.py),
+    # and the visitors an email was scheduled for because of them.
+    changes: dict[str, int] = field(default_factory=dict)
+    emails: int = 0
 
     @property
     def ok(self) -> bool:
@@ -465,7 +491,28 @@ class ImportReport:
         )
         if self.removed:
             text += f", {self.removed:,} removed"
+        if changed := changes_text(self.changes):
+            text += f"; {changed}; emails for {_plural(self.emails, 'visitor', 'visitors')}"
         return f"{text} ({self.seconds:.1f} s)"
+
+
+CHANGE_WORDS = {
+    "price_drop": ("price drop", "price drops"),
+    "back_in_stock": ("back in stock", "back in stock"),
+    "low_stock": ("low in stock", "low in stock"),
+    "category_interest": ("new product", "new products"),
+}
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def changes_text(changes: Mapping[str, int]) -> str:
+    """``"3 price drops, 1 back in stock"``: the changes of an import that happened."""
+    return ", ".join(
+        _plural(changes[kind], *CHANGE_WORDS[kind]) for kind in CHANGE_KINDS if changes.get(kind)
+    )
 
 
 class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -481,13 +528,15 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
     errors: int = 0
     removed: int = 0
     failed: str | None = None
+    changes: dict[str, int] = {}
+    emails: int = 0
 
     @classmethod
     def of(cls, report: ImportReport, source: str, at: float) -> ImportRecord:
         return cls(
             at=at, source=source, rows=report.rows, added=report.added, updated=report.updated,
             unchanged=report.unchanged, errors=report.errors, removed=report.removed,
-            failed=report.failed,
+            failed=report.failed, changes=dict(report.changes), emails=report.emails,
         )  # fmt: skip
 
 
@@ -535,6 +584,8 @@ class _FeedImport:
     progress: _Progress
     max_error_lines: int
     now: float | None
+    triggers: ImportTriggers | None = None
+    changes: ImportChanges | None = None
     rows: int = 0
     errors: int = 0
     result: UpsertResult = field(default_factory=UpsertResult)
@@ -558,9 +609,19 @@ class _FeedImport:
         if len(self.pending) == CHUNK_SIZE:
             await self.flush()
 
+    async def start(self) -> None:
+        """Read the thresholds of the changes to look for (only with ``triggers``)."""
+        if self.triggers is not None:
+            rules = await self.triggers.rules(self.site)
+            had_products, _ = await self.store.counts(self.site)
+            self.changes = ImportChanges(replace(rules, new_products=had_products > 0))
+
     async def flush(self) -> None:
         if self.pending:
-            self.result += await self.store.upsert(self.site, self.pending, now=self.now)
+            observe = self.changes.observe if self.changes is not None else None
+            self.result += await self.store.upsert(
+                self.site, self.pending, now=self.now, on_change=observe
+            )
             self.pending = []
 
     async def finish(
@@ -573,15 +634,19 @@ class _FeedImport:
         if prune and failed is None:
             removed = await self.store.remove_missing(self.site, self.seen_ids)
         result = self.result
+        at = time.time() if self.now is None else self.now
+        emails = 0
+        if self.triggers is not None and self.changes is not None and self.changes.any():
+            emails = await self.triggers.after_import(self.site, self.changes, at=at)
         report = ImportReport(
             self.rows, result.added, result.updated, result.unchanged, self.errors, removed,
             seconds, failed, tuple(self.row_errors),
+            dict(self.changes.counts) if self.changes is not None else {}, emails,
         )  # fmt: skip
         if failed:
             self.progress.line(f"error: {failed}")
         self.progress.line(report.summary())
         if _SITE_KEY.fullmatch(self.site) and (failed is None or self.rows):
-            at = time.time() if self.now is None else self.now
             await self.store.record_import(self.site, ImportRecord.of(report, source, at))
         return report
 
@@ -598,6 +663,7 @@ async def import_feed(
     now: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     source: str | None = None,
+    triggers: ImportTriggers | None = None,
 ) -> ImportReport:
     """Import the feed at ``path`` into the site's catalog, reporting on ``out`` as it goes.
 
@@ -605,14 +671,17 @@ async def import_feed(
     feed products missing from a fully read feed are removed. A feed that cannot be read to its
     end (or an invalid site key) does not raise: the report's ``failed`` says why. An import
     that read anything is recorded as the site's latest, from ``source`` (by default
-    ``"command line (FILE NAME)"``). Raises StoreUnavailable.
+    ``"command line (FILE NAME)"``). With ``triggers``, the products whose price dropped,
+    that came back in stock or run low, and new ones are counted and handed to them at the end
+    (:mod:`widget_server.catalog.changes`). Raises StoreUnavailable.
     """
     started = clock()
-    job = _FeedImport(store, site, _Progress(out, clock), max_error_lines, now)
+    job = _FeedImport(store, site, _Progress(out, clock), max_error_lines, now, triggers)
     failed: str | None = None
     try:
         if not _SITE_KEY.fullmatch(site):
             raise FeedError(f"{site[:80]!r} is not a site key (letters, digits, - and _)")
+        await job.start()
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size > limits.max_file_bytes:
@@ -642,19 +711,21 @@ async def import_parsed(
     max_error_lines: int = 1000,
     now: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    triggers: ImportTriggers | None = None,
 ) -> ImportReport:
     """Import the items of a feed that was already parsed to its end (:func:`parse_feed`).
 
     For callers that parse first, so that a feed which cannot be read changes nothing (the
     admin's upload). Counts, row errors, ``prune`` and the latest-import record work as in
-    :func:`import_feed`; nothing is printed. An invalid site key comes back as ``failed``.
-    Raises StoreUnavailable.
+    :func:`import_feed`, and so do ``triggers``; nothing is printed. An invalid site key comes
+    back as ``failed``. Raises StoreUnavailable.
     """
     started = clock()
-    job = _FeedImport(store, site, _Progress(io.StringIO(), clock), max_error_lines, now)
+    job = _FeedImport(store, site, _Progress(io.StringIO(), clock), max_error_lines, now, triggers)
     if not _SITE_KEY.fullmatch(site):
         failed = f"{site[:80]!r} is not a site key (letters, digits, - and _)"
         return await job.finish(prune=False, failed=failed, seconds=0.0, source=source)
+    await job.start()
     for item in items:
         await job.take(item)
     return await job.finish(prune=prune, failed=None, seconds=clock() - started, source=source)
@@ -670,18 +741,24 @@ def run_catalog_import(
     out: TextIO,
     limits: FeedLimits = DEFAULT_LIMITS,
     prune: bool = False,
+    triggers_for: Callable[[Redis, Keys], ImportTriggers] | None = None,
 ) -> ImportReport:
     """Import a feed file into a site's catalog from synchronous code (the CLI).
 
-    Runs its own event loop; see :func:`import_feed` for what it prints and guarantees. Raises
-    StoreUnavailable when Redis cannot be reached.
+    Runs its own event loop; see :func:`import_feed` for what it prints and guarantees (with
+    the triggers ``triggers_for`` makes from the connection). Raises StoreUnavailable when
+    Redis cannot be reached.
     """
 
     async def main() -> ImportReport:
         redis = open_store(settings_redis_url, redis_mode)
         try:
-            store = CatalogStore(redis, Keys(prefix))
-            return await import_feed(store, site, path, out=out, limits=limits, prune=prune)
+            keys = Keys(prefix)
+            store = CatalogStore(redis, keys)
+            triggers = triggers_for(redis, keys) if triggers_for is not None else None
+            return await import_feed(
+                store, site, path, out=out, limits=limits, prune=prune, triggers=triggers
+            )
         finally:
             await redis.aclose()
 

@@ -30,8 +30,10 @@ from ..demo import traffic as demo_traffic
 from ..demo.catalog import generate_catalog, write_feed_tsv
 from ..errors import ConfigurationError
 from ..logs import configure_logging
+from ..mail.catalog_triggers import CatalogTriggers
 from ..mail.context import MailSettings, build_mail_context, mail_settings_from_env
 from ..mail.flows import MailFlowStore, load_config
+from ..mail.jobs import MailScheduler
 from ..mail.similar import MailSimilarProducts
 from ..mail.worker import run_worker
 from ..offers.campaign_store import CampaignStore
@@ -507,6 +509,9 @@ def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
             args.file,
             out=sys.stdout,
             prune=args.prune,
+            triggers_for=lambda redis, keys: CatalogTriggers(
+                redis, keys, MailScheduler(redis, keys, retention_s=settings.profile_ttl_s)
+            ),
         )
     if not report.ok:
         return 2

@@ -151,6 +151,10 @@ class Flow(_Model):
     # product_type or category), when to remind; categories not listed are learned from the
     # shop's repeat orders (see MailScheduler.after_order).
     categories: dict[CategoryName, ReminderDays] = Field(default_factory=dict)
+    # price_drop: the least drop of the effective price, in percent, a feed import announces;
+    # low_stock: the units in stock (the feed's quantity) at or below which a product runs low.
+    min_drop_percent: Annotated[float, Field(ge=0.1, le=90)] = 5.0
+    low_stock_quantity: Annotated[int, Field(ge=1, le=10_000)] = 5
 
     @property
     def rank(self) -> int:
@@ -274,12 +278,25 @@ class MailConfig(_Model):
 def _flow(kind: FlowKind, steps: list[tuple[float, dict[str, str]]]) -> Flow:
     """A default flow of ``kind`` (named after it, off), its template named after it too."""
     return Flow(
-        name=kind.replace("_", "-"),
+        name=kind,
         kind=kind,
         enabled=False,
         steps=[FlowStep(delay_minutes=d, template=kind, subject=subject) for d, subject in steps],
     )
 
+
+def _catalog_flow(kind: FlowKind, en: str, de: str) -> Flow:
+    """A flow a feed import starts (catalog/changes.py): off until the site turns it on."""
+    step = FlowStep(delay_minutes=0, template=kind, subject={"en": en, "de": de})
+    return Flow(name=kind, kind=kind, enabled=False, steps=[step])
+
+
+CATALOG_FLOWS = [
+    _catalog_flow("price_drop", "Now cheaper: {product}", "Jetzt günstiger: {product}"),
+    _catalog_flow("back_in_stock", "Back in stock: {product}", "Wieder da: {product}"),
+    _catalog_flow("low_stock", "Only a few left: {product}", "Nur noch wenige: {product}"),
+    _catalog_flow("category_interest", "New at {shop} for you", "Neu bei {shop} für Sie"),
+]
 
 DEFAULT_CONFIG = MailConfig(
     flows=[
@@ -354,6 +371,7 @@ DEFAULT_CONFIG = MailConfig(
                                           "de": "Wir vermissen Sie bei {shop}"}),
                           (60 * 24 * 60, {"en": "Still here for you at {shop}",
                                           "de": "Wir sind noch für Sie da: {shop}"})]),
+        *CATALOG_FLOWS,
     ]
 )  # fmt: skip
 

@@ -33,6 +33,7 @@ from .consent import (
     reward_capture,
     trusted_country,
 )
+from .erasure import forget_interest
 from .services import Services
 
 MAX_BATCH_MESSAGES = 100
@@ -156,6 +157,7 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
     if erase:
         await sessions.forget(batch.site, batch.visitor)
         await forget(services.mail, batch.site, batch.visitor)
+        await forget_interest(services, batch.site, batch.visitor)
         acks += [m.id for m in to_apply]  # recorded, then erased with everything else
         return {"session": None, "acks": acks, "errors": errors}
     now = time.time()
@@ -181,6 +183,8 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
             services.hub.count(batch.site, "signals" if signal else "events")
             if isinstance(message, p.Identify) and not result.duplicate:
                 await _after_identify(services, batch, message, result, now)
+            if services.interest is not None:
+                services.interest.observe(batch.site, batch.visitor, message, result)
             visit = VisitRef(batch.site, batch.visitor, opened.session_id)
             await _offer_report(services, visit, captures.get(message.id, message), result, now)
     return {"session": opened.session_id, "acks": acks, "errors": errors}

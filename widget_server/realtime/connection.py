@@ -464,6 +464,8 @@ class VisitorConnection:
             return
         if isinstance(message, p.ProductView | p.CartAdd):
             self.services.similar.observe(self.site, message, view)
+            if self.services.interest is not None:
+                self.services.interest.observe(self.site, self.visitor, message, view)
         if isinstance(message, p.OfferClicked | p.OfferDismissed):
             await offers.count_interaction(self.site, message, time.time())
         if isinstance(message, p.Identify):

@@ -3,8 +3,10 @@
 :func:`erase_visitor` removes everything stored about the visitor: the profile, every session
 and its replay set, the orders, the email index entries, pending email jobs and sent marks, the
 per-campaign state of every campaign of the site (archived ones too: caps, variant, exposure
-time, held code), the decision traces and their entries in the site's live feed. Codes issued to
-the visitor stay valid (the shop may still redeem them) but lose the visitor and session ids.
+time, held code), the decision traces and their entries in the site's live feed, and the
+visitor's entries in the product and category interest sets (``catalog/interest.py``). Codes
+issued to the visitor stay valid (the shop may still redeem them) but lose the visitor and
+session ids.
 
 Kept on purpose: aggregate counters (experiment and email statistics hold no personal data, and
 removing one visitor's share would falsify finished reports) and the site's email suppression
@@ -26,6 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ..catalog.interest import InterestIndex
 from ..mail.message import email_digest
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
@@ -50,6 +53,7 @@ class ErasureReport:
     campaign_states: int = 0  # per-campaign caps, variant, exposure and held code
     codes_unlinked: int = 0  # issued codes that no longer name the visitor
     site_records: int = 0  # the visitor's arm and exposure in the site-wide experiment
+    interest: int = 0  # entries in the sets of who viewed a product or category (catalog emails)
     live_sockets: int = 0  # connected sockets closed after withdrawing their offers
 
     def counts(self) -> dict[str, int]:
@@ -104,12 +108,20 @@ async def erase_visitor(
     report.sessions = len(session_ids)
     report.sent_marks = int(await redis.hlen(keys.mail_sent(site, visitor)))
     report.email_jobs = await forget_email(services.mail, site, visitor)
+    report.interest = await forget_interest(services, site, visitor)
     report.campaign_states, report.codes_unlinked = await _erase_campaign_states(
         services, site, visitor
     )
     # The site-wide experiment's record of the visitor (its buyers' records name no one).
     report.site_records = int(await redis.delete(keys.site_experiment_visitor(site, visitor)))
     return report
+
+
+async def forget_interest(services: Services, site: str, visitor: str) -> int:
+    """Take the visitor out of every product and category interest set (and out of the notes
+    this node has not written yet). Returns the entries removed."""
+    interest = services.interest or InterestIndex(services.redis, services.keys)
+    return await interest.forget(site, visitor)
 
 
 async def _erase_email_index(services: Services, site: str, visitor: str) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from ..catalog.interest import InterestIndex
 from ..catalog.similar import SimilarProducts
 from ..mail.context import MailContext
 from ..metrics import Metrics
@@ -33,3 +34,4 @@ class Services:
     similar: SimilarProducts
     mail: MailContext
     limits: ConnectionLimits
+    interest: InterestIndex | None = None  # who viewed or carted what (catalog emails)

@@ -267,6 +267,22 @@ class Keys:
         """Sorted set: other product id -> times in the same cart, top members only."""
         return f"{self.prefix}:cocart:{site}:{product_id}"
 
+    # --- who is interested in what (catalog/interest.py): each key on a slot of its own ---------
+    def interest(self, site: str, product_id: str) -> str:
+        """Sorted set: visitor id -> unix time they last viewed or carted the product (the
+        latest visitors only, the last 30 days)."""
+        return f"{self.prefix}:interest:{site}:{product_id}"
+
+    def interest_category(self, site: str, category_digest: str) -> str:
+        """Sorted set: visitor id -> unix time they last viewed a product of the category
+        (by digest of its lower-cased name)."""
+        return f"{self.prefix}:interest-cat:{site}:{category_digest}"
+
+    def interest_of(self, site: str, visitor: str) -> str:
+        """Sorted set: ``p:<product id>`` and ``c:<category digest>`` -> unix time, every entry
+        of the visitor in the two indexes above, so erasure finds them."""
+        return f"{self.prefix}:interest-of:{site}:{visitor}"
+
     # --- email flows: the mail queue lives in one cluster slot (hash tag ``{mail}``) ---------
     # Job, lease, once-only and suppression keys share the tag so the claim and commit scripts
     # can check and change them atomically. Email volume is far below event volume, so a single

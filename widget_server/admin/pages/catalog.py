@@ -30,7 +30,8 @@ from ...catalog.feeds import (
     detect_format,
     parse_feed,
 )
-from ...catalog.store import CatalogStore, ImportReport, import_parsed
+from ...catalog.store import CatalogStore, ImportReport, changes_text, import_parsed
+from ...mail.catalog_triggers import catalog_triggers
 from ..guard import Admin, Guard
 from ..web import MAX_UPLOAD_BYTES
 from .sites import not_found, site_or_none
@@ -83,6 +84,8 @@ class Upload:
             "unchanged": r.unchanged,
             "errors": r.errors,
             "removed": r.removed,
+            "changes": r.changes,
+            "emails": r.emails,
         }
 
 
@@ -108,6 +111,7 @@ async def catalog(admin: Admin) -> Response:
         upload=upload,
         max_megabytes=MAX_UPLOAD_BYTES // (1024 * 1024),
         now=time.time(),
+        changes_text=changes_text,
     )
 
 
@@ -151,6 +155,7 @@ async def _import(admin: Admin, site: str, data: bytes, prune: bool) -> Upload:
             prune=prune,
             source=f"uploaded in the admin by {admin.user.email}",
             max_error_lines=MAX_SHOWN_ERRORS,
+            triggers=catalog_triggers(services.mail, services.interest),
         )
     finally:
         with contextlib.suppress(LockError):  # it expired: the next upload may already run
