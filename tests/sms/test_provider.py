@@ -10,8 +10,13 @@ import httpx
 import pytest
 
 from widget_server.errors import ConfigurationError
-from widget_server.mail.send import TransientSendError
-from widget_server.sms.provider import SmsRefused, SmsSender, SmsSettings, sms_settings_from_env
+from widget_server.sms.provider import (
+    SmsRefused,
+    SmsSender,
+    SmsSettings,
+    SmsTransientError,
+    sms_settings_from_env,
+)
 
 from ..sms_support import FROM_NUMBER, FakeMessagesApi
 
@@ -54,7 +59,7 @@ def test_failures_are_sorted(api: FakeMessagesApi) -> None:
     settings = sms_settings_from_env(api.env())
     api.fail_next = [503, 429]
     for _ in range(2):
-        with pytest.raises(TransientSendError):
+        with pytest.raises(SmsTransientError):
             send(settings, "+4917012345678", "x")
     api.refuse = {"+4917000000000": 21211, "+4917000000001": 21610, "+4917000000002": 30007}
     with pytest.raises(SmsRefused) as invalid:
@@ -67,9 +72,9 @@ def test_failures_are_sorted(api: FakeMessagesApi) -> None:
         send(settings, "+4917000000002", "x")
     assert other.value.suppress == ""
     wrong = SmsSettings(api.url, api.account_sid, "wrong-token", FROM_NUMBER)
-    with pytest.raises(SmsRefused, match="401"):
+    with pytest.raises(SmsTransientError, match="401"):
         send(wrong, "+4917012345678", "x")
     assert api.messages == []
     unreachable = SmsSettings("http://127.0.0.1:9", api.account_sid, api.auth_token, FROM_NUMBER)
-    with pytest.raises(TransientSendError):
+    with pytest.raises(SmsTransientError):
         send(unreachable, "+4917012345678", "x")

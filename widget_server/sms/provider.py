@@ -3,11 +3,11 @@
 ``POST {SMS_API_URL}/2010-04-01/Accounts/{SMS_ACCOUNT_SID}/Messages.json``, form-encoded ``To``,
 ``From`` (or ``MessagingServiceSid`` when ``SMS_FROM`` starts with ``MG``), ``Body`` and
 ``StatusCallback``, with HTTP Basic auth ``AccountSid:AuthToken``; the answer is JSON with the
-message's ``sid`` and ``status``. Failures are sorted like the email transports' (see
-:mod:`widget_server.mail.send`): failing to connect, 429 and 5xx are transient (retried), other
-4xx permanent; a refusal naming the number (21211 invalid, 21610 the recipient sent STOP, 21614
-not a mobile number) suppresses it; a connection that breaks after the request went out is
-uncertain (never retried: at most once).
+message's ``sid`` and ``status``. Failures are sorted like the email transports': failing to
+connect, 429, 5xx and refused credentials (401, 403) are transient (retried), other 4xx
+permanent; a refusal naming the number (21211 invalid, 21610 the recipient sent STOP, 21614 not
+a mobile number) suppresses it; a connection that breaks after the request went out is uncertain
+(never retried: at most once).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from ..errors import ConfigurationError
-from ..mail.send import PermanentSendError, TransientSendError, UncertainSendError
+from ..errors import ConfigurationError, WidgetServerError
 
 DEFAULT_API_URL = "https://api.twilio.com"
 # Provider error codes that say the number itself is unusable (suppress it).
@@ -61,12 +60,24 @@ def sms_settings_from_env(env: Mapping[str, str]) -> SmsSettings:
     )
 
 
-class SmsRefused(PermanentSendError):
+class SmsSendError(WidgetServerError):
+    """The message was not (known to be) accepted by the provider."""
+
+
+class SmsTransientError(SmsSendError):
+    """Certainly not accepted (unreachable, 429, 5xx, refused credentials): safe to retry."""
+
+
+class SmsUncertainError(SmsSendError):
+    """The connection broke after the request went out: it may have been accepted."""
+
+
+class SmsRefused(SmsSendError):
     """The provider refused the message for good; ``code`` is its error code (0: none given),
     ``suppress`` the reason to suppress the number for (``""``: the number is not at fault)."""
 
     def __init__(self, message: str, *, code: int, suppress: str) -> None:
-        super().__init__(message, recipient_refused=bool(suppress))
+        super().__init__(message)
         self.code = code
         self.suppress = suppress
 
@@ -88,8 +99,8 @@ class SmsSender:
         self.url = f"{settings.api_url}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
 
     async def send(self, to: str, body: str, *, status_callback: str = "") -> SmsReceipt:
-        """Hand the message to the provider or raise TransientSendError, SmsRefused or
-        UncertainSendError."""
+        """Hand the message to the provider or raise SmsTransientError, SmsRefused or
+        SmsUncertainError."""
         s = self.settings
         form = {"To": to, "Body": body}
         form["MessagingServiceSid" if s.sender.startswith("MG") else "From"] = s.sender
@@ -100,9 +111,9 @@ class SmsSender:
                 self.url, data=form, auth=(s.account_sid, s.auth_token)
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransientSendError(f"SMS API unreachable: {exc}") from exc
+            raise SmsTransientError(f"SMS API unreachable: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise UncertainSendError(f"SMS API failed after sending: {exc}") from exc
+            raise SmsUncertainError(f"SMS API failed after sending: {exc}") from exc
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -112,7 +123,12 @@ class SmsSender:
                 # Accepted, but we cannot tell which message it is: it went out.
                 return SmsReceipt("", "unknown")
         if status == 429 or status >= 500:
-            raise TransientSendError(f"SMS API answered {status}")
+            raise SmsTransientError(f"SMS API answered {status}")
+        if status in (401, 403):  # the operator fixes the credentials; the message waits
+            raise SmsTransientError(
+                f"SMS API refused the credentials ({status}): check SMS_ACCOUNT_SID and "
+                "SMS_AUTH_TOKEN"
+            )
         code, text = _error(response)
         raise SmsRefused(
             f"SMS API answered {status}: {code} {text}".strip(),
