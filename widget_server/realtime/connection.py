@@ -156,7 +156,8 @@ class VisitorConnection:
     async def _left(self) -> None:
         """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
         view = self.last_view
-        if view is None or not view.profile.get("email") or self._forgotten:
+        reachable = view is not None and (view.profile.get("email") or view.profile.get("phone"))
+        if view is None or not reachable or self._forgotten:
             return
         try:
             await self.services.mail.scheduler.visitor_left_from_view(
@@ -288,7 +289,7 @@ class VisitorConnection:
 
     async def _after_hello(self, view: SessionView) -> None:
         await self.services.hub.mark_live(self)  # the admin's live view: no need to delay the ack
-        if view.profile.get("email"):
+        if view.profile.get("email") or view.profile.get("phone"):
             await self.services.mail.scheduler.visitor_returned(
                 self.site, self.visitor, now=time.time()
             )
