@@ -6,6 +6,7 @@ STOP, after which no SMS goes out, and their START, after which SMS go out again
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 import redis
 
 from widget_server.mail.flows import Flow, FlowStep, MailConfig
+from widget_server.store.keys import Keys
 
 from ..mail_support import UNLIMITED, IsolatedShop, isolated_shop
 from ..sms_support import FakeMessagesApi, SentSms
-from ..support import Client, new_visitor
+from ..support import Client, add_site, new_visitor, running_server
 
 PHONE = "+491701234567"
 
@@ -120,3 +122,35 @@ def test_sms_round_trip_with_stop_and_start(shop: IsolatedShop, api: FakeMessage
     wait_for(lambda: len(flow_sms()) == 2)
     assert flow_sms()[1].body.startswith("Still? ")
     assert shop.sink.received == []  # SMS only: no email address, no email
+
+
+def test_phone_capture_over_the_websocket(
+    redis_url: str, tmp_path: Path, api: FakeMessagesApi
+) -> None:
+    keys = Keys(prefix="p" + secrets.token_hex(4))
+    with running_server(
+        redis_url, tmp_path, WIDGET_REDIS_PREFIX=keys.prefix, **api.env()
+    ) as server:
+        site = add_site(redis_url, keys=keys)
+        visitor = new_visitor()
+        with Client(server.ws_url) as c:
+            c.hello(site, visitor)
+            bad = c.send({"type": "phone_capture", "consent": True})
+            refused = c.answer(bad)
+            assert (refused["type"], refused["code"]) == ("error", "invalid_field")
+            assert "phone" in refused["message"]
+            c.send({"type": "phone_capture", "phone": "not a number", "consent": True})
+            garbage = c.recv_until("phone_result")
+            assert (garbage["status"], garbage["error"]) == ("error", "invalid_phone")
+            asked = c.send({"type": "phone_capture", "phone": "+49 170 1234567", "consent": True})
+            result = c.recv_until("phone_result")
+            assert result == {"type": "phone_result", "id": asked, "status": "code_sent",
+                              "phone": PHONE}  # fmt: skip
+            code = re.findall(r"\d{6}", api.to(PHONE)[0].body)[0]
+            c.send({"type": "phone_confirm", "code": "12"})
+            assert c.recv_until("phone_result")["error"] == "invalid_code"
+            c.send({"type": "phone_confirm", "code": code})
+            assert c.recv_until("phone_result")["status"] == "confirmed"
+        profile = redis.Redis.from_url(redis_url).hgetall(keys.profile(site, visitor))
+        assert profile[b"phone"] == PHONE.encode() and profile[b"sms_consent"] == b"1"
+        assert profile[b"sms_consent_source"] == b"widget" and profile[b"sms_confirmed_at"]

@@ -28,6 +28,7 @@ from ..errors import (
     ProtocolError,
     StoreUnavailable,
 )
+from ..mail.sms_optin import confirm_code, request_code
 from ..offers.decide import LiveSignal
 from ..offers.engine import PreparedSignal, signal_for
 from ..store.sites import Site, origin_allowed
@@ -402,6 +403,9 @@ class VisitorConnection:
             if isinstance(message, p.OfferCapture):
                 await self._capture(message)
                 return
+            if isinstance(message, p.PhoneCapture | p.PhoneConfirm):
+                await self._phone(message)
+                return
             if isinstance(message, p.Identify):
                 message = await self._store_call(
                     recorded_identify(self.services.mail, self.site, message, self.consent_country),
@@ -508,6 +512,42 @@ class VisitorConnection:
         except (RedisError, StoreUnavailable) as exc:  # the address itself is recorded
             self.services.metrics.redis_errors.inc()
             log.warning("capture step failed", extra={"error": str(exc), "site": self.site})
+
+    async def _phone(self, message: p.PhoneCapture | p.PhoneConfirm) -> None:
+        """A phone number with its SMS consent, or the code texted to it (double opt-in)."""
+        now, mail = time.time(), self.services.mail
+        try:
+            site = await self.services.sites.get(self.site)
+        except RedisError:
+            site = None
+        if site is None:
+            await self._report(
+                ProtocolError(p.UNAVAILABLE, "the server could not do this; send it again",
+                              message_id=message.id)
+            )  # fmt: skip
+            return
+        if isinstance(message, p.PhoneCapture):
+            lang = self.last_view.session.get("lang", "") if self.last_view else ""
+            call = request_code(
+                mail, site, self.visitor, message.phone, message.consent, now=now, locale=lang
+            )
+        else:
+            call = confirm_code(mail, site, self.visitor, message.code, now=now)
+        try:
+            result = await self._store_call(call, message.id)
+        except RedisError:
+            self.services.metrics.redis_errors.inc()
+            await self._report(
+                ProtocolError(p.UNAVAILABLE, "the server could not do this; send it again",
+                              message_id=message.id)
+            )  # fmt: skip
+            return
+        await self.send(
+            p.PhoneResult(
+                id=message.id, status=result.status, phone=result.phone, error=result.error,
+                message=result.message,
+            )
+        )  # fmt: skip
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
         """Consent withdrawn: erase everything stored about the visitor (sessions, profile,
