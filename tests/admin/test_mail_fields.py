@@ -257,6 +257,11 @@ def test_an_sms_step_shows_its_encoding_and_segments(
     page = editor.get(page_of(site)).text
     assert "GSM-7 · 1 segment · 126 of 160" in page  # {shop} as 30, {link} as 70 characters
     assert "UCS-2 · 2 segments · 87 of 134" in page  # the emoji counts two
+    overview = editor.get(f"/admin/sites/{site}/emails")
+    assert overview.status_code == 200
+    assert (
+        'an SMS to the visitor\'s confirmed phone, “<span lang="en">Your cart at' in overview.text
+    )
 
 
 @pytest.mark.browser

@@ -35,3 +35,11 @@ def sms_text_problem(text: str) -> str:
             f"shop name; at most {MAX_SEGMENTS}"
         )
     return ""
+
+
+def sms_size(text: str) -> str:
+    """An SMS text's encoding and segments with its placeholders filled as long as they get, as
+    editors show it: ``GSM-7 · 1 segment · 62 of 160``."""
+    size = measure(sample(text))
+    segments = "1 segment" if size.segments == 1 else f"{size.segments} segments"
+    return f"{size.encoding} · {segments} · {size.units} of {size.per_segment * size.segments}"

@@ -28,6 +28,7 @@ from ...mail.preview import send_test
 from ...mail.send import SendError
 from ...mail.worker import default_shop_url
 from ...realtime.services import Services
+from ...sms.text import sms_size
 from ...store.replies import reply_text
 from ...store.sites import Site
 from ..guard import Admin, Guard
@@ -335,6 +336,7 @@ async def overview(admin: Admin) -> Response:
         activity=activity,
         locale=default_locale(site, locales(services)),
         kinds=KIND_WORDS,
+        sms_size=sms_size,
         counted_all=complete,
         sending_problem=sending_problem(services),
         from_address=services.mail.settings.from_address,

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from ...mail.flows import STEP_TEXTS, Flow, MailConfig, text_problem
 from ...mail.message import TemplateError, render_preview
 from ...sms.segments import measure
-from ...sms.text import SAMPLE_LINK, SAMPLE_SHOP, sample, sms_text_problem
+from ...sms.text import SAMPLE_LINK, SAMPLE_SHOP, sms_size, sms_text_problem
 from ...store.sites import Site
 from ..guard import Admin, Guard
 from ..web import redirect
@@ -206,15 +206,6 @@ def _sms_step_data(
         "template": step["template"] or "cart",
         "sms_text": texts,
     }
-
-
-def sms_size(text: str) -> str:
-    """What the editor says under an SMS text: its encoding and segments, placeholders filled
-    as long as they get (``GSM-7 · 1 segment · 62 of 160``)."""
-    size = measure(sample(text))
-    segments = "1 segment" if size.segments == 1 else f"{size.segments} segments"
-    limit = size.per_segment * size.segments
-    return f"{size.encoding} · {segments} · {size.units} of {limit}"
 
 
 def validated(
