@@ -487,6 +487,14 @@ class OfferTwoStep(Struct, frozen=True, gc=False, kw_only=True):
     no: str  # dismisses the offer ("declined")
 
 
+class OfferPhone(Struct, frozen=True, gc=False, kw_only=True):
+    """The words of an ``sms_capture`` form: its button, the code field, the code's button."""
+
+    submit: str
+    code: str
+    confirm: str
+
+
 class OfferApply(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """How the shop applies the offer's code (see the site's ``apply_code``)."""
 
@@ -514,6 +522,7 @@ class OfferBody(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True)
     privacy_url: str | None = None  # email_capture: the shop's privacy policy
     reward: OfferReward | None = None  # email_capture: what submitting gives
     two_step: OfferTwoStep | None = None  # email_capture: a yes/no question before the form
+    phone: OfferPhone | None = None  # sms_capture: the form's words
     layout: str | None = None  # slide_in | bar_top | bar_bottom; absent: popup
     apply: OfferApply | None = None  # offers with a code: how the shop applies it
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
