@@ -69,7 +69,7 @@ class OptinResult:
 
 
 def _error(code: str, message: str) -> OptinResult:
-    return OptinResult("error", code, message)
+    return OptinResult("error", code, message[:1].upper() + message[1:])
 
 
 def _code_hash(secret: str, site: str, visitor: str, phone: str, code: str) -> str:

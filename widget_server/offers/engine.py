@@ -763,8 +763,9 @@ class OfferEngine:
         variant = campaign.variant(candidate.variant)
         discount = variant.discount if variant is not None else None
         strategy = discount.code_strategy if discount is not None else "none"
-        if variant is not None and variant.offer.kind == "email_capture":
-            strategy = "none"  # its code is given for the address (on_capture), not shown now
+        if variant is not None and variant.offer.kind in ("email_capture", "sms_capture"):
+            # email: its code is given for the address (on_capture), not shown now; SMS: none
+            strategy = "none"
         generated = discount is not None and strategy == "generated"
         candidates = code_candidates(discount.code_format) if generated and discount else []
         claim_keys, claim_args = (
