@@ -56,7 +56,7 @@ def text_problem(name: str, text: str) -> str:
 class FlowStep(_Model):
     """One message of a flow, sent ``delay_minutes`` after the visitor left: an email (with a
     subject), or with ``channel`` ``sms`` a text message of ``sms_text`` (per locale) to the
-    visitor's confirmed phone (see :mod:`widget_server.sms.steps`)."""
+    visitor's confirmed phone (see :mod:`widget_server.mail.sms_steps`)."""
 
     delay_minutes: Annotated[float, Field(ge=0, le=MAX_DELAY_MINUTES)]
     template: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] = "cart"
