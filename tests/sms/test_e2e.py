@@ -20,7 +20,15 @@ from widget_server.store.keys import Keys
 
 from ..mail_support import UNLIMITED, IsolatedShop, isolated_shop
 from ..sms_support import FakeMessagesApi, SentSms
-from ..support import Client, add_site, new_visitor, running_server
+from ..support import (
+    Client,
+    ServerProcess,
+    add_site,
+    message_campaign,
+    new_visitor,
+    running_server,
+    save_campaigns,
+)
 
 PHONE = "+491701234567"
 
@@ -154,3 +162,27 @@ def test_phone_capture_over_the_websocket(
         profile = redis.Redis.from_url(redis_url).hgetall(keys.profile(site, visitor))
         assert profile[b"phone"] == PHONE.encode() and profile[b"sms_consent"] == b"1"
         assert profile[b"sms_consent_source"] == b"widget" and profile[b"sms_confirmed_at"]
+
+
+def test_an_sms_capture_offer_carries_its_form_s_words(server: ServerProcess) -> None:
+    site = add_site(server.redis_url)
+    campaign = message_campaign("texts")
+    campaign["variants"] = [
+        {
+            "key": "a",
+            "offer": {"kind": "sms_capture", "headline": "Get our texts"},
+            "discount": {"type": "percent", "amount": 10, "code_strategy": "generated",
+                         "valid_minutes": 30},
+        }
+    ]  # fmt: skip
+    save_campaigns(server.redis_url, site, [campaign])
+    with Client(server.ws_url) as c:
+        c.hello(site, new_visitor(), lang="de")
+        offered = c.signal_answer({"type": "signal", "name": "exit_intent", "kind": "top_edge"})
+    assert offered is not None and offered["kind"] == "sms_capture"
+    assert offered["phone"] == {
+        "submit": "Code per SMS senden", "code": "Code aus der SMS eingeben",
+        "confirm": "Bestätigen",
+    }  # fmt: skip
+    assert offered["consent_label"].startswith("Schickt mir Angebote per SMS")
+    assert "code" not in offered  # an SMS capture gives no code
