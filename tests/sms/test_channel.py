@@ -376,3 +376,27 @@ def test_codes_are_limited(redis_url: str, api: FakeMessagesApi, tmp_path: Path)
             assert "phone" not in await shop.profile()
 
     asyncio.run(main())
+
+
+def test_withdrawing_sms_consent_cancels_the_pending_sms(
+    redis_url: str, api: FakeMessagesApi, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with sms_shop(redis_url, api, tmp_path, two_sms_and_an_email()) as shop:
+            await shop.opt_in()
+            t0 = time.time()
+            await shop.leave(t0)
+            steps = {j["step"] for j in await shop.ctx.scheduler.pending(shop.site, shop.visitor)}
+            assert steps == {"0", "1", "2"}
+            body = {"visitor": shop.visitor, "phone": PHONE, "consent": False}
+            withdrawn = await shop.post("/v1/sms/optin", body)
+            assert withdrawn.json() == {"status": "withdrawn"}
+            steps = {j["step"] for j in await shop.ctx.scheduler.pending(shop.site, shop.visitor)}
+            assert steps == {"2"}  # the email stays
+            profile = await shop.profile()
+            assert profile["sms_consent"] == "0" and profile["sms_consent_withdrawn_at"]
+            await shop.leave(t0 + 10)
+            await shop.run_until(t0 + 3 * HOUR, t0 + 10)
+            assert [o for _, _, o in shop.outcomes] == ["sms_no_phone", "sms_no_phone", "sent"]
+
+    asyncio.run(main())
