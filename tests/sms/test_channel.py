@@ -22,6 +22,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from widget_server.admin.pages.mail import SKIP_WORDS, parse_counts
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, load_config
 from widget_server.mail.routes import mail_routes
@@ -400,3 +401,11 @@ def test_withdrawing_sms_consent_cancels_the_pending_sms(
             assert [o for _, _, o in shop.outcomes] == ["sms_no_phone", "sms_no_phone", "sent"]
 
     asyncio.run(main())
+
+
+def test_the_email_overview_counts_sms_steps() -> None:
+    counts = parse_counts({b"sms_sent:1": b"3", b"sms_clicks:1": b"2", b"sent:0": b"5",
+                           b"skipped:sms_no_phone": b"4", b"sms_delivered:1": b"3"})  # fmt: skip
+    assert counts.steps == {"sent": {1: 3, 0: 5}, "clicks": {1: 2}}
+    assert counts.skipped == {"sms_no_phone": 4} and counts.other == {"sms_delivered:1": 3}
+    assert "STOP" in SKIP_WORDS["sms_suppressed"]

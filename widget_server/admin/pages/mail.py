@@ -65,6 +65,11 @@ SKIP_WORDS = {
     "withdrawn": "consent was withdrawn after the email was scheduled",
     "already_sent": "this email had gone out to the visitor before",
     "capped": "the visitor had reached the daily email cap",
+    "sms_off": "SMS is not set up on the server (SMS_ACCOUNT_SID, SMS_AUTH_TOKEN, SMS_FROM)",
+    "sms_no_phone": "the visitor has no confirmed phone number with SMS consent",
+    "sms_suppressed": "the number texted STOP or cannot get texts",
+    "sms_purchased": "the visitor bought something before the SMS was due",
+    "sms_no_profile": "the visitor's data was erased or has expired (SMS)",
 }
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -193,14 +198,16 @@ class Counts:
 
 
 def parse_counts(raw: Mapping[Any, Any]) -> Counts:
-    """``sent:0``, ``clicks:1``, ``restores:0`` per step (0 = the first email), and
-    ``skipped:<reason>``; values that are not whole numbers are left out."""
+    """``sent:0``, ``clicks:1``, ``restores:0`` per step (0 = the first email; an SMS step's
+    ``sms_sent:N`` and ``sms_clicks:N`` count as its sent and clicks), and ``skipped:<reason>``;
+    values that are not whole numbers are left out."""
     counts = Counts()
     for key, value in raw.items():
         name, number = reply_text(key), _int(value)
         if number is None:
             continue
         event, _, detail = name.partition(":")
+        event = {"sms_sent": "sent", "sms_clicks": "clicks"}.get(event, event)  # an SMS step's
         if event == "skipped" and detail:
             counts.skipped[detail] = number
         elif event in ("sent", "clicks", "restores") and detail.isdigit():
