@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from widget_server.mail.flows import Flow, FlowStep, MailConfig
+from widget_server.sms.phone import phone_digest
 from widget_server.store.keys import Keys
 
 from ..mail_support import UNLIMITED, IsolatedShop, isolated_shop
@@ -130,6 +131,18 @@ def test_sms_round_trip_with_stop_and_start(shop: IsolatedShop, api: FakeMessage
     wait_for(lambda: len(flow_sms()) == 2)
     assert flow_sms()[1].body.startswith("Still? ")
     assert shop.sink.received == []  # SMS only: no email address, no email
+
+    # Erasing the visitor takes them off their number's list.
+    index = keys.sms_phone_visitors(site, phone_digest(PHONE))
+    assert store.smembers(index) == {visitor.encode()}
+    erased = httpx.post(
+        f"{server.url}/v1/visitors/erase?site={site}",
+        json={"visitor": visitor},
+        headers={"authorization": f"Bearer {shop.site_secret(site)}"},
+    )
+    assert erased.status_code == 200, erased.text
+    assert store.smembers(index) == set()
+    assert not store.exists(keys.profile(site, visitor))
 
 
 def test_phone_capture_over_the_websocket(
