@@ -136,9 +136,8 @@ async def send_sms_step(
     with contextlib.suppress(RedisError):
         if receipt.sid:
             await store.message_sent(
-                receipt.sid, site=job.site, flow=job.flow, step=job.step, visitor=job.visitor,
-                now=now,
-            )  # fmt: skip
+                receipt.sid, site=job.site, flow=job.flow, step=job.step, now=now
+            )
         await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
     return "sent"
 

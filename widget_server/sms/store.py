@@ -88,13 +88,11 @@ class SmsStore:
     async def forget_phone(self, site: str, visitor: str, phone: str) -> None:
         await self._redis.srem(self._keys.sms_phone_visitors(site, phone_digest(phone)), visitor)
 
-    async def message_sent(
-        self, sid: str, *, site: str, flow: str, step: int, visitor: str, now: float
-    ) -> None:
-        """Keep what a status callback for ``sid`` needs."""
+    async def message_sent(self, sid: str, *, site: str, flow: str, step: int, now: float) -> None:
+        """Keep what a status callback for ``sid`` needs (no one's id: a count is all it is)."""
         key = self._keys.sms_message(sid)
         fields: dict[str, str] = {
-            "site": site, "flow": flow, "step": str(step), "visitor": visitor, "sent_at": repr(now)
+            "site": site, "flow": flow, "step": str(step), "sent_at": repr(now)
         }  # fmt: skip
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, items=[part for pair in fields.items() for part in pair])

@@ -336,7 +336,7 @@ class Keys:
         return f"{self.mail_tag()}:sms-pvis:{site}:{phone_digest}"
 
     def sms_message(self, sid: str) -> str:
-        """Hash: an SMS sent by a flow (site, flow, step, visitor, status), for its callbacks."""
+        """Hash: an SMS sent by a flow (site, flow, step, final status), for its callbacks."""
         return f"{self.prefix}:sms-msg:{sid}"
 
     def sms_code(self, site: str, visitor: str) -> str:
