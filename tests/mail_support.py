@@ -369,11 +369,14 @@ class IsolatedShop:
 
 
 @contextlib.contextmanager
-def isolated_shop(redis_url: str, directory: Path) -> Iterator[IsolatedShop]:
-    """Start an :class:`IsolatedShop`; on the way out, fail if its SMTP server saw a message for
-    a site the test did not make."""
+def isolated_shop(
+    redis_url: str, directory: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[IsolatedShop]:
+    """Start an :class:`IsolatedShop` (``extra_env``: more settings for the server and the
+    worker); on the way out, fail if its SMTP server saw a message for a site the test did not
+    make."""
     keys = Keys(prefix="i" + secrets.token_hex(4))
-    secret = {"WIDGET_SECRET_KEY": secrets.token_urlsafe(32)}  # links the server signs
+    secret = {"WIDGET_SECRET_KEY": secrets.token_urlsafe(32), **(extra_env or {})}
     with SmtpSink() as sink:
         server = ServerProcess(
             redis_url, directory / "server", WIDGET_REDIS_PREFIX=keys.prefix, **secret

@@ -17,6 +17,7 @@ LAYERS = [
     "visitors",  # sessions and profiles in the store
     "offers",  # campaigns, assignment, decisions, codes, the offer engine
     "catalog",  # feeds, the catalog store, similar products
+    "sms",  # SMS encoding, phone numbers, the provider, suppressions (the flows' second channel)
     "mail",  # email flows, jobs, delivery, the worker
     "experiments",  # statistics and reports
     "realtime",  # the edge: WebSocket connections, hub, beacon, shop API, erasure

@@ -26,6 +26,7 @@ from .mail.context import MailSettings, build_mail_context, mail_settings_from_e
 from .mail.flows import MailFlowStore
 from .mail.routes import mail_routes
 from .mail.similar import MailSimilarProducts
+from .mail.sms_routes import sms_routes
 from .metrics import Metrics
 from .offers.campaign_store import CampaignStore
 from .offers.engine import OfferEngine
@@ -207,6 +208,7 @@ def create_app(settings: Settings, mail_settings: MailSettings | None = None) ->
         Route("/v1/visitors/erase", erase_request, methods=["POST"]),
         *widget_routes(settings.static_dir),
         *mail_routes(lambda: app.state.mail),
+        *sms_routes(lambda: app.state.mail),
         *admin_routes(),
     ]
     if settings.demo:

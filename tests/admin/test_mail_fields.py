@@ -223,3 +223,63 @@ def test_the_site_s_words_are_edited_per_language_and_shown_in_the_preview(
     draft = editor.post(f"/admin/sites/{site}/emails/cart/draft",
                         {**submitted(editor, site), "preview": "0:de"})  # fmt: skip
     assert "Gesendet von " in draft.text and "Sie erhalten diese" not in draft.text
+
+
+def test_an_sms_step_shows_its_encoding_and_segments(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site)
+    switched = editor.post(page_of(site), {**form, "steps.1.channel": "sms", "action": "channel"})
+    fields = form_fields(switched.text, "flow-form")
+    assert "steps.1.sms_text.en" in fields and "steps.1.subject.en" not in fields
+    assert "SMS 2" in switched.text and r.get(KEYS.mail_flows(site)) is None
+    form = {name: values[-1] for name, values in fields.items()}
+    form.pop("csrf")
+    draft = f"/admin/sites/{site}/emails/cart/draft"
+    text = "Your cart at {shop} is waiting: {link}"
+    preview = editor.post(draft, {**form, "steps.1.sms_text.en": text, "preview": "1:en"})
+    assert preview.status_code == 200 and "/v1/sms/l/" in preview.text
+    assert "GSM-7, 1 segment" in preview.text
+    too_long = editor.post(page_of(site), {**form, "steps.1.sms_text.en": "ж" * 700,
+                                           "action": "save"})  # fmt: skip
+    assert too_long.status_code == 422 and "segments (UCS-2)" in too_long.text
+    empty = editor.post(page_of(site), {**form, "action": "save"})
+    assert empty.status_code == 422 and "Write the SMS in at least one language." in empty.text
+    saved = editor.post(page_of(site), {**form, "steps.1.sms_text.en": text,
+                                        "steps.1.sms_text.de": "Ihr Warenkorb 🛒 {link}",
+                                        "action": "save"})  # fmt: skip
+    assert saved.status_code == 303
+    flow = stored(r, site).flow("cart")
+    assert flow is not None and flow.steps[1].channel == "sms"
+    assert flow.steps[1].sms_text == {"en": text, "de": "Ihr Warenkorb 🛒 {link}"}
+    assert flow.steps[0].channel == "email"
+    page = editor.get(page_of(site)).text
+    assert "GSM-7 · 1 segment · 126 of 160" in page  # {shop} as 30, {link} as 70 characters
+    assert "UCS-2 · 2 segments · 87 of 134" in page  # the emoji counts two
+    overview = editor.get(f"/admin/sites/{site}/emails")
+    assert overview.status_code == 200
+    assert (
+        'an SMS to the visitor\'s confirmed phone, “<span lang="en">Your cart at' in overview.text
+    )
+
+
+@pytest.mark.browser
+def test_an_sms_text_s_size_follows_the_typing(
+    server: ServerProcess, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    with signed_in_page(server, make_user(redis_url, "editor")) as (page, _):
+        page.goto(f"{server.url}{page_of(site)}")
+        page.locator("#f-steps\\.0\\.channel").select_option("sms")
+        page.locator("#step-0").get_by_role("button", name="Show its fields").click()
+        area = page.get_by_label("SMS text (en)")
+        area.fill("Hi from {shop}")
+        size = page.locator("#size-steps\\.0\\.sms_text\\.en")
+        assert size.text_content() == "GSM-7 · 1 segment · 38 of 160"
+        area.fill("Hi from {shop} 😀")
+        assert size.text_content() == "UCS-2 · 1 segment · 41 of 70"
+        area.fill("a" * 200)
+        assert size.text_content() == "GSM-7 · 2 segments · 200 of 306"
+        frame = page.frame_locator("#preview-frame")
+        frame.get_by_text("GSM-7, 2 segments").wait_for()  # the server's preview agrees

@@ -17,7 +17,7 @@
  * intent without a round trip) messages; `withdraw` {offer: id} removes it:
  *   {
  *     id: string,                 // [A-Za-z0-9._:-]{1,64}; echoed in offer_* reports
- *     kind: "discount" | "similar_products" | "email_capture" | "message",
+ *     kind: "discount" | "similar_products" | "email_capture" | "sms_capture" | "message",
  *     headline: string,
  *     body?: string,
  *     cta?: {label: string, url?: string},   // http(s) only; email_capture: submit label

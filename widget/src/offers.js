@@ -129,6 +129,9 @@ export const show = (offer) => {
 /** The answer to an email capture: the code (and whether it comes by email too). */
 export const reward = (message) => overlay && overlay.reward(message);
 
+/** The answer to an SMS capture's number or code (`phone_result`). */
+export const phone = (message) => overlay && overlay.phone(message);
+
 export const withdraw = (id) => {
   const named = (offer) => id == "*" || offer.id == id;
   if (armed && named(armed)) armed = null;

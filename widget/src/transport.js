@@ -6,7 +6,7 @@
 
 import { consent } from "./consent.js";
 import { device, origin, script, site } from "./env.js";
-import { arm, reward, show, withdraw } from "./offers.js";
+import { arm, phone, reward, show, withdraw } from "./offers.js";
 import { page } from "./pages.js";
 import { configure } from "./signals.js";
 import { ID, randomId, store } from "./storage.js";
@@ -186,6 +186,7 @@ const receive = (message) => {
   else if (type == "offer") show(message.offer);
   else if (type == "withdraw") withdraw(message.offer);
   else if (type == "reward") reward(message);
+  else if (type == "phone_result") phone(message);
 };
 
 /**

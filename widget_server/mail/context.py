@@ -7,7 +7,7 @@ with the settings read at the edge (:func:`mail_settings_from_env`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from ..catalog.store import CatalogStore
 from ..errors import ConfigurationError
 from ..settings import Settings, env_float
+from ..sms.provider import SmsSender, SmsSettings, sms_settings_from_env
 from ..store.keys import Keys
 from ..store.sites import SiteRegistry
 from .flows import MailFlowStore
@@ -64,6 +65,7 @@ class MailSettings:
     batch: int = 10
     retention_s: int = DEFAULT_RETENTION_S
     outbox_dir: str = ""
+    sms: SmsSettings = field(default_factory=SmsSettings)
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -73,7 +75,8 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
 def mail_settings_from_env(env: Mapping[str, str], settings: Settings) -> MailSettings:
     """Read ``SMTP_URL``, ``MAIL_WEBHOOK_URL``, ``MAIL_WEBHOOK_SECRET``, ``MAIL_FROM``,
     ``MAIL_PUBLIC_URL``, ``MAIL_UNSUBSCRIBE_MAILTO``, ``MAIL_RATE_PER_DOMAIN`` (per minute),
-    ``MAIL_RATE_BURST``, ``MAIL_LEASE`` (s), ``MAIL_MAX_ATTEMPTS``, ``MAIL_RETRY_BASE`` (s).
+    ``MAIL_RATE_BURST``, ``MAIL_LEASE`` (s), ``MAIL_MAX_ATTEMPTS``, ``MAIL_RETRY_BASE`` (s), and
+    the SMS settings (:func:`~widget_server.sms.provider.sms_settings_from_env`).
     Raises ConfigurationError on malformed values; missing ones are checked by the worker."""
     public_url = (env.get("MAIL_PUBLIC_URL") or "").rstrip("/")
     if public_url and urlsplit(public_url).scheme not in ("http", "https"):
@@ -102,6 +105,7 @@ def mail_settings_from_env(env: Mapping[str, str], settings: Settings) -> MailSe
         retry_base_s=_number(env, "MAIL_RETRY_BASE", 60.0, 0.01, 3600),
         retention_s=settings.profile_ttl_s,
         outbox_dir=env.get("MAIL_OUTBOX_DIR") or "",
+        sms=sms_settings_from_env(env),
     )
 
 
@@ -151,6 +155,8 @@ class MailContext:
     transport: MailTransport | None = None
     catalog: CatalogStore | None = None
     similar: SimilarSource | None = None
+    # None: SMS is off (not configured); SMS steps are then skipped.
+    sms: SmsSender | None = None
 
     def require_sending(self) -> MailTransport:
         """The transport, or ConfigurationError naming every setting sending still needs."""
@@ -190,6 +196,9 @@ def build_mail_context(
         transport = WebhookTransport(settings.webhook_url, settings.webhook_secret, client)
     elif transport is None and settings.outbox_dir:
         transport = OutboxTransport(Path(settings.outbox_dir))
+    sms = None
+    if settings.sms.enabled:
+        sms = SmsSender(settings.sms, http_client or httpx.AsyncClient(timeout=30))
     flows = MailFlowStore(redis, keys)
     sites = sites or SiteRegistry(redis, keys)
     return MailContext(
@@ -208,4 +217,5 @@ def build_mail_context(
         transport=transport,
         catalog=catalog or CatalogStore(redis, keys),
         similar=similar,
+        sms=sms,
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 
 from ..errors import WidgetServerError
+from ..sms.text import sms_text_problem
 from ..store.keys import Keys
 
 FlowKind = Literal[
@@ -70,11 +71,16 @@ def text_problem(name: str, text: str) -> str:
 
 
 class FlowStep(_Model):
-    """One email of a flow, sent ``delay_minutes`` after the visitor left."""
+    """One message of a flow, sent ``delay_minutes`` after the visitor left: an email (with a
+    subject), or with ``channel`` ``sms`` a text message of ``sms_text`` (per locale) to the
+    visitor's confirmed phone (see :mod:`widget_server.mail.sms_steps`)."""
 
     delay_minutes: Annotated[float, Field(ge=0, le=MAX_DELAY_MINUTES)]
-    template: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")]
-    subject: dict[str, str] | str
+    template: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] = "cart"
+    subject: dict[str, str] | str = ""
+    channel: Literal["email", "sms"] = "email"
+    # The SMS per locale: {"en": "Your cart at {shop} is waiting: {link}"}.
+    sms_text: dict[str, str] = Field(default_factory=dict)
     code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     code_valid_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = None
     # The email's words per locale, over the template's (see STEP_TEXTS): {"de": {"heading": ...}}.
@@ -94,6 +100,31 @@ class FlowStep(_Model):
                     raise ValueError(problem)
         return value
 
+    @field_validator("sms_text")
+    @classmethod
+    def _sms_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for locale, text in value.items():
+            if not _LOCALE.match(locale):
+                raise ValueError(f"SMS text locale {locale!r} must look like en or de-CH")
+            if problem := sms_text_problem(text):
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _channel(self) -> FlowStep:
+        if self.channel == "sms" and not self.sms_text:
+            raise ValueError("an SMS step needs its text (sms_text)")
+        if self.channel == "email" and not self.subject:
+            raise ValueError("an email step needs a subject")
+        return self
+
+    def sms_text_for(self, locale: str) -> str:
+        """The SMS text in ``locale`` (then its language, then English, then any)."""
+        for candidate in (locale, locale.split("-")[0], "en"):
+            if candidate in self.sms_text:
+                return self.sms_text[candidate]
+        return next(iter(self.sms_text.values()), "")
+
     def texts_for(self, locale: str) -> dict[str, str]:
         """The step's own words in ``locale`` (then its language); none in another language:
         a German visitor gets the template's German words, not this step's English ones."""
@@ -105,6 +136,8 @@ class FlowStep(_Model):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: dict[str, str] | str) -> dict[str, str] | str:
+        if value == "":  # none: an SMS step (an email step must have one, see _channel)
+            return value
         subjects = value if isinstance(value, dict) else {"": value}
         for locale, text in subjects.items():
             if locale and not _LOCALE.match(locale):

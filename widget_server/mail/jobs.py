@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from ..offers.assign import in_site_holdout
+from ..sms.store import sms_consent
 from ..store.keys import Keys
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
@@ -250,23 +251,27 @@ class MailScheduler:
         checkout: bool = False,
         code: str = "",
         code_expires: float = 0.0,
+        sms: bool = False,
     ) -> ScheduleResult:
         """Schedule the flow that fits, replacing the visitor's pending jobs.
 
         Checkout flow if the visitor reached checkout with a cart (and that flow is enabled),
         else the cart flow for a non-empty cart, else the browse flow after ``browse_min_views``
-        product views. Needs an address and marketing consent; steps already sent are skipped.
+        product views. Needs an address and marketing consent, or ``sms`` (a confirmed phone:
+        each step checks its own channel when due); steps already sent are skipped.
         """
-        if not email:
+        if not email and not sms:
             return ScheduleResult("no_email")
         try:
-            address = normalize_address(email)
+            address = normalize_address(email) if email else ""
         except MailAddressError:
-            return ScheduleResult("invalid_email")
-        if not consent:
+            if not sms:
+                return ScheduleResult("invalid_email")
+            address = ""
+        if not consent and not sms:
             await self.cancel(site, visitor)
             return ScheduleResult("no_consent")
-        if await self.suppression(site, address) is not None:
+        if not sms and await self.suppression(site, address) is not None:
             await self.cancel(site, visitor)
             return ScheduleResult("suppressed")
         record = await self._sites.get(site)
@@ -368,11 +373,12 @@ class MailScheduler:
                 break
         else:
             raise WatchError("the visitor's email jobs kept changing while scheduling")
-        index_key = k.mail_email_visitors(site, email_digest(address))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(index_key, visitor)
-            pipe.expire(index_key, self._retention_s)
-            await pipe.execute()
+        if address:
+            index_key = k.mail_email_visitors(site, email_digest(address))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(index_key, visitor)
+                pipe.expire(index_key, self._retention_s)
+                await pipe.execute()
         job_ids = tuple(reply_text(i) for i in ids)
         return ScheduleResult("scheduled" if job_ids else "already_sent", flow.name, job_ids)
 
@@ -446,6 +452,7 @@ class MailScheduler:
             product_views=int(view.session.get("products_viewed") or 0),
             viewed=list(view.viewed_ids),
             checkout=view.session.get("checkout") == "1",
+            sms=sms_consent(view.profile),
         )
         if result.outcome not in ("no_email", "invalid_email", "no_consent", "suppressed"):
             recent = json.loads(view.profile.get("viewed") or "[]")  # over every visit

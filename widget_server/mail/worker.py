@@ -37,6 +37,7 @@ from .once import MAX_CLAIMS
 from .optin import process_confirmation
 from .reward import process_reward
 from .send import MailTransport
+from .sms_steps import is_sms_step, send_sms_step, sms_veto
 from .tokens import MailLinks, absolute
 
 log = logging.getLogger("widget_server.mail")
@@ -121,13 +122,24 @@ async def process_job(
         return await _skip(ctx, job, "poison")
     raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
     profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
-    if (reason := send_time_veto(job, profile)) is not None:
+    sms = is_sms_step(flow, job.step)  # an SMS step: its own checks and sender, same budget
+    reason = await sms_veto(ctx, job, profile) if sms else send_time_veto(job, profile)
+    if reason is not None:
         return await _skip(ctx, job, reason)
     zone = visitor_zone(profile, site)
     budget = config.budget
     due = job.scheduled + flow.steps[job.step].delay_minutes * 60
     if budget.quiet(datetime.fromtimestamp(int(now), zone).hour):
-        return await _hold(ctx, job, due, quiet_end(budget, now, zone), "quiet_hours")
+        quiet = "sms_quiet_hours" if sms else "quiet_hours"
+        return await _hold(ctx, job, due, quiet_end(budget, now, zone), quiet)
+    if await ctx.scheduler.outranked(job, now):
+        return await _hold(ctx, job, due, now + PRIORITY_WAIT_S, "priority")
+    if sms:
+        return await send_sms_step(
+            ctx, job, site, config, flow, profile, zone, now,
+            hold=lambda until, why: _hold(ctx, job, due, until, why),
+            skip=lambda why: _skip(ctx, job, why),
+        )  # fmt: skip
     try:
         message = await compose(ctx, site, config, flow, job, now)
     except NothingToShow:
@@ -139,8 +151,6 @@ async def process_job(
     if wait > 0:
         await ctx.scheduler.defer(job, until=now + wait)
         return "deferred"
-    if await ctx.scheduler.outranked(job, now):
-        return await _hold(ctx, job, due, now + PRIORITY_WAIT_S, "priority")
     check = BudgetCheck.of(budget, now, zone)
     committed = await ctx.scheduler.commit(job, now=now, daily_cap=flow.daily_cap, budget=check)
     if committed == "lost":

@@ -20,7 +20,12 @@ from .texts import Locale, Localized, pick_word
 
 CampaignStatus = Literal["draft", "active", "paused", "ended"]
 OfferKind = Literal[
-    "discount", "similar_products", "email_capture", "free_shipping_progress", "message"
+    "discount",
+    "similar_products",
+    "email_capture",
+    "free_shipping_progress",
+    "message",
+    "sms_capture",
 ]
 # How the offer is drawn: a centred modal popup, a corner card, a bar at the top or the bottom of
 # the page (the last three leave the page usable). On phones the popup and the card become a
@@ -228,7 +233,7 @@ class Offer(_Model):
     cta_url: str | None = None
     free_shipping_threshold: Annotated[float, Field(gt=0)] | None = None
     theme: Theme = Theme()
-    # email_capture: texts by locale (see offers/texts.py; empty: the product's defaults).
+    # email_capture, sms_capture: texts by locale (offers/texts.py; empty: the defaults).
     consent_label: Localized = Field(default_factory=dict)
     thanks: Localized = Field(default_factory=dict)
     privacy_url: str | None = None

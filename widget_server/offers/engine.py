@@ -763,8 +763,9 @@ class OfferEngine:
         variant = campaign.variant(candidate.variant)
         discount = variant.discount if variant is not None else None
         strategy = discount.code_strategy if discount is not None else "none"
-        if variant is not None and variant.offer.kind == "email_capture":
-            strategy = "none"  # its code is given for the address (on_capture), not shown now
+        if variant is not None and variant.offer.kind in ("email_capture", "sms_capture"):
+            # email: its code is given for the address (on_capture), not shown now; SMS: none
+            strategy = "none"
         generated = discount is not None and strategy == "generated"
         candidates = code_candidates(discount.code_format) if generated and discount else []
         claim_keys, claim_args = (
@@ -949,6 +950,8 @@ class OfferEngine:
         capture: dict[str, Any] = {}
         if offer.kind == "email_capture":
             capture = await self._capture_texts(site, variant, state.lang, words.cta_label)
+        elif offer.kind == "sms_capture":
+            capture = await self._phone_texts(site, variant, state.lang, words.cta_label)
         if discount is not None:
             capture["apply"] = await self._apply(site)
         return p.OfferBody(
@@ -1022,6 +1025,29 @@ class OfferEngine:
             "thanks": text("thanks", offer.thanks),
             "privacy_url": offer.privacy_url,
             "reward": reward,
+        }
+
+    async def _phone_texts(
+        self, site: str, variant: Variant, lang: str, cta_label: str
+    ) -> dict[str, Any]:
+        """The words of an SMS capture (a phone number, its own SMS consent, the code texted to
+        it) in the page's language; the consent sentence is the SMS one unless the campaign
+        has its own."""
+        offer, locale = variant.offer, await self.site_locale(site)
+
+        def text(field: str, texts: Mapping[str, str] | None = None) -> str:
+            return pick(texts, lang, locale, field)
+
+        return {
+            "consent_label": pick(offer.consent_label, lang, locale, "sms_consent_label"),
+            "thanks": text("thanks", offer.thanks),
+            "privacy_url": offer.privacy_url,
+            "reward": p.OfferReward(privacy_label=text("privacy_link")),
+            "phone": p.OfferPhone(
+                submit=cta_label or text("sms_submit"),
+                code=text("sms_code"),
+                confirm=text("sms_confirm"),
+            ),
         }
 
     async def consent_wording(self, site: str, offer_id: str, lang: str, now: float) -> str | None:

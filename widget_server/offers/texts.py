@@ -30,6 +30,22 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "en": "Email me offers and news. I can unsubscribe at any time.",
         "de": "Schickt mir Angebote und Neuigkeiten per E-Mail. Ich kann mich jederzeit abmelden.",
     },
+    "sms_consent_label": {
+        "en": "Text me offers. I can reply STOP at any time.",
+        "de": "Schickt mir Angebote per SMS. Ich kann jederzeit mit STOP abbestellen.",
+    },
+    "sms_submit": {
+        "en": "Text me a code",
+        "de": "Code per SMS senden",
+    },
+    "sms_code": {
+        "en": "Enter the code we texted you",
+        "de": "Code aus der SMS eingeben",
+    },
+    "sms_confirm": {
+        "en": "Confirm",
+        "de": "Bestätigen",
+    },
     "thanks": {
         "en": "Thank you!",
         "de": "Vielen Dank!",

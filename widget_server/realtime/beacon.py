@@ -146,6 +146,11 @@ async def _apply_batch(services: Services, batch: Batch, country: str) -> dict[s
             acks.append(message.id)
         elif isinstance(message, p.Identify):
             to_apply.append(await recorded_identify(services.mail, batch.site, message, country))
+        elif isinstance(message, p.PhoneCapture | p.PhoneConfirm):
+            errors.append({
+                "id": message.id, "code": p.UNKNOWN_TYPE,
+                "message": "phone messages need the WebSocket (or POST /v1/sms/optin)",
+            })  # fmt: skip
         elif isinstance(message, p.OfferCapture):
             captures[message.id] = message
             to_apply.append(

@@ -28,6 +28,7 @@ from ..errors import (
     ProtocolError,
     StoreUnavailable,
 )
+from ..mail.sms_optin import confirm_code, request_code
 from ..offers.decide import LiveSignal
 from ..offers.engine import PreparedSignal, signal_for
 from ..store.sites import Site, origin_allowed
@@ -156,7 +157,8 @@ class VisitorConnection:
     async def _left(self) -> None:
         """The socket closed: start the abandoned-cart clock (the next hello cancels it)."""
         view = self.last_view
-        if view is None or not view.profile.get("email") or self._forgotten:
+        reachable = view is not None and (view.profile.get("email") or view.profile.get("phone"))
+        if view is None or not reachable or self._forgotten:
             return
         try:
             await self.services.mail.scheduler.visitor_left_from_view(
@@ -288,7 +290,7 @@ class VisitorConnection:
 
     async def _after_hello(self, view: SessionView) -> None:
         await self.services.hub.mark_live(self)  # the admin's live view: no need to delay the ack
-        if view.profile.get("email"):
+        if view.profile.get("email") or view.profile.get("phone"):
             await self.services.mail.scheduler.visitor_returned(
                 self.site, self.visitor, now=time.time()
             )
@@ -402,6 +404,9 @@ class VisitorConnection:
             if isinstance(message, p.OfferCapture):
                 await self._capture(message)
                 return
+            if isinstance(message, p.PhoneCapture | p.PhoneConfirm):
+                await self._phone(message)
+                return
             if isinstance(message, p.Identify):
                 message = await self._store_call(
                     recorded_identify(self.services.mail, self.site, message, self.consent_country),
@@ -510,6 +515,42 @@ class VisitorConnection:
         except (RedisError, StoreUnavailable) as exc:  # the address itself is recorded
             self.services.metrics.redis_errors.inc()
             log.warning("capture step failed", extra={"error": str(exc), "site": self.site})
+
+    async def _phone(self, message: p.PhoneCapture | p.PhoneConfirm) -> None:
+        """A phone number with its SMS consent, or the code texted to it (double opt-in)."""
+        now, mail = time.time(), self.services.mail
+        try:
+            site = await self.services.sites.get(self.site)
+        except RedisError:
+            site = None
+        if site is None:
+            await self._report(
+                ProtocolError(p.UNAVAILABLE, "the server could not do this; send it again",
+                              message_id=message.id)
+            )  # fmt: skip
+            return
+        if isinstance(message, p.PhoneCapture):
+            lang = self.last_view.session.get("lang", "") if self.last_view else ""
+            call = request_code(
+                mail, site, self.visitor, message.phone, message.consent, now=now, locale=lang
+            )
+        else:
+            call = confirm_code(mail, site, self.visitor, message.code, now=now)
+        try:
+            result = await self._store_call(call, message.id)
+        except RedisError:
+            self.services.metrics.redis_errors.inc()
+            await self._report(
+                ProtocolError(p.UNAVAILABLE, "the server could not do this; send it again",
+                              message_id=message.id)
+            )  # fmt: skip
+            return
+        await self.send(
+            p.PhoneResult(
+                id=message.id, status=result.status, phone=result.phone, error=result.error,
+                message=result.message,
+            )
+        )  # fmt: skip
 
     async def _forget(self, message: p.ConsentUpdate) -> None:
         """Consent withdrawn: erase everything stored about the visitor (sessions, profile,

@@ -10,7 +10,7 @@ session ids.
 
 Kept on purpose: aggregate counters (experiment and email statistics hold no personal data, and
 removing one visitor's share would falsify finished reports) and the site's email suppression
-list (an unsubscribe must outlive erasure).
+list (an unsubscribe must outlive erasure), like its SMS suppression list (a STOP too).
 
 A visitor still connected, on any node, gets every offer on screen withdrawn and the socket
 closed (:meth:`~widget_server.realtime.hub.Hub.end_visitor`); the connection forgets its
@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from ..catalog.interest import InterestIndex
 from ..mail.message import email_digest
+from ..mail.sms_steps import sms_store
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from .consent import forget as forget_email
@@ -97,6 +98,9 @@ async def erase_visitor(
     if close_sockets:
         report.live_sockets = await services.hub.end_visitor(site, visitor)
     report.emails = await _erase_email_index(services, site, visitor)
+    phone = reply_text(await redis.hget(keys.profile(site, visitor), "phone") or b"")
+    if phone:  # the number's list of visitors (STOP finds their SMS by it)
+        await sms_store(services.mail).forget_phone(site, visitor, phone)
     session_ids = {reply_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
     report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
     session_ids |= in_feed

@@ -347,6 +347,31 @@ class Keys:
         """Hash: token bucket of sends to one recipient domain."""
         return f"{self.prefix}:mail-rate:{domain}"
 
+    # --- SMS: phone numbers never appear in key names, callers pass a digest ---------------
+    def sms_suppressed(self, site: str) -> str:
+        """Hash: E.164 number -> JSON {reason, at}: stopped (STOP), invalid."""
+        return f"{self.mail_tag()}:sms-suppressed:{site}"
+
+    def sms_phone_visitors(self, site: str, phone_digest: str) -> str:
+        """Set: visitors who confirmed the number (STOP cancels their pending SMS)."""
+        return f"{self.mail_tag()}:sms-pvis:{site}:{phone_digest}"
+
+    def sms_message(self, sid: str) -> str:
+        """Hash: an SMS sent by a flow (site, flow, step, final status), for its callbacks."""
+        return f"{self.prefix}:sms-msg:{sid}"
+
+    def sms_code(self, site: str, visitor: str) -> str:
+        """Hash: the visitor's pending phone confirmation (number, hashed code, attempts)."""
+        return f"{self.tag(site, visitor)}:sms-code"
+
+    def sms_sends(self, site: str, who: str) -> str:
+        """String: confirmation codes sent lately to a number digest or a visitor (a counter)."""
+        return f"{self.prefix}:sms-sends:{site}:{who}"
+
+    def sms_link(self, link_id: str) -> str:
+        """String: JSON of a short SMS link (site, flow, step, visitor, target)."""
+        return f"{self.prefix}:sms-link:{link_id}"
+
     # --- admin -------------------------------------------------------------------------------
     # Email addresses and IPs never appear in key names: callers pass a digest.
     def site_seen(self, site: str) -> str:

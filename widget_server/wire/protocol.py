@@ -256,6 +256,23 @@ class OfferCapture(_Message, frozen=True, kw_only=True):
     consent: bool = False
 
 
+class PhoneCapture(_Message, frozen=True, kw_only=True):
+    """A phone number for texts, with its own SMS consent (separate from email consent): the
+    server texts a 6-digit code to it and answers with a ``phone_result`` (``code_sent``, or
+    ``withdrawn`` when ``consent`` is false). ``offer``: the ``sms_capture`` offer it came from."""
+
+    phone: Annotated[str, Meta(min_length=1, max_length=40)]
+    consent: bool = False
+    offer: Annotated[str, Meta(max_length=64)] = ""
+
+
+class PhoneConfirm(_Message, frozen=True, kw_only=True):
+    """The code the visitor typed; answered with a ``phone_result`` (``confirmed`` or an
+    error such as ``wrong_code``)."""
+
+    code: Annotated[str, Meta(min_length=1, max_length=12)]
+
+
 class OfferClicked(_Message, frozen=True, kw_only=True):
     offer: MessageId
     action: ClickAction = "cta"
@@ -283,8 +300,9 @@ SignalMessage: TypeAlias = ExitIntent | Hesitation | ScrollDepth | TimeOnPage
 # The signals that ask for an offer, for isinstance checks.
 SIGNALS = (ExitIntent, Hesitation, ScrollDepth, TimeOnPage)
 OfferMessage: TypeAlias = OfferShown | OfferClicked | OfferDismissed | OfferCapture
+PhoneMessage: TypeAlias = PhoneCapture | PhoneConfirm
 ClientMessage: TypeAlias = (
-    Hello | EventMessage | SignalMessage | OfferMessage | ConsentUpdate | Ping
+    Hello | EventMessage | SignalMessage | OfferMessage | PhoneMessage | ConsentUpdate | Ping
 )
 
 # (type, name) -> struct; ``name`` is None for types without sub-kinds.
@@ -306,6 +324,8 @@ _MESSAGE_TYPES: dict[tuple[str, str | None], type[Struct]] = {
     ("offer_clicked", None): OfferClicked,
     ("offer_dismissed", None): OfferDismissed,
     ("offer_capture", None): OfferCapture,
+    ("phone_capture", None): PhoneCapture,
+    ("phone_confirm", None): PhoneConfirm,
     ("consent", None): ConsentUpdate,
     ("ping", None): Ping,
 }
@@ -484,6 +504,14 @@ class OfferTwoStep(Struct, frozen=True, gc=False, kw_only=True):
     no: str  # dismisses the offer ("declined")
 
 
+class OfferPhone(Struct, frozen=True, gc=False, kw_only=True):
+    """The words of an ``sms_capture`` form: its button, the code field, the code's button."""
+
+    submit: str
+    code: str
+    confirm: str
+
+
 class OfferApply(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """How the shop applies the offer's code (see the site's ``apply_code``)."""
 
@@ -511,6 +539,7 @@ class OfferBody(Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True)
     privacy_url: str | None = None  # email_capture: the shop's privacy policy
     reward: OfferReward | None = None  # email_capture: what submitting gives
     two_step: OfferTwoStep | None = None  # email_capture: a yes/no question before the form
+    phone: OfferPhone | None = None  # sms_capture: the form's words
     layout: str | None = None  # slide_in | bar_top | bar_bottom; absent: popup
     apply: OfferApply | None = None  # offers with a code: how the shop applies it
     show_within: int | None = None  # offer: seconds left to paint it, else it counts nowhere
@@ -543,6 +572,21 @@ class Reward(Struct, frozen=True, gc=False, kw_only=True, tag="reward", tag_fiel
     note: str = ""  # whether and when the code comes by email, in the page's language
 
 
+class PhoneResult(
+    Struct, frozen=True, gc=False, kw_only=True, tag="phone_result", tag_field="type",
+    omit_defaults=True,
+):  # fmt: skip
+    """The answer to ``phone_capture`` / ``phone_confirm`` (``id`` echoes it): ``status``
+    ``code_sent``, ``confirmed``, ``withdrawn`` or ``error`` with a stable ``error`` code and a
+    ``message`` for the visitor."""
+
+    id: str
+    status: str
+    phone: str = ""
+    error: str = ""
+    message: str = ""
+
+
 ALL_OFFERS = "*"
 
 
@@ -554,7 +598,7 @@ class Withdraw(Struct, frozen=True, gc=False, kw_only=True, tag="withdraw", tag_
 
 # The pushes of the offers engine: what may reach a visitor's sockets from any node.
 Push: TypeAlias = Arm | Offer | Withdraw
-ServerMessage: TypeAlias = Welcome | Ack | Error | Pong | Reward | Push
+ServerMessage: TypeAlias = Welcome | Ack | Error | Pong | Reward | PhoneResult | Push
 
 _json_encoder = msgspec.json.Encoder()
 

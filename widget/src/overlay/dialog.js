@@ -4,7 +4,7 @@
 
 import { amount, cut, now, quietly } from "../util.js";
 import { attrs, el } from "./dom.js";
-import { callToAction, discountCode, emailForm, productGrid } from "./parts.js";
+import { callToAction, discountCode, emailForm, productGrid, phoneForm } from "./parts.js";
 import { STYLE } from "./style.js";
 
 export let core; // what the core lends the overlay: {send, valid, preview, closed, applied}
@@ -170,6 +170,7 @@ export const render = (offer) => {
     });
     el("button", "c n", cut(two.no, 40), row).onclick = quietly(() => dismiss("declined"));
   } else if (offer.kind == "email_capture") emailForm(offer, cta);
+  else if (offer.kind == "sms_capture") phoneForm(offer);
   else if (cta.label) callToAction(cta, offer);
   if (offer.expires_at) countdown(offer.expires_at);
   // Escape dismisses it; the popup's focus trap: Tab and Shift+Tab cycle inside it.

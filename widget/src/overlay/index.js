@@ -17,7 +17,7 @@ import {
   show,
   withdraw,
 } from "./dialog.js";
-import { reward } from "./parts.js";
+import { phone, reward } from "./parts.js";
 
 const create = (lent) => {
   lend(lent);
@@ -35,6 +35,7 @@ const create = (lent) => {
     open: () => !!dialog,
     withdraw,
     reward, // the code an email capture gives, once the server has it
+    phone, // the server's answer to an SMS capture's number or code
     clear: () => (closeDialog(), dropPill()),
   };
 };

@@ -126,6 +126,60 @@ export const emailForm = (offer, cta) => {
   return form;
 };
 
+/**
+ * sms_capture: a phone number and its own SMS consent (never ticked in advance, required), then
+ * the code texted to it, then the thanks. Each step sends `phone_capture` / `phone_confirm`
+ * and waits for the server's `phone_result` (see `phone` below).
+ */
+export const phoneForm = (offer, code) => {
+  const words = offer.phone || {};
+  const form = el("form", "f", null, dialog);
+  const input = attrs(
+    el("input", 0, null, form),
+    code
+      ? { inputmode: "numeric", autocomplete: "one-time-code", maxlength: "6", "aria-label": words.code }
+      : { type: "tel", autocomplete: "tel", maxlength: "40", "aria-label": "Phone", placeholder: "+49 170 1234567" }
+  );
+  input.required = true;
+  let checkbox;
+  if (!code) {
+    const label = el("label", 0, null, form);
+    checkbox = attrs(el("input", 0, null, label), { type: "checkbox", required: "" });
+    label.append(cut(offer.consent_label, 300));
+  }
+  el("button", "c", cut((code ? words.confirm : words.submit) || "OK", 80), form).type = "submit";
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    quietly(() => {
+      const value = input.value.trim();
+      core.send(
+        code
+          ? { type: "phone_confirm", code: value }
+          : { type: "phone_capture", offer: offer.id, phone: value, consent: checkbox.checked }
+      );
+    })();
+  };
+  return form;
+};
+
+/** The server's answer to an SMS capture: the code field, the thanks, or what went wrong. */
+export const phone = quietly((message) => {
+  const form = dialog && currentOffer().kind == "sms_capture" && dialog.querySelector(".f");
+  if (!form) return;
+  const offer = currentOffer();
+  const status = message.status;
+  if (status == "error") {
+    const old = form.querySelector(".e") || el("p", "e", null, form);
+    attrs(old, { role: "alert" }).textContent = cut(message.message, 200);
+  } else if (status == "code_sent") {
+    form.remove();
+    phoneForm(offer, 1).querySelector("input").focus();
+  } else if (status == "confirmed") {
+    form.replaceWith(attrs(el("p", "r", cut(offer.thanks, 300)), { role: "status" }));
+    focusables()[0].focus();
+  }
+});
+
 /** The server's answer to a capture: its thanks, the code (with a copy button), the note. */
 export const reward = quietly((message) => {
   const thanks = dialog && currentOffer().id == message.offer && dialog.querySelector(".r");

@@ -28,6 +28,7 @@ from ...mail.preview import send_test
 from ...mail.send import SendError
 from ...mail.worker import default_shop_url
 from ...realtime.services import Services
+from ...sms.text import sms_size
 from ...store.replies import reply_text
 from ...store.sites import Site
 from ..guard import Admin, Guard
@@ -76,6 +77,11 @@ SKIP_WORDS = {
     "budget": "the visitor's email budget stayed spent for more than three days",
     "quiet_hours": "quiet hours would have held it more than three days",
     "priority": "emails of a higher priority kept it waiting for more than three days",
+    "sms_off": "SMS is not set up on the server (SMS_ACCOUNT_SID, SMS_AUTH_TOKEN, SMS_FROM)",
+    "sms_no_phone": "the visitor has no confirmed phone number with SMS consent",
+    "sms_suppressed": "the number texted STOP or cannot get texts",
+    "sms_purchased": "the visitor bought something before the SMS was due",
+    "sms_no_profile": "the visitor's data was erased or has expired (SMS)",
 }
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -204,14 +210,16 @@ class Counts:
 
 
 def parse_counts(raw: Mapping[Any, Any]) -> Counts:
-    """``sent:0``, ``clicks:1``, ``restores:0`` per step (0 = the first email), and
-    ``skipped:<reason>``; values that are not whole numbers are left out."""
+    """``sent:0``, ``clicks:1``, ``restores:0`` per step (0 = the first email; an SMS step's
+    ``sms_sent:N`` and ``sms_clicks:N`` count as its sent and clicks), and ``skipped:<reason>``;
+    values that are not whole numbers are left out."""
     counts = Counts()
     for key, value in raw.items():
         name, number = reply_text(key), _int(value)
         if number is None:
             continue
         event, _, detail = name.partition(":")
+        event = {"sms_sent": "sent", "sms_clicks": "clicks"}.get(event, event)  # an SMS step's
         if event == "skipped" and detail:
             counts.skipped[detail] = number
         elif event in ("sent", "clicks", "restores") and detail.isdigit():
@@ -347,6 +355,7 @@ async def overview(admin: Admin) -> Response:
         activity=activity,
         locale=default_locale(site, locales(services)),
         kinds=KIND_WORDS,
+        sms_size=sms_size,
         counted_all=complete,
         sending_problem=sending_problem(services),
         from_address=services.mail.settings.from_address,

@@ -20,6 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from ...mail.flows import STEP_TEXTS, Flow, MailConfig, text_problem
 from ...mail.message import TemplateError, render_preview
+from ...sms.segments import measure
+from ...sms.text import SAMPLE_LINK, SAMPLE_SHOP, sms_size, sms_text_problem
 from ...store.sites import Site
 from ..guard import Admin, Guard
 from ..web import redirect
@@ -50,7 +52,9 @@ TEXT_WORDS = {
 FORM_LIMIT = 256 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _STEP_FIELD = re.compile(r"^steps\.(\d{1,2})\.")
-_WORDS_FIELD = re.compile(r"^steps\.(\d{1,2})\.(?:texts|subject)\.([a-z]{2}(?:-[A-Z]{2})?)")
+_WORDS_FIELD = re.compile(
+    r"^steps\.(\d{1,2})\.(?:texts|subject|sms_text)\.([a-z]{2}(?:-[A-Z]{2})?)"
+)
 
 
 # The groups of the templates' words on the site's words page, by key prefix.
@@ -102,6 +106,8 @@ def state_of(flow: Flow, languages: list[str]) -> dict[str, Any]:
             "any_subject": subjects.get("", ""),
             "texts": {loc: {name: step.texts.get(loc, {}).get(name, "") for name in STEP_TEXTS}
                       for loc in languages},
+            "channel": step.channel,
+            "sms_text": {loc: step.sms_text.get(loc, "") for loc in languages},
         })  # fmt: skip
     return {
         "enabled": flow.enabled,
@@ -132,6 +138,8 @@ def state_from_form(admin: Admin, languages: list[str]) -> dict[str, Any]:
             "any_subject": get("any_subject"),
             "texts": {loc: {name: form.get(f"steps.{n}.texts.{loc}.{name}").strip()
                             for name in STEP_TEXTS} for loc in languages},
+            "channel": "sms" if get("channel") == "sms" else "email",
+            "sms_text": {loc: get(f"sms_text.{loc}") for loc in languages},
         })  # fmt: skip
     return {
         "enabled": "enabled" in form.fields,
@@ -157,6 +165,9 @@ def flow_data(flow: Flow, state: dict[str, Any], errors: dict[str, str]) -> dict
 
     steps = []
     for i, step in enumerate(state["steps"]):
+        if step.get("channel") == "sms":
+            steps.append(_sms_step_data(i, step, errors, number))
+            continue
         subject = {loc: text for loc, text in step["subject"].items() if text}
         if step["any_subject"]:
             subject[""] = step["any_subject"]
@@ -191,6 +202,24 @@ def flow_data(flow: Flow, state: dict[str, Any], errors: dict[str, str]) -> dict
     }
 
 
+def _sms_step_data(
+    i: int, step: dict[str, Any], errors: dict[str, str], number: Any
+) -> dict[str, Any]:
+    """An SMS step as the model takes it: its delay and its text per language."""
+    texts = {loc: text for loc, text in step["sms_text"].items() if text}
+    for loc, text in texts.items():
+        if problem := sms_text_problem(text):
+            errors[f"steps.{i}.sms_text.{loc}"] = problem[0].upper() + problem[1:] + "."
+    if not texts:
+        errors[f"steps.{i}.sms_text"] = "Write the SMS in at least one language."
+    return {
+        "delay_minutes": number(step["delay_minutes"], f"steps.{i}.delay_minutes"),
+        "channel": "sms",
+        "template": step["template"] or "cart",
+        "sms_text": texts,
+    }
+
+
 def validated(
     config: MailConfig, flow: Flow, state: dict[str, Any]
 ) -> tuple[MailConfig | None, dict[str, str]]:
@@ -218,7 +247,7 @@ def validated(
 def _field_of(path: str) -> str:
     """The form field an error's location names (``steps.0.subject.de`` -> ``steps.0.subject``)."""
     parts = path.split(".")
-    if len(parts) >= 3 and parts[0] == "steps" and parts[2] in ("subject", "texts"):
+    if len(parts) >= 3 and parts[0] == "steps" and parts[2] in ("subject", "texts", "sms_text"):
         return ".".join(parts[:3])
     return path
 
@@ -258,6 +287,8 @@ async def edit_flow(admin: Admin) -> Response:
     if action == "add" and len(state["steps"]) < 5:
         last = state["steps"][-1] if state["steps"] else state_of(flow, languages)["steps"][0]
         state["steps"].append({**last, "delay_minutes": ""})
+        return _page(admin, site, stored, flow, state, {})
+    if action == "channel":  # the channel of an email changed: show its fields
         return _page(admin, site, stored, flow, state, {})
     if action.startswith("remove:") and action[7:].isdigit():
         index = int(action[7:])
@@ -320,6 +351,8 @@ def _page(
         text_words=TEXT_WORDS,
         placeholders=placeholders,
         flagged={f"{m.group(1)}:{m.group(2)}" for key in errors if (m := _WORDS_FIELD.match(key))},
+        sms_size=sms_size,
+        sms_sample=f"{len(SAMPLE_SHOP)} {len(SAMPLE_LINK)}",
         conflict=conflict,
     )
 
@@ -349,6 +382,8 @@ async def draft_email(admin: Admin) -> Response:
     draft = config.flow(flow.name)
     assert draft is not None
     index = min(index, len(draft.steps) - 1)
+    if draft.steps[index].channel == "sms":
+        return _sms_preview(site, config, draft.steps[index].sms_text_for(locale), headers)
     ref = StepRef(site, config, draft, index + 1)
     try:
         subject, html, _ = render_preview(
@@ -361,6 +396,22 @@ async def draft_email(admin: Admin) -> Response:
                             headers=headers)  # fmt: skip
     title = f"<title>{_escape(subject)}</title>"
     return HTMLResponse(html.replace("<head>", "<head>" + title, 1), headers=headers)
+
+
+def _sms_preview(site: Site, config: MailConfig, text: str, headers: dict[str, str]) -> Response:
+    """An SMS step's text as the phone shows it, with its encoding and segment count."""
+    filled = text.replace("{shop}", config.sender_name or site.name).replace("{link}", SAMPLE_LINK)
+    size = measure(filled)
+    segments = "1 segment" if size.segments == 1 else f"{size.segments} segments"
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><title>SMS</title>"
+        "<body style='font:16px system-ui;margin:1.5rem'>"
+        "<p style='white-space:pre-wrap;background:#e9e9eb;border-radius:1rem;padding:.75rem 1rem;"
+        f"max-width:22rem'>{_escape(filled)}</p>"
+        f"<p id='sms-size'>{size.encoding}, {segments} ({size.units} "
+        f"{'septets' if size.encoding == 'GSM-7' else 'UTF-16 units'})</p>",
+        headers=headers,
+    )
 
 
 def _escape(text: str) -> str:

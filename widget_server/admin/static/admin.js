@@ -267,4 +267,36 @@
     editor.addEventListener("input", update);
     editor.addEventListener("change", update);
   }
+
+  // An SMS step's text: its encoding and segments as it is typed (the server says the same on
+  // every render; placeholders count as long as they get, see widget_server/sms/text.py).
+  const GSM = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡" +
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+  const GSM_EXT = "^{}\\[~]|€\f";
+  const smsSize = (text) => {
+    const chars = Array.from(text);
+    const gsm = chars.every((c) => GSM.includes(c) || GSM_EXT.includes(c));
+    const widths = chars.map((c) => (gsm ? (GSM_EXT.includes(c) ? 2 : 1) : c.length));
+    const units = widths.reduce((a, b) => a + b, 0);
+    const [single, part] = gsm ? [160, 153] : [70, 67];
+    let segments = 1;
+    if (units > single) {
+      let used = 0;
+      for (const w of widths) {
+        if (used + w > part) [segments, used] = [segments + 1, 0];
+        used += w;
+      }
+    }
+    const per = segments === 1 ? single : part;
+    const word = segments === 1 ? "1 segment" : `${segments} segments`;
+    return `${gsm ? "GSM-7" : "UCS-2"} · ${word} · ${units} of ${per * segments}`;
+  };
+  document.addEventListener("input", (event) => {
+    const area = event.target;
+    if (!(area instanceof HTMLTextAreaElement) || !area.dataset.smsSize) return;
+    const out = document.getElementById(area.dataset.smsSize);
+    const [shop, link] = (area.dataset.smsSample || "30 70").split(" ").map(Number);
+    const text = area.value.replaceAll("{shop}", "S".repeat(shop)).replaceAll("{link}", "h".repeat(link));
+    if (out && area.value.trim()) out.textContent = smsSize(text);
+  });
 })();
