@@ -345,9 +345,12 @@ async def _count_provider_event(ctx: MailContext, site: str, event: ProviderEven
 Handler = Callable[[MailContext, Request], Awaitable[Response]]
 
 
-def mail_routes(ctx: MailContext | Callable[[], MailContext]) -> list[BaseRoute]:
-    """The email endpoints, bound to ``ctx`` or to a function returning it (for an app that
-    builds its context at startup, e.g. ``mail_routes(lambda: app.state.mail)``)."""
+def binder(
+    ctx: MailContext | Callable[[], MailContext],
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Turns a handler into an endpoint bound to ``ctx`` (or to a function returning it, for an
+    app that builds its context at startup, e.g. ``lambda: app.state.mail``); a store that
+    cannot answer is a 503."""
     resolve: Callable[[], MailContext] = ctx if callable(ctx) else (lambda: ctx)
 
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -359,6 +362,12 @@ def mail_routes(ctx: MailContext | Callable[[], MailContext]) -> list[BaseRoute]
 
         return endpoint
 
+    return bind
+
+
+def mail_routes(ctx: MailContext | Callable[[], MailContext]) -> list[BaseRoute]:
+    """The email endpoints, bound to ``ctx`` or to a function returning it."""
+    bind = binder(ctx)
     return [
         Route("/v1/mail/unsubscribe", bind(unsubscribe_page), methods=["GET"]),
         Route("/v1/mail/unsubscribe", bind(unsubscribe), methods=["POST"]),

@@ -35,24 +35,23 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..bodies import read_bounded
-from ..errors import StoreUnavailable
 from ..sms.phone import PhoneNumberError, normalize_phone
 from ..sms.store import keyword
 from ..store.sites import Site, origin_allowed
 from ..wire.protocol import VisitorId
 from .context import MailContext
+from .routes import binder
 from .sms_optin import OptinResult, confirm_code, request_code
 from .sms_steps import cancel_pending_sms, link_token_valid, sms_store
 
@@ -255,22 +254,9 @@ async def short_link(ctx: MailContext, request: Request) -> Response:
     return RedirectResponse(target, 302, headers={"cache-control": "no-store"})
 
 
-Handler = Callable[[MailContext, Request], Awaitable[Response]]
-
-
 def sms_routes(ctx: MailContext | Callable[[], MailContext]) -> list[BaseRoute]:
     """The SMS endpoints, bound to ``ctx`` or to a function returning it."""
-    resolve: Callable[[], MailContext] = ctx if callable(ctx) else (lambda: ctx)
-
-    def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(resolve(), request)
-            except (RedisError, StoreUnavailable):
-                return PlainTextResponse("temporarily unavailable, try again", 503)
-
-        return endpoint
-
+    bind = binder(ctx)
     return [
         Route("/v1/sms/inbound", bind(inbound), methods=["POST"]),
         Route("/v1/sms/status", bind(status), methods=["POST"]),
