@@ -427,10 +427,11 @@ async def _receive_acks(session: _Session, record_from: float) -> None:
             if kind == "ack":
                 for msg_id in message.get("ids", ()):
                     sent = pending.pop(msg_id, None)
-                    if sent is not None:
+                    # Only messages sent once measuring began: a backlog from the warmup,
+                    # acked inside the window, is not throughput of the window.
+                    if sent is not None and sent >= record_from:
                         session.acked_at.append(now)
-                        if sent >= record_from:
-                            session.latencies.append(now - sent)
+                        session.latencies.append(now - sent)
             elif kind == "error":
                 session.errors[str(message.get("code"))] += 1
                 pending.pop(str(message.get("id")), None)
