@@ -45,6 +45,8 @@ PER_VISITOR = 300
 FLUSH_EVERY_S = 1.0
 # Notes kept in memory between writes; beyond this, a write starts at once.
 MAX_PENDING = 20_000
+# Visitors whose notes are written in one pipeline.
+FLUSH_CHUNK = 25
 
 
 def category_digest(category: str) -> str:
@@ -106,10 +108,16 @@ class InterestIndex:
             log.warning("interest notes lost", extra={"error": str(exc)})
 
     async def flush(self) -> None:
-        """Write every note taken so far."""
+        """Write every note taken so far, a few visitors per pipeline: one second of a busy
+        node's notes in one pipeline kept the event loop packing and parsing thousands of
+        commands at once, which every visitor's next answer waited for."""
         notes, self._notes, self._size = self._notes, {}, 0
         for site, visitors in notes.items():
-            await self.record(site, visitors)
+            names = list(visitors)
+            for start in range(0, len(names), FLUSH_CHUNK):
+                chunk = {v: visitors[v] for v in names[start : start + FLUSH_CHUNK]}
+                await self.record(site, chunk)
+                await asyncio.sleep(0)  # let the sockets' messages through in between
 
     async def record(
         self, site: str, visitors: Mapping[str, Mapping[str, tuple[float, str]]]
