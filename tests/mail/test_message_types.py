@@ -243,9 +243,12 @@ def test_a_replenishment_interval_is_learned_from_repeat_orders(shop: Shop) -> N
     config = flows(GENEROUS)
     site = shop.new_site(config)
 
+    regular = new_visitor()
+    with Client(shop.server.ws_url) as client:  # a visitor the shop knows (a profile)
+        client.hello(site, regular)
+
     async def orders(ctx: MailContext) -> dict[str, dict[str, str]]:
         s, start = ctx.scheduler, time.time()
-        regular = new_visitor()
         for n in range(4):  # three intervals of 20 days
             await s.after_order(site, regular, f"T-{n}", [("tea", "Tea")], now=start + n * 20 * DAY)
         assert await s.pending(site, regular) == []  # no address: learned from, never emailed

@@ -537,6 +537,8 @@ class MailScheduler:
             return {}
         profile, stats = self._keys.profile(site, visitor), self._keys.mail_replenish(site)
         fields = [f"bought:{c}" for c in categories]
+        if not await self._redis.exists(profile):
+            return {}  # nothing to compare with, and no profile to create (it has its TTL)
         before = await self._redis.hmget(profile, fields)
         async with self._redis.pipeline(transaction=False) as pipe:
             for category, last in zip(categories, before, strict=True):
