@@ -28,9 +28,10 @@ from starlette.applications import Starlette
 
 from widget_server.mail.context import MailContext, MailSettings, build_mail_context
 from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, MailFlowStore
-from widget_server.mail.jobs import ScheduleResult
+from widget_server.mail.jobs import MailJob, ScheduleResult
 from widget_server.mail.routes import mail_routes
-from widget_server.mail.worker import run_worker
+from widget_server.mail.send import MailTransport
+from widget_server.mail.worker import process_job, run_worker
 from widget_server.store.client import open_store
 from widget_server.store.embedded import free_port
 from widget_server.store.keys import Keys
@@ -192,6 +193,24 @@ async def running_worker(ctx: MailContext, poll_s: float = 0.02) -> AsyncIterato
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def work_due(
+    ctx: MailContext, transport: MailTransport, *, until: float, start: float = 0.0
+) -> list[tuple[float, MailJob, str]]:
+    """The worker (``process_job``) on a simulated clock: from ``start`` it jumps to each due
+    email, in time order, up to ``until``. Returns (moment, job, outcome) of each job handled;
+    held emails come due again later and are handled again."""
+    done: list[tuple[float, MailJob, str]] = []
+    now = start
+    while True:
+        first = await ctx.redis.zrange(ctx.keys.mail_due(), 0, 0, withscores=True)
+        if not first or first[0][1] > until:
+            return done
+        now = moment = max(now, first[0][1])
+        for job in await ctx.scheduler.claim(moment, limit=10):
+            outcome = await process_job(ctx, transport, job, lambda: moment)  # noqa: B023
+            done.append((moment, job, outcome))
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:

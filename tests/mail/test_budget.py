@@ -21,11 +21,11 @@ from widget_server.mail.context import MailContext
 from widget_server.mail.flows import MAX_HOLD_S, Budget, Flow, FlowStep, MailConfig
 from widget_server.mail.jobs import BudgetCheck, MailJob
 from widget_server.mail.send import OutboxTransport
-from widget_server.mail.worker import process_job, quiet_end, visitor_zone
+from widget_server.mail.worker import quiet_end, visitor_zone
 from widget_server.visitors.session_view import CartLine
 from widget_server.wire import protocol as p
 
-from ..mail_support import mail_context, make_site, session_store, shopper
+from ..mail_support import mail_context, make_site, session_store, shopper, work_due
 
 CART = [CartLine("sku-1", 1, 10.0, "Mug", "", "")]
 HOUR, DAY = 3600.0, 86_400.0
@@ -77,18 +77,13 @@ class Shop:
 
     async def run_until(self, until: float) -> None:
         """Let the worker send everything due up to ``until``, in time order."""
-        due_key = self.ctx.keys.mail_due()
-        while True:
-            first = await self.ctx.redis.zrange(due_key, 0, 0, withscores=True)
-            if not first or first[0][1] > until:
-                break
-            self.now = moment = max(self.now, first[0][1])
-            for job in await self.ctx.scheduler.claim(moment, limit=10):
-                outcome = await process_job(self.ctx, self.transport, job, lambda: moment)  # noqa: B023
-                self.outcomes.append(outcome)
-                if outcome == "sent":
-                    self.sent.append((moment, job))
-                    self.log.append(("sent", moment))
+        for moment, job, outcome in await work_due(self.ctx, self.transport, until=until,
+                                                   start=self.now):  # fmt: skip
+            self.now = moment
+            self.outcomes.append(outcome)
+            if outcome == "sent":
+                self.sent.append((moment, job))
+                self.log.append(("sent", moment))
         self.now = max(self.now, until)
 
     async def stats(self, flow: str = "cart") -> dict[str, int]:

@@ -23,10 +23,9 @@ from widget_server.experiments.reports import flow_report
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, in_holdout
 from widget_server.mail.jobs import MailJob
-from widget_server.mail.worker import process_job
 from widget_server.store.keys import Keys
 
-from ..mail_support import SmtpSink, mail_context
+from ..mail_support import SmtpSink, mail_context, work_due
 from ..support import Client, ServerProcess, add_site, new_visitor
 from .test_similar import lamp, with_similar
 
@@ -115,19 +114,7 @@ class Shop:
         """The worker, on a clock that starts at ``start`` and jumps to each due email up to
         ``until``: what it did."""
 
-        async def work(ctx: MailContext) -> list[tuple[float, MailJob, str]]:
-            done: list[tuple[float, MailJob, str]] = []
-            transport = ctx.require_sending()
-            while True:
-                first = await ctx.redis.zrange(ctx.keys.mail_due(), 0, 0, withscores=True)
-                if not first or first[0][1] > until:
-                    return done
-                moment = max(first[0][1], done[-1][0] if done else start)
-                for job in await ctx.scheduler.claim(moment, limit=10):
-                    outcome = await process_job(ctx, transport, job, lambda: moment)  # noqa: B023
-                    done.append((moment, job, outcome))
-
-        return self.run(work)
+        return self.run(lambda ctx: work_due(ctx, ctx.require_sending(), until=until, start=start))
 
     def mail_to(self, address: str) -> list[EmailMessage]:
         return [r.message for r in self.sink.received if address in r.rcpt_tos]

@@ -28,12 +28,11 @@ from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, load_co
 from widget_server.mail.routes import mail_routes
 from widget_server.mail.send import OutboxTransport
 from widget_server.mail.sms_routes import sms_routes
-from widget_server.mail.worker import process_job
 from widget_server.sms.phone import PhoneNumberError, normalize_phone
 from widget_server.sms.provider import sms_settings_from_env
 from widget_server.visitors.session_view import CartLine
 
-from ..mail_support import PUBLIC_URL, UNLIMITED, mail_context, make_site, shopper
+from ..mail_support import PUBLIC_URL, UNLIMITED, mail_context, make_site, shopper, work_due
 from ..sms_support import AUTH_TOKEN, FakeMessagesApi, SentSms, twilio_signature
 
 PHONE = "+491701234567"
@@ -98,15 +97,8 @@ class SmsShop:
 
     async def run_until(self, until: float, start: float) -> None:
         """Let the worker handle everything due up to ``until``, in time order."""
-        now = start
-        while True:
-            first = await self.ctx.redis.zrange(self.ctx.keys.mail_due(), 0, 0, withscores=True)
-            if not first or first[0][1] > until:
-                return
-            now = moment = max(now, first[0][1])
-            for job in await self.ctx.scheduler.claim(moment, limit=10):
-                outcome = await process_job(self.ctx, self.outbox, job, lambda: moment)  # noqa: B023
-                self.outcomes.append((moment, f"{job.flow}:{job.step}", outcome))
+        for moment, job, outcome in await work_due(self.ctx, self.outbox, until=until, start=start):
+            self.outcomes.append((moment, f"{job.flow}:{job.step}", outcome))
 
     async def stats(self, flow: str = "cart") -> dict[str, int]:
         raw = await self.ctx.redis.hgetall(self.ctx.keys.mail_stats(self.site, flow))
