@@ -1618,6 +1618,37 @@ def test_the_demo_shop_applies_the_code_it_is_given(
     """The demo site applies codes through its own script: "Back to my cart" on the cart page
     closes the overlay (no reload) and the cart shows the code and the discounted total; the
     checkout has it in its coupon field. The copy button stays."""
+    with demo_with_a_cart(tmp_path, new_tab) as (base, tab):
+        page = tab.page
+        tab.wait(lambda: any(m["offer"]["campaign"] == "cart-saver"
+                             for m in tab.received_of("arm")), "the cart saver armed")  # fmt: skip
+        subtotal = page.locator("[data-cart-subtotal]").inner_text()
+        leave_through_top(page)
+        dialog = page.get_by_role("dialog")
+        dialog.wait_for()
+        code_box = page.locator("exit-widget [role=dialog] input[readonly]")
+        tab.wait(lambda: code_box.count() and code_box.input_value().startswith("SAVE10-"),
+                 "the claimed code")  # fmt: skip
+        code = code_box.input_value()
+        assert page.locator("exit-widget button", has_text="Copy").count() == 1
+        page.evaluate("window.__sameDocument = 1")
+        page.locator("exit-widget [role=dialog] .c", has_text="Back to my cart").click()
+        dialog.wait_for(state="detached")
+        assert page.evaluate("window.__sameDocument") == 1  # closed, not reloaded
+        assert page.locator("[data-discount-code]").first.inner_text() == code
+        amount = float(subtotal.replace("€", "").replace(",", ""))
+        total = page.locator("[data-cart-total]").inner_text()
+        assert total == f"€{amount - round(amount * 0.10, 2):,.2f}"
+        page.goto(base + "/demo/checkout")
+        assert page.locator("#coupon").input_value() == code
+        assert page.locator("[data-summary-total]").inner_text() == total
+
+
+@contextlib.contextmanager
+def demo_with_a_cart(tmp_path: Path, new_tab: Callable[..., Tab]) -> Iterator[tuple[str, Tab]]:
+    """``widget-server demo`` on a free port, and a tab on its cart page with an item in the cart,
+    for a visitor the demo's cart saver shows its "ten" variant to (in neither holdout). Yields
+    the demo's base URL and the tab."""
     from widget_server.cli.main import DEMO_HOLDOUT
     from widget_server.offers.assign import assign, in_site_holdout
     from widget_server.offers.campaigns import parse_campaign
@@ -1651,28 +1682,7 @@ def test_the_demo_shop_applies_the_code_it_is_given(
         page.get_by_text("Added to cart").wait_for()
         tab.wait(lambda: tab.sent_of("event", "cart_add"), "the cart_add")
         page.goto(base + "/demo/cart")
-        tab.wait(lambda: any(m["offer"]["campaign"] == "cart-saver"
-                             for m in tab.received_of("arm")), "the cart saver armed")  # fmt: skip
-        subtotal = page.locator("[data-cart-subtotal]").inner_text()
-        leave_through_top(page)
-        dialog = page.get_by_role("dialog")
-        dialog.wait_for()
-        code_box = page.locator("exit-widget [role=dialog] input[readonly]")
-        tab.wait(lambda: code_box.count() and code_box.input_value().startswith("SAVE10-"),
-                 "the claimed code")  # fmt: skip
-        code = code_box.input_value()
-        assert page.locator("exit-widget button", has_text="Copy").count() == 1
-        page.evaluate("window.__sameDocument = 1")
-        page.locator("exit-widget [role=dialog] .c", has_text="Back to my cart").click()
-        dialog.wait_for(state="detached")
-        assert page.evaluate("window.__sameDocument") == 1  # closed, not reloaded
-        assert page.locator("[data-discount-code]").first.inner_text() == code
-        amount = float(subtotal.replace("€", "").replace(",", ""))
-        total = page.locator("[data-cart-total]").inner_text()
-        assert total == f"€{amount - round(amount * 0.10, 2):,.2f}"
-        page.goto(base + "/demo/checkout")
-        assert page.locator("#coupon").input_value() == code
-        assert page.locator("[data-summary-total]").inner_text() == total
+        yield base, tab
     finally:
         demo.terminate()
         demo.wait(20)

@@ -4,10 +4,6 @@ the page's <html lang>) and paints the campaign's words in it, page after page o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -15,22 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from widget_server.store.embedded import free_port
-
 from ..support import (
     NO_SITE_LIMITS,
-    ROOT,
     ServerProcess,
     add_site,
     message_campaign,
-    new_visitor,
     save_campaigns,
 )
 from .test_widget_browser import (
     StaticSite,
     Tab,
-    _ready,
     browser,  # noqa: F401 (fixture)
+    demo_with_a_cart,
     leave_through_top,
     new_tab,  # noqa: F401 (fixture)
     shop,  # noqa: F401 (fixture)
@@ -114,39 +106,14 @@ def test_the_demo_shop_switches_the_exit_offer_to_german(
     """On ``make demo``: the cart saver is armed in English, then "Deutsch" in the shop's header
     arms it in German, and the exit offer shows the campaign's German text (one offer per
     visit: the demo site's policy)."""
-    from widget_server.cli.main import DEMO_HOLDOUT
-    from widget_server.offers.assign import assign, in_site_holdout
     from widget_server.offers.campaigns import parse_campaign
     from widget_server.shipped import EXAMPLES_DIR
 
     saver = parse_campaign(json.loads((EXAMPLES_DIR / "demo-campaigns.json").read_text())[0])
-    visitor = next(v for v in (new_visitor() for _ in range(200))
-                   if assign(saver, v) == "ten"
-                   and not in_site_holdout("demo", 1, DEMO_HOLDOUT, v))  # fmt: skip
     english = saver.variants[0].offer.words("en").headline
     german = saver.variants[0].offer.words("de").headline
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(WIDGET_DATA_DIR=str(tmp_path), WIDGET_LOG_LEVEL="warning")
-    port = free_port()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "widget_server.cli", "demo", "--no-traffic", "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(base):
-            assert demo.poll() is None and time.monotonic() < deadline, "the demo did not start"
-            time.sleep(0.2)
-        tab = new_tab()
+    with demo_with_a_cart(tmp_path, new_tab) as (base, tab):
         page = tab.page
-        page.add_init_script(f"localStorage.setItem('exw_v', {json.dumps(visitor)})")
-        page.goto(base + "/demo/p/P1002")
-        welcomed(tab)
-        page.get_by_role("button", name="Add to cart").click()
-        page.get_by_text("Added to cart").wait_for()
-        tab.wait(lambda: tab.sent_of("event", "cart_add"), "the cart_add")
-        page.goto(base + "/demo/cart")
         tab.wait(partial(armed_with, tab, english), "the cart saver armed in English")
         page.get_by_role("link", name="Deutsch").click()
         page.wait_for_url("**/demo/cart?lang=de")
@@ -157,6 +124,3 @@ def test_the_demo_shop_switches_the_exit_offer_to_german(
         page.get_by_role("dialog", name=german).wait_for()
         page.goto(base + "/demo/checkout")  # the language stays for the visit
         assert page.evaluate("document.documentElement.lang") == "de"
-    finally:
-        demo.terminate()
-        demo.wait(20)
