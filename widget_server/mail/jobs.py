@@ -392,19 +392,22 @@ class MailScheduler:
         products: Sequence[str] = (),
         occurrence: str = "",
         start: float | None = None,
+        profile: Mapping[str, str] | None = None,
     ) -> ScheduleResult:
         """Schedule the site's enabled flow of ``kind`` for a visitor, from what their profile
         says (address, marketing consent, language): a welcome after a capture, the emails after
         an order (``products``: what was bought), a price drop or a restock (``products``: the
         products concerned). Replaces that flow's own pending emails only. ``occurrence`` names
         one instance of a flow that comes again (an order id, a day): each gets its emails.
-        The steps' delays count from ``start`` (default: now)."""
+        The steps' delays count from ``start`` (default: now); ``profile``: the visitor's
+        profile when the caller has just read it."""
         config = await self.flows.get(site)
         flow = config.enabled_flow(kind)
         if flow is None:
             return ScheduleResult("flow_disabled")
-        raw = await self._redis.hgetall(self._keys.profile(site, visitor))
-        profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
+        if profile is None:
+            raw = await self._redis.hgetall(self._keys.profile(site, visitor))
+            profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
         email = profile.get("email", "")
         if not email:
             return ScheduleResult("no_email")
@@ -458,8 +461,9 @@ class MailScheduler:
             recent = json.loads(view.profile.get("viewed") or "[]")  # over every visit
             viewed = [str(v) for v in recent][-3:] if isinstance(recent, list) else []
             await self.schedule_flow(
-                site, visitor, "winback", now=now, products=viewed[::-1], occurrence=utc_day(now)
-            )
+                site, visitor, "winback", now=now, products=viewed[::-1],
+                occurrence=utc_day(now), profile=view.profile,
+            )  # fmt: skip
         return result
 
     async def visitor_returned(self, site: str, visitor: str, *, now: float) -> int:
@@ -558,9 +562,11 @@ class MailScheduler:
                 learned[category] = max(1, round(math.exp(float(reply_text(total)) / int(n))))
         return learned
 
-    async def welcome(self, site: str, visitor: str, *, now: float) -> ScheduleResult:
+    async def welcome(
+        self, site: str, visitor: str, *, now: float, profile: Mapping[str, str] | None = None
+    ) -> ScheduleResult:
         """Start the welcome series for a visitor whose marketing consent now counts, unless it
-        is under way or was sent (it is sent once)."""
+        is under way or was sent (it is sent once). ``profile``: as :meth:`schedule_flow`."""
         config = await self.flows.get(site)
         flow = config.enabled_flow("welcome")
         if flow is None:
@@ -568,7 +574,7 @@ class MailScheduler:
         pending = await self._visitor_jobs(site, visitor)
         if any(job_id.rsplit(":", 2)[-2] == flow.name for job_id in pending):
             return ScheduleResult("already_scheduled", flow.name)
-        return await self.schedule_flow(site, visitor, "welcome", now=now)
+        return await self.schedule_flow(site, visitor, "welcome", now=now, profile=profile)
 
     async def after_purchase(
         self, site: str, visitor: str, purchase: Purchase, *, now: float

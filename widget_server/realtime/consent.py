@@ -78,7 +78,7 @@ async def after_identify(
             site, visitor, view.profile.get("email") or message.email, now=now
         )
     else:  # consent that counts now: the welcome series, once
-        await mail.scheduler.welcome(site, visitor, now=now)
+        await mail.scheduler.welcome(site, visitor, now=now, profile=view.profile)
 
 
 async def forget(mail: MailContext, site: str, visitor: str) -> int:
