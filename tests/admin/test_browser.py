@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-from playwright.sync_api import Browser, BrowserContext, Frame, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Frame, Page, expect, sync_playwright
 from redis.asyncio import Redis
 
 from widget_server.admin.accounts import AccountStore, Role
@@ -209,14 +209,14 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
     sign_in(page, admin_server, email)
 
     # An empty admin says what to do next.
-    assert page.get_by_role("heading", name="No sites yet").is_visible()
+    expect(page.get_by_role("heading", name="No sites yet")).to_be_visible()
     page.get_by_role("link", name="Add your first site").click()
     page.get_by_label("Key").fill("myshop")
     page.get_by_label("Name").fill("My Shop")
     page.get_by_label("Allowed origins, one per line").fill("https://www.myshop.com\nmyshop.com")
     page.get_by_label("Time zone").fill("Europe/Berlin")
     page.get_by_role("button", name="Add the site").click()
-    assert page.locator('[id="err-origins"]').is_visible()  # an origin needs its scheme
+    expect(page.locator('[id="err-origins"]')).to_be_visible()  # an origin needs its scheme
     assert page.get_by_label("Name").input_value() == "My Shop"
     page.get_by_label("Allowed origins, one per line").fill("https://www.myshop.com")
     page.get_by_role("button", name="Add the site").click()
@@ -267,7 +267,8 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
     url_before = page.url
     page.get_by_role("button", name="Add a condition to group 1 (and)").click()
     row = field(page, "targeting.any.0.all.1.field")
-    assert row.is_visible() and page.url == url_before
+    expect(row).to_be_visible()
+    assert page.url == url_before
     assert page.evaluate("() => document.activeElement.name") == "targeting.any.0.all.1.field"
     page.get_by_role("button", name="Add a condition to group 1 (and)").click()
     page.get_by_role("button", name="Remove condition 3 of group 1").click()
@@ -293,7 +294,7 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
     page.get_by_role("link", name="Variant v2").click()
     assert preview_dialog(preview_frame(page))["headline"] == "Free shipping if you order now"
     page.get_by_role("link", name="Mobile").click()
-    assert page.locator("iframe.preview-mobile").is_visible()
+    expect(page.locator("iframe.preview-mobile")).to_be_visible()
     assert preview_dialog(preview_frame(page))["headline"] == "Free shipping if you order now"
 
     # Activate it; today's numbers show up in the list.
@@ -305,7 +306,7 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
         "conversions:a": 31, "conversions:v2": 22,
     })  # fmt: skip
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Campaigns").click()
-    assert page.locator("table.campaigns").get_by_text("810").is_visible()
+    expect(page.locator("table.campaigns").get_by_text("810")).to_be_visible()
     shot(page, "campaigns")
 
     # A second version, then the history shows what changed.
@@ -318,7 +319,7 @@ def test_a_marketer_sets_up_a_site_and_a_campaign(
     latest = page.locator("#v3")
     assert "variants.0.offer.headline" in latest.inner_text()
     assert "Wait! 15% off your cart" in latest.inner_text()
-    assert page.get_by_role("button", name="Restore version 2").is_visible()
+    expect(page.get_by_role("button", name="Restore version 2")).to_be_visible()
     shot(page, "history", full_page=True)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import markupsafe
 import pytest
 import redis
+from playwright.sync_api import expect
 from redis.asyncio import Redis
 
 from widget_server.cli.main import DEMO_HOLDOUT
@@ -295,14 +296,14 @@ def test_the_dashboard_in_a_browser_after_the_demo_traffic(
         ]
         campaigns = page.locator("#campaigns")
         for campaign in examples:
-            assert campaigns.get_by_role("link", name=campaign["name"]).is_visible()
+            expect(campaigns.get_by_role("link", name=campaign["name"])).to_be_visible()
         page.get_by_label("Period", exact=True).select_option("30")
         page.get_by_role("button", name="Show").click()
         page.wait_for_url("**/dashboard?days=30")
         assert page.get_by_label("Period", exact=True).input_value() == "30"
         today = datetime.now(UTC).date()
         first = (today - timedelta(days=29)).isoformat()
-        assert page.get_by_text(f"Days {first} to {today.isoformat()} (UTC)").is_visible()
+        expect(page.get_by_text(f"Days {first} to {today.isoformat()} (UTC)")).to_be_visible()
         shot(page, "dashboard", full_page=True)
 
 

@@ -17,7 +17,7 @@ import httpx
 import markupsafe
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from redis.asyncio import Redis
 
 from widget_server.admin import explain
@@ -705,7 +705,7 @@ def test_live_trace_and_report_pages_in_a_browser(
         page.screenshot(path=str(SCREENSHOTS / "admin-trace.png"), full_page=True)
         page.get_by_label("Visitor id, session id or email").fill("nobody@example.test")
         page.get_by_label("Visitor id, session id or email").press("Enter")
-        assert page.get_by_role("heading", name="No visitor found").is_visible()
+        expect(page.get_by_role("heading", name="No visitor found")).to_be_visible()
 
         page.goto(f"{server.url}/admin/sites/{key}/campaigns/cart-saver")
         tabs = page.get_by_role("navigation", name="Campaign")
@@ -719,7 +719,7 @@ def test_live_trace_and_report_pages_in_a_browser(
         more = page.locator("#more-statistics")
         assert not more.get_by_text("Chance to beat").is_visible()  # folded
         more.locator("summary").click()
-        assert more.get_by_text("Chance to beat").is_visible()
+        expect(more.get_by_text("Chance to beat")).to_be_visible()
         more.locator("summary").click()
         page.screenshot(path=str(SCREENSHOTS / "admin-report.png"), full_page=True)
         page.set_viewport_size(PHONE)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 from redis.asyncio import Redis
 
 from widget_server.mail.flows import DEFAULT_CONFIG, load_config
@@ -613,7 +613,7 @@ def test_a_marketer_previews_and_edits_an_email_in_the_browser(
     page.goto(f"{mail_server.url}/admin/sites/myshop")
     page.get_by_role("navigation", name="Site").get_by_role("link", name="Emails").click()
     page.wait_for_url("**/admin/sites/myshop/emails")
-    assert page.get_by_role("heading", name="Emails of My Shop").is_visible()
+    expect(page.get_by_role("heading", name="Emails of My Shop")).to_be_visible()
     status = page.locator("#sending-status").inner_text()
     assert "set up to send emails, from hello@myshop.example" in status
     assert page.locator("#counts-cart tbody tr").first.inner_text().split() == [
@@ -628,14 +628,14 @@ def test_a_marketer_previews_and_edits_an_email_in_the_browser(
     page.wait_for_url("**/emails/cart/1/preview?locale=en")
     assert page.locator("#email-subject").inner_text() == "You left something in your cart"
     frame = page.frame_locator("#email-frame")
-    assert frame.get_by_role("link", name="Return to my cart").is_visible()
-    assert frame.get_by_text("Merino wool sweater").first.is_visible()
+    expect(frame.get_by_role("link", name="Return to my cart")).to_be_visible()
+    expect(frame.get_by_text("Merino wool sweater").first).to_be_visible()
     assert page.locator("#email-frame").get_attribute("sandbox") == ""
     assert "Return to my cart:" in page.locator("#email-text").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "admin-email-preview.png"), full_page=True)
     page.get_by_role("group", name="Language").get_by_role("link", name="de").click()
     assert page.locator("#email-subject").inner_text() == "Ihr Warenkorb wartet"
-    assert frame.get_by_role("link", name="Zurück zum Warenkorb").is_visible()
+    expect(frame.get_by_role("link", name="Zurück zum Warenkorb")).to_be_visible()
 
     # Edit the subject; a mistake first keeps the text and says where it is.
     page.goto(f"{mail_server.url}/admin/sites/myshop/emails")
@@ -657,7 +657,7 @@ def test_a_marketer_previews_and_edits_an_email_in_the_browser(
     assert "45 min after the visitor left: “Psst, your cart misses you”" in step
     page.get_by_role("link", name="Preview email 1 of the cart flow").click()
     assert page.locator("#email-subject").inner_text() == "Psst, your cart misses you"
-    assert frame.get_by_role("link", name="Return to my cart").is_visible()
+    expect(frame.get_by_role("link", name="Return to my cart")).to_be_visible()
 
     # On a phone: nothing is wider than the screen.
     phone = watched(PHONE).page
@@ -666,7 +666,8 @@ def test_a_marketer_previews_and_edits_an_email_in_the_browser(
         phone.goto(f"{mail_server.url}/admin/sites/myshop{path}")
         width = phone.evaluate("() => document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (path, width)
-    assert phone.frame_locator("#email-frame").get_by_text("Merino wool sweater").first.is_visible()
+    phone_frame = phone.frame_locator("#email-frame")
+    expect(phone_frame.get_by_text("Merino wool sweater").first).to_be_visible()
 
 
 def test_a_test_email_is_sent_from_the_preview_and_counted_nowhere(

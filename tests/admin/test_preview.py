@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from playwright.sync_api import Frame, Page
+from playwright.sync_api import Frame, Page, expect
 
 from widget_server.store.keys import Keys
 
@@ -241,7 +241,7 @@ def test_editor_sections_fold_and_a_section_with_a_problem_stays_open(
         page.get_by_role("button", name="Frequency caps", exact=True).get_attribute("aria-expanded")
         == "true"
     )
-    assert page.locator('[id="err-caps.per_session"]').is_visible()
+    expect(page.locator('[id="err-caps.per_session"]')).to_be_visible()
     assert (
         page.get_by_role("button", name="Schedule", exact=True).get_attribute("aria-expanded")
         == "false"
