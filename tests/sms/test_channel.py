@@ -286,7 +286,7 @@ def test_email_only_visitors_skip_sms_steps_and_phone_only_ones_skip_emails(
             t0 = time.time()
             await shop.leave(t0)
             await shop.run_until(t0 + 3 * HOUR, t0)
-            assert [o for _, _, o in shop.outcomes] == ["sent", "sent", "no_consent"]
+            assert [o for _, _, o in shop.outcomes] == ["sent", "sent", "no_email"]
         async with sms_shop(redis_url, api, tmp_path, two_sms_and_an_email(), sms=False) as shop:
             off = await shop.post("/v1/sms/optin", {"visitor": shop.visitor, "phone": PHONE,
                                                      "consent": True})  # fmt: skip

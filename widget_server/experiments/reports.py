@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from redis.asyncio import Redis
 
-from ..mail.experiments import EMAIL_ARM, flow_stage
+from ..mail.experiments import CHANNELS, EMAIL_ARM, flow_stage
 from ..mail.flows import Flow
 from ..offers.assign import HOLDOUT
 from ..offers.campaigns import Campaign
@@ -315,6 +315,21 @@ async def live_offers_during(
 # --- email flows -------------------------------------------------------------------------------
 EMAIL_METRICS = ("sent", "clicks", "click_conversions", "unsubscribes", "bounces", "complaints")
 _EMAIL_ALIASES = {"sent": "impressions"}
+# Per channel of a flow's messaging arm: the stored metric (``<metric>:email``) of each figure.
+_CHANNEL_FIELDS: dict[str, dict[str, str]] = {
+    channel: {
+        "recipients": f"recipients_{channel}",
+        "sent": "sent" if channel == "email" else "sms_sent",
+        "clicks": f"clicks_{channel}",
+        "click_conversions": f"click_conversions_{channel}",
+        "conversions": f"recipient_conversions_{channel}",
+        "revenue": f"recipient_revenue_{channel}",
+        **({"bounces": "bounces"} if channel == "email" else {}),
+        **({"delivered": "sms_delivered", "failed": "sms_failed"} if channel == "sms" else {}),
+    }
+    for channel in CHANNELS
+}
+_SMS_REACH = "_sms_reach"
 
 
 def flow_days(now: float, days: int = 90) -> list[str]:
@@ -331,14 +346,49 @@ def flow_split(flow: Flow) -> tuple[str, dict[str, float]]:
 
 @dataclass(frozen=True, slots=True)
 class FlowReport:
-    """An email flow's report: the statistics, the cumulative series, email counts by arm
-    (``sent``, ``clicks``...) and the raw counts by step (``sent`` -> ``{"0": 12}``)."""
+    """A flow's report: the statistics, the cumulative series, email counts by arm (``sent``,
+    ``clicks``...), the raw counts by step (``sent`` -> ``{"0": 12}``), the messaging arm's
+    figures per channel (see :func:`channel_figures`) and the report of the ``sms_reach``
+    segment (None until a visitor who could get texts qualified)."""
 
     report: Report
     series: Series
     email: dict[str, dict[str, int]]
     steps: dict[str, dict[str, int]]
     window: list[str]
+    channels: dict[str, dict[str, float]]
+    sms_reach: Report | None
+    sms_reach_series: Series
+
+
+def channel_figures(totals: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """The messaging arm's figures per channel from its summed ``<metric>:email`` counters:
+    ``recipients`` (visitors who got a message of the channel), ``sent``, ``delivered`` (email:
+    sent less hard bounces; SMS: the provider's final status), ``clicks`` (visitors who
+    followed a link of the channel), ``click_conversions``, ``conversions`` and ``revenue``
+    (orders of recipients after their first message of the channel) and
+    ``revenue_per_recipient``."""
+    figures: dict[str, dict[str, float]] = {}
+    for channel, fields in _CHANNEL_FIELDS.items():
+        row: dict[str, float] = {name: totals.get(metric, 0) for name, metric in fields.items()}
+        if channel == "email":
+            row["delivered"] = max(0, row["sent"] - row["bounces"])
+        row["revenue"] = round(row["revenue"], 2)
+        recipients = row["recipients"]
+        row["revenue_per_recipient"] = round(row["revenue"] / recipients, 2) if recipients else 0.0
+        figures[channel] = row
+    return figures
+
+
+def _segment(raw: Mapping[Any, Any], suffix: str) -> dict[str, Any]:
+    """The fields of one segment (``exposures_sms_reach:holdout``) as plain metrics
+    (``exposures:holdout``)."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        metric, _, arm = reply_text(key).partition(":")
+        if metric.endswith(suffix):
+            out[f"{metric.removesuffix(suffix)}:{arm}"] = value
+    return out
 
 
 async def build_flow_report(
@@ -366,22 +416,40 @@ async def build_flow_report(
         )
     )
     email: dict[str, dict[str, int]] = {}
+    messaging: dict[str, float] = {}
     for raw in raw_days:
         for key, value in raw.items():
             metric, _, arm = reply_text(key).partition(":")
-            if metric in EMAIL_METRICS and arm and (number := _number(value)) is not None:
+            if not arm or (number := _number(value)) is None:
+                continue
+            if metric in EMAIL_METRICS:
                 totals = email.setdefault(arm, dict.fromkeys(EMAIL_METRICS, 0))
                 totals[metric] += int(number)
+            if arm == EMAIL_ARM:
+                messaging[metric] = messaging.get(metric, 0) + number
     for totals in email.values():
         totals["delivered"] = max(0, totals["sent"] - totals["bounces"])
     control, split = flow_split(flow)
     report = _judged(f"email:{flow.name}", series, control, split, settings)
+    reach_series = _from_first_data(
+        _cumulative(
+            (day, counts_from_hash(_segment(raw, _SMS_REACH)))
+            for day, raw in zip(window, raw_days, strict=True)
+        )
+    )
+    reach = (
+        _judged(f"email:{flow.name}:sms_reach", reach_series, control, split, settings)
+        if reach_series
+        else None
+    )
     steps: dict[str, dict[str, int]] = {}
     for key, value in raw_steps.items():
         event, _, step = reply_text(key).partition(":")
         if step and (number := _number(value)) is not None:
             steps.setdefault(event, {})[step] = int(number)
-    return FlowReport(report, series, email, steps, window)
+    return FlowReport(
+        report, series, email, steps, window, channel_figures(messaging), reach, reach_series
+    )
 
 
 async def flow_report(
@@ -409,6 +477,8 @@ async def flow_report(
         "days": {"from": built.window[0], "to": built.window[-1]},
         "report": plain(built.report),
         "email": built.email,
+        "channels": built.channels,
+        "sms_reach": None if built.sms_reach is None else plain(built.sms_reach),
         "steps": built.steps,
         "series": series_json(built.series),
     }

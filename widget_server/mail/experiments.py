@@ -13,9 +13,19 @@ like a campaign's experiment version), one hash holds ``<metric>:<arm>`` with th
 (emails accepted by the relay), ``clicks`` (visitors who followed a link), ``click_conversions``
 (converters who had clicked within the window before buying), ``unsubscribes``, and the
 ``bounces`` and ``complaints`` the relay reports (counted for the flow of the latest email sent
-to the address; delivered = sent - bounces). Each
-visitor's arm, exposure, click and revenue live in a small hash per flow, so attribution is one
-atomic Lua call per flow.
+to the address; delivered = sent - bounces).
+
+Per channel (``email``, ``sms``): ``recipients_<channel>`` (visitors who got at least one
+message of it), ``clicks_<channel>`` and ``click_conversions_<channel>`` (by the channel of the
+link followed), ``recipient_conversions_<channel>`` and ``recipient_revenue_<channel>`` (orders
+of visitors after they got a message of it), and for texts ``sms_sent``, ``sms_delivered`` and
+``sms_failed`` (the provider's final status). These describe recipients, who are not a random
+group; the causal comparison per channel is the ``sms_reach`` segment: visitors who could get
+texts when they qualified, counted in both arms (``exposures_sms_reach``,
+``conversions_sms_reach``, ``revenue_sms_reach``, ``revenue_sq_sms_reach``).
+
+Each visitor's arm, exposure, channels, clicks and revenue live in a small hash per flow, so
+attribution is one atomic Lua call per flow.
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ from ..store.scripts import Scripts
 from .flows import Flow
 
 EMAIL_ARM = "email"
-FlowMetric = Literal["sent", "unsubscribes", "bounces", "complaints"]
+FlowMetric = Literal["unsubscribes", "bounces", "complaints", "sms_delivered", "sms_failed"]
+Channel = Literal["email", "sms"]
+CHANNELS: tuple[Channel, ...] = ("email", "sms")
 
 
 def flow_stage(flow: Flow) -> str:
@@ -57,29 +69,45 @@ class FlowExperiments:
         self._retention_s = retention_s
         scripts = Scripts.of(redis)
         self._expose = scripts.flow_expose
+        self._sent = scripts.flow_sent
         self._click = scripts.flow_click
         self._attribute = scripts.flow_attribute
 
     def _stats(self, site: str, flow: Flow, now: float) -> str:
         return self._keys.flow_stats(site, flow.name, flow_stage(flow), flow_day(now))
 
-    async def exposed(self, site: str, visitor: str, flow: Flow, arm: str, now: float) -> bool:
-        """Record that the visitor qualified for ``flow`` in ``arm``; True the first time."""
+    async def exposed(
+        self, site: str, visitor: str, flow: Flow, arm: str, now: float, *, sms_reach: bool = False
+    ) -> bool:
+        """Record that the visitor qualified for ``flow`` in ``arm`` (``sms_reach``: they could
+        get texts then); True the first time."""
         first = await self._expose(
             keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
-            args=[repr(now), flow_stage(flow), arm, self._retention_s],
+            args=[repr(now), flow_stage(flow), arm, self._retention_s, "1" if sms_reach else ""],
         )
         return bool(first)
 
     async def count(self, site: str, flow: Flow, metric: FlowMetric, now: float) -> None:
-        """Count an email event of the ``email`` arm (the holdout gets no emails)."""
+        """Count a message event of the ``email`` arm (the holdout gets no messages)."""
         await self._redis.hincrby(self._stats(site, flow, now), f"{metric}:{EMAIL_ARM}", 1)
 
-    async def clicked(self, site: str, visitor: str, flow: Flow, now: float) -> bool:
-        """The visitor followed a link of the flow's emails; True for their first click."""
+    async def sent(self, site: str, visitor: str, flow: Flow, channel: Channel, now: float) -> bool:
+        """A message of ``flow`` went out to the visitor on ``channel``; True when the visitor
+        is a new recipient of that channel."""
+        first = await self._sent(
+            keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
+            args=[repr(now), flow_stage(flow), channel],
+        )
+        return bool(first)
+
+    async def clicked(
+        self, site: str, visitor: str, flow: Flow, now: float, *, channel: Channel = "email"
+    ) -> bool:
+        """The visitor followed a link of the flow's messages on ``channel``; True for their
+        first click (over both channels)."""
         first = await self._click(
             keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
-            args=[repr(now), flow_stage(flow)],
+            args=[repr(now), flow_stage(flow), channel],
         )
         return bool(first)
 

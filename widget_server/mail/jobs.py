@@ -301,6 +301,7 @@ class MailScheduler:
                 "code_expires": repr(code_expires),
             },
             cancel_when_held_out=True,
+            sms_reach=sms,
         )
 
     async def _schedule_flow(
@@ -316,12 +317,16 @@ class MailScheduler:
         occurrence: str = "",
         cancel_when_held_out: bool = False,
         start: float | None = None,
+        sms_reach: bool = False,
     ) -> ScheduleResult:
         """Schedule every step of ``flow`` for a visitor whose address and consent were checked,
         replacing the pending jobs of the flows named in ``replace`` (the flow's own included):
-        the holdout draw and exposure, then one atomic script."""
+        the holdout draw and exposure (``sms_reach``: the visitor can get texts), then one
+        atomic script."""
         held_out = in_holdout(site, visitor, flow)
-        await self.experiments.exposed(site, visitor, flow, flow_arm(held_out), now)
+        await self.experiments.exposed(
+            site, visitor, flow, flow_arm(held_out), now, sms_reach=sms_reach
+        )
         if held_out:
             if cancel_when_held_out:
                 await self.cancel(site, visitor, flows=list(replace))
@@ -395,7 +400,8 @@ class MailScheduler:
         profile: Mapping[str, str] | None = None,
     ) -> ScheduleResult:
         """Schedule the site's enabled flow of ``kind`` for a visitor, from what their profile
-        says (address, marketing consent, language): a welcome after a capture, the emails after
+        says (address and marketing consent, or a confirmed phone; language): a welcome after a
+        capture, the emails after
         an order (``products``: what was bought), a price drop or a restock (``products``: the
         products concerned). Replaces that flow's own pending emails only. ``occurrence`` names
         one instance of a flow that comes again (an order id, a day): each gets its emails.
@@ -408,17 +414,21 @@ class MailScheduler:
         if profile is None:
             raw = await self._redis.hgetall(self._keys.profile(site, visitor))
             profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
+        sms = sms_consent(profile)  # texts only: each step checks its own channel when due
         email = profile.get("email", "")
-        if not email:
+        if not email and not sms:
             return ScheduleResult("no_email")
         try:
-            address = normalize_address(email)
+            address = normalize_address(email) if email else ""
         except MailAddressError:
-            return ScheduleResult("invalid_email")
-        if not marketing_consent(profile):
-            return ScheduleResult("no_consent")
-        if await self.suppression(site, address) is not None:
-            return ScheduleResult("suppressed")
+            if not sms:
+                return ScheduleResult("invalid_email")
+            address = ""
+        if not sms:
+            if not marketing_consent(profile):
+                return ScheduleResult("no_consent")
+            if await self.suppression(site, address) is not None:
+                return ScheduleResult("suppressed")
         record = await self._sites.get(site)
         if record is not None and in_site_holdout(
             site, record.holdout_version, record.holdout, visitor
@@ -437,6 +447,7 @@ class MailScheduler:
             },
             occurrence=occurrence,
             start=start,
+            sms_reach=sms,
         )
 
     async def visitor_left_from_view(

@@ -51,6 +51,7 @@ from ..sms.store import keyword
 from ..store.sites import Site, origin_allowed
 from ..wire.protocol import VisitorId
 from .context import MailContext
+from .experiments import FlowMetric
 from .routes import binder
 from .sms_optin import OptinResult, confirm_code, request_code
 from .sms_steps import cancel_pending_sms, link_token_valid, sms_store
@@ -142,6 +143,10 @@ async def status(ctx: MailContext, request: Request) -> Response:
     if mine and final and await store.final_status(form["MessageSid"], final):
         key = ctx.keys.mail_stats(site.key, message["flow"])
         await ctx.redis.hincrby(key, f"sms_{final}:{message['step']}", 1)
+        flow = (await ctx.flows.get(site.key)).flow(message["flow"])
+        if flow is not None:
+            metric: FlowMetric = "sms_delivered" if final == "delivered" else "sms_failed"
+            await ctx.scheduler.experiments.count(site.key, flow, metric, time.time())
     return Response(status_code=204)
 
 
@@ -250,7 +255,9 @@ async def short_link(ctx: MailContext, request: Request) -> Response:
     )
     flow = config.flow(str(link["f"]))
     if flow is not None and link.get("v"):
-        await ctx.scheduler.experiments.clicked(site.key, str(link["v"]), flow, time.time())
+        await ctx.scheduler.experiments.clicked(
+            site.key, str(link["v"]), flow, time.time(), channel="sms"
+        )
     return RedirectResponse(target, 302, headers={"cache-control": "no-store"})
 
 

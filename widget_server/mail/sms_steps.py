@@ -138,7 +138,7 @@ async def send_sms_step(
             await store.message_sent(
                 receipt.sid, site=job.site, flow=job.flow, step=job.step, now=now
             )
-        await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
+        await ctx.scheduler.experiments.sent(job.site, job.visitor, flow, "sms", now)
     return "sent"
 
 

@@ -95,6 +95,8 @@ def send_time_veto(job: MailJob, profile: Mapping[str, str]) -> str | None:
     last_purchase = float(profile.get("last_purchase") or 0)
     if last_purchase and last_purchase >= job.scheduled and job.kind not in AFTER_ORDER:
         return "purchased"
+    if not job.email:  # scheduled for the visitor's phone only
+        return "no_email"
     if not marketing_consent(profile):
         return "no_consent"
     address = profile.get("email", "").strip().lower()
@@ -165,7 +167,7 @@ async def process_job(
         ctx.metrics.sent.labels(job.flow).inc()
         await _count(ctx, job, f"sent:{job.step}")
         with contextlib.suppress(RedisError):
-            await ctx.scheduler.experiments.count(job.site, flow, "sent", now)
+            await ctx.scheduler.experiments.sent(job.site, job.visitor, flow, "email", now)
     return outcome
 
 

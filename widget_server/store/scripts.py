@@ -65,6 +65,7 @@ class Scripts:
     optin_confirm: AsyncScript
     # mail.experiments
     flow_expose: AsyncScript
+    flow_sent: AsyncScript
     flow_click: AsyncScript
     flow_attribute: AsyncScript
     # mail.send

@@ -68,6 +68,7 @@ SKIP_WORDS = {
     "purchased": "the visitor bought something in the meantime",
     "no_consent": "the visitor no longer gives marketing consent",
     "email_changed": "the visitor's email address changed",
+    "no_email": "the visitor can get texts but gave no address with marketing consent",
     "no_products": "none of the products could be shown any more",
     "unrenderable": "the email template could not be rendered",
     "suppressed": "the address unsubscribed, bounced or complained",
@@ -351,7 +352,7 @@ async def overview(admin: Admin) -> Response:
         stored=stored,
         config=config,
         flows=views,
-        results={name: _results(doc) for name, doc in results.items()},
+        results={view.flow.name: _results(results[view.flow.name], view.flow) for view in views},
         activity=activity,
         locale=default_locale(site, locales(services)),
         kinds=KIND_WORDS,
@@ -686,16 +687,40 @@ def _int(value: Any) -> int | None:
 
 
 # --- results: the flow against its holdout ------------------------------------------------------
-def _results(document: dict[str, Any]) -> dict[str, Any]:
+QUALIFY_WORDS = {
+    "cart": "when they leave with a cart",
+    "checkout": "when they leave after reaching the checkout with a cart",
+    "browse": "when they leave after viewing products",
+    "welcome": "when their consent first counts",
+    "cross_sell": "when they order",
+    "review": "when they order",
+    "replenishment": "when they order a product of a category with a reminder interval",
+    "winback": "at each visit's end",
+    "price_drop": "when a feed import lowers the price of a product they viewed",
+    "back_in_stock": "when a feed import brings back a product they viewed",
+    "low_stock": "when a feed import shows a product they viewed running out",
+    "category_interest": "when a feed import adds products to their favourite categories",
+}
+
+
+def _results(document: dict[str, Any], flow: Flow) -> dict[str, Any]:
     """What the results block of one flow shows: the report's rows and sentences, the email
-    counts of the ``email`` arm."""
+    counts of the ``email`` arm, the figures per channel and the ``sms_reach`` segment's rows."""
     report = document["report"]
+    has_sms = any(step.channel == "sms" for step in flow.steps) or bool(
+        document["channels"]["sms"]["sent"]
+    )
+    reach = document["sms_reach"]
     return {
         "document": document,
         "rows": report["variants"],
         "sentences": sentences(report),
         "email": document["email"].get("email", {}),
         "level": 1 - report["decision_alpha"],  # the rule's intervals
+        "has_sms": has_sms,
+        "noun": "message" if has_sms else "email",
+        "qualifies": QUALIFY_WORDS.get(flow.kind, "when they qualify"),
+        "reach_rows": reach["variants"] if has_sms and reach else [],
     }
 
 
