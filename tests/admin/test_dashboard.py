@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,6 +186,10 @@ def test_the_dashboard_shows_what_the_campaign_and_flow_reports_say(
             campaigns = await CampaignStore(client, KEYS).for_site(site)
             flows = await MailFlowStore(client, KEYS).get(site)
             now = time.time()
+            texted = MailScheduler(client, KEYS).experiments  # a text of the first flow, clicked
+            await texted.exposed(site, "v-texted", flows.flows[0], "email", now, sms_reach=True)
+            await texted.sent(site, "v-texted", flows.flows[0], "sms", now)
+            await texted.clicked(site, "v-texted", flows.flows[0], now, channel="sms")
             summary = await site_report.site_summary(
                 client, KEYS, record, campaigns, flows, now, 30
             )
@@ -228,6 +233,19 @@ def test_the_dashboard_shows_what_the_campaign_and_flow_reports_say(
         ]
         assert all(f'<td class="num">{cell}</td>' in row for cell in cells)
         assert str(markupsafe.escape(doc["report"]["headline"])) in row
+    for doc in mail:
+        start = html.index(f'id="flow-{doc["flow"]}"')
+        row = html[start : html.index("</tr>", start)]
+        variants = doc["report"]["variants"]
+        cells = [
+            sum(v["exposures"] for v in variants),
+            sum(v["impressions"] for v in variants),
+            doc["channels"]["sms"]["sent"],
+            doc["email"].get("email", {}).get("clicks", 0),
+        ]
+        shown_cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+        assert shown_cells[:4] == [f"{cell:,}" for cell in cells], row
+    assert mail[0]["channels"]["sms"]["sent"] == 1 and mail[0]["email"]["email"]["clicks"] == 1
     exported = editor.get(f"/admin/api/sites/{site}/dashboard.csv?days=30")
     assert exported.headers["content-type"].startswith("text/csv")
     lines = exported.text.splitlines()

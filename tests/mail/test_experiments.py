@@ -181,6 +181,10 @@ def test_sent_clicked_converted_and_unsubscribed_through_the_product(shop: Isola
     assert row["variant"] == "email" and row["exposures"] == 1 and row["conversions"] == 1
     assert row["impressions"] == 1 and row["revenue"] == 49.0
     assert document["steps"]["restores"] == {"0": 2}  # type: ignore[index]
+    by_email = document["channels"]["email"]  # type: ignore[index]
+    assert (by_email["recipients"], by_email["clicks"], by_email["click_conversions"]) == (1, 1, 1)
+    assert (by_email["conversions"], by_email["revenue_per_recipient"]) == (1, 49.0)
+    assert document["channels"]["sms"]["sent"] == 0  # type: ignore[index]
 
 
 def test_a_visitor_who_comes_back_and_buys_counts_in_the_flow_without_an_email(

@@ -191,6 +191,13 @@ async def _flow_report(client: Redis, keys: Keys, args: argparse.Namespace) -> s
         f"{sent.get('unsubscribes', 0)} unsubscribed"
     ]
     lines += [f"  {sentence}" for sentence in document["report"]["sentences"]]
+    for channel, c in document["channels"].items():
+        if c["sent"]:
+            lines.append(
+                f"  {channel}: {c['recipients']} reached, {c['sent']} sent, {c['delivered']} "
+                f"delivered, {c['clicks']} clicked, {c['conversions']} bought, "
+                f"{c['revenue_per_recipient']:.2f} revenue per visitor reached"
+            )
     return "\n".join(lines)
 
 

@@ -370,7 +370,10 @@ def channel_figures(totals: Mapping[str, float]) -> dict[str, dict[str, float]]:
     ``revenue_per_recipient``."""
     figures: dict[str, dict[str, float]] = {}
     for channel, fields in _CHANNEL_FIELDS.items():
-        row: dict[str, float] = {name: totals.get(metric, 0) for name, metric in fields.items()}
+        row: dict[str, float] = {
+            name: totals.get(metric, 0) if name == "revenue" else int(totals.get(metric, 0))
+            for name, metric in fields.items()
+        }
         if channel == "email":
             row["delivered"] = max(0, row["sent"] - row["bounces"])
         row["revenue"] = round(row["revenue"], 2)
