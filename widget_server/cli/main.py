@@ -250,6 +250,8 @@ def cmd_demo(settings: Settings, *, cluster: bool = False, traffic: bool = True)
     _exit_on_sigterm()
     settings = _prepare(settings.with_overrides(demo=True))
     _check_port_free(settings.host, settings.port)
+    if not os.environ.get("SMS_ACCOUNT_SID"):  # the demo's texts go to files, like its emails
+        os.environ.setdefault("SMS_OUTBOX_DIR", str((settings.data_dir / "outbox").resolve()))
     if cluster:
         _demo_on_cluster(settings, traffic)
         return
@@ -351,6 +353,8 @@ def _start_demo_worker(settings: Settings, url: str, base: str) -> subprocess.Po
     if not env.get("SMTP_URL") and not env.get("MAIL_WEBHOOK_URL"):
         env.setdefault("MAIL_OUTBOX_DIR", str((settings.data_dir / "outbox").resolve()))
     print(f"  Emails      {env.get('SMTP_URL') or env.get('MAIL_OUTBOX_DIR')}", flush=True)
+    texts = env.get("SMS_OUTBOX_DIR") if not env.get("SMS_ACCOUNT_SID") else "the SMS provider"
+    print(f"  Texts       {texts or 'off'}", flush=True)
     return subprocess.Popen([sys.executable, "-m", "widget_server.cli", "worker"], env=env)
 
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from ..catalog.store import CatalogStore
 from ..errors import ConfigurationError
 from ..settings import Settings, env_float
-from ..sms.provider import SmsSender, SmsSettings, sms_settings_from_env
+from ..sms.provider import SmsChannel, SmsOutbox, SmsSender, SmsSettings, sms_settings_from_env
 from ..store.keys import Keys
 from ..store.sites import SiteRegistry
 from .flows import MailFlowStore
@@ -156,7 +156,7 @@ class MailContext:
     catalog: CatalogStore | None = None
     similar: SimilarSource | None = None
     # None: SMS is off (not configured); SMS steps are then skipped.
-    sms: SmsSender | None = None
+    sms: SmsChannel | None = None
 
     def require_sending(self) -> MailTransport:
         """The transport, or ConfigurationError naming every setting sending still needs."""
@@ -196,9 +196,11 @@ def build_mail_context(
         transport = WebhookTransport(settings.webhook_url, settings.webhook_secret, client)
     elif transport is None and settings.outbox_dir:
         transport = OutboxTransport(Path(settings.outbox_dir))
-    sms = None
+    sms: SmsChannel | None = None
     if settings.sms.enabled:
         sms = SmsSender(settings.sms, http_client or httpx.AsyncClient(timeout=30))
+    elif settings.sms.outbox_dir:
+        sms = SmsOutbox(settings.sms)
     flows = MailFlowStore(redis, keys)
     sites = sites or SiteRegistry(redis, keys)
     return MailContext(

@@ -88,8 +88,8 @@ async def _signed_form(
     ctx: MailContext, request: Request
 ) -> tuple[Site, dict[str, str]] | Response:
     """The site and the POST parameters of a request the provider signed; or the refusal."""
-    if ctx.sms is None:
-        return _error(404, "sms_off", "SMS is not set up on this server")
+    if ctx.sms is None or not ctx.sms.settings.enabled:
+        return _error(404, "sms_off", "no SMS provider is set up on this server")
     site = await _site(ctx, request)
     if site is None:
         return _error(404, "unknown_site", "no site with this key")

@@ -8,12 +8,19 @@ connect, 429, 5xx and refused credentials (401, 403) are transient (retried), ot
 permanent; a refusal naming the number (21211 invalid, 21610 the recipient sent STOP, 21614 not
 a mobile number) suppresses it; a connection that breaks after the request went out is uncertain
 (never retried: at most once).
+
+Without a provider, ``SMS_OUTBOX_DIR`` writes each text as a JSON file into a folder instead
+(:class:`SmsOutbox`): for the demo and for trying SMS steps; the provider's webhooks are then off.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -27,16 +34,18 @@ SUPPRESSING_CODES = {21211: "invalid", 21610: "stopped", 21614: "invalid", 21217
 @dataclass(frozen=True, slots=True)
 class SmsSettings:
     """``SMS_API_URL``, ``SMS_ACCOUNT_SID``, ``SMS_AUTH_TOKEN`` (left out of ``repr``) and
-    ``SMS_FROM`` (a number, or a messaging service sid ``MG...``). SMS is on only with all of
-    the last three."""
+    ``SMS_FROM`` (a number, or a messaging service sid ``MG...``): the provider is used only
+    with all of the last three. ``SMS_OUTBOX_DIR``: without a provider, texts are written there."""
 
     api_url: str = DEFAULT_API_URL
     account_sid: str = ""
     auth_token: str = field(default="", repr=False)
     sender: str = ""
+    outbox_dir: str = ""
 
     @property
     def enabled(self) -> bool:
+        """Whether a provider is configured (its webhooks can be checked)."""
         return bool(self.account_sid and self.auth_token and self.sender)
 
 
@@ -57,6 +66,7 @@ def sms_settings_from_env(env: Mapping[str, str]) -> SmsSettings:
         account_sid=values["SMS_ACCOUNT_SID"],
         auth_token=values["SMS_AUTH_TOKEN"],
         sender=values["SMS_FROM"],
+        outbox_dir=(env.get("SMS_OUTBOX_DIR") or "").strip(),
     )
 
 
@@ -135,6 +145,34 @@ class SmsSender:
             code=code,
             suppress=SUPPRESSING_CODES.get(code, ""),
         )
+
+
+class SmsOutbox:
+    """Writes each text as a JSON file (``sid``, ``to``, ``body``, ``status_callback``, ``at``)
+    into a folder instead of sending it: for the demo and for trying SMS steps without a
+    provider. Never fails but for the disk."""
+
+    def __init__(self, settings: SmsSettings) -> None:
+        if not settings.outbox_dir:
+            raise ConfigurationError("the SMS outbox needs SMS_OUTBOX_DIR")
+        self.settings = settings
+        self.directory = Path(settings.outbox_dir)
+
+    async def send(self, to: str, body: str, *, status_callback: str = "") -> SmsReceipt:
+        sid = "OB" + secrets.token_hex(16)
+        now = time.time()
+        record = {"sid": sid, "to": to, "body": body, "status_callback": status_callback,
+                  "at": now}  # fmt: skip
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{now:.6f}-{to.lstrip('+')}.sms.json"
+            path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise SmsTransientError(f"the SMS outbox cannot be written: {exc}") from exc
+        return SmsReceipt(sid, "outbox")
+
+
+SmsChannel = SmsSender | SmsOutbox
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:

@@ -78,7 +78,10 @@ SKIP_WORDS = {
     "budget": "the visitor's email budget stayed spent for more than three days",
     "quiet_hours": "quiet hours would have held it more than three days",
     "priority": "emails of a higher priority kept it waiting for more than three days",
-    "sms_off": "SMS is not set up on the server (SMS_ACCOUNT_SID, SMS_AUTH_TOKEN, SMS_FROM)",
+    "sms_off": (
+        "SMS is not set up on the server (SMS_ACCOUNT_SID, SMS_AUTH_TOKEN and SMS_FROM, or "
+        "SMS_OUTBOX_DIR)"
+    ),
     "sms_no_phone": "the visitor has no confirmed phone number with SMS consent",
     "sms_suppressed": "the number texted STOP or cannot get texts",
     "sms_purchased": "the visitor bought something before the SMS was due",
