@@ -102,6 +102,165 @@ def test_bad_input_stays_in_the_form_next_to_its_field_and_nothing_is_saved(
     assert answer.status_code == 422 and "Step delays must not decrease" in answer.text
 
 
+def default_steps(name: str) -> Any:
+    flow = DEFAULT_CONFIG.flow(name)
+    assert flow is not None
+    return flow.steps
+
+
+def flow_in_audit(r: redis.Redis, site: str, flow: str) -> tuple[Any, Any]:
+    """The flow before and after the newest audited save of the site's email flows."""
+    for raw in r.lrange(KEYS.admin_audit(), 0, 50):
+        entry = json.loads(raw)
+        if entry["action"] == "mail.flows.update" and entry["site"] == site:
+            before, after = entry["before"], entry["after"]
+            return (next(f for f in before["flows"] if f["name"] == flow) if before else None,
+                    next(f for f in after["flows"] if f["name"] == flow))  # fmt: skip
+    raise AssertionError("no audit entry")
+
+
+def test_the_priority_and_each_kind_s_own_settings_are_saved(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    cart = editor.get(page_of(site)).text
+    assert "Empty: the default for this kind of flow, 80." in cart  # KIND_PRIORITY["cart"]
+    form = submitted(editor, site)
+    assert form["priority"] == ""
+    assert not {"min_drop_percent", "low_stock_quantity", "categories.0.name"} & set(form)
+    saved = editor.post(page_of(site), {**form, "priority": "95", "action": "save"})
+    assert saved.status_code == 303
+    flow = stored(r, site).flow("cart")
+    assert flow is not None and flow.priority == 95 and flow.rank == 95
+    assert flow_in_audit(r, site, "cart")[1]["priority"] == 95
+    form = submitted(editor, site)
+    assert form["priority"] == "95"
+    assert editor.post(page_of(site), {**form, "priority": "", "action": "save"}).status_code == 303
+    flow = stored(r, site).flow("cart")
+    assert flow is not None and flow.priority is None and flow.rank == 80  # the default again
+
+    # Replenishment: reminder days by category, in rows; empty rows are ignored.
+    form = submitted(editor, site, "replenishment")
+    assert (
+        "Empty: the default for this kind of flow, 45."
+        in editor.get(page_of(site, "replenishment")).text
+    )
+    rows = sorted(name for name in form if name.startswith("categories."))
+    assert rows == [f"categories.{n}.{f}" for n in range(3) for f in ("days", "name")]
+    assert all(form[name] == "" for name in rows) and "min_drop_percent" not in form
+    form.update({
+        "categories.0.name": "Coffee", "categories.0.days": "30",
+        "categories.2.name": " Tea > Green ", "categories.2.days": "45", "action": "save",
+    })  # fmt: skip
+    assert editor.post(page_of(site, "replenishment"), form).status_code == 303
+    flow = stored(r, site).flow("replenishment")
+    assert flow is not None and flow.categories == {"Coffee": 30, "Tea > Green": 45}
+    before, after = flow_in_audit(r, site, "replenishment")
+    assert before["categories"] == {} and after["categories"] == {"Coffee": 30, "Tea > Green": 45}
+    form = submitted(editor, site, "replenishment")
+    assert (form["categories.0.name"], form["categories.0.days"]) == ("Coffee", "30")
+    assert (form["categories.1.name"], form["categories.1.days"]) == ("Tea > Green", "45")
+    assert form["categories.4.name"] == "" and "categories.5.name" not in form
+    # Emptying a row removes its category; the other settings of the flow stay.
+    form.update({"categories.0.name": "", "categories.0.days": "", "action": "save"})
+    assert editor.post(page_of(site, "replenishment"), form).status_code == 303
+    flow = stored(r, site).flow("replenishment")
+    assert flow is not None and flow.categories == {"Tea > Green": 45}
+    assert flow.steps == default_steps("replenishment") and not flow.enabled
+
+    # Price drop and low stock: their thresholds, only on their own forms.
+    form = submitted(editor, site, "price_drop")
+    assert form["min_drop_percent"] == "5" and "low_stock_quantity" not in form
+    form.update({"min_drop_percent": "12.5", "priority": "75", "action": "save"})
+    assert editor.post(page_of(site, "price_drop"), form).status_code == 303
+    form = submitted(editor, site, "low_stock")
+    assert form["low_stock_quantity"] == "5" and "min_drop_percent" not in form
+    form.update({"low_stock_quantity": "3", "action": "save"})
+    assert editor.post(page_of(site, "low_stock"), form).status_code == 303
+    config = stored(r, site)
+    drop, low = config.flow("price_drop"), config.flow("low_stock")
+    assert drop is not None and (drop.min_drop_percent, drop.priority) == (12.5, 75)
+    assert low is not None and low.low_stock_quantity == 3 and low.priority is None
+    assert flow_in_audit(r, site, "low_stock")[1]["low_stock_quantity"] == 3
+    assert config.flow("replenishment") == flow  # saving another flow keeps this one
+
+
+def test_bad_flow_settings_stay_in_the_form_next_to_their_field_and_nothing_is_saved(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    whole = "Use a whole number from 0 to 100, or leave it empty for the default."
+    days = "Use a whole number of days from 1 to 365."
+    name = "Use at most 200 characters, on one line."
+    cases: list[tuple[str, dict[str, str], str, str]] = [
+        ("cart", {"priority": "101"}, "priority", whole),
+        ("cart", {"priority": "-1"}, "priority", whole),
+        ("cart", {"priority": "50.5"}, "priority", whole),
+        ("cart", {"priority": "high"}, "priority", "Enter a number."),
+        ("replenishment", {"categories.0.name": "Coffee", "categories.0.days": "0"},
+         "categories.0.days", days),
+        ("replenishment", {"categories.0.name": "Coffee", "categories.0.days": "366"},
+         "categories.0.days", days),
+        ("replenishment", {"categories.1.name": "Coffee", "categories.1.days": "weekly"},
+         "categories.0.days", "Enter a number."),  # the first row typed is the first row
+        ("replenishment", {"categories.0.name": "x" * 201, "categories.0.days": "30"},
+         "categories.0.name", name),
+        ("replenishment", {"categories.0.name": "Tea\x07Green", "categories.0.days": "30"},
+         "categories.0.name", name),
+        ("replenishment", {"categories.0.name": "Tea\nGreen", "categories.0.days": "30"},
+         "categories.0.name", name),
+        ("replenishment", {"categories.0.days": "30"}, "categories.0.name",
+         "Name the category (or empty the row to remove it)."),
+        ("replenishment", {"categories.0.name": "Coffee", "categories.0.days": "30",
+                           "categories.1.name": "COFFEE", "categories.1.days": "20"},
+         "categories.1.name", "This category is in row 1 already."),
+        ("price_drop", {"min_drop_percent": "0"}, "min_drop_percent",
+         "Use a percentage from 0.1 to 90."),
+        ("price_drop", {"min_drop_percent": ""}, "min_drop_percent", "Enter a number."),
+        ("low_stock", {"low_stock_quantity": "0"}, "low_stock_quantity",
+         "Use a whole number of units from 1 to 10000."),
+    ]  # fmt: skip
+    forms = {flow: submitted(editor, site, flow) for flow, *_ in cases}
+    for flow, typed, field, message in cases:
+        answer = editor.post(page_of(site, flow), {**forms[flow], **typed, "action": "save"})
+        assert answer.status_code == 422, (flow, typed)
+        assert f'id="err-{field}">{message}</p>' in answer.text, (flow, typed)
+        assert f'id="f-{field}"' in answer.text and "Nothing was saved." in answer.text
+        assert f'aria-describedby="err-{field}' in answer.text
+        kept = {name: values[-1] for name, values in form_fields(answer.text, "flow-form").items()}
+        for name, value in typed.items():  # what was typed stays (the rows typed come first)
+            if "\n" not in value:
+                assert value.strip() in kept.values(), (name, value)
+        assert r.get(KEYS.mail_flows(site)) is None, (flow, typed)  # still the defaults
+    assert not any(json.loads(e)["site"] == site for e in r.lrange(KEYS.admin_audit(), 0, 50))
+
+
+def test_more_category_rows_are_added_without_a_script(
+    editor: AdminClient, redis_url: str, r: redis.Redis
+) -> None:
+    site = add_site(redis_url)
+    form = submitted(editor, site, "replenishment")
+    assert form["category_rows"] == "3"
+    filled = {f"categories.{n}.{f}": v for n in range(3)
+              for f, v in (("name", f"c{n}"), ("days", str(n + 10)))}  # fmt: skip
+    more = editor.post(page_of(site, "replenishment"), {**form, **filled, "action": "categories"})
+    assert more.status_code == 200 and r.get(KEYS.mail_flows(site)) is None  # not saved
+    fields = {name: values[-1] for name, values in form_fields(more.text, "flow-form").items()}
+    assert [fields[f"categories.{n}.name"] for n in range(6)] == ["c0", "c1", "c2", "", "", ""]
+    assert "categories.6.name" not in fields and fields["category_rows"] == "6"
+    fields.pop("csrf")
+    fields.update({"categories.4.name": "c4", "categories.4.days": "7", "action": "save"})
+    assert editor.post(page_of(site, "replenishment"), fields).status_code == 303
+    flow = stored(r, site).flow("replenishment")
+    assert flow is not None and flow.categories == {"c0": 10, "c1": 11, "c2": 12, "c4": 7}
+    # A save from the page as it was before that save is refused and keeps what was typed.
+    stale = {**form, "categories.0.name": "Tea", "categories.0.days": "60", "action": "save"}
+    refused = editor.post(page_of(site, "replenishment"), stale)
+    assert refused.status_code == 409 and "Someone saved the email flows" in refused.text
+    assert form_fields(refused.text, "flow-form")["categories.0.name"] == ["Tea"]
+    assert stored(r, site).flow("replenishment") == flow
+
+
 def test_a_save_over_a_newer_one_is_refused(
     editor: AdminClient, redis_url: str, r: redis.Redis
 ) -> None:

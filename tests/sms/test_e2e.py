@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from widget_server.mail.flows import Flow, FlowStep, MailConfig
+from widget_server.mail.sms_steps import new_link_token
 from widget_server.sms.phone import phone_digest
 from widget_server.store.keys import Keys
 
@@ -143,6 +145,77 @@ def test_sms_round_trip_with_stop_and_start(shop: IsolatedShop, api: FakeMessage
     assert erased.status_code == 200, erased.text
     assert store.smembers(index) == set()
     assert not store.exists(keys.profile(site, visitor))
+
+
+def test_erasure_deletes_the_visitor_s_sms_links_and_no_one_else_s(
+    shop: IsolatedShop, api: FakeMessagesApi
+) -> None:
+    erased_links_answer_as_unknown(shop, api, redis.Redis.from_url(shop.server.redis_url))
+
+
+def erased_links_answer_as_unknown(
+    shop: IsolatedShop, api: FakeMessagesApi, store: redis.Redis | RedisCluster
+) -> None:
+    """Two visitors get two SMS with a link each; erasing one deletes their links (each on a
+    slot of its own) and their listing, and the links then answer like ones never made; the
+    other's links still work. ``store`` reads the shop's Redis (a cluster client on a cluster)."""
+    server, keys = shop.server, shop.keys
+    site = shop.add_site()
+    texts = ("Cart: {link}", "Again: {link}")
+    steps = [FlowStep(delay_minutes=0, channel="sms", sms_text={"en": t}) for t in texts]
+    config = MailConfig(flows=[Flow(name="cart", kind="cart", steps=steps)], budget=UNLIMITED)
+    store.set(keys.mail_flows(site), config.model_dump_json())
+
+    def texted_links(phone: str) -> tuple[str, list[str]]:
+        """A visitor who confirms ``phone`` and leaves a cart, and the links their SMS bring."""
+        visitor = new_visitor()
+        with Client(server.ws_url) as c:
+            c.hello(site, visitor)
+            asked = httpx.post(
+                f"{server.url}/v1/sms/optin?site={site}",
+                json={"visitor": visitor, "phone": phone, "consent": True},
+                headers={"origin": "https://shop.test"},
+            )
+            assert asked.json()["status"] == "code_sent", asked.text
+            code = re.findall(r"\d{6}", api.to(phone)[0].body)[0]
+            done = httpx.post(
+                f"{server.url}/v1/sms/confirm?site={site}", json={"visitor": visitor, "code": code}
+            )
+            assert done.json()["status"] == "confirmed", done.text
+            c.event("cart_add", item={"id": "L1", "title": "Lamp", "price": 49.0})
+        wait_for(lambda: len(api.to(phone)) == 3)  # the code, then the flow's two SMS
+        links = sorted(m.body.split(": ", 1)[1] for m in api.to(phone)[1:])
+        return visitor, links
+
+    erased_visitor, erased_links = texted_links(PHONE)
+    kept_visitor, kept_links = texted_links("+491701234568")
+    tokens = {link.rsplit("/", 1)[1] for link in erased_links}
+    listed = keys.sms_links(site, erased_visitor)
+    assert {t.decode() for t in store.smembers(listed)} == tokens  # type: ignore[union-attr]
+    assert 0 < store.ttl(listed) <= 90 * 86400
+    assert httpx.get(erased_links[0]).status_code == 302  # it works until the erasure
+
+    erased = httpx.post(
+        f"{server.url}/v1/visitors/erase?site={site}",
+        json={"visitor": erased_visitor},
+        headers={"authorization": f"Bearer {shop.site_secret(site)}"},
+    )
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["visitors"][0]["sms_links"] == 2
+    assert not any(store.exists(keys.sms_link(token)) for token in tokens)
+    assert not store.exists(listed)
+    # The erased visitor's links answer like a link the server never made.
+    never_made = new_link_token(server.extra_env["WIDGET_SECRET_KEY"])
+    unknown = httpx.get(f"{server.url}/v1/sms/l/{never_made}")
+    assert unknown.status_code == 410
+    for link in erased_links:
+        gone = httpx.get(link)
+        assert (gone.status_code, gone.text) == (unknown.status_code, unknown.text)
+    # The other visitor's links still lead to their cart.
+    for link in kept_links:
+        kept = httpx.get(link)
+        assert kept.status_code == 302 and "L1" in kept.headers["location"]
+    assert len(store.smembers(keys.sms_links(site, kept_visitor))) == 2
 
 
 def test_phone_capture_over_the_websocket(

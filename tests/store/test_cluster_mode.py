@@ -25,6 +25,8 @@ from widget_server.store.local_cluster import LocalCluster
 from ..devtools.test_simulate import CAMPAIGN, ORIGIN, campaign_data, rows
 from ..mail.test_e2e import leave_with_a_cart, wait_for
 from ..mail_support import address_for, isolated_shop
+from ..sms.test_e2e import erased_links_answer_as_unknown
+from ..sms_support import FakeMessagesApi
 from ..support import (
     ROOT,
     Client,
@@ -219,6 +221,20 @@ def test_a_visitor_who_leaves_gets_one_email(valkey_cluster: LocalCluster, tmp_p
         leave_with_a_cart(shop.server, site, new_visitor(), address_for(site, "leaver"))
         assert wait_for(lambda: shop.sink.received, timeout=30)
         assert shop.sink.received[0].message["To"] == address_for(site, "leaver")
+
+
+def test_erasure_deletes_sms_links_on_their_own_slots(
+    valkey_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    with (
+        FakeMessagesApi() as api,
+        isolated_shop(valkey_cluster.seed_url, tmp_path, extra_env=api.env()) as shop,
+    ):
+        store = RedisCluster.from_url(valkey_cluster.seed_url)
+        try:
+            erased_links_answer_as_unknown(shop, api, store)
+        finally:
+            store.close()
 
 
 def test_service_resumes_after_a_master_fails_over(tmp_path: Path) -> None:

@@ -156,8 +156,10 @@ class FlowStep(_Model):
         return next(iter(self.subject.values()))
 
 
-CategoryName = Annotated[str, Field(min_length=1, max_length=200)]
-ReminderDays = Annotated[int, Field(ge=1, le=365)]
+CATEGORY_NAME_LIMIT = 200
+MAX_REMINDER_DAYS = 365
+CategoryName = Annotated[str, Field(min_length=1, max_length=CATEGORY_NAME_LIMIT)]
+ReminderDays = Annotated[int, Field(ge=1, le=MAX_REMINDER_DAYS)]
 
 
 class Flow(_Model):

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from ..sms.provider import SmsRefused, SmsTransientError, SmsUncertainError
 from ..sms.store import SmsStore, sms_consent
+from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
 from .flows import AFTER_ORDER, Flow, FlowStep, MailConfig
@@ -175,7 +176,9 @@ async def short_link(
     """A short tracked link for an SMS (``/v1/sms/l/TOKEN``, 22 characters of token): to the
     restored cart for a cart flow, else to the shop, UTM-tagged with medium ``sms``. The target
     is kept server-side (for :data:`~widget_server.mail.tokens.CLICK_TTL_S`); the token is random
-    and signed, so it can be neither guessed nor made up."""
+    and signed, so it can be neither guessed nor made up. The visitor's list of link tokens
+    (:meth:`~widget_server.store.keys.Keys.sms_links`) names it too, for erasure
+    (:func:`forget_links`)."""
     shop_url = _shop_url(ctx, site, config)
     if flow.kind != "browse" and job.cart:
         target = restore_target(
@@ -195,8 +198,28 @@ async def short_link(
     )
     token = new_link_token(ctx.settings.secret_key)
     record = {"s": site.key, "f": flow.name, "n": job.step, "v": job.visitor, "u": target}
-    await ctx.redis.set(ctx.keys.sms_link(token), json.dumps(record), ex=CLICK_TTL_S)
+    listed = ctx.keys.sms_links(site.key, job.visitor)
+    # Two slots, so no transaction: the token is listed before the record is written, and a
+    # record is never out of erasure's reach.
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(listed, token)
+        pipe.expire(listed, CLICK_TTL_S)
+        pipe.set(ctx.keys.sms_link(token), json.dumps(record), ex=CLICK_TTL_S)
+        await pipe.execute()
     return f"{ctx.settings.public_url}/v1/sms/l/{token}"
+
+
+async def forget_links(ctx: MailContext, site: str, visitor: str) -> int:
+    """Delete the short links made for the visitor's SMS (they name the visitor and lead to
+    their cart), then their list: a link opened afterwards answers like an unknown one.
+    Returns the links deleted."""
+    listed = ctx.keys.sms_links(site, visitor)
+    tokens = sorted(reply_text(t) for t in await ctx.redis.smembers(listed))
+    deleted = 0
+    if tokens:  # each link on a slot of its own: the client splits the delete by slot
+        deleted = int(await ctx.redis.delete(*(ctx.keys.sms_link(t) for t in tokens)))
+    await ctx.redis.delete(listed)
+    return deleted
 
 
 def _link_mac(secret: str, nonce: bytes) -> bytes:

@@ -2,6 +2,7 @@
 
 :func:`erase_visitor` removes everything stored about the visitor: the profile, every session
 and its replay set, the orders, the email index entries, pending email jobs and sent marks, the
+short links of the SMS sent to them (a link opened afterwards answers like an unknown one), the
 per-campaign state of every campaign of the site (archived ones too: caps, variant, exposure
 time, held code), the decision traces and their entries in the site's live feed, and the
 visitor's entries in the product and category interest sets (``catalog/interest.py``). Codes
@@ -30,7 +31,7 @@ from redis.asyncio import Redis
 
 from ..catalog.interest import InterestIndex
 from ..mail.message import email_digest
-from ..mail.sms_steps import sms_store
+from ..mail.sms_steps import forget_links, sms_store
 from ..store.replies import reply_text
 from ..store.scripts import Scripts
 from .consent import forget as forget_email
@@ -51,6 +52,7 @@ class ErasureReport:
     emails: int = 0  # email index entries pointing at the visitor
     email_jobs: int = 0  # scheduled emails cancelled
     sent_marks: int = 0  # records of emails already sent
+    sms_links: int = 0  # short links of the SMS sent (they name the visitor and lead to the cart)
     campaign_states: int = 0  # per-campaign caps, variant, exposure and held code
     codes_unlinked: int = 0  # issued codes that no longer name the visitor
     site_records: int = 0  # the visitor's arm and exposure in the site-wide experiment
@@ -101,6 +103,8 @@ async def erase_visitor(
     phone = reply_text(await redis.hget(keys.profile(site, visitor), "phone") or b"")
     if phone:  # the number's list of visitors (STOP finds their SMS by it)
         await sms_store(services.mail).forget_phone(site, visitor, phone)
+    # Before the keys under the visitor's tag go: their list of links finds the links.
+    report.sms_links = await forget_links(services.mail, site, visitor)
     session_ids = {reply_text(s) for s in await redis.smembers(keys.sessions(site, visitor))}
     report.feed_entries, in_feed = await _erase_feed_entries(services, site, visitor)
     session_ids |= in_feed

@@ -372,6 +372,11 @@ class Keys:
         """String: JSON of a short SMS link (site, flow, step, visitor, target)."""
         return f"{self.prefix}:sms-link:{link_id}"
 
+    def sms_links(self, site: str, visitor: str) -> str:
+        """Set: the tokens of the short SMS links (:meth:`sms_link`) made for the visitor, so
+        erasure finds them; kept as long as the newest link."""
+        return f"{self.tag(site, visitor)}:sms-links"
+
     # --- admin -------------------------------------------------------------------------------
     # Email addresses and IPs never appear in key names: callers pass a digest.
     def site_seen(self, site: str) -> str:

@@ -1,6 +1,8 @@
-"""One email flow edited with form fields: its settings, its emails (delay, template, code) and
-each email's words per language (subject, preheader, heading, text, button), with the email
-rendered beside the form from what is typed, before anything is saved.
+"""One email flow edited with form fields: its settings (the priority among emails due at once,
+and per kind the reminder days by category, the least price drop, the low-stock quantity), its
+emails (delay, template, code) and each email's words per language (subject, preheader, heading,
+text, button), with the email rendered beside the form from what is typed, before anything is
+saved.
 
 The whole site configuration is validated before a save (nothing is saved half-way), errors
 stand next to their fields, and a save over a configuration someone else saved meanwhile is
@@ -18,7 +20,15 @@ from pydantic import ValidationError
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ...mail.flows import STEP_TEXTS, Flow, MailConfig, text_problem
+from ...mail.flows import (
+    CATEGORY_NAME_LIMIT,
+    KIND_PRIORITY,
+    MAX_REMINDER_DAYS,
+    STEP_TEXTS,
+    Flow,
+    MailConfig,
+    text_problem,
+)
 from ...mail.message import TemplateError, render_preview
 from ...sms.segments import measure
 from ...sms.text import SAMPLE_LINK, SAMPLE_SHOP, sms_size, sms_text_problem
@@ -52,6 +62,18 @@ TEXT_WORDS = {
 FORM_LIMIT = 256 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _STEP_FIELD = re.compile(r"^steps\.(\d{1,2})\.")
+_CATEGORY_FIELD = re.compile(r"^categories\.(\d{1,5})\.(?:name|days)$")
+# Empty category rows under the typed ones, so a row is added without a script ("More rows"
+# shows more, up to MAX_BLANK_ROWS empty ones).
+BLANK_CATEGORY_ROWS = 3
+MAX_BLANK_ROWS = 30
+# What a number out of its range is told (the model's limits, see mail/flows.py Flow).
+RANGE_WORDS = {
+    "holdout": "Use a percentage from 0 to 90.",
+    "priority": "Use a whole number from 0 to 100, or leave it empty for the default.",
+    "min_drop_percent": "Use a percentage from 0.1 to 90.",
+    "low_stock_quantity": "Use a whole number of units from 1 to 10000.",
+}
 _WORDS_FIELD = re.compile(
     r"^steps\.(\d{1,2})\.(?:texts|subject|sms_text)\.([a-z]{2}(?:-[A-Z]{2})?)"
 )
@@ -115,13 +137,24 @@ def state_of(flow: Flow, languages: list[str]) -> dict[str, Any]:
         "daily_cap": str(flow.daily_cap),
         "attribution_days": str(flow.attribution_days),
         "cancel_on_return": flow.cancel_on_return,
+        "priority": "" if flow.priority is None else str(flow.priority),
+        "categories": [{"name": name, "days": str(days)} for name, days in flow.categories.items()],
+        "min_drop_percent": f"{flow.min_drop_percent:g}",
+        "low_stock_quantity": str(flow.low_stock_quantity),
         "steps": steps,
     }
 
 
 def state_from_form(admin: Admin, languages: list[str]) -> dict[str, Any]:
-    """The fields as submitted; an email's number comes from its field names."""
+    """The fields as submitted; an email's number comes from its field names, and so does a
+    category row's (rows left empty are dropped)."""
     form = admin.form
+    rows = sorted({int(m.group(1)) for name in form.fields if (m := _CATEGORY_FIELD.match(name))})
+    categories = [
+        {"name": form.get(f"categories.{n}.name").strip(),
+         "days": form.get(f"categories.{n}.days").strip()}
+        for n in rows
+    ]  # fmt: skip
     numbers = sorted({int(m.group(1)) for name in form.fields if (m := _STEP_FIELD.match(name))})
     steps = []
     for n in numbers[:5]:
@@ -147,6 +180,10 @@ def state_from_form(admin: Admin, languages: list[str]) -> dict[str, Any]:
         "daily_cap": form.get("daily_cap").strip(),
         "attribution_days": form.get("attribution_days").strip(),
         "cancel_on_return": "cancel_on_return" in form.fields,
+        "priority": form.get("priority").strip(),
+        "categories": [row for row in categories if row["name"] or row["days"]],
+        "min_drop_percent": form.get("min_drop_percent").strip(),
+        "low_stock_quantity": form.get("low_stock_quantity").strip(),
         "steps": steps,
     }
 
@@ -191,15 +228,56 @@ def flow_data(flow: Flow, state: dict[str, Any], errors: dict[str, str]) -> dict
             data["code_valid_hours"] = number(step["code_valid_hours"], hours, whole=True)
         steps.append(data)
     holdout = number(state["holdout"] or "0", "holdout")
-    return {
+    # Empty: the kind's priority (KIND_PRIORITY).
+    priority = number(state["priority"], "priority", whole=True) if state["priority"] else None
+    data = {
         **flow.model_dump(mode="json"),
         "enabled": state["enabled"],
         "holdout": round(holdout / 100, 4) if holdout is not None else None,
         "daily_cap": number(state["daily_cap"], "daily_cap", whole=True),
         "attribution_days": number(state["attribution_days"], "attribution_days", whole=True),
         "cancel_on_return": state["cancel_on_return"],
+        "priority": priority,
         "steps": steps,
     }
+    # The settings of one kind are only on its form; other flows keep what they have stored.
+    if flow.kind == "replenishment":
+        data["categories"] = _categories_data(state["categories"], errors, number)
+    elif flow.kind == "price_drop":
+        data["min_drop_percent"] = number(state["min_drop_percent"], "min_drop_percent")
+    elif flow.kind == "low_stock":
+        data["low_stock_quantity"] = number(
+            state["low_stock_quantity"], "low_stock_quantity", whole=True
+        )
+    return data
+
+
+def _categories_data(
+    rows: list[dict[str, str]], errors: dict[str, str], number: Any
+) -> dict[str, Any]:
+    """The reminder days by category of a replenishment flow, from its rows (row ``i``'s errors
+    at ``categories.i.name`` and ``categories.i.days``). Names are matched without regard to
+    case (see MailScheduler.after_order), so two rows may not differ by case only."""
+    chosen: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        name, days = row["name"], row["days"]
+        name_path, days_path = f"categories.{i}.name", f"categories.{i}.days"
+        if not name:
+            errors[name_path] = "Name the category (or empty the row to remove it)."
+        elif len(name) > CATEGORY_NAME_LIMIT or _CONTROL.search(name):
+            errors[name_path] = f"Use at most {CATEGORY_NAME_LIMIT} characters, on one line."
+        elif name.lower() in seen:
+            errors[name_path] = f"This category is in row {seen[name.lower()] + 1} already."
+        else:
+            seen[name.lower()] = i
+        value = number(days, days_path, whole=True) if days else None
+        if not days or (value is not None and (
+            not isinstance(value, int) or not 1 <= value <= MAX_REMINDER_DAYS
+        )):  # fmt: skip
+            errors[days_path] = f"Use a whole number of days from 1 to {MAX_REMINDER_DAYS}."
+        chosen[name] = value
+    return chosen
 
 
 def _sms_step_data(
@@ -245,8 +323,11 @@ def validated(
 
 
 def _field_of(path: str) -> str:
-    """The form field an error's location names (``steps.0.subject.de`` -> ``steps.0.subject``)."""
+    """The form field an error's location names (``steps.0.subject.de`` -> ``steps.0.subject``;
+    a category's, keyed by its name, the category rows as a whole)."""
     parts = path.split(".")
+    if parts[0] == "categories":
+        return "categories"
     if len(parts) >= 3 and parts[0] == "steps" and parts[2] in ("subject", "texts", "sms_text"):
         return ".".join(parts[:3])
     return path
@@ -254,8 +335,8 @@ def _field_of(path: str) -> str:
 
 def _words(message: str, path: str) -> str:
     text = message.removeprefix("Value error, ")
-    if path.endswith("holdout"):
-        return "Use a percentage from 0 to 90."
+    if path in RANGE_WORDS:
+        return RANGE_WORDS[path]
     return text[0].upper() + text[1:] if text else "This value is not allowed."
 
 
@@ -290,6 +371,11 @@ async def edit_flow(admin: Admin) -> Response:
         return _page(admin, site, stored, flow, state, {})
     if action == "channel":  # the channel of an email changed: show its fields
         return _page(admin, site, stored, flow, state, {})
+    if action == "categories":  # as many rows as were shown, and more empty ones
+        shown = admin.form.get("category_rows")
+        rows = (int(shown) if shown.isdigit() else 0) + BLANK_CATEGORY_ROWS
+        blank = min(max(rows - len(state["categories"]), BLANK_CATEGORY_ROWS), MAX_BLANK_ROWS)
+        return _page(admin, site, stored, flow, state, {}, blank_rows=blank)
     if action.startswith("remove:") and action[7:].isdigit():
         index = int(action[7:])
         if 0 <= index < len(state["steps"]) and len(state["steps"]) > 1:
@@ -329,6 +415,7 @@ def _page(
     *,
     conflict: str = "",
     status: int = 200,
+    blank_rows: int = BLANK_CATEGORY_ROWS,
 ) -> Response:
     services = admin.services
     languages = locales(services)
@@ -343,6 +430,8 @@ def _page(
         site=site,
         flow=flow,
         kind_words=KIND_WORDS.get(flow.kind, flow.kind),
+        kind_priority=KIND_PRIORITY.get(flow.kind, 0),
+        blank_rows=blank_rows,
         state=state,
         errors=errors,
         version=stored.version,
