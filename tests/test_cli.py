@@ -267,11 +267,20 @@ def test_demo_serves_the_shop_with_seeded_campaigns(tmp_path: Path) -> None:
             c.hello("demo", visitor)
             c.event("cart_add", item={"id": "P1001", "price": 45.0})
             assert c.recv_until("arm")["offer"]["campaign"] == "cart-saver"
+        # The demo's texts go to its outbox folder: a phone opt-in's code lands there.
+        asked = httpx.post(
+            f"{base}/v1/sms/optin?site=demo",
+            json={"visitor": visitor, "phone": "+491701234567", "consent": True},
+        )
+        assert asked.json()["status"] == "code_sent", asked.text
+        [text] = (tmp_path / "outbox").glob("*.sms.json")
+        assert json.loads(text.read_text())["to"] == "+491701234567"
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=20)
     banner = out.decode()
     assert f"Demo shop   {base}/demo/" in banner
+    assert f"Texts       {(tmp_path / 'outbox').resolve()}" in banner
     # The first run creates the demo's owner and prints its password once; it signs in.
     found = re.search(rf"Admin       {base}/admin/   sign in as (\S+), password (\S+)\n", banner)
     assert found is not None, banner
