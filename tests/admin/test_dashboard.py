@@ -187,7 +187,7 @@ def test_the_dashboard_shows_what_the_campaign_and_flow_reports_say(
             flows = await MailFlowStore(client, KEYS).get(site)
             now = time.time()
             texted = MailScheduler(client, KEYS).experiments  # a text of the first flow, clicked
-            await texted.exposed(site, "v-texted", flows.flows[0], "email", now, sms_reach=True)
+            await texted.exposed(site, "v-texted", flows.flows[0], "email", now, reach_arm="email")
             await texted.sent(site, "v-texted", flows.flows[0], "sms", now)
             await texted.clicked(site, "v-texted", flows.flows[0], now, channel="sms")
             summary = await site_report.site_summary(

@@ -53,7 +53,7 @@ def test_the_form_shows_the_flow_and_saves_what_is_typed(
     assert form["steps.0.subject.de"] == "Ihr Warenkorb wartet" and "enabled" in form
     assert form["holdout"] == "0" and form["steps.0.texts.de.heading"] == ""
     form.update({
-        "steps.0.delay_minutes": "30", "holdout": "10",
+        "steps.0.delay_minutes": "30", "holdout": "10", "sms_holdout": "20",
         "steps.0.subject.en": "Forgot something, {shop}?",
         "steps.0.texts.de.heading": "Noch da!", "steps.0.texts.de.intro": "Zeile eins\nZeile zwei",
         "steps.1.code": "BACK5", "steps.1.code_valid_hours": "48", "action": "save",
@@ -62,7 +62,7 @@ def test_the_form_shows_the_flow_and_saves_what_is_typed(
     assert saved.status_code == 303
     assert saved.headers["location"] == f"/admin/sites/{site}/emails?notice=saved"
     flow = stored(r, site).flow("cart")
-    assert flow is not None and flow.holdout == 0.1
+    assert flow is not None and flow.holdout == 0.1 and flow.sms_holdout == 0.2
     first, second = flow.steps[0], flow.steps[1]
     assert first.delay_minutes == 30 and first.subject["en"] == "Forgot something, {shop}?"
     assert first.texts == {"de": {"heading": "Noch da!", "intro": "Zeile eins\nZeile zwei"}}
@@ -80,6 +80,7 @@ def test_bad_input_stays_in_the_form_next_to_its_field_and_nothing_is_saved(
     cases = {
         "steps.0.delay_minutes": ("soon", "Enter a number."),
         "holdout": ("95", "Use a percentage from 0 to 90."),
+        "sms_holdout": ("60", "Use a percentage from 0 to 50."),
         "steps.1.code": ("no spaces", "String should match pattern"),
         "steps.0.texts.en.heading": ("x" * 201, "The heading is at most 200 characters."),
         "steps.0.texts.en.cta": ("Two\nlines", "The button is one line."),

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from widget_server.experiments.reports import flow_report
-from widget_server.mail.flows import Flow, FlowStep, MailConfig, in_holdout
+from widget_server.mail.flows import Flow, FlowStep, MailConfig, in_holdout, in_sms_holdout
 from widget_server.wire.protocol import Purchase
 
 from ..mail_support import UNLIMITED, shopper
@@ -124,5 +124,36 @@ def test_a_visitor_with_only_a_confirmed_phone_gets_the_texts_of_an_order_flow(
             assert [o for _, _, o in shop.outcomes] == ["sent", "no_consent"]
             [text] = shop.flow_sms()
             assert text.body.startswith(f"How is your order from {shop.site}? https://")
+
+    asyncio.run(main())
+
+
+def test_a_visitor_in_the_sms_holdout_gets_the_emails_and_no_text(
+    redis_url: str, api: FakeMessagesApi, tmp_path: Path
+) -> None:
+    flow = FLOW.model_copy(update={"holdout": 0.0, "sms_holdout": 0.5})
+    config = MailConfig(flows=[flow], budget=UNLIMITED)
+
+    async def main() -> None:
+        async with sms_shop(redis_url, api, tmp_path, config) as shop:
+            ctx, site = shop.ctx, shop.site
+            n = 0
+            while True:  # a visitor the SMS holdout keeps from texts
+                n += 1
+                who = await shopper(ctx, site, email_address=f"s{n}@{site}.test")
+                if in_sms_holdout(site, who.visitor, flow):
+                    break
+            shop.visitor, shop.email = who.visitor, f"s{n}@{site}.test"
+            await shop.opt_in()
+            t0 = time.time()
+            await shop.leave(t0)
+            await shop.run_until(t0 + 2 * HOUR, t0)
+            assert [o for _, _, o in shop.outcomes] == ["sms_holdout", "sent"]
+            assert shop.flow_sms() == []
+            doc = await flow_report(ctx.redis, ctx.keys, site, flow, time.time())
+            assert doc["stage"] == "h0s500" and doc["sms_holdout"] == 0.5
+            reach = {r["variant"]: r["exposures"] for r in doc["sms_reach"]["variants"]}
+            assert reach == {"email": 0, "email_only": 1}
+            assert doc["sms_value"]["control"] == "email_only"
 
     asyncio.run(main())

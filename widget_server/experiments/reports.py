@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from redis.asyncio import Redis
 
-from ..mail.experiments import CHANNELS, EMAIL_ARM, flow_stage
+from ..mail.experiments import CHANNELS, EMAIL_ARM, EMAIL_ONLY_ARM, flow_stage
 from ..mail.flows import Flow
 from ..offers.assign import HOLDOUT
 from ..offers.campaigns import Campaign
@@ -348,8 +348,9 @@ def flow_split(flow: Flow) -> tuple[str, dict[str, float]]:
 class FlowReport:
     """A flow's report: the statistics, the cumulative series, email counts by arm (``sent``,
     ``clicks``...), the raw counts by step (``sent`` -> ``{"0": 12}``), the messaging arm's
-    figures per channel (see :func:`channel_figures`) and the report of the ``sms_reach``
-    segment (None until a visitor who could get texts qualified)."""
+    figures per channel (see :func:`channel_figures`), the report of the ``sms_reach``
+    segment (None until a visitor who could get texts qualified) and, with an SMS holdout, the
+    texts' own report: the messages against emails only within that segment."""
 
     report: Report
     series: Series
@@ -359,6 +360,7 @@ class FlowReport:
     channels: dict[str, dict[str, float]]
     sms_reach: Report | None
     sms_reach_series: Series
+    sms_value: Report | None = None
 
 
 def channel_figures(totals: Mapping[str, float]) -> dict[str, dict[str, float]]:
@@ -440,19 +442,31 @@ async def build_flow_report(
             for day, raw in zip(window, raw_days, strict=True)
         )
     )
+    reach_weights = {EMAIL_ARM: 1.0}
+    if flow.sms_holdout > 0:
+        reach_weights = {EMAIL_ARM: 1 - flow.sms_holdout, EMAIL_ONLY_ARM: flow.sms_holdout}
+    reach_split = expected_split(reach_weights, flow.holdout)
     reach = (
-        _judged(f"email:{flow.name}:sms_reach", reach_series, control, split, settings)
+        _judged(f"email:{flow.name}:sms_reach", reach_series, control, reach_split, settings)
         if reach_series
         else None
     )
+    texts: Report | None = None
+    if flow.sms_holdout > 0 and reach_series:
+        pair = [
+            (day, {arm: c for arm, c in counts.items() if arm in reach_weights})
+            for day, counts in reach_series
+        ]
+        texts = _judged(f"email:{flow.name}:sms", pair, EMAIL_ONLY_ARM, reach_weights, settings)
     steps: dict[str, dict[str, int]] = {}
     for key, value in raw_steps.items():
         event, _, step = reply_text(key).partition(":")
         if step and (number := _number(value)) is not None:
             steps.setdefault(event, {})[step] = int(number)
     return FlowReport(
-        report, series, email, steps, window, channel_figures(messaging), reach, reach_series
-    )
+        report, series, email, steps, window, channel_figures(messaging), reach, reach_series,
+        texts,
+    )  # fmt: skip
 
 
 async def flow_report(
@@ -481,7 +495,9 @@ async def flow_report(
         "report": plain(built.report),
         "email": built.email,
         "channels": built.channels,
+        "sms_holdout": flow.sms_holdout,
         "sms_reach": None if built.sms_reach is None else plain(built.sms_reach),
+        "sms_value": None if built.sms_value is None else plain(built.sms_value),
         "steps": built.steps,
         "series": series_json(built.series),
     }

@@ -39,17 +39,21 @@ from redis.asyncio import Redis
 from ..offers.assign import HOLDOUT
 from ..store.keys import Keys
 from ..store.scripts import Scripts
-from .flows import Flow
+from .flows import Flow, in_sms_holdout
 
 EMAIL_ARM = "email"
+# The arm of the ``sms_reach`` segment that gets the flow's emails but not its texts.
+EMAIL_ONLY_ARM = "email_only"
 FlowMetric = Literal["unsubscribes", "bounces", "complaints", "sms_delivered", "sms_failed"]
 Channel = Literal["email", "sms"]
 CHANNELS: tuple[Channel, ...] = ("email", "sms")
 
 
 def flow_stage(flow: Flow) -> str:
-    """The counting stage of a flow: its holdout share in per mille."""
-    return f"h{round(flow.holdout * 1000)}"
+    """The counting stage of a flow: its holdout share in per mille, and its SMS holdout's
+    when it has one."""
+    stage = f"h{round(flow.holdout * 1000)}"
+    return f"{stage}s{round(flow.sms_holdout * 1000)}" if flow.sms_holdout > 0 else stage
 
 
 def flow_day(now: float) -> str:
@@ -58,6 +62,16 @@ def flow_day(now: float) -> str:
 
 def flow_arm(holdout: bool) -> str:
     return HOLDOUT if holdout else EMAIL_ARM
+
+
+def reach_arm(site: str, visitor: str, flow: Flow, *, held_out: bool, sms: bool) -> str:
+    """The visitor's arm in the ``sms_reach`` segment: ``""`` when they cannot get texts, else
+    the holdout, :data:`EMAIL_ONLY_ARM` in the flow's SMS holdout, or :data:`EMAIL_ARM`."""
+    if not sms:
+        return ""
+    if held_out:
+        return HOLDOUT
+    return EMAIL_ONLY_ARM if in_sms_holdout(site, visitor, flow) else EMAIL_ARM
 
 
 class FlowExperiments:
@@ -77,13 +91,14 @@ class FlowExperiments:
         return self._keys.flow_stats(site, flow.name, flow_stage(flow), flow_day(now))
 
     async def exposed(
-        self, site: str, visitor: str, flow: Flow, arm: str, now: float, *, sms_reach: bool = False
+        self, site: str, visitor: str, flow: Flow, arm: str, now: float, *, reach_arm: str = ""
     ) -> bool:
-        """Record that the visitor qualified for ``flow`` in ``arm`` (``sms_reach``: they could
-        get texts then); True the first time."""
+        """Record that the visitor qualified for ``flow`` in ``arm`` (``reach_arm``: their arm
+        in the ``sms_reach`` segment when they could get texts then, see :func:`reach_arm`);
+        True the first time."""
         first = await self._expose(
             keys=[self._keys.flow_visitor(site, flow.name, visitor), self._stats(site, flow, now)],
-            args=[repr(now), flow_stage(flow), arm, self._retention_s, "1" if sms_reach else ""],
+            args=[repr(now), flow_stage(flow), arm, self._retention_s, reach_arm],
         )
         return bool(first)
 

@@ -166,7 +166,9 @@ class Flow(_Model):
     """A sequence of emails for one kind of abandonment.
 
     ``holdout`` is the share of visitors (assigned by a stable hash) who get none of the flow's
-    emails, to measure what the flow adds; orders within ``attribution_days`` of the visitor
+    emails, to measure what the flow adds; ``sms_holdout`` the share of the others who could get
+    texts that get the emails but none of the texts, to measure what the texts add; orders
+    within ``attribution_days`` of the visitor
     qualifying count for the flow's report (see :mod:`widget_server.mail.experiments`).
     ``daily_cap`` bounds the emails a visitor gets from the site per UTC day, counted over all
     flows. With ``cancel_on_return`` a visitor coming back
@@ -178,6 +180,7 @@ class Flow(_Model):
     steps: Annotated[list[FlowStep], Field(min_length=1, max_length=5)]
     enabled: bool = True
     holdout: Annotated[float, Field(ge=0, le=0.9)] = 0.0
+    sms_holdout: Annotated[float, Field(ge=0, le=0.5)] = 0.0
     daily_cap: Annotated[int, Field(ge=1, le=20)] = 2
     cancel_on_return: bool = True
     attribution_days: Annotated[int, Field(ge=1, le=90)] = 7
@@ -429,6 +432,15 @@ def in_holdout(site: str, visitor: str, flow: Flow) -> bool:
         return False
     digest = hashlib.sha256(f"{site}\x00{visitor}\x00{flow.name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < flow.holdout
+
+
+def in_sms_holdout(site: str, visitor: str, flow: Flow) -> bool:
+    """Whether the visitor gets none of the flow's texts (its ``sms_holdout``): stable per
+    (site, visitor, flow), and independent of :func:`in_holdout`."""
+    if flow.sms_holdout <= 0:
+        return False
+    digest = hashlib.sha256(f"{site}\x00{visitor}\x00{flow.name}\x00sms".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < flow.sms_holdout
 
 
 class MailFlowStore:

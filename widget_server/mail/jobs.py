@@ -51,7 +51,7 @@ from ..store.scripts import Scripts
 from ..store.sites import SiteRegistry
 from ..visitors.session_view import CartLine, SessionView
 from ..wire.protocol import Purchase
-from .experiments import FlowExperiments, flow_arm
+from .experiments import FlowExperiments, flow_arm, reach_arm
 from .flows import ABANDONMENT, RETURN_CANCELS, Budget, Flow, FlowKind, MailFlowStore, in_holdout
 from .message import MailAddressError, email_digest, normalize_address
 
@@ -324,8 +324,9 @@ class MailScheduler:
         the holdout draw and exposure (``sms_reach``: the visitor can get texts), then one
         atomic script."""
         held_out = in_holdout(site, visitor, flow)
+        segment = reach_arm(site, visitor, flow, held_out=held_out, sms=sms_reach)
         await self.experiments.exposed(
-            site, visitor, flow, flow_arm(held_out), now, sms_reach=sms_reach
+            site, visitor, flow, flow_arm(held_out), now, reach_arm=segment
         )
         if held_out:
             if cancel_when_held_out:

@@ -3,9 +3,10 @@
 An SMS step goes through the same queue, lease and at-most-once commit as an email (see
 :mod:`widget_server.mail.jobs`), and the commit spends the same per-visitor budget: the daily
 cap, the budget and the quiet hours count messages over both channels. At send time, in this
-order: SMS is configured; the profile still exists; no purchase since the job was scheduled; a
-confirmed SMS consent (:func:`~widget_server.sms.store.sms_consent`), else the visitor is
-email-only (``sms_no_phone``); the number is not suppressed (STOP, invalid). Reasons to skip and
+order: SMS is configured; the visitor is not in the flow's SMS holdout (``sms_holdout``); the
+profile still exists; no purchase since the job was scheduled; a confirmed SMS consent
+(:func:`~widget_server.sms.store.sms_consent`), else the visitor is email-only
+(``sms_no_phone``); the number is not suppressed (STOP, invalid). Reasons to skip and
 counts carry an ``sms`` prefix in the flow's stats (``sms_sent:0``, ``skipped:sms_no_phone``,
 ``sms_delivered:0``).
 
@@ -34,7 +35,7 @@ from ..sms.store import SmsStore, sms_consent
 from ..store.replies import reply_text
 from ..store.sites import Site
 from .context import MailContext
-from .flows import AFTER_ORDER, Flow, FlowStep, MailConfig
+from .flows import AFTER_ORDER, Flow, FlowStep, MailConfig, in_sms_holdout
 from .jobs import BudgetCheck, MailJob
 from .tokens import CLICK_TTL_S, restore_target, with_utm
 
@@ -53,10 +54,14 @@ def is_sms_step(flow: Flow, step: int) -> bool:
     return 0 <= step < len(flow.steps) and flow.steps[step].channel == "sms"
 
 
-async def sms_veto(ctx: MailContext, job: MailJob, profile: Mapping[str, str]) -> str | None:
+async def sms_veto(
+    ctx: MailContext, job: MailJob, flow: Flow, profile: Mapping[str, str]
+) -> str | None:
     """Why this SMS step must not go out now, or None."""
     if ctx.sms is None:
         return "sms_off"
+    if in_sms_holdout(job.site, job.visitor, flow):
+        return "sms_holdout"
     if not profile:
         return "sms_no_profile"
     last_purchase = float(profile.get("last_purchase") or 0)

@@ -125,7 +125,7 @@ async def process_job(
     raw = await ctx.redis.hgetall(ctx.keys.profile(job.site, job.visitor))
     profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
     sms = is_sms_step(flow, job.step)  # an SMS step: its own checks and sender, same budget
-    reason = await sms_veto(ctx, job, profile) if sms else send_time_veto(job, profile)
+    reason = await sms_veto(ctx, job, flow, profile) if sms else send_time_veto(job, profile)
     if reason is not None:
         return await _skip(ctx, job, reason)
     zone = visitor_zone(profile, site)

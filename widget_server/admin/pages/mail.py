@@ -83,6 +83,7 @@ SKIP_WORDS = {
         "SMS_OUTBOX_DIR)"
     ),
     "sms_no_phone": "the visitor has no confirmed phone number with SMS consent",
+    "sms_holdout": "the visitor is in the flow's SMS holdout (emails only, to measure the texts)",
     "sms_suppressed": "the number texted STOP or cannot get texts",
     "sms_purchased": "the visitor bought something before the SMS was due",
     "sms_no_profile": "the visitor's data was erased or has expired (SMS)",
@@ -713,7 +714,7 @@ def _results(document: dict[str, Any], flow: Flow) -> dict[str, Any]:
     has_sms = any(step.channel == "sms" for step in flow.steps) or bool(
         document["channels"]["sms"]["sent"]
     )
-    reach = document["sms_reach"]
+    reach, value = document["sms_reach"], document["sms_value"]
     return {
         "document": document,
         "rows": report["variants"],
@@ -724,6 +725,8 @@ def _results(document: dict[str, Any], flow: Flow) -> dict[str, Any]:
         "noun": "message" if has_sms else "email",
         "qualifies": QUALIFY_WORDS.get(flow.kind, "when they qualify"),
         "reach_rows": reach["variants"] if has_sms and reach else [],
+        "value_rows": value["variants"] if has_sms and value else [],
+        "value_sentences": sentences(value) if has_sms and value else [],
     }
 
 

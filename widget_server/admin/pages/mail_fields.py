@@ -70,6 +70,7 @@ MAX_BLANK_ROWS = 30
 # What a number out of its range is told (the model's limits, see mail/flows.py Flow).
 RANGE_WORDS = {
     "holdout": "Use a percentage from 0 to 90.",
+    "sms_holdout": "Use a percentage from 0 to 50.",
     "priority": "Use a whole number from 0 to 100, or leave it empty for the default.",
     "min_drop_percent": "Use a percentage from 0.1 to 90.",
     "low_stock_quantity": "Use a whole number of units from 1 to 10000.",
@@ -134,6 +135,7 @@ def state_of(flow: Flow, languages: list[str]) -> dict[str, Any]:
     return {
         "enabled": flow.enabled,
         "holdout": f"{flow.holdout * 100:g}",
+        "sms_holdout": f"{flow.sms_holdout * 100:g}",
         "daily_cap": str(flow.daily_cap),
         "attribution_days": str(flow.attribution_days),
         "cancel_on_return": flow.cancel_on_return,
@@ -177,6 +179,7 @@ def state_from_form(admin: Admin, languages: list[str]) -> dict[str, Any]:
     return {
         "enabled": "enabled" in form.fields,
         "holdout": form.get("holdout").strip(),
+        "sms_holdout": form.get("sms_holdout").strip(),
         "daily_cap": form.get("daily_cap").strip(),
         "attribution_days": form.get("attribution_days").strip(),
         "cancel_on_return": "cancel_on_return" in form.fields,
@@ -228,12 +231,14 @@ def flow_data(flow: Flow, state: dict[str, Any], errors: dict[str, str]) -> dict
             data["code_valid_hours"] = number(step["code_valid_hours"], hours, whole=True)
         steps.append(data)
     holdout = number(state["holdout"] or "0", "holdout")
+    sms_holdout = number(state["sms_holdout"] or "0", "sms_holdout")
     # Empty: the kind's priority (KIND_PRIORITY).
     priority = number(state["priority"], "priority", whole=True) if state["priority"] else None
     data = {
         **flow.model_dump(mode="json"),
         "enabled": state["enabled"],
         "holdout": round(holdout / 100, 4) if holdout is not None else None,
+        "sms_holdout": round(sms_holdout / 100, 4) if sms_holdout is not None else None,
         "daily_cap": number(state["daily_cap"], "daily_cap", whole=True),
         "attribution_days": number(state["attribution_days"], "attribution_days", whole=True),
         "cancel_on_return": state["cancel_on_return"],

@@ -4,7 +4,7 @@
 -- A visitor converts once (and once more as a converter after a click, when they clicked
 -- within the window); revenue adds up per visitor and the sum of squares of revenue per
 -- visitor grows by v * (2 * total - v). The same again for the ``sms_reach`` segment (visitors
--- who could get texts when they qualified); per channel, the conversions after a click of that
+-- who could get texts when they qualified), under their arm there; per channel, the conversions after a click of that
 -- channel, and the conversions and revenue of the visitors who had got a message of it.
 -- Returns the arm, or '' when the order is not attributed.
 local v = KEYS[1]
@@ -22,7 +22,7 @@ if not converted then
   if within(clicked_at) then
     redis.call('HINCRBY', stats, 'click_conversions:' .. arm, 1)
   end
-  if reach then redis.call('HINCRBY', stats, 'conversions_sms_reach:' .. arm, 1) end
+  if reach then redis.call('HINCRBY', stats, 'conversions_sms_reach:' .. reach, 1) end
   if within(clicked_email) then
     redis.call('HINCRBY', stats, 'click_conversions_email:' .. arm, 1)
   end
@@ -37,8 +37,8 @@ local square = string.format('%.17g', value * (2 * total - value))
 redis.call('HINCRBYFLOAT', stats, 'revenue:' .. arm, ARGV[4])
 redis.call('HINCRBYFLOAT', stats, 'revenue_sq:' .. arm, square)
 if reach then
-  redis.call('HINCRBYFLOAT', stats, 'revenue_sms_reach:' .. arm, ARGV[4])
-  redis.call('HINCRBYFLOAT', stats, 'revenue_sq_sms_reach:' .. arm, square)
+  redis.call('HINCRBYFLOAT', stats, 'revenue_sms_reach:' .. reach, ARGV[4])
+  redis.call('HINCRBYFLOAT', stats, 'revenue_sq_sms_reach:' .. reach, square)
 end
 if got_email then redis.call('HINCRBYFLOAT', stats, 'recipient_revenue_email:' .. arm, ARGV[4]) end
 if got_sms then redis.call('HINCRBYFLOAT', stats, 'recipient_revenue_sms:' .. arm, ARGV[4]) end
