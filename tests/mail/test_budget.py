@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from widget_server.catalog.store import CatalogStore
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import MAX_HOLD_S, Budget, Flow, FlowStep, MailConfig
 from widget_server.mail.jobs import BudgetCheck, MailJob
@@ -26,6 +27,7 @@ from widget_server.visitors.session_view import CartLine
 from widget_server.wire import protocol as p
 
 from ..mail_support import mail_context, make_site, session_store, shopper, work_due
+from .test_similar import lamp
 
 CART = [CartLine("sku-1", 1, 10.0, "Mug", "", "")]
 HOUR, DAY = 3600.0, 86_400.0
@@ -217,6 +219,38 @@ def test_an_email_that_certainly_did_not_go_out_gives_its_budget_back(
                 "budget"
             )
             assert await ctx.scheduler.budget_frees(shop.site, shop.visitor, late) == T0 + DAY
+
+    asyncio.run(main())
+
+
+def test_a_replenishment_reminder_is_held_from_when_it_is_due_not_from_the_order(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A reminder due 28 days after the order, at night: the quiet hours hold it until the
+    morning, as any message (the hold was counted from the order, four weeks before, so the
+    reminder was dropped at once)."""
+
+    async def main() -> None:
+        async with mail_context(redis_url) as ctx:
+            site = await make_site(ctx, timezone="Europe/Berlin")
+            step = FlowStep(delay_minutes=0, template="replenishment", subject="Stock up")
+            refill = Flow(name="refill", kind="replenishment", categories={"coffee": 28},
+                          steps=[step])  # fmt: skip
+            budget = Budget(per_day=1, per_week=3, quiet_hours=(21, 8))
+            await ctx.flows.save(site, MailConfig(flows=[refill], budget=budget))
+            beans = lamp("beans", "Espresso beans", product_type="Food > Coffee", price=19.0)
+            await CatalogStore(ctx.redis, ctx.keys).upsert(site, [beans])
+            who = await shopper(ctx, site, email_address=f"ann@{site}.test", cart=[])
+            evening = datetime(2031, 3, 4, 22, 30, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+            await ctx.scheduler.after_order(
+                site, who.visitor, "C-1", [("beans", "Food > Coffee")], now=evening
+            )
+            done = await work_due(
+                ctx, OutboxTransport(tmp_path), until=evening + 40 * DAY, start=evening
+            )
+            assert [outcome for _, _, outcome in done] == ["deferred", "sent"]
+            sent = local(done[-1][0], "Europe/Berlin")
+            assert (sent.month, sent.day, sent.hour, sent.minute) == (4, 2, 8, 0)
 
     asyncio.run(main())
 

@@ -3,7 +3,8 @@
 Layout (every key under the hash tag ``{mail}``, see :class:`~widget_server.store.keys.Keys`):
 
 - a **job hash** per scheduled email, id ``site:visitor:flow:step``: address, locale, the cart or
-  viewed products at the time the visitor left, when it was scheduled, attempts, lease token;
+  viewed products at the time the visitor left, when it was scheduled and when the flow's delays
+  count from, attempts, lease token;
 - ``due``, a sorted set of job ids by due time, and ``leases``, a sorted set of claimed job ids
   by lease deadline;
 - ``sent``, a hash per visitor of every ``flow:step`` committed for sending: the once-only mark;
@@ -52,7 +53,16 @@ from ..store.sites import SiteRegistry
 from ..visitors.session_view import CartLine, SessionView
 from ..wire.protocol import Purchase
 from .experiments import FlowExperiments, flow_arm, reach_arm
-from .flows import ABANDONMENT, RETURN_CANCELS, Budget, Flow, FlowKind, MailFlowStore, in_holdout
+from .flows import (
+    ABANDONMENT,
+    RETURN_CANCELS,
+    Budget,
+    Flow,
+    FlowKind,
+    FlowStep,
+    MailFlowStore,
+    in_holdout,
+)
 from .message import MailAddressError, email_digest, normalize_address
 
 CommitOutcome = Literal["ok", "lost", "suppressed", "withdrawn", "already_sent", "capped", "budget"]
@@ -140,6 +150,14 @@ class MailJob:
     kind: str = ""
     rank: int = 0
     occurrence: str = ""
+    start: float = 0.0
+
+    def step_due(self, step: FlowStep) -> float:
+        """When the job's ``step`` was due: its delay after the flow's start (a replenishment
+        reminder starts an interval after the order), else after it was scheduled (jobs written
+        before the start was kept). How long the budget and quiet hours may hold a message
+        counts from here."""
+        return (self.start or self.scheduled) + step.delay_minutes * 60
 
     @property
     def step_field(self) -> str:
@@ -171,6 +189,7 @@ class MailJob:
             kind=raw.get("kind", ""),
             rank=int(raw.get("rank") or 0),
             occurrence=raw.get("occurrence", ""),
+            start=float(raw.get("start") or 0),
         )
 
 
@@ -323,6 +342,7 @@ class MailScheduler:
         replacing the pending jobs of the flows named in ``replace`` (the flow's own included):
         the holdout draw and exposure (``sms_reach``: the visitor can get texts), then one
         atomic script."""
+        begins = now if start is None else start
         held_out = in_holdout(site, visitor, flow)
         segment = reach_arm(site, visitor, flow, held_out=held_out, sms=sms_reach)
         await self.experiments.exposed(
@@ -341,6 +361,7 @@ class MailScheduler:
             "occurrence": occurrence,
             "email": address,
             "scheduled": repr(now),
+            "start": repr(begins),
             "attempts": "0",
             "claims": "0",
             "locale": "",
@@ -353,7 +374,7 @@ class MailScheduler:
         mark = f"@{occurrence}" if occurrence else ""
         steps = []
         for index, step in enumerate(flow.steps):
-            due = (now if start is None else start) + step.delay_minutes * 60
+            due = begins + step.delay_minutes * 60
             job_fields = {**base, "step": str(index), "due": repr(due)}
             job_id = f"{site}:{visitor}:{flow.name}:{index}"
             steps.append(

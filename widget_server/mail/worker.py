@@ -130,7 +130,7 @@ async def process_job(
         return await _skip(ctx, job, reason)
     zone = visitor_zone(profile, site)
     budget = config.budget
-    due = job.scheduled + flow.steps[job.step].delay_minutes * 60
+    due = job.step_due(flow.steps[job.step])
     if budget.quiet(datetime.fromtimestamp(int(now), zone).hour):
         quiet = "sms_quiet_hours" if sms else "quiet_hours"
         return await _hold(ctx, job, due, quiet_end(budget, now, zone), quiet)
