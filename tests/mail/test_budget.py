@@ -223,6 +223,41 @@ def test_an_email_that_certainly_did_not_go_out_gives_its_budget_back(
     asyncio.run(main())
 
 
+def test_the_weeks_budget_frees_to_the_fraction_of_a_second_budget_frees_names(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A message held by the week's budget goes at the moment ``budget_frees`` names, with times
+    that have more digits than a Lua number joined to a string keeps (14): the commit's count of
+    the week once took the message that had just left it for one still in it, and the held one
+    came back at that same moment again and again."""
+
+    async def main() -> None:
+        async with mail_context(redis_url) as ctx:
+            budget = Budget(per_day=1, per_week=1, quiet_hours=None)
+            shop = await open_shop(ctx, tmp_path, budget)
+            first = shop.now = T0 + 10 * HOUR + 0.00004
+            await shop.leave()
+            zone = ZoneInfo("UTC")
+            [job] = await ctx.scheduler.claim(first, limit=1)
+            check = BudgetCheck.of(budget, first, zone)
+            assert await ctx.scheduler.commit(job, now=first, daily_cap=9, budget=check) == "ok"
+            assert await ctx.scheduler.complete(job)
+            later = first + 1800
+            [held] = await ctx.scheduler.claim(later, limit=1)  # the second email, 30 min later
+            check = BudgetCheck.of(budget, later, zone)
+            assert await ctx.scheduler.commit(held, now=later, daily_cap=9, budget=check) == (
+                "budget"
+            )
+            frees = await ctx.scheduler.budget_frees(shop.site, shop.visitor, check)
+            assert frees == first + 7 * DAY
+            assert await ctx.scheduler.defer(held, until=frees)
+            [again] = [j for j in await ctx.scheduler.claim(frees, limit=5) if j.id == held.id]
+            check = BudgetCheck.of(budget, frees, zone)
+            assert await ctx.scheduler.commit(again, now=frees, daily_cap=9, budget=check) == "ok"
+
+    asyncio.run(main())
+
+
 def test_a_replenishment_reminder_is_held_from_when_it_is_due_not_from_the_order(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -22,7 +22,9 @@ end
 local now = tonumber(ARGV[3])
 local budgeted = ARGV[10] ~= ''
 if budgeted then
-  local week = redis.call('ZCOUNT', KEYS[7], '(' .. (now - 7 * 86400), '+inf')
+  -- Every digit of the bound ('%.17g'; a number joined to a string keeps 14): a message that
+  -- left the 7 days by a fraction of a millisecond must not count, as budget_frees says.
+  local week = redis.call('ZCOUNT', KEYS[7], string.format('(%.17g', now - 7 * 86400), '+inf')
   local day = redis.call('ZCOUNT', KEYS[7], ARGV[12], '+inf')
   if week >= tonumber(ARGV[11]) or day >= tonumber(ARGV[10]) then return 'budget' end
 end
