@@ -7,6 +7,7 @@ due at once; a purchase stopping everything."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from widget_server.catalog.store import CatalogStore
@@ -23,7 +25,9 @@ from widget_server.experiments.reports import flow_report
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import Budget, Flow, FlowStep, MailConfig, in_holdout
 from widget_server.mail.jobs import MailJob
+from widget_server.realtime.shop_api import signature_for
 from widget_server.store.keys import Keys
+from widget_server.store.sites import SiteRegistry
 
 from ..mail_support import SmtpSink, mail_context, work_due
 from ..support import Client, ServerProcess, add_site, new_visitor
@@ -307,6 +311,50 @@ def test_a_purchase_stops_every_pending_email_and_starts_the_order_ones(shop: Sh
         while set(shop.pending(site, visitor)) != {"cross", "review"}:
             assert time.monotonic() < deadline, sorted(shop.pending(site, visitor))
             time.sleep(0.05)
+
+
+def test_an_order_the_widget_and_then_the_webhook_report_keeps_its_own_emails(
+    shop: Shop,
+) -> None:
+    """The widget reports an order, then the shop's order webhook reports it too: it counts
+    once, and the emails it started stay (the webhook's report used to cancel them)."""
+    site = shop.new_site(flows(GENEROUS))
+    client, visitor, address = identified(shop, site, "twice")
+    item = {"id": "walnut", "quantity": 1, "price": 80.0, "title": "Walnut desk lamp",
+            "category": "Home > Lighting"}  # fmt: skip
+    with client:
+        client.event("purchase", order_id="T-1", value=80.0, items=[item])
+        started = shop.wait_pending(site, visitor, {"cross", "review"})
+        answer = order_webhook(
+            shop, site, {"order_id": "T-1", "value": 80.0, "visitor": visitor, "items": [item]}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["new_order"] is False
+        kept = shop.pending(site, visitor)
+    assert {f: kept[f]["scheduled"] for f in ("cross", "review")} == {
+        f: started[f]["scheduled"] for f in ("cross", "review")
+    }
+    done = shop.work_until(float(started["review"]["due"]) + 60)
+    sent = [job.flow for _, job, outcome in done if outcome == "sent"]
+    assert "cross" in sent and "review" in sent, done
+    assert (
+        len([m for m in shop.mail_to(address) if m["Subject"] == "How is Walnut desk lamp?"]) == 1
+    )
+
+
+def order_webhook(shop: Shop, site: str, order: dict[str, Any]) -> httpx.Response:
+    """``POST /v1/orders`` signed with the site's secret, as the shop's backend sends it."""
+
+    async def secret(ctx: MailContext) -> str:
+        found = await SiteRegistry(ctx.redis, ctx.keys).get(site)
+        assert found is not None
+        return found.secret
+
+    raw = json.dumps(order).encode()
+    stamp = str(int(time.time()))
+    headers = {"x-widget-timestamp": stamp, "content-type": "application/json",
+               "x-widget-signature": signature_for(shop.run(secret), stamp, raw)}  # fmt: skip
+    return httpx.post(f"{shop.server.url}/v1/orders?site={site}", content=raw, headers=headers)
 
 
 def test_each_new_kind_has_a_holdout_report(shop: Shop) -> None:

@@ -55,6 +55,7 @@ from ..wire.protocol import Purchase
 from .experiments import FlowExperiments, flow_arm, reach_arm
 from .flows import (
     ABANDONMENT,
+    AFTER_ORDER,
     RETURN_CANCELS,
     Budget,
     Flow,
@@ -617,6 +618,21 @@ class MailScheduler:
         await self.purchased(site, visitor, value=purchase.value, now=now)
         items = [(item.id, item.category) for item in purchase.items]
         return await self.after_order(site, visitor, purchase.order_id, items, now=now)
+
+    async def order_reported_again(self, site: str, visitor: str, order_id: str) -> int:
+        """An order reported once more (the widget saw it, then the shop's webhook came; or a
+        webhook retried): it counts once. The visitor's pending emails stop as at a purchase
+        (the first report may have failed before stopping them), except the ones this order
+        started (:data:`~widget_server.mail.flows.AFTER_ORDER` flows with the order as their
+        occurrence). Returns the number of jobs cancelled."""
+        pending = await self.pending(site, visitor)
+        own = {
+            job.get("flow", "")
+            for job in pending
+            if job.get("kind") in AFTER_ORDER and job.get("occurrence") == order_id
+        }
+        others = sorted({job.get("flow", "") for job in pending} - own)
+        return await self.cancel(site, visitor, flows=others) if others else 0
 
     async def outranked(self, job: MailJob, now: float) -> bool:
         """Whether another of the visitor's emails, of a higher priority, is due now or being

@@ -125,7 +125,7 @@ async def _record(services: Services, site: str, order: OrderWebhook) -> dict[st
         if new_order:
             await services.mail.scheduler.after_purchase(site, visitor, purchase, now=now)
         else:
-            await services.mail.scheduler.purchased(site, visitor, now=now)
+            await services.mail.scheduler.order_reported_again(site, visitor, purchase.order_id)
     await services.offers.on_purchase(
         site, visitor or "", purchase, new_order=new_order or visitor is None, now=now
     )
