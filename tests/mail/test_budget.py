@@ -1,38 +1,81 @@
-"""The schedule that never annoys: a budget per visitor over every flow (a day in their time
-zone, any 7 days), quiet hours in their time zone, and a purchase or an unsubscribe that stops
-everything. Through the real scheduler, worker and store, with the outbox transport, on a
-simulated clock (the worker takes its time from the caller)."""
+"""The schedule that never annoys: a budget per visitor over every flow and both channels (a
+day in their time zone, any 7 days), quiet hours in their time zone, and a purchase, an
+unsubscribe or a STOP that stops what it should. Through the real scheduler, worker and store,
+with the outbox transport and a local SMS provider, on a simulated clock (the worker takes its
+time from the caller)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
+import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import httpx
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from starlette.applications import Starlette
 
-from widget_server.catalog.store import CatalogStore
+from widget_server.catalog.feeds import Product
+from widget_server.catalog.interest import InterestIndex
+from widget_server.catalog.store import CatalogStore, import_parsed
+from widget_server.mail.catalog_triggers import CatalogTriggers
 from widget_server.mail.context import MailContext
-from widget_server.mail.flows import MAX_HOLD_S, Budget, Flow, FlowStep, MailConfig
+from widget_server.mail.flows import (
+    AFTER_ORDER,
+    MAX_HOLD_S,
+    Budget,
+    Flow,
+    FlowKind,
+    FlowStep,
+    MailConfig,
+)
 from widget_server.mail.jobs import BudgetCheck, MailJob
 from widget_server.mail.send import OutboxTransport
-from widget_server.mail.worker import quiet_end, visitor_zone
-from widget_server.visitors.session_view import CartLine
+from widget_server.mail.sms_optin import confirm_code, request_code
+from widget_server.mail.sms_routes import sms_routes
+from widget_server.mail.worker import PRIORITY_WAIT_S, quiet_end, visitor_zone
+from widget_server.realtime.consent import after_identify
+from widget_server.sms.provider import SmsSender, sms_settings_from_env
+from widget_server.visitors.session_view import CartLine, SessionView
 from widget_server.wire import protocol as p
 
-from ..mail_support import mail_context, make_site, session_store, shopper, work_due
-from .test_similar import lamp
+from ..mail_support import (
+    PUBLIC_URL,
+    Shopper,
+    mail_context,
+    make_site,
+    session_store,
+    shopper,
+    work_due,
+)
+from ..sms_support import AUTH_TOKEN, FROM_NUMBER, FakeMessagesApi, twilio_signature
+from .test_similar import lamp, with_similar
 
 CART = [CartLine("sku-1", 1, 10.0, "Mug", "", "")]
 HOUR, DAY = 3600.0, 86_400.0
 # Simulated time starts at a UTC midnight after the real now (the profile's own times are real).
 T0 = (time.time() // DAY + 2) * DAY
+
+
+@pytest.fixture
+def api() -> Iterator[FakeMessagesApi]:
+    """The SMS provider (the Twilio Messages API, local)."""
+    with FakeMessagesApi() as fake:
+        yield fake
 
 
 def flows(budget: Budget) -> MailConfig:
@@ -50,7 +93,8 @@ def flows(budget: Budget) -> MailConfig:
 
 @dataclass
 class Shop:
-    """One site and one identified, consenting visitor, and what the worker sent them."""
+    """One site with a cart and a checkout flow, one identified, consenting visitor, and what
+    the worker did."""
 
     ctx: MailContext
     transport: OutboxTransport
@@ -60,22 +104,12 @@ class Shop:
     now: float = T0
     sent: list[tuple[float, MailJob]] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
-    # What happened, in order: ("leave" | "buy" | "unsubscribe" | "sent", time).
-    log: list[tuple[str, float]] = field(default_factory=list)
 
     async def leave(self, *, checkout: bool = False) -> None:
-        self.log.append(("leave", self.now))
         await self.ctx.scheduler.visitor_left(
             self.site, self.visitor, now=self.now, cart=CART, email=self.email, consent=True,
             checkout=checkout,
         )  # fmt: skip
-
-    async def buy(self) -> None:
-        """An order, as the shop's API records it."""
-        self.log.append(("buy", self.now))
-        order = p.Purchase(id=f"o{self.now:.0f}", order_id=f"{self.now:.0f}", value=20.0)
-        await session_store(self.ctx).record_order(self.site, self.visitor, order, now=self.now)
-        await self.ctx.scheduler.purchased(self.site, self.visitor, value=20.0, now=self.now)
 
     async def run_until(self, until: float) -> None:
         """Let the worker send everything due up to ``until``, in time order."""
@@ -85,7 +119,6 @@ class Shop:
             self.outcomes.append(outcome)
             if outcome == "sent":
                 self.sent.append((moment, job))
-                self.log.append(("sent", moment))
         self.now = max(self.now, until)
 
     async def stats(self, flow: str = "cart") -> dict[str, int]:
@@ -290,12 +323,298 @@ def test_a_replenishment_reminder_is_held_from_when_it_is_due_not_from_the_order
     asyncio.run(main())
 
 
+# --- every kind of message, both channels -----------------------------------------------------
+
+COFFEE = "Food > Coffee"
+LAMPS = "Home > Lighting > Desk lamps"
+REFILL_DAYS = 3
+MINUTES_A_DAY = 24 * 60
+
+
+def email(minutes: float, subject: str, template: str) -> FlowStep:
+    return FlowStep(delay_minutes=minutes, template=template, subject=subject)
+
+
+def text(minutes: float) -> FlowStep:
+    return FlowStep(delay_minutes=minutes, channel="sms", sms_text={"en": "{shop}: {link}"})
+
+
+def every_kind(budget: Budget) -> MailConfig:
+    """The twelve kinds, each due within the simulated weeks; SMS steps in the cart flow and
+    the back-in-stock flow."""
+
+    def flow(name: str, kind: FlowKind, *steps: FlowStep, **more: Any) -> Flow:
+        return Flow(name=name, kind=kind, steps=list(steps), daily_cap=20, **more)
+
+    day = MINUTES_A_DAY
+    return MailConfig(
+        flows=[
+            flow("cart", "cart", email(0, "Cart", "cart"), email(30, "Cart", "cart"), text(90),
+                 email(360, "Cart", "cart"), email(1560, "Cart", "cart")),
+            flow("checkout", "checkout", email(0, "Checkout", "cart"),
+                 email(120, "Checkout", "cart")),
+            flow("browse", "browse", email(60, "Still like {product}?", "browse")),
+            flow("welcome", "welcome", email(0, "Welcome", "welcome"),
+                 email(3 * day, "Favourites", "welcome")),
+            flow("cross", "cross_sell", email(2 * day, "Goes with {product}", "cross_sell")),
+            flow("review", "review", email(5 * day, "How is {product}?", "review")),
+            flow("refill", "replenishment", email(0, "Stock up", "replenishment"),
+                 categories={COFFEE.lower(): REFILL_DAYS}),
+            flow("winback", "winback", email(4 * day, "Miss you", "winback"),
+                 email(8 * day, "Still here", "winback")),
+            flow("drop", "price_drop", email(0, "Cheaper", "price_drop")),
+            flow("restock", "back_in_stock", email(0, "Back", "back_in_stock"), text(60)),
+            flow("low", "low_stock", email(0, "Few left", "low_stock")),
+            flow("new", "category_interest", email(30, "New for you", "category_interest")),
+        ],
+        budget=budget,
+    )  # fmt: skip
+
+
+def feed() -> dict[str, Product]:
+    """The site's catalog: walnut runs low, oak drops in price, marble comes back in stock,
+    beans (a consumable) are ordered again; the visitor viewed the three lamps."""
+    return {
+        "walnut": lamp("walnut", "Walnut desk lamp", quantity=40),
+        "oak": lamp("oak", "Oak desk lamp", price=70.0),
+        "marble": lamp("marble", "Marble desk lamp"),
+        "beans": lamp("beans", "Espresso beans 1 kg", product_type=COFFEE, price=19.0),
+    }
+
+
+ORDERS = [["walnut"], ["beans"], ["walnut", "beans"]]
+# What the worker answers when it drops a message it could not send in time.
+DROPPED = {
+    "quiet_hours": "quiet",
+    "sms_quiet_hours": "quiet",
+    "budget": "budget",
+    "sms_budget": "budget",
+    "priority": "priority",
+}
+
+
+@dataclass
+class Entry:
+    """One line of a history: an event (what, when), or what the worker did with a job (the
+    outcome, when), with the index of the event that scheduled the job and when it was due."""
+
+    what: str
+    at: float
+    job: MailJob | None = None
+    origin: int = -1
+    due: float = 0.0
+
+
+@dataclass
+class History:
+    """One site with every kind of flow, its catalog and one identified, consenting visitor
+    who viewed the three lamps (and confirmed a phone number, with ``phone``); what happened
+    to them, in order; and for each scheduled job (id, scheduled, occurrence) the index of the
+    event that scheduled it and when it was due then."""
+
+    ctx: MailContext
+    transport: OutboxTransport
+    site: str
+    who: Shopper
+    email: str
+    triggers: CatalogTriggers
+    http: httpx.AsyncClient
+    api: FakeMessagesApi
+    phone: str = ""
+    now: float = T0
+    products: dict[str, Product] = field(default_factory=feed)
+    orders: list[p.Purchase] = field(default_factory=list)
+    log: list[Entry] = field(default_factory=list)
+    origins: dict[tuple[str, float, str], tuple[int, float]] = field(default_factory=dict)
+
+    @property
+    def visitor(self) -> str:
+        return self.who.visitor
+
+    async def pending(self) -> list[dict[str, str]]:
+        return await self.ctx.scheduler.pending(self.site, self.visitor)
+
+    async def event(self, what: str, arg: int) -> None:
+        """Do ``what`` now, log it, and note the jobs it scheduled."""
+        before = {(j["id"], float(j["scheduled"]), j["occurrence"]) for j in await self.pending()}
+        self.log.append(Entry(what, self.now))
+        if what in ("cart", "checkout", "browse"):
+            await self.leave(what)
+        elif what == "identify":  # consent given again: the welcome series, once
+            message = p.Identify(id=f"i{len(self.log)}", email=self.email, consent=True)
+            view = await self.who.store.apply(
+                self.site, self.visitor, self.who.session_id, message, now=time.time()
+            )
+            await after_identify(
+                self.who.store, self.ctx, self.site, self.visitor, message, view, now=self.now
+            )
+        elif what == "buy":
+            await self.buy(ORDERS[arg])
+        elif what == "again" and self.orders:
+            await self.report_again(self.orders[-1])
+        elif what == "unsubscribe":
+            await self.ctx.scheduler.unsubscribed(self.site, self.email, now=self.now)
+        elif what == "stop" and self.phone:
+            await self.text_us("STOP")
+        elif what == "return":
+            await self.ctx.scheduler.visitor_returned(self.site, self.visitor, now=self.now)
+        elif what in ("price_drop", "restock", "low_stock", "new_product"):
+            await self.feed_change(what)
+        for job in await self.pending():
+            key = (job["id"], float(job["scheduled"]), job["occurrence"])
+            if key not in before:
+                self.origins[key] = (len(self.log) - 1, float(job["due"]))
+
+    async def leave(self, how: str) -> None:
+        """The visitor's last socket closed: the server's call with their session and profile
+        (which also restarts the win-back series)."""
+        browse = how == "browse"
+        session = {
+            "id": self.who.session_id,
+            "cart": "[]" if browse else json.dumps([asdict(line) for line in CART]),
+            "checkout": "1" if how == "checkout" else "0",
+            "products_viewed": "2" if browse else "0",
+            "viewed": json.dumps(["oak", "marble"] if browse else []),
+        }
+        view = SessionView(session=session, profile=await self.profile())
+        await self.ctx.scheduler.visitor_left_from_view(self.site, self.visitor, view, now=self.now)
+
+    async def buy(self, product_ids: list[str]) -> None:
+        """A new order, as the shop's order webhook records it. It stops every pending message
+        at once, an earlier order's too, then starts its own."""
+        items = [
+            p.CartItem(id=i, price=self.products[i].price, title=self.products[i].title,
+                       category=self.products[i].product_type)
+            for i in product_ids
+        ]  # fmt: skip
+        order = p.Purchase(id=f"p{len(self.orders)}", order_id=f"o{len(self.orders)}",
+                           value=sum(item.price for item in items), items=items)  # fmt: skip
+        self.orders.append(order)
+        assert await session_store(self.ctx).record_order(self.site, self.visitor, order,
+                                                          now=self.now)  # fmt: skip
+        await self.ctx.scheduler.after_purchase(self.site, self.visitor, order, now=self.now)
+        left = {(job["kind"], job["occurrence"]) for job in await self.pending()}
+        assert left <= {(kind, order.order_id) for kind in AFTER_ORDER}, left
+
+    async def report_again(self, order: p.Purchase) -> None:
+        """The same order reported once more (the widget saw it, then the shop's webhook
+        came): it counts once and stops none of the messages it started."""
+        own = {
+            (job["id"], job["scheduled"])
+            for job in await self.pending()
+            if job["kind"] in AFTER_ORDER and job["occurrence"] == order.order_id
+        }
+        assert not await session_store(self.ctx).record_order(self.site, self.visitor, order,
+                                                              now=self.now)  # fmt: skip
+        await self.ctx.scheduler.order_reported_again(self.site, self.visitor, order.order_id)
+        kept = {(job["id"], job["scheduled"]) for job in await self.pending()}
+        assert own <= kept, "an order reported again stopped the messages it started"
+
+    async def feed_change(self, what: str) -> None:
+        """A feed import that lowers oak's price, brings marble back (after an import without
+        it in stock), runs walnut low (after one with plenty) or adds a lamp."""
+        change = {"price_drop": "oak", "restock": "marble", "low_stock": "walnut"}.get(what)
+        before = {
+            "restock": {"availability": "out_of_stock"},
+            "low_stock": {"quantity": 40},
+        }.get(what)
+        if change and before:
+            await self.load(msgspec.structs.replace(self.products[change], **before))
+        if what == "price_drop":
+            oak = self.products["oak"]
+            self.products["oak"] = msgspec.structs.replace(oak, price=round(oak.price * 0.8, 2))
+        elif what == "restock":
+            marble = self.products["marble"]
+            self.products["marble"] = msgspec.structs.replace(marble, availability="in_stock")
+        elif what == "low_stock":
+            self.products["walnut"] = msgspec.structs.replace(self.products["walnut"], quantity=2)
+        else:
+            change = f"lamp{len(self.products)}"
+            self.products[change] = lamp(change, f"Lamp {len(self.products)}")
+        await self.load(self.products[change])
+
+    async def load(self, *products: Product) -> None:
+        await import_parsed(self.ctx.catalog or CatalogStore(self.ctx.redis, self.ctx.keys),
+                            self.site, list(products), source="test", now=self.now,
+                            triggers=self.triggers)  # fmt: skip
+
+    async def text_us(self, body: str) -> None:
+        """A text from the visitor's phone to the shop's number, as the provider posts it."""
+        params = {"MessageSid": "SMx", "From": self.phone, "To": FROM_NUMBER, "Body": body}
+        url = f"{PUBLIC_URL}/v1/sms/inbound?{urlencode({'site': self.site})}"
+        signature = twilio_signature(AUTH_TOKEN, url, params)
+        answer = await self.http.post(url, data=params, headers={"x-twilio-signature": signature})
+        assert answer.status_code == 200, answer.text
+
+    async def profile(self) -> dict[str, str]:
+        raw = await self.ctx.redis.hgetall(self.ctx.keys.profile(self.site, self.visitor))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def run_until(self, until: float) -> None:
+        """Let the worker handle everything due up to ``until``, in time order."""
+        for moment, job, outcome in await work_due(self.ctx, self.transport, until=until,
+                                                   start=self.now):  # fmt: skip
+            self.now = moment
+            origin, due = self.origins[(job.id, job.scheduled, job.occurrence)]
+            self.log.append(Entry(outcome, moment, job, origin, due))
+        self.now = max(self.now, until)
+
+
+@contextlib.asynccontextmanager
+async def history(
+    redis_url: str, outbox: Path, api: FakeMessagesApi, budget: Budget, timezone: str, sms: bool
+) -> AsyncIterator[History]:
+    settings = sms_settings_from_env(api.env())
+    async with (
+        mail_context(redis_url, sms=settings) as ctx,
+        httpx.AsyncClient(timeout=10) as provider,
+    ):
+        ctx.sms = SmsSender(settings, provider)
+        with_similar(ctx)
+        site = await make_site(ctx, timezone=timezone)
+        await ctx.flows.save(site, every_kind(budget))
+        products = feed()
+        await CatalogStore(ctx.redis, ctx.keys).upsert(site, list(products.values()))
+        address = f"ann@{site}.test"
+        who = await shopper(ctx, site, email_address=address, cart=[])
+        assert ctx.catalog is not None
+        interest = InterestIndex(ctx.redis, ctx.keys, ctx.catalog)
+        for pid in ("walnut", "oak", "marble"):
+            seen = p.Product(id=pid, title=products[pid].title, category=LAMPS)
+            view = await who.send(p.ProductView, product=seen)
+            interest.observe(site, who.visitor, p.ProductView(id="v", product=seen), view)
+        await interest.flush()
+        triggers = CatalogTriggers(ctx.redis, ctx.keys, ctx.scheduler, interest=interest,
+                                   catalog=ctx.catalog, clock=lambda: shop.now)  # fmt: skip
+        app = Starlette(routes=[*sms_routes(lambda: ctx)])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL
+        ) as http:
+            shop = History(ctx, OutboxTransport(outbox), site, who, address, triggers, http, api)
+            if sms:
+                shop.phone = f"+49170{secrets.randbelow(10**7):07d}"
+                found = await ctx.sites.get(site)
+                assert found is not None
+                asked = await request_code(ctx, found, who.visitor, shop.phone, True, now=T0)
+                assert asked.status == "code_sent", asked
+                code = re.findall(r"\d{6}", api.to(shop.phone)[-1].body)[0]
+                confirmed = await confirm_code(ctx, found, who.visitor, code, now=T0)
+                assert confirmed.status == "confirmed", confirmed
+            yield shop
+
+
+# What can happen in a history (leaving with a cart and ordering twice as likely as the rest).
+HAPPENINGS = [
+    "cart", "cart", "checkout", "browse", "identify", "buy", "buy", "again", "unsubscribe",
+    "stop", "return", "price_drop", "restock", "low_stock", "new_product",
+]  # fmt: skip
 EVENTS = st.lists(
     st.tuples(
         st.floats(0, 12 * DAY, allow_nan=False),
-        st.sampled_from(["cart", "cart", "checkout", "buy", "unsubscribe"]),
+        st.sampled_from(HAPPENINGS),
+        st.integers(0, len(ORDERS) - 1),
     ),
-    max_size=8,
+    max_size=10,
 )
 BUDGETS = st.builds(
     lambda day, extra, quiet: Budget(per_day=day, per_week=day + extra, quiet_hours=quiet),
@@ -309,50 +628,92 @@ BUDGETS = st.builds(
 ZONES = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
 
 
+def next_allowed(reason: str, moment: float, sent: list[float], budget: Budget, zone: str) -> float:
+    """When a message the worker meets at ``moment`` could go at the earliest, after ``sent``:
+    the end of the quiet hours; the visitor's next day when the day's budget is spent, the
+    moment the oldest of the week's leaves the 7 days when those are; a minute later for one
+    that waits for a message of a higher priority."""
+    if reason == "quiet":
+        return quiet_end(budget, moment, ZoneInfo(zone))
+    if reason == "priority":
+        return moment + PRIORITY_WAIT_S
+    frees = moment
+    today = local(moment, zone).date()
+    if sum(1 for s in sent if local(s, zone).date() == today) >= budget.per_day:
+        tomorrow = datetime.combine(today + timedelta(days=1), dtime(0), ZoneInfo(zone))
+        frees = tomorrow.timestamp()
+    week = sorted(s for s in sent if s > moment - 7 * DAY)
+    if len(week) >= budget.per_week:
+        frees = max(frees, week[len(week) - budget.per_week] + 7 * DAY)
+    return frees
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(events=EVENTS, budget=BUDGETS, timezone=ZONES)
+@given(events=EVENTS, budget=BUDGETS, timezone=ZONES, sms=st.booleans())
 def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_unsubscribe(
-    redis_url: str, tmp_path: Path, events: list[tuple[float, str]], budget: Budget, timezone: str
+    redis_url: str,
+    tmp_path: Path,
+    api: FakeMessagesApi,
+    events: list[tuple[float, str, int]],
+    budget: Budget,
+    timezone: str,
+    sms: bool,
 ) -> None:
-    async def main() -> Shop:
-        async with mail_context(redis_url) as ctx:
-            shop = await open_shop(ctx, tmp_path, budget, timezone)
-            for offset, event in sorted(events):
+    """Random histories of every kind of message: leaving (cart, checkout, browse; each also
+    restarts the win-back series), consent given (welcome), orders (products to go with them,
+    review, replenishment), the same order reported again, feed imports (price drop, back in
+    stock, low stock, a new product in a category the visitor likes), coming back,
+    unsubscribing and texting STOP, for a visitor with or without a confirmed phone."""
+
+    async def main() -> History:
+        async with history(redis_url, tmp_path, api, budget, timezone, sms) as shop:
+            for offset, what, arg in sorted(events):
                 await shop.run_until(T0 + offset)
-                if event == "buy":
-                    await shop.buy()
-                elif event == "unsubscribe":
-                    shop.log.append(("unsubscribe", shop.now))
-                    await ctx.scheduler.unsubscribed(shop.site, shop.email, now=shop.now)
-                else:
-                    await shop.leave(checkout=event == "checkout")
+                await shop.event(what, arg)
             await shop.run_until(T0 + 30 * DAY)
             return shop
 
     shop = asyncio.run(main())
-    times = [t for t, _ in shop.sent]
-    assert times == sorted(times)
-    for t in times:
-        assert sum(1 for s in times if t - 7 * DAY < s <= t) <= budget.per_week
-        assert sum(1 for s in times if local(s, timezone).date() == local(t, timezone).date()) <= (
+    config = every_kind(budget)
+    sent: list[float] = []
+    texted = 0
+    for at, entry in enumerate(shop.log):
+        job = entry.job
+        if job is None:
+            continue
+        origin, due = entry.origin, entry.due
+        if entry.what in DROPPED:  # dropped only when it could not go in time
+            allowed = next_allowed(DROPPED[entry.what], entry.at, sent, budget, timezone)
+            assert allowed - due > MAX_HOLD_S, f"{job.flow}:{job.step} dropped too early"
+        # No worker dies here: no job is claimed again without an outcome.
+        assert entry.what != "poison", f"{job.flow}:{job.step} dropped as poison"
+        if entry.what != "sent":
+            continue
+        t = entry.at
+        sent.append(t)
+        # Every message within the budget, in all flows and both channels, in the visitor's zone.
+        assert sum(1 for s in sent if t - 7 * DAY < s <= t) <= budget.per_week
+        assert sum(1 for s in sent if local(s, timezone).date() == local(t, timezone).date()) <= (
             budget.per_day
         )
         assert not budget.quiet(local(t, timezone).hour)
-    sends = iter(shop.sent)
-    for at, (what, _) in enumerate(shop.log):
-        if what != "sent":
-            continue
-        t, job = next(sends)
-        before = [event for event, _ in shop.log[:at]]
-        assert "unsubscribe" not in before, "sent after an unsubscribe"
-        # The leave that scheduled it is the last one at its time; no purchase since.
-        left = max(
-            i
-            for i, (e, moment) in enumerate(shop.log[:at])
-            if (e, moment) == ("leave", job.scheduled)
-        )
-        assert "buy" not in before[left:], "sent after a purchase"
-        step = flows(budget).flow(job.flow).steps[job.step]  # type: ignore[union-attr]
-        assert t <= job.scheduled + step.delay_minutes * 60 + MAX_HOLD_S
+        assert due <= t <= due + MAX_HOLD_S
+        before = [e.what for e in shop.log[:at] if e.job is None]
+        since = [e.what for e in shop.log[origin + 1 : at] if e.job is None]
+        flow = config.flow(job.flow)
+        assert flow is not None
+        if flow.steps[job.step].channel == "sms":
+            texted += 1
+            assert shop.phone and "stop" not in before, "texted after a STOP"
+        else:
+            assert "unsubscribe" not in before, "emailed after an unsubscribe"
+        # No message of a job scheduled before an order goes after it; the emails an order
+        # starts are the only ones it schedules.
+        assert "buy" not in since, "sent after a purchase"
+        assert (shop.log[origin].what == "buy") == (job.kind in AFTER_ORDER)
+    assert sent == sorted(sent)
+    # Every SMS the worker counted as sent reached the provider, and no other one did.
+    texts = [m for m in api.to(shop.phone) if "/v1/sms/l/" in m.body] if shop.phone else []
+    assert len(texts) == texted
