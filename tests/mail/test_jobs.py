@@ -25,6 +25,7 @@ from widget_server.mail.flows import (
     load_config,
 )
 from widget_server.mail.message import RenderedEmail, build_message
+from widget_server.mail.once import MAX_CLAIMS
 from widget_server.mail.send import (
     DomainRateLimiter,
     PermanentSendError,
@@ -219,6 +220,32 @@ def test_scripts_refuse_job_lists_that_changed_since_they_were_read(redis_url: s
             args=["100.0", "60", 10, "seed", 0, first, second],
         )
         assert [row[0].decode() for row in rows] == [second]
+
+    on_valkey(redis_url, body)
+
+
+def test_a_job_held_again_and_again_is_never_taken_for_poison(redis_url: str) -> None:
+    """Holds (quiet hours, budget, priority, the domain's rate) end a claim cleanly: only claims
+    that never finish (a worker dying mid-job) count toward the poison limit."""
+    visitor = new_visitor()
+
+    async def body(ctx: MailContext) -> None:
+        site = await make_site(ctx)
+        s = ctx.scheduler
+        await ctx.flows.save(site, fast_config(0, 0))
+        left = await s.visitor_left(site, visitor, now=100.0, cart=CART, email="p@x.de",
+                                    consent=True)  # fmt: skip
+        first = left.job_ids[0]
+        moment = 100.0
+        for _ in range(MAX_CLAIMS + 5):
+            [job] = [j for j in await s.claim(moment, limit=5) if j.id == first]
+            assert job.claims == 1
+            assert await s.defer(job, until=moment + 60)
+            moment += 60
+        # A claim whose lease runs out without an answer still counts.
+        [job] = [j for j in await s.claim(moment, limit=5, lease_s=10) if j.id == first]
+        [again] = [j for j in await s.claim(moment + 11, limit=5) if j.id == first]
+        assert again.claims == 2
 
     on_valkey(redis_url, body)
 

@@ -23,6 +23,9 @@ if ARGV[3] == 'done' then
 end
 redis.call('HDEL', KEYS[1], 'token', 'committed_day')
 if ARGV[3] == 'retry' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+-- A claim that ended in a deliberate wait (quiet hours, budget, priority, rate) finished
+-- cleanly: it does not count toward the claims that mark a job that never finishes as poison.
+if ARGV[3] == 'defer' then redis.call('HSET', KEYS[1], 'claims', 0) end
 redis.call('HSET', KEYS[1], 'due', ARGV[4], 'error', ARGV[7])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[1])
 return 1
