@@ -69,6 +69,40 @@ def test_an_empty_translated_field_reads_as_the_base_text() -> None:
     assert (words.headline, words.body, words.cta_label) == ("Warte!", "Only today.", "Get it")
 
 
+def test_the_two_step_buttons_are_translated_like_the_other_words() -> None:
+    question = offer(kind="email_capture", two_step={"yes_label": "Yes, 10% off"},
+                     translations={"de": {"yes_label": "Ja, 10 % sichern"},
+                                   "fr": {"no_label": "Non merci"}})  # fmt: skip
+    assert (question.words("de").yes_label, question.words("de").no_label) == (
+        "Ja, 10 % sichern",
+        "No, thanks",
+    )  # the base's default no
+    assert (question.words("fr-CA").yes_label, question.words("fr-CA").no_label) == (
+        "Yes, 10% off",
+        "Non merci",
+    )
+    assert offer().words("de").yes_label == ""  # no question: no buttons
+    with pytest.raises(CampaignInvalid, match="at most 40 characters"):
+        parse_campaign({"id": "q", "name": "q", "variants": [{"key": "a", "offer": {
+            **TRANSLATED, "translations": {"de": {"no_label": "n" * 41}}}}]})  # fmt: skip
+
+
+def test_a_german_visitor_gets_the_two_step_question_in_german(server: ServerProcess) -> None:
+    site = add_site(server.redis_url)
+    question = {"kind": "email_capture", "headline": "Want 10% off?",
+                "two_step": {"yes_label": "Yes, 10% off", "no_label": "No"},
+                "translations": {"de": {"headline": "10 % Rabatt?", "yes_label": "Ja, gern",
+                                        "no_label": "Nein"}}}  # fmt: skip
+    save_campaigns(server.redis_url, site, [
+        message_campaign("ask", variants=[{"key": "a", "offer": question}])
+    ])  # fmt: skip
+    for lang, expected in (("de-DE", ("10 % Rabatt?", "Ja, gern", "Nein")),
+                           ("en", ("Want 10% off?", "Yes, 10% off", "No"))):  # fmt: skip
+        _, shown = exit_offer(server, site, lang)
+        assert shown is not None
+        assert (shown["headline"], shown["two_step"]["yes"], shown["two_step"]["no"]) == expected
+
+
 def test_pick_word_ignores_malformed_locales() -> None:
     texts = {"de": "Hallo"}
     for bad in ("de\n", "../de", "de_AT", "d", "DE"):

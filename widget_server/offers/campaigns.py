@@ -11,7 +11,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..errors import WidgetServerError
 from ..links import safe_link
@@ -214,9 +223,17 @@ class OfferWords(_Model):
     headline: Annotated[str, Field(max_length=120)] = ""
     body: Annotated[str, Field(max_length=500)] = ""
     cta_label: Annotated[str, Field(max_length=40)] = ""
+    # The buttons of a two-step question (``Offer.two_step``).
+    yes_label: Annotated[str, Field(max_length=40)] = ""
+    no_label: Annotated[str, Field(max_length=40)] = ""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Stored and exported with the words given only: an empty one reads as the base."""
+        return {name: text for name, text in handler(self).items() if text}
 
 
-WORD_FIELDS = ("headline", "body", "cta_label")
+WORD_FIELDS = ("headline", "body", "cta_label", "yes_label", "no_label")
 
 
 class Offer(_Model):
@@ -253,19 +270,28 @@ class Offer(_Model):
         return self
 
     def words(self, locale: str) -> OfferWords:
-        """Headline, body and button label for a visitor in ``locale``: each the translation
-        for the locale, else for its language, else the base text (offers/texts.py)."""
-        if not self.translations or not locale:
-            return OfferWords(headline=self.headline, body=self.body, cta_label=self.cta_label)
-        headline, body, cta_label = (
-            pick_word(
-                {loc: getattr(w, field) for loc, w in self.translations.items()},
-                getattr(self, field),
-                locale,
-            )
-            for field in WORD_FIELDS
+        """Headline, body, button label and the two-step question's buttons for a visitor in
+        ``locale``: each the translation for the locale, else for its language, else the base
+        text (offers/texts.py)."""
+        base = OfferWords(
+            headline=self.headline,
+            body=self.body,
+            cta_label=self.cta_label,
+            yes_label=self.two_step.yes_label if self.two_step else "",
+            no_label=self.two_step.no_label if self.two_step else "",
         )
-        return OfferWords(headline=headline, body=body, cta_label=cta_label)
+        if not self.translations or not locale:
+            return base
+        return OfferWords(
+            **{
+                field: pick_word(
+                    {loc: getattr(w, field) for loc, w in self.translations.items()},
+                    getattr(base, field),
+                    locale,
+                )
+                for field in WORD_FIELDS
+            }
+        )
 
 
 class Discount(_Model):

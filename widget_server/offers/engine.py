@@ -51,7 +51,7 @@ from ..wire import nodes
 from ..wire import protocol as p
 from .assign import HOLDOUT, in_site_holdout
 from .campaign_store import CampaignStore
-from .campaigns import Campaign, Variant
+from .campaigns import Campaign, OfferWords, Variant
 from .codes import code_candidates
 from .decide import (
     ArmProbe,
@@ -949,7 +949,7 @@ class OfferEngine:
             products = await self._products_for(site, state)
         capture: dict[str, Any] = {}
         if offer.kind == "email_capture":
-            capture = await self._capture_texts(site, variant, state.lang, words.cta_label)
+            capture = await self._capture_texts(site, variant, state.lang, words)
         elif offer.kind == "sms_capture":
             capture = await self._phone_texts(site, variant, state.lang, words.cta_label)
         if discount is not None:
@@ -999,11 +999,12 @@ class OfferEngine:
         return record.locale if record is not None else "en"
 
     async def _capture_texts(
-        self, site: str, variant: Variant, lang: str, cta_label: str
+        self, site: str, variant: Variant, lang: str, words: OfferWords
     ) -> dict[str, Any]:
         """The consent sentence, thanks, privacy link and button labels of an email capture,
-        in the page's language (offers/texts.py; ``cta_label``: the variant's, in it)."""
+        in the page's language (offers/texts.py; ``words``: the variant's, in it)."""
         offer, locale = variant.offer, await self.site_locale(site)
+        cta_label = words.cta_label
 
         def text(field: str, texts: Mapping[str, str] | None = None) -> str:
             return pick(texts, lang, locale, field)
@@ -1019,7 +1020,7 @@ class OfferEngine:
         two_step = offer.two_step
         return {
             "two_step": (
-                p.OfferTwoStep(yes=two_step.yes_label, no=two_step.no_label) if two_step else None
+                p.OfferTwoStep(yes=words.yes_label, no=words.no_label) if two_step else None
             ),
             "consent_label": text("consent_label", offer.consent_label),
             "thanks": text("thanks", offer.thanks),
