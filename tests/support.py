@@ -168,6 +168,23 @@ def codes_unreplicated(node: ServerProcess) -> float:
     )
 
 
+def sockets_settled(node: ServerProcess, timeout: float = 15.0) -> None:
+    """Wait until the node has no visitor socket open: every closed one has run its closing
+    work (``widget_connections`` counts a socket until that is done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = httpx.get(node.url + "/metrics").text
+        open_now = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("widget_connections ")
+        )
+        if open_now == 0:
+            return
+        assert time.monotonic() < deadline, f"{open_now} sockets still open"
+        time.sleep(0.05)
+
+
 def closed_with(client: Client, timeout: float = 5.0) -> int | None:
     """Read until the server closes the connection; the close code the client received (None
     for a close without one, or when it stayed open for ``timeout`` seconds)."""

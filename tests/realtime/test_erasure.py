@@ -30,6 +30,7 @@ from ..support import (
     discount_campaign,
     new_visitor,
     save_campaigns,
+    sockets_settled,
 )
 
 KEYS = Keys()
@@ -321,7 +322,7 @@ def test_a_connected_visitor_has_offers_withdrawn_and_the_socket_closed(
         assert c.recv_until("withdraw") == {"type": "withdraw", "offer": "*"}
         with pytest.raises(ConnectionClosedOK):
             c.recv(timeout=5)
-    time.sleep(0.5)  # the server's side of the close has run by now
+    sockets_settled(server)  # the server's side of the close has run
     # Closing scheduled no email from what the connection had in memory, and wrote nothing.
     assert not r.exists(KEYS.mail_visitor_jobs(site, visitor))
     assert not r.exists(KEYS.session(site, visitor, session), KEYS.profile(site, visitor))

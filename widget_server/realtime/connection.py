@@ -130,9 +130,11 @@ class VisitorConnection:
         finally:
             limits.leave(self.address, self._counted_site)
             if self._attached:
-                metrics.connections.dec()
-                await self.services.hub.detach(self)
-                await self._left()
+                try:
+                    await self.services.hub.detach(self)
+                    await self._left()
+                finally:  # counted open until its closing work (the email clock) is done
+                    metrics.connections.dec()
 
     async def _refuse(self, limit: str) -> NoReturn:
         """Over a connection limit: say which, and close with 1013 (try again later)."""
