@@ -424,12 +424,11 @@ class MailScheduler:
     ) -> ScheduleResult:
         """Schedule the site's enabled flow of ``kind`` for a visitor, from what their profile
         says (address and marketing consent, or a confirmed phone; language): a welcome after a
-        capture, the emails after
-        an order (``products``: what was bought), a price drop or a restock (``products``: the
-        products concerned). Replaces that flow's own pending emails only. ``occurrence`` names
-        one instance of a flow that comes again (an order id, a day): each gets its emails.
-        The steps' delays count from ``start`` (default: now); ``profile``: the visitor's
-        profile when the caller has just read it."""
+        capture, the emails after an order (``products``: what was bought), a price drop or a
+        restock (``products``: the products concerned). Replaces that flow's own pending emails
+        only. ``occurrence`` names one instance of a flow that comes again (an order id, a
+        day): each gets its emails. The steps' delays count from ``start`` (default: now);
+        ``profile``: the visitor's profile when the caller has just read it."""
         config = await self.flows.get(site)
         flow = config.enabled_flow(kind)
         if flow is None:
