@@ -403,10 +403,10 @@ DROPPED = {
 
 @dataclass
 class Entry:
-    """One line of a history: an event (what, when; for a click on a confirmation link, the
-    page's status, 0 when no link had come), or what the worker did with a job (the outcome,
-    when), with the index of the event that scheduled the job (-1 for a confirmation email,
-    which is no flow's) and when it was due."""
+    """One line of a history: an event (what, when, the flows with emails pending after it;
+    for a click on a confirmation link, the page's status, 0 when no link had come), or what
+    the worker did with a job (the outcome, when), with the index of the event that scheduled
+    the job (-1 for a confirmation email, which is no flow's) and when it was due."""
 
     what: str
     at: float
@@ -414,6 +414,7 @@ class Entry:
     origin: int = -1
     due: float = 0.0
     answer: int = 0
+    pending: frozenset[str] = frozenset()
 
 
 CONFIRM_LINK = re.compile(r"https?://[^\s\"<>]+/v1/mail/confirm\?t=[A-Za-z0-9_.%-]+")
@@ -488,10 +489,12 @@ class History:
             await self.ctx.scheduler.visitor_returned(self.site, self.visitor, now=self.now)
         elif what in ("price_drop", "restock", "low_stock", "new_product"):
             await self.feed_change(what)
-        for job in await self.pending():
+        after = await self.pending()
+        for job in after:
             key = (job["id"], float(job["scheduled"]), job["occurrence"])
             if key not in before:
                 self.origins[key] = (len(self.log) - 1, float(job["due"]))
+        self.log[-1].pending = frozenset(job["flow"] for job in after)
 
     async def identify(self, *, consent: bool) -> None:
         """An ``identify`` with the visitor's address, as the server records it (with the
@@ -806,6 +809,7 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_the
         before = [e.what for e in shop.log[:at] if e.job is None]
         if job is None:
             assert owed is None, "no confirmation email at once"
+            counted = consent.counts
             if entry.what == "identify":
                 consent.identify()
                 day = utc_day(entry.at)
@@ -816,6 +820,11 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_the
                 consent.withdraw()
             elif entry.what == "confirm":
                 assert entry.answer == consent.click(entry.at), "the confirmation page"
+            # The welcome series starts when the consent comes to count (given, or confirmed
+            # under double opt-in), for the emails of it not sent yet.
+            if consent.counts and not counted and "unsubscribe" not in before:
+                welcomed = {"welcome:0", "welcome:1"} <= steps
+                assert welcomed or "welcome" in entry.pending, "no welcome series"
             continue
         if job.flow == CONFIRM_FLOW:  # asked for: outside the budget and the quiet hours
             if entry.what == "sent":
