@@ -1,8 +1,9 @@
 """The schedule that never annoys: a budget per visitor over every flow and both channels (a
 day in their time zone, any 7 days), quiet hours in their time zone, and a purchase, an
-unsubscribe or a STOP that stops what it should. Through the real scheduler, worker and store,
-with the outbox transport and a local SMS provider, on a simulated clock (the worker takes its
-time from the caller)."""
+unsubscribe, a STOP or a withdrawn or unconfirmed consent that stops what it should. Through
+the real scheduler, worker, store and confirmation page, with the outbox transport and a local
+SMS provider, on a simulated clock (the worker takes its time from the caller, the page from
+the history)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
+from email.message import EmailMessage
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -32,6 +36,7 @@ from starlette.applications import Starlette
 from widget_server.catalog.feeds import Product
 from widget_server.catalog.interest import InterestIndex
 from widget_server.catalog.store import CatalogStore, import_parsed
+from widget_server.mail import routes as mail_routes_module
 from widget_server.mail.catalog_triggers import CatalogTriggers
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import (
@@ -43,12 +48,14 @@ from widget_server.mail.flows import (
     FlowStep,
     MailConfig,
 )
-from widget_server.mail.jobs import BudgetCheck, MailJob
+from widget_server.mail.jobs import CONFIRM_FLOW, BudgetCheck, MailJob, utc_day
+from widget_server.mail.routes import mail_routes
 from widget_server.mail.send import OutboxTransport
 from widget_server.mail.sms_optin import confirm_code, request_code
 from widget_server.mail.sms_routes import sms_routes
+from widget_server.mail.tokens import CONFIRM_TTL_S
 from widget_server.mail.worker import PRIORITY_WAIT_S, quiet_end, visitor_zone
-from widget_server.realtime.consent import after_identify
+from widget_server.realtime.consent import after_identify, recorded_identify
 from widget_server.sms.provider import SmsSender, sms_settings_from_env
 from widget_server.visitors.session_view import CartLine, SessionView
 from widget_server.wire import protocol as p
@@ -339,9 +346,9 @@ def text(minutes: float) -> FlowStep:
     return FlowStep(delay_minutes=minutes, channel="sms", sms_text={"en": "{shop}: {link}"})
 
 
-def every_kind(budget: Budget) -> MailConfig:
+def every_kind(budget: Budget, *, double_opt_in: bool = False) -> MailConfig:
     """The twelve kinds, each due within the simulated weeks; SMS steps in the cart flow and
-    the back-in-stock flow."""
+    the back-in-stock flow; with ``double_opt_in``, consents count once confirmed."""
 
     def flow(name: str, kind: FlowKind, *steps: FlowStep, **more: Any) -> Flow:
         return Flow(name=name, kind=kind, steps=list(steps), daily_cap=20, **more)
@@ -368,6 +375,7 @@ def every_kind(budget: Budget) -> MailConfig:
             flow("new", "category_interest", email(30, "New for you", "category_interest")),
         ],
         budget=budget,
+        double_opt_in=double_opt_in,
     )  # fmt: skip
 
 
@@ -395,25 +403,48 @@ DROPPED = {
 
 @dataclass
 class Entry:
-    """One line of a history: an event (what, when), or what the worker did with a job (the
-    outcome, when), with the index of the event that scheduled the job and when it was due."""
+    """One line of a history: an event (what, when, the flows with emails pending after it;
+    for a click on a confirmation link, the page's status, 0 when no link had come), or what
+    the worker did with a job (the outcome, when), with the index of the event that scheduled
+    the job (-1 for a confirmation email, which is no flow's) and when it was due."""
 
     what: str
     at: float
     job: MailJob | None = None
     origin: int = -1
     due: float = 0.0
+    answer: int = 0
+    pending: frozenset[str] = frozenset()
+
+
+CONFIRM_LINK = re.compile(r"https?://[^\s\"<>]+/v1/mail/confirm\?t=[A-Za-z0-9_.%-]+")
+
+
+class Outbox(OutboxTransport):
+    """The outbox transport, keeping the double opt-in links it wrote, by recipient."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.confirm_links: dict[str, list[str]] = {}
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
+        await super().send(message, sender=sender, recipient=recipient)
+        body = message.get_body(("plain",))
+        assert isinstance(body, EmailMessage)
+        links = self.confirm_links.setdefault(recipient.lower(), [])
+        links += CONFIRM_LINK.findall(body.get_content())
 
 
 @dataclass
 class History:
     """One site with every kind of flow, its catalog and one identified, consenting visitor
-    who viewed the three lamps (and confirmed a phone number, with ``phone``); what happened
-    to them, in order; and for each scheduled job (id, scheduled, occurrence) the index of the
-    event that scheduled it and when it was due then."""
+    who viewed the three lamps (and confirmed a phone number, with ``phone``; whose consent
+    waits for its confirmation, with ``double_opt_in``); what happened to them, in order; and
+    for each scheduled job (id, scheduled, occurrence) the index of the event that scheduled
+    it and when it was due then."""
 
     ctx: MailContext
-    transport: OutboxTransport
+    transport: Outbox
     site: str
     who: Shopper
     email: str
@@ -440,14 +471,12 @@ class History:
         self.log.append(Entry(what, self.now))
         if what in ("cart", "checkout", "browse"):
             await self.leave(what)
-        elif what == "identify":  # consent given again: the welcome series, once
-            message = p.Identify(id=f"i{len(self.log)}", email=self.email, consent=True)
-            view = await self.who.store.apply(
-                self.site, self.visitor, self.who.session_id, message, now=time.time()
-            )
-            await after_identify(
-                self.who.store, self.ctx, self.site, self.visitor, message, view, now=self.now
-            )
+        elif what == "identify":  # consent given (again): the welcome series, once
+            await self.identify(consent=True)
+        elif what == "withdraw":  # the consent withdrawn
+            await self.identify(consent=False)
+        elif what == "confirm":
+            self.log[-1].answer = await self.confirm()
         elif what == "buy":
             await self.buy(ORDERS[arg])
         elif what == "again" and self.orders:
@@ -460,10 +489,40 @@ class History:
             await self.ctx.scheduler.visitor_returned(self.site, self.visitor, now=self.now)
         elif what in ("price_drop", "restock", "low_stock", "new_product"):
             await self.feed_change(what)
-        for job in await self.pending():
+        after = await self.pending()
+        for job in after:
             key = (job["id"], float(job["scheduled"]), job["occurrence"])
             if key not in before:
                 self.origins[key] = (len(self.log) - 1, float(job["due"]))
+        self.log[-1].pending = frozenset(job["flow"] for job in after)
+
+    async def identify(self, *, consent: bool) -> None:
+        """An ``identify`` with the visitor's address, as the server records it (with the
+        site's double opt-in setting) and then handles it."""
+        message = p.Identify(id=f"i{len(self.log)}", email=self.email, consent=consent)
+        recorded = await recorded_identify(self.ctx, self.site, message, "")
+        view = await self.who.store.apply(
+            self.site, self.visitor, self.who.session_id, recorded, now=time.time()
+        )
+        await after_identify(
+            self.who.store, self.ctx, self.site, self.visitor, recorded, view, now=self.now
+        )
+
+    async def confirm(self) -> int:
+        """The visitor clicks the confirm button of the latest confirmation email they got
+        (the real route, with the simulated clock); the page's status, or 0 without one."""
+        links = self.transport.confirm_links.get(self.email.lower())
+        if not links:
+            return 0
+        clock = SimpleNamespace(time=lambda: self.now)
+        with mock.patch.object(mail_routes_module, "time", clock):
+            answer = await self.http.post(links[-1])
+        assert (
+            answer.status_code != 200
+            or "is confirmed" in answer.text
+            or ("stays unsubscribed" in answer.text)
+        ), answer.text
+        return answer.status_code
 
     async def leave(self, how: str) -> None:
         """The visitor's last socket closed: the server's call with their session and profile
@@ -555,6 +614,9 @@ class History:
         for moment, job, outcome in await work_due(self.ctx, self.transport, until=until,
                                                    start=self.now):  # fmt: skip
             self.now = moment
+            if job.flow == CONFIRM_FLOW:
+                self.log.append(Entry(outcome, moment, job, -1, job.due))
+                continue
             origin, due = self.origins[(job.id, job.scheduled, job.occurrence)]
             self.log.append(Entry(outcome, moment, job, origin, due))
         self.now = max(self.now, until)
@@ -562,7 +624,13 @@ class History:
 
 @contextlib.asynccontextmanager
 async def history(
-    redis_url: str, outbox: Path, api: FakeMessagesApi, budget: Budget, timezone: str, sms: bool
+    redis_url: str,
+    outbox: Path,
+    api: FakeMessagesApi,
+    budget: Budget,
+    timezone: str,
+    sms: bool,
+    double_opt_in: bool = False,
 ) -> AsyncIterator[History]:
     settings = sms_settings_from_env(api.env())
     async with (
@@ -572,11 +640,12 @@ async def history(
         ctx.sms = SmsSender(settings, provider)
         with_similar(ctx)
         site = await make_site(ctx, timezone=timezone)
-        await ctx.flows.save(site, every_kind(budget))
+        await ctx.flows.save(site, every_kind(budget, double_opt_in=double_opt_in))
         products = feed()
         await CatalogStore(ctx.redis, ctx.keys).upsert(site, list(products.values()))
         address = f"ann@{site}.test"
-        who = await shopper(ctx, site, email_address=address, cart=[])
+        # Under double opt-in the history starts with the visitor's consent (pending).
+        who = await shopper(ctx, site, email_address=address, consent=not double_opt_in, cart=[])
         assert ctx.catalog is not None
         interest = InterestIndex(ctx.redis, ctx.keys, ctx.catalog)
         for pid in ("walnut", "oak", "marble"):
@@ -586,11 +655,11 @@ async def history(
         await interest.flush()
         triggers = CatalogTriggers(ctx.redis, ctx.keys, ctx.scheduler, interest=interest,
                                    catalog=ctx.catalog, clock=lambda: shop.now)  # fmt: skip
-        app = Starlette(routes=[*sms_routes(lambda: ctx)])
+        app = Starlette(routes=[*sms_routes(lambda: ctx), *mail_routes(lambda: ctx)])
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL
         ) as http:
-            shop = History(ctx, OutboxTransport(outbox), site, who, address, triggers, http, api)
+            shop = History(ctx, Outbox(outbox), site, who, address, triggers, http, api)
             if sms:
                 shop.phone = f"+49170{secrets.randbelow(10**7):07d}"
                 found = await ctx.sites.get(site)
@@ -600,13 +669,17 @@ async def history(
                 code = re.findall(r"\d{6}", api.to(shop.phone)[-1].body)[0]
                 confirmed = await confirm_code(ctx, found, who.visitor, code, now=T0)
                 assert confirmed.status == "confirmed", confirmed
+            if double_opt_in:
+                await shop.event("identify", 0)
             yield shop
 
 
-# What can happen in a history (leaving with a cart and ordering twice as likely as the rest).
+# What can happen in a history (leaving with a cart, ordering and clicking the confirmation
+# link twice as likely as the rest).
 HAPPENINGS = [
-    "cart", "cart", "checkout", "browse", "identify", "buy", "buy", "again", "unsubscribe",
-    "stop", "return", "price_drop", "restock", "low_stock", "new_product",
+    "cart", "cart", "checkout", "browse", "identify", "withdraw", "confirm", "confirm", "buy",
+    "buy", "again", "unsubscribe", "stop", "return", "price_drop", "restock", "low_stock",
+    "new_product",
 ]  # fmt: skip
 EVENTS = st.lists(
     st.tuples(
@@ -648,11 +721,56 @@ def next_allowed(reason: str, moment: float, sent: list[float], budget: Budget, 
     return frees
 
 
+@dataclass
+class Consent:
+    """What the product promises about the visitor's email consent, event by event: a consent
+    given while none is (at first, or after a withdrawal) starts a new record, which under
+    double opt-in counts only once a confirmation link of that record is followed within
+    its 7 days; a consent repeated keeps the record; a withdrawal ends it."""
+
+    double_opt_in: bool
+    given: bool
+    confirmed: bool = True
+    record: int = 0
+    # The confirmation emails sent: when, and the record each one's link names.
+    links: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> bool:
+        return self.given and self.confirmed
+
+    @property
+    def awaiting(self) -> bool:
+        return self.given and not self.confirmed
+
+    def identify(self) -> None:
+        if not self.given:
+            self.given, self.confirmed = True, not self.double_opt_in
+            self.record += 1
+
+    def withdraw(self) -> None:
+        self.given = False
+
+    def click(self, at: float) -> int:
+        """The status of the confirmation page for the latest link the visitor got (0: none)."""
+        if not self.links:
+            return 0
+        sent, record = self.links[-1]
+        if int(sent + CONFIRM_TTL_S) < at:
+            return 410  # expired: changes nothing
+        if not self.given or record != self.record:
+            return 409  # a withdrawn or a later consent: the link no longer applies
+        self.confirmed = True
+        return 200
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(events=EVENTS, budget=BUDGETS, timezone=ZONES, sms=st.booleans())
-def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_unsubscribe(
+@given(
+    events=EVENTS, budget=BUDGETS, timezone=ZONES, sms=st.booleans(), double_opt_in=st.booleans()
+)
+def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_the_consent(
     redis_url: str,
     tmp_path: Path,
     api: FakeMessagesApi,
@@ -660,15 +778,18 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_
     budget: Budget,
     timezone: str,
     sms: bool,
+    double_opt_in: bool,
 ) -> None:
     """Random histories of every kind of message: leaving (cart, checkout, browse; each also
-    restarts the win-back series), consent given (welcome), orders (products to go with them,
-    review, replenishment), the same order reported again, feed imports (price drop, back in
-    stock, low stock, a new product in a category the visitor likes), coming back,
-    unsubscribing and texting STOP, for a visitor with or without a confirmed phone."""
+    restarts the win-back series), consent given (welcome) and withdrawn, orders (products to
+    go with them, review, replenishment), the same order reported again, feed imports (price
+    drop, back in stock, low stock, a new product in a category the visitor likes), coming
+    back, unsubscribing and texting STOP, for a visitor with or without a confirmed phone, on a
+    site with or without double opt-in (then the history starts with a consent to confirm, and
+    the visitor may follow the latest confirmation link at any time)."""
 
     async def main() -> History:
-        async with history(redis_url, tmp_path, api, budget, timezone, sms) as shop:
+        async with history(redis_url, tmp_path, api, budget, timezone, sms, double_opt_in) as shop:
             for offset, what, arg in sorted(events):
                 await shop.run_until(T0 + offset)
                 await shop.event(what, arg)
@@ -677,11 +798,41 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_
 
     shop = asyncio.run(main())
     config = every_kind(budget)
+    consent = Consent(double_opt_in, given=not double_opt_in)
     sent: list[float] = []
+    steps: set[str] = set()
     texted = 0
+    asked: set[str] = set()  # the UTC days a confirmation email was asked for
+    owed: float | None = None  # when a confirmation email is owed at once
     for at, entry in enumerate(shop.log):
         job = entry.job
+        before = [e.what for e in shop.log[:at] if e.job is None]
         if job is None:
+            assert owed is None, "no confirmation email at once"
+            counted = consent.counts
+            if entry.what == "identify":
+                consent.identify()
+                day = utc_day(entry.at)
+                if consent.awaiting and day not in asked:  # at most one a day
+                    asked.add(day)
+                    owed = None if "unsubscribe" in before else entry.at
+            elif entry.what == "withdraw":
+                consent.withdraw()
+            elif entry.what == "confirm":
+                assert entry.answer == consent.click(entry.at), "the confirmation page"
+            # The welcome series starts when the consent comes to count (given, or confirmed
+            # under double opt-in), for the emails of it not sent yet.
+            if consent.counts and not counted and "unsubscribe" not in before:
+                welcomed = {"welcome:0", "welcome:1"} <= steps
+                assert welcomed or "welcome" in entry.pending, "no welcome series"
+            continue
+        if job.flow == CONFIRM_FLOW:  # asked for: outside the budget and the quiet hours
+            if entry.what == "sent":
+                assert consent.awaiting, "a confirmation email for no consent awaiting one"
+                assert "unsubscribe" not in before, "a confirmation email after an unsubscribe"
+                assert entry.at == owed, "a confirmation email not at once or twice a day"
+                consent.links.append((entry.at, consent.record))
+                owed = None
             continue
         origin, due = entry.origin, entry.due
         if entry.what in DROPPED:  # dropped only when it could not go in time
@@ -700,7 +851,9 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_
         )
         assert not budget.quiet(local(t, timezone).hour)
         assert due <= t <= due + MAX_HOLD_S
-        before = [e.what for e in shop.log[:at] if e.job is None]
+        # At most one message per flow, step and occurrence, ever.
+        assert job.step_field not in steps, f"{job.step_field} sent twice"
+        steps.add(job.step_field)
         since = [e.what for e in shop.log[origin + 1 : at] if e.job is None]
         flow = config.flow(job.flow)
         assert flow is not None
@@ -709,11 +862,19 @@ def test_no_history_of_events_gets_past_the_budget_quiet_hours_a_purchase_or_an_
             assert shop.phone and "stop" not in before, "texted after a STOP"
         else:
             assert "unsubscribe" not in before, "emailed after an unsubscribe"
+            # Only while the consent counts (confirmed, under double opt-in), and never for a
+            # job scheduled before a withdrawal, even once consent is given again.
+            assert consent.given, "emailed while the consent is withdrawn"
+            assert consent.confirmed, "emailed before the consent was confirmed"
+            assert "withdraw" not in since, "emailed for a job scheduled before a withdrawal"
         # No message of a job scheduled before an order goes after it; the emails an order
         # starts are the only ones it schedules.
         assert "buy" not in since, "sent after a purchase"
         assert (shop.log[origin].what == "buy") == (job.kind in AFTER_ORDER)
+    assert owed is None, "no confirmation email at once"
     assert sent == sorted(sent)
+    # Under double opt-in the first consent gets its confirmation email at once.
+    assert not double_opt_in or consent.links[0][0] == T0
     # Every SMS the worker counted as sent reached the provider, and no other one did.
     texts = [m for m in api.to(shop.phone) if "/v1/sms/l/" in m.body] if shop.phone else []
     assert len(texts) == texted
