@@ -230,6 +230,17 @@ class ScheduleResult:
     job_ids: tuple[str, ...] = ()
 
 
+def _reachable_address(email: str, sms: bool) -> str | ScheduleResult:
+    """The normalised address to email (``""`` for a visitor reached by texts only, ``sms``: a
+    confirmed phone), or why the visitor cannot be reached."""
+    if not email and not sms:
+        return ScheduleResult("no_email")
+    try:
+        return normalize_address(email) if email else ""
+    except MailAddressError:
+        return "" if sms else ScheduleResult("invalid_email")
+
+
 class MailScheduler:
     """Schedules, cancels and hands out email jobs. All methods raise ``redis`` errors as is."""
 
@@ -280,14 +291,9 @@ class MailScheduler:
         product views. Needs an address and marketing consent, or ``sms`` (a confirmed phone:
         each step checks its own channel when due); steps already sent are skipped.
         """
-        if not email and not sms:
-            return ScheduleResult("no_email")
-        try:
-            address = normalize_address(email) if email else ""
-        except MailAddressError:
-            if not sms:
-                return ScheduleResult("invalid_email")
-            address = ""
+        address = _reachable_address(email or "", sms)
+        if isinstance(address, ScheduleResult):
+            return address
         if not consent and not sms:
             await self.cancel(site, visitor)
             return ScheduleResult("no_consent")
@@ -437,15 +443,9 @@ class MailScheduler:
             raw = await self._redis.hgetall(self._keys.profile(site, visitor))
             profile = {reply_text(k): reply_text(v) for k, v in raw.items()}
         sms = sms_consent(profile)  # texts only: each step checks its own channel when due
-        email = profile.get("email", "")
-        if not email and not sms:
-            return ScheduleResult("no_email")
-        try:
-            address = normalize_address(email) if email else ""
-        except MailAddressError:
-            if not sms:
-                return ScheduleResult("invalid_email")
-            address = ""
+        address = _reachable_address(profile.get("email", ""), sms)
+        if isinstance(address, ScheduleResult):
+            return address
         if not sms:
             if not marketing_consent(profile):
                 return ScheduleResult("no_consent")

@@ -36,7 +36,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -192,15 +192,29 @@ def _answer(result: OptinResult, headers: dict[str, str]) -> Response:
     return JSONResponse(result.as_json(), result.http_status, headers=headers)
 
 
-async def optin(ctx: MailContext, request: Request) -> Response:
+Asked = TypeVar("Asked")
+
+
+async def _asked(
+    ctx: MailContext, request: Request, kind: type[Asked]
+) -> tuple[Site, Asked, dict[str, str]] | Response:
+    """The site, the decoded JSON body and the CORS headers of a shop's request; or the
+    refusal."""
     checked = await _form_site(ctx, request)
     if isinstance(checked, Response):
         return checked
     site, body, headers = checked
     try:
-        asked = msgspec.json.decode(body, type=OptinRequest)
+        return site, msgspec.json.decode(body, type=kind), headers
     except msgspec.DecodeError as exc:
         return _error(400, "invalid", str(exc), headers)
+
+
+async def optin(ctx: MailContext, request: Request) -> Response:
+    checked = await _asked(ctx, request, OptinRequest)
+    if isinstance(checked, Response):
+        return checked
+    site, asked, headers = checked
     result = await request_code(
         ctx, site, asked.visitor, asked.phone, asked.consent, now=time.time(),
         locale=asked.locale, source="shop",
@@ -209,14 +223,10 @@ async def optin(ctx: MailContext, request: Request) -> Response:
 
 
 async def confirm(ctx: MailContext, request: Request) -> Response:
-    checked = await _form_site(ctx, request)
+    checked = await _asked(ctx, request, ConfirmRequest)
     if isinstance(checked, Response):
         return checked
-    site, body, headers = checked
-    try:
-        asked = msgspec.json.decode(body, type=ConfirmRequest)
-    except msgspec.DecodeError as exc:
-        return _error(400, "invalid", str(exc), headers)
+    site, asked, headers = checked
     return _answer(
         await confirm_code(ctx, site, asked.visitor, asked.code, now=time.time()), headers
     )
