@@ -14,14 +14,12 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from email.message import EmailMessage
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -36,7 +34,6 @@ from starlette.applications import Starlette
 from widget_server.catalog.feeds import Product
 from widget_server.catalog.interest import InterestIndex
 from widget_server.catalog.store import CatalogStore, import_parsed
-from widget_server.mail import routes as mail_routes_module
 from widget_server.mail.catalog_triggers import CatalogTriggers
 from widget_server.mail.context import MailContext
 from widget_server.mail.flows import (
@@ -514,9 +511,7 @@ class History:
         links = self.transport.confirm_links.get(self.email.lower())
         if not links:
             return 0
-        clock = SimpleNamespace(time=lambda: self.now)
-        with mock.patch.object(mail_routes_module, "time", clock):
-            answer = await self.http.post(links[-1])
+        answer = await self.http.post(links[-1])
         assert (
             answer.status_code != 200
             or "is confirmed" in answer.text
@@ -655,7 +650,8 @@ async def history(
         await interest.flush()
         triggers = CatalogTriggers(ctx.redis, ctx.keys, ctx.scheduler, interest=interest,
                                    catalog=ctx.catalog, clock=lambda: shop.now)  # fmt: skip
-        app = Starlette(routes=[*sms_routes(lambda: ctx), *mail_routes(lambda: ctx)])
+        on_the_clock = replace(ctx, clock=lambda: shop.now)  # the mail pages' simulated time
+        app = Starlette(routes=[*sms_routes(lambda: ctx), *mail_routes(lambda: on_the_clock)])
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL
         ) as http:

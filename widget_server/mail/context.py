@@ -6,6 +6,7 @@ with the settings read at the edge (:func:`mail_settings_from_env`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,8 @@ class MailContext:
     similar: SimilarSource | None = None
     # None: SMS is off (not configured); SMS steps are then skipped.
     sms: SmsChannel | None = None
+    # The time the routes take (link expiry, confirmations, counters); the worker takes its own.
+    clock: Callable[[], float] = time.time
 
     def require_sending(self) -> MailTransport:
         """The transport, or ConfigurationError naming every setting sending still needs."""

@@ -24,7 +24,6 @@ Bad, tampered or foreign tokens answer 400 with a short page; unknown sites 404.
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urlsplit
@@ -128,7 +127,7 @@ async def _unsubscribe_token(
 ) -> tuple[dict[str, Any], Site | None]:
     token = request.query_params.get("t", "")
     try:
-        payload = ctx.signer.verify("unsub", token, now=time.time())
+        payload = ctx.signer.verify("unsub", token, now=ctx.clock())
     except ExpiredToken as exc:
         payload = exc.payload
     return payload, await ctx.sites.get(str(payload.get("s", "")))
@@ -163,7 +162,7 @@ async def unsubscribe(ctx: MailContext, request: Request) -> Response:
     ctx.metrics.unsubscribes.labels("unsubscribed").inc()
     flow = (await ctx.flows.get(site.key)).flow(str(payload.get("f", "")))
     if not already and flow is not None:
-        await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", time.time())
+        await ctx.scheduler.experiments.count(site.key, flow, "unsubscribes", ctx.clock())
     return await _page(ctx, "done", site, email=str(payload["m"]))
 
 
@@ -173,7 +172,7 @@ async def _confirm_link(
     """The fields of an authentic, unexpired confirmation link and its site; or the error page.
     Unlike unsubscribe links, an expired one does nothing: a confirmation must be recent."""
     try:
-        payload = ctx.signer.verify("confirm", request.query_params.get("t", ""), now=time.time())
+        payload = ctx.signer.verify("confirm", request.query_params.get("t", ""), now=ctx.clock())
     except ExpiredToken as exc:
         key = exc.payload.get("s")
         site = await ctx.sites.get(key) if isinstance(key, str) and 0 < len(key) <= 64 else None
@@ -206,7 +205,7 @@ async def confirm(ctx: MailContext, request: Request) -> Response:
     link, site = checked
     if await read_bounded(request, MAX_FORM_BYTES) is None:
         return await _confirm_view(ctx, "invalid", site, status=413)
-    outcome = await confirm_address(ctx, site.key, link["v"], link["m"], link["c"], now=time.time())
+    outcome = await confirm_address(ctx, site.key, link["v"], link["m"], link["c"], now=ctx.clock())
     if outcome in ("stale", "gone"):
         return await _confirm_view(ctx, "stale", site, status=409)
     if await ctx.scheduler.suppression(site.key, link["m"]) is not None:
@@ -231,7 +230,7 @@ async def _count(ctx: MailContext, payload: dict[str, Any], event: str) -> None:
     visitor = str(payload.get("v", ""))
     config = await ctx.flows.get(site)
     if visitor and (found := config.flow(flow)) is not None:
-        await ctx.scheduler.experiments.clicked(site, visitor, found, time.time())
+        await ctx.scheduler.experiments.clicked(site, visitor, found, ctx.clock())
 
 
 async def _link(
@@ -241,7 +240,7 @@ async def _link(
     An expired link still works (a reader opening an old email) but is not counted again."""
     fresh = True
     try:
-        payload = ctx.signer.verify(purpose, request.query_params.get("t", ""), now=time.time())
+        payload = ctx.signer.verify(purpose, request.query_params.get("t", ""), now=ctx.clock())
     except ExpiredToken as exc:
         payload, fresh = exc.payload, False
     except BadToken:
@@ -300,7 +299,7 @@ async def provider_events(ctx: MailContext, request: Request) -> Response:
         return JSONResponse({"error": {"code": "too_large"}}, 413)
     timestamp = request.headers.get("x-widget-timestamp", "")
     given = request.headers.get("x-widget-signature", "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW_S:
+    if not timestamp.isdigit() or abs(ctx.clock() - int(timestamp)) > MAX_CLOCK_SKEW_S:
         return JSONResponse({"error": {"code": "bad_signature"}}, 401)
     if not hmac.compare_digest(given, webhook_signature(site.secret, timestamp, body)):
         return JSONResponse({"error": {"code": "bad_signature"}}, 401)
@@ -339,7 +338,7 @@ async def _count_provider_event(ctx: MailContext, site: str, event: ProviderEven
     name = await ctx.scheduler.last_sent_flow(site, event.email)
     flow = (await ctx.flows.get(site)).flow(name) if name else None
     if flow is not None:
-        await ctx.scheduler.experiments.count(site, flow, _FLOW_METRICS[event.type], time.time())
+        await ctx.scheduler.experiments.count(site, flow, _FLOW_METRICS[event.type], ctx.clock())
 
 
 Handler = Callable[[MailContext, Request], Awaitable[Response]]
